@@ -1,0 +1,218 @@
+// Array entry points of the core: fake quantization (cast), encoding to packed codes + scales,
+// and decoding. Tensors are dense and row-major; `shape` gives their dimensions.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "qcast/detail/float_bits.hpp"
+#include "qcast/detail/groups.hpp"
+#include "qcast/element_codec.hpp"
+#include "qcast/format.hpp"
+#include "qcast/format_names.hpp"
+#include "qcast/packing.hpp"
+#include "qcast/rounding.hpp"
+#include "qcast/scaling.hpp"
+
+namespace qcast {
+
+using Shape = std::vector<std::int64_t>;
+
+enum class DType : std::uint8_t { f32, f16, bf16 };
+
+inline const char* dtype_name(DType t) {
+  return t == DType::f32 ? "float32" : t == DType::f16 ? "float16" : "bfloat16";
+}
+
+// Packed codes and scales of one tensor (see packing.hpp for the bit order).
+struct Encoded {
+  Format format;
+  Shape shape;
+  std::vector<std::uint8_t> codes;   // element codes in row-major element order
+  std::vector<std::uint8_t> scales;  // scale codes in group order (detail::GroupLayout)
+  float tensor_scale = 1.0f;         // s_t of a two-level format
+};
+
+namespace detail {
+
+struct GroupStats {
+  float amax = 0.0f;
+  bool nonfinite = false;
+};
+
+inline GroupStats group_stats(const float* x, const Group& g) {
+  GroupStats s;
+  g.for_each([&](std::int64_t i) {
+    const float a = std::fabs(x[i]);
+    if (!std::isfinite(a)) s.nonfinite = true;
+    else if (a > s.amax) s.amax = a;
+  });
+  return s;
+}
+
+// amax over the finite elements of the tensor (NVFP4 recipe, tensor level).
+inline float finite_amax(const float* x, std::int64_t n) {
+  float m = 0.0f;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float a = std::fabs(x[i]);
+    if (std::isfinite(a) && a > m) m = a;
+  }
+  return m;
+}
+
+// The value an element of a finite group is quantized to, before scaling back (x / s or x / (s_b*s_t)).
+inline float scaled_input(const Format& f, float x, const GroupScale& g, float s_t) {
+  return f.tensor_scale ? x / (g.value * s_t) : x / g.value;
+}
+
+inline float scaled_output(const Format& f, float q, const GroupScale& g, float s_t) {
+  return f.tensor_scale ? (q * g.value) * s_t : q * g.value;
+}
+
+inline void check_format(const Format& f) {
+  const std::string why = f.invalid_reason();
+  if (!why.empty()) throw std::invalid_argument("invalid format " + format_name(f) + ": " + why);
+}
+
+}  // namespace detail
+
+// Fake quantization of n = prod(shape) binary32 values: out[i] is in[i] rounded to the format and
+// scaled back. in and out may be the same array.
+inline void cast(const float* in, float* out, const Shape& shape, const Format& f, const CastOptions& o = {}) {
+  detail::check_format(f);
+  const detail::GroupLayout layout(shape, f);
+  const std::int64_t n = layout.elements();
+  if (!f.is_scaled()) {
+    for (std::int64_t i = 0; i < n; ++i) out[i] = quantize_element(f.element, in[i], o, std::uint64_t(i));
+    return;
+  }
+  const float amax_t = f.tensor_scale ? detail::finite_amax(in, n) : 1.0f;
+  const float s_t = f.tensor_scale ? tensor_scale_of(f, amax_t) : 1.0f;
+  for (std::int64_t gi = 0, groups = layout.groups(); gi < groups; ++gi) {
+    const detail::Group grp = layout.group(gi);
+    const detail::GroupStats st = detail::group_stats(in, grp);
+    const GroupScale g = group_scale(f, st.amax, st.nonfinite, amax_t, s_t);
+    grp.for_each([&](std::int64_t i) {
+      const float x = in[i];
+      switch (g.kind) {
+        case GroupScale::Kind::nan: out[i] = detail::canonical_nan(); break;
+        case GroupScale::Kind::passthrough: out[i] = x; break;
+        case GroupScale::Kind::zero: out[i] = std::copysign(0.0f, x); break;
+        default: {
+          const float q = quantize_element(f.element, detail::scaled_input(f, x, g, s_t), o, std::uint64_t(i));
+          out[i] = detail::scaled_output(f, q, g, s_t);
+        }
+      }
+    });
+  }
+}
+
+// Encodes to packed codes and scales. decode(encode(x)) == cast(x) bit for bit, except that
+// integer codes have no -0 (a -0 of cast decodes as +0), and that a direct cast to a format
+// without NaN (fp6, fp4, integers) cannot hold a NaN input: that throws std::domain_error.
+inline Encoded encode(const float* in, const Shape& shape, const Format& f, const CastOptions& o = {}) {
+  detail::check_format(f);
+  const detail::GroupLayout layout(shape, f);
+  const std::int64_t n = layout.elements();
+  const int bits = f.element.bits();
+  Encoded e;
+  e.format = f;
+  e.shape = shape;
+  e.codes.assign(packed_size(std::size_t(n), bits), 0);
+  if (!f.is_scaled()) {
+    for (std::int64_t i = 0; i < n; ++i) {
+      if (std::isnan(in[i]) && !f.element.has_nan())
+        throw std::domain_error("element " + std::to_string(i) + " is NaN, which " + format_name(f) +
+                                " cannot encode");
+      pack_code(e.codes.data(), std::size_t(i), bits, encode_element(f.element, in[i], o, std::uint64_t(i)));
+    }
+    return e;
+  }
+  const float amax_t = f.tensor_scale ? detail::finite_amax(in, n) : 1.0f;
+  const float s_t = f.tensor_scale ? tensor_scale_of(f, amax_t) : 1.0f;
+  e.tensor_scale = s_t;
+  const std::int64_t groups = layout.groups();
+  e.scales.assign(packed_size(std::size_t(groups), f.scale_storage_bits()), 0);
+  for (std::int64_t gi = 0; gi < groups; ++gi) {
+    const detail::Group grp = layout.group(gi);
+    const detail::GroupStats st = detail::group_stats(in, grp);
+    const GroupScale g = group_scale(f, st.amax, st.nonfinite, amax_t, s_t);
+    pack_code(e.scales.data(), std::size_t(gi), f.scale_storage_bits(), g.code);
+    grp.for_each([&](std::int64_t i) {
+      const float x = in[i];
+      float v;  // what the element code must hold
+      switch (g.kind) {
+        case GroupScale::Kind::nan: v = 0.0f; break;  // the scale carries the NaN
+        case GroupScale::Kind::finite: v = detail::scaled_input(f, x, g, s_t); break;
+        default: v = std::copysign(0.0f, x);
+      }
+      pack_code(e.codes.data(), std::size_t(i), bits, encode_element(f.element, v, o, std::uint64_t(i)));
+    });
+  }
+  return e;
+}
+
+// Decodes into out (prod(e.shape) binary32 values).
+inline void decode(const Encoded& e, float* out) {
+  const Format& f = e.format;
+  detail::check_format(f);
+  const detail::GroupLayout layout(e.shape, f);
+  const std::int64_t n = layout.elements();
+  const int bits = f.element.bits();
+  if (e.codes.size() < packed_size(std::size_t(n), bits))
+    throw std::invalid_argument("encoded codes hold " + std::to_string(e.codes.size()) + " bytes; shape needs " +
+                                std::to_string(packed_size(std::size_t(n), bits)));
+  if (!f.is_scaled()) {
+    for (std::int64_t i = 0; i < n; ++i) out[i] = decode_element(f.element, unpack_code(e.codes.data(), std::size_t(i), bits));
+    return;
+  }
+  const std::int64_t groups = layout.groups();
+  if (e.scales.size() < packed_size(std::size_t(groups), f.scale_storage_bits()))
+    throw std::invalid_argument("encoded scales hold " + std::to_string(e.scales.size()) + " bytes; " +
+                                std::to_string(groups) + " groups need " +
+                                std::to_string(packed_size(std::size_t(groups), f.scale_storage_bits())));
+  for (std::int64_t gi = 0; gi < groups; ++gi) {
+    const GroupScale g = group_scale_from_code(f, unpack_code(e.scales.data(), std::size_t(gi), f.scale_storage_bits()));
+    layout.group(gi).for_each([&](std::int64_t i) {
+      if (g.kind == GroupScale::Kind::nan) {
+        out[i] = detail::canonical_nan();
+        return;
+      }
+      const float q = decode_element(f.element, unpack_code(e.codes.data(), std::size_t(i), bits));
+      out[i] = detail::scaled_output(f, q, g, e.tensor_scale);
+    });
+  }
+}
+
+// 16-bit storage types: values are widened exactly to binary32, cast, and the result is rounded to
+// the storage type (ties to even, overflow to Inf), as storing a binary32 result would.
+inline float widen(DType t, std::uint16_t h) {
+  if (t == DType::bf16) return detail::float_of(std::uint32_t(h) << 16);
+  return decode_element(elements::fp16, h);
+}
+
+inline std::uint16_t narrow(DType t, float x) {
+  static const CastOptions ieee_store = [] {
+    CastOptions o;
+    o.saturate = false;
+    return o;
+  }();
+  return std::uint16_t(encode_element(t == DType::bf16 ? elements::bf16 : elements::fp16, x, ieee_store));
+}
+
+// Type-erased cast of float32, float16 or bfloat16 arrays (in and out have type t).
+inline void cast(const void* in, void* out, DType t, const Shape& shape, const Format& f, const CastOptions& o = {}) {
+  if (t == DType::f32) return cast(static_cast<const float*>(in), static_cast<float*>(out), shape, f, o);
+  std::int64_t n = 1;
+  for (auto d : shape) n *= d;
+  std::vector<float> tmp(static_cast<std::size_t>(n));
+  const auto* src = static_cast<const std::uint16_t*>(in);
+  for (std::int64_t i = 0; i < n; ++i) tmp[std::size_t(i)] = widen(t, src[i]);
+  cast(tmp.data(), tmp.data(), shape, f, o);
+  auto* dst = static_cast<std::uint16_t*>(out);
+  for (std::int64_t i = 0; i < n; ++i) dst[i] = narrow(t, tmp[std::size_t(i)]);
+}
+
+}  // namespace qcast

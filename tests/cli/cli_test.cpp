@@ -1,0 +1,135 @@
+// The qcast tool end to end: exit codes, messages, bit-exact outputs, atomic writes.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdlib>
+#include <sys/wait.h>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "../core/bits.hpp"
+#include "oracle.hpp"
+#include "qcast/npy.hpp"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Run {
+  int code;
+  std::string output;
+};
+
+fs::path scratch() {
+  const fs::path d = fs::temp_directory_path() / "qcast_cli_test";
+  fs::create_directories(d);
+  return d;
+}
+
+Run run(const std::string& args) {
+  const fs::path log = scratch() / "out.txt";
+  const std::string cmd = std::string(QCAST_CLI) + " " + args + " > " + log.string() + " 2>&1";
+  const int status = std::system(cmd.c_str());
+  std::ifstream f(log);
+  std::stringstream s;
+  s << f.rdbuf();
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, s.str()};
+}
+
+}  // namespace
+
+TEST_CASE("qcast cast is bit-exact with the oracle and keeps the shape") {
+  const fs::path in = scratch() / "in.npy", out = scratch() / "out.npy";
+  std::vector<float> x(3 * 5 * 40);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::sin(float(i)) * float(i % 13) * 10.0f;
+  qcast::write_npy(in.string(), {3, 5, 40}, x.data());
+  const Run r = run("cast --format mxfp4 " + in.string() + " " + out.string());
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  const auto y = qcast::read_npy(out.string());
+  CHECK(y.shape == qcast::Shape{3, 5, 40});
+  const auto want = oracle::mx(x, 15, 40, oracle::e2m1());
+  const auto got = y.to_float();
+  std::size_t bad = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) bad += !qcast_test::same(got[i], want[i]);
+  CHECK(bad == 0);
+}
+
+TEST_CASE("qcast cast reads float16 input") {
+  const fs::path in = scratch() / "in16.npy", out = scratch() / "out16.npy";
+  {
+    std::ofstream f(in, std::ios::binary);
+    const std::string h = "{'descr': '<f2', 'fortran_order': False, 'shape': (2,), }          \n";
+    f << "\x93NUMPY" << char(1) << char(0) << char(h.size()) << char(0) << h;
+    const unsigned char data[4] = {0x00, 0x3E, 0x00, 0xC5};  // 1.5, -5.0
+    f.write(reinterpret_cast<const char*>(data), 4);
+  }
+  const Run r = run("cast --format fp4_e2m1 " + in.string() + " " + out.string());
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  CHECK(qcast::read_npy(out.string()).to_float() == std::vector<float>{1.5f, -4.0f});
+}
+
+TEST_CASE("qcast cast errors are clear and leave no output") {
+  const fs::path in = scratch() / "e_in.npy", out = scratch() / "e_out.npy";
+  std::vector<float> x(8, 1.0f);
+  qcast::write_npy(in.string(), {2, 4}, x.data());
+  fs::remove(out);
+
+  Run r = run("cast --format mxfp3 " + in.string() + " " + out.string());
+  CHECK(r.code != 0);
+  CHECK(r.output.find("unknown format 'mxfp3'") != std::string::npos);
+  CHECK(r.output.find("mxfp4") != std::string::npos);
+
+  r = run("cast --format mxfp4 --axis 5 " + in.string() + " " + out.string());
+  CHECK(r.code != 0);
+  CHECK(r.output.find("axis 5 is out of range") != std::string::npos);
+
+  r = run("cast --format fp8_e4m3 --axis 0 " + in.string() + " " + out.string());
+  CHECK(r.code != 0);
+  CHECK(r.output.find("has no axis") != std::string::npos);
+
+  r = run("cast --format mxfp4 --round up " + in.string() + " " + out.string());
+  CHECK(r.code != 0);
+  CHECK(r.output.find("even, away, zero or stochastic") != std::string::npos);
+
+  r = run("cast --format mxfp4 " + (scratch() / "missing.npy").string() + " " + out.string());
+  CHECK(r.code != 0);
+  CHECK(r.output.find("missing.npy: cannot open") != std::string::npos);
+
+  const fs::path corrupt = scratch() / "corrupt.npy";
+  std::ofstream(corrupt) << "garbage";
+  r = run("cast --format mxfp4 " + corrupt.string() + " " + out.string());
+  CHECK(r.code != 0);
+  CHECK(r.output.find("corrupt.npy: not a .npy file") != std::string::npos);
+  CHECK(!fs::exists(out));
+
+  r = run("cast --format mxfp4 " + in.string() + " " + in.string());
+  CHECK(r.code != 0);
+  CHECK(r.output.find("is the input") != std::string::npos);
+  CHECK(qcast::read_npy(in.string()).to_float() == x);  // the input is untouched
+
+  r = run("cast " + in.string() + " " + out.string());
+  CHECK(r.code == 2);
+  CHECK(r.output.find("--format is required") != std::string::npos);
+
+  r = run("frobnicate");
+  CHECK(r.code == 2);
+  CHECK(r.output.find("valid: formats, cast") != std::string::npos);
+}
+
+TEST_CASE("qcast formats and --help") {
+  Run r = run("formats");
+  REQUIRE(r.code == 0);
+  for (const char* name : {"fp8_e4m3 ", "fp8_e5m2fnuz", "mxfp6_e3m2", "mxint8", "nvfp4", "int8@channel", "int4@g128"})
+    CHECK(r.output.find(name) != std::string::npos);
+  CHECK(r.output.find("57344") != std::string::npos);
+  for (const char* cmd : {"--help", "cast --help", "formats --help"}) {
+    r = run(cmd);
+    INFO(cmd);
+    CHECK(r.code == 0);
+    CHECK(r.output.find("usage: qcast") != std::string::npos);
+  }
+}

@@ -1,0 +1,66 @@
+#include <catch2/catch.hpp>
+
+#include <string>
+
+#include "qcast/format_names.hpp"
+
+TEST_CASE("every named format prints as its name and parses back") {
+  for (const auto& n : qcast::named_formats()) {
+    INFO(n.name);
+    CHECK(qcast::format_name(n.format) == n.name);
+    CHECK(qcast::parse_format(n.name) == n.format);
+    CHECK(n.format.invalid_reason().empty());
+  }
+}
+
+TEST_CASE("intN, intN@gK and intN@channel for every N") {
+  for (int n = 2; n <= 8; ++n) {
+    const std::string i = "int" + std::to_string(n);
+    CHECK(qcast::parse_format(i).granularity == qcast::Granularity::tensor);
+    CHECK(qcast::parse_format(i + "@g48").block_size == 48);
+    CHECK(qcast::parse_format(i + "@channel").axis == 0);
+    CHECK(qcast::parse_format(i).element.integer_max() == (1 << (n - 1)) - 1);
+  }
+}
+
+TEST_CASE("generic names round-trip") {
+  for (const char* s : {"e3m4", "e3m4fn", "e5m2fnuzb15", "ue5m3", "e4m3nospb5", "int4@g128:axis=0",
+                        "uint8", "int8f6@g32:scale=e8m0", "e2m1@g32:scale=e8m0:rule=rceil", "e2m1@g32:scale=e8m0:rule=ceil",
+                        "fp8_e4m3@channel", "fp8_e4m3@tensor", "e2m1@g16:scale=ue4m3", "e2m1@g16+tensor",
+                        "e2m1@g16+tensor:scale=bf16", "fp8_e4m3@g32:scale=e8m0:rule=even", "int8@none", "e8m0", "e5m0b20",
+                        "fp6_e2m3@g64:scale=e8m0", "e2m1@g32:scale=e8m0:axis=-2", "fp8_e4m3@channel:axis=1"}) {
+    INFO(s);
+    const qcast::Format f = qcast::parse_format(s);
+    CHECK(qcast::parse_format(qcast::format_name(f)) == f);
+  }
+  CHECK(qcast::format_name(qcast::parse_format("fp4_e2m1@g32:scale=e8m0")) == "mxfp4");
+  CHECK(qcast::format_name(qcast::parse_format("fp4_e2m1@g16+tensor")) == "nvfp4");
+  CHECK(qcast::format_name(qcast::parse_format("e4m3fnb7")) == "fp8_e4m3");
+  CHECK(qcast::format_name(qcast::parse_format("e4m3fn")) == "fp8_e4m3");
+  CHECK(qcast::parse_format("e2m1").element.specials == qcast::Specials::ieee);  // generic default
+  CHECK(qcast::format_name(qcast::parse_format("int4@g128:axis=-1")) == "int4@g128");
+}
+
+TEST_CASE("bad names are errors that list the valid names") {
+  for (const char* s : {"fp9", "mxfp3", "int1", "int4@g0", "e2m1@g32:scale=e8m0:rule=amax", "e2m1@g32:rule=floor",
+                        "fp8_e4m3:axis=1", "int4@gx", "e9m2", "e4m3@g16+block", "int4@tensor:axis=0", "", "e2m1@",
+                        "e2m1@g32:color=red", "ue2m1fnuz"}) {
+    INFO(s);
+    try {
+      qcast::parse_format(s);
+      FAIL("accepted");
+    } catch (const qcast::FormatError& e) {
+      const std::string what = e.what();
+      CHECK(what.find("unknown format") != std::string::npos);
+      CHECK(what.find("mxfp4") != std::string::npos);
+      CHECK(what.find("nvfp4") != std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("effective bits count the scales") {
+  CHECK(qcast::parse_format("mxfp4").bits_per_element() == 4.25);
+  CHECK(qcast::parse_format("nvfp4").bits_per_element() == 4.5);
+  CHECK(qcast::parse_format("int4@g128").bits_per_element() == 4.25);
+  CHECK(qcast::parse_format("fp8_e4m3").bits_per_element() == 8);
+}

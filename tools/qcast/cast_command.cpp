@@ -1,0 +1,97 @@
+// qcast cast: fake quantization of a .npy file.
+#include <fmt/core.h>
+
+#include <filesystem>
+#include <string>
+
+#include "commands.hpp"
+#include "qcast/cast.hpp"
+#include "qcast/npy.hpp"
+
+namespace qcast_cli {
+namespace {
+
+const char* kHelp =
+    "usage: qcast cast --format F [--axis A] [--round even|away|zero|stochastic] [--seed S]\n"
+    "                  [--no-saturate] IN.npy OUT.npy\n"
+    "\n"
+    "Reads a float32 or float16 .npy array (C order, any rank), rounds every value to format F\n"
+    "(scaled and scaled back for block/channel/tensor formats) and writes the result as float32.\n"
+    "The output is written to a temporary file and renamed into place; it may not be the input.\n"
+    "\n"
+    "  --format F      a format name: 'qcast formats' lists the named ones\n"
+    "  --axis A        axis of channel/block scaling (default: last axis for blocks, 0 for channels)\n"
+    "  --round MODE    element rounding: even (ties to even, default), away (ties away), zero\n"
+    "                  (truncate), stochastic (with --seed; independent of thread count)\n"
+    "  --seed S        seed of stochastic rounding (default 0)\n"
+    "  --no-saturate   overflow gives Inf/NaN where the format has them instead of ±max\n";
+
+long long parse_integer(const std::string& flag, const std::string& v) {
+  try {
+    std::size_t used = 0;
+    const long long n = std::stoll(v, &used);
+    if (used == v.size()) return n;
+  } catch (const std::exception&) {
+  }
+  throw UsageError{flag + " needs an integer, got '" + v + "'"};
+}
+
+}  // namespace
+
+int cast_command(const std::vector<std::string>& args) {
+  std::string format_text, round = "even";
+  std::string axis_text, seed_text;
+  bool saturate = true;
+  std::vector<std::string> files;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&]() -> const std::string& {
+      if (i + 1 >= args.size()) throw UsageError{a + " needs a value"};
+      return args[++i];
+    };
+    if (a == "--help" || a == "-h") {
+      fmt::print("{}", kHelp);
+      return 0;
+    } else if (a == "--format") format_text = value();
+    else if (a == "--axis") axis_text = value();
+    else if (a == "--round") round = value();
+    else if (a == "--seed") seed_text = value();
+    else if (a == "--no-saturate") saturate = false;
+    else if (a.size() > 1 && a[0] == '-' && a != "-") throw UsageError{"unknown option '" + a + "'"};
+    else files.push_back(a);
+  }
+  if (format_text.empty()) throw UsageError{"--format is required"};
+  if (files.size() != 2) throw UsageError{"expected IN.npy and OUT.npy, got " + std::to_string(files.size()) + " paths"};
+
+  qcast::Format format = qcast::parse_format(format_text);
+  if (!axis_text.empty()) {
+    if (!format.has_axis())
+      throw UsageError{"--axis applies to channel and block formats; " + format_text + " has no axis"};
+    format.axis = int(parse_integer("--axis", axis_text));
+  }
+  qcast::CastOptions options;
+  if (round == "even") options.rounding = qcast::Rounding::nearest_even;
+  else if (round == "away") options.rounding = qcast::Rounding::nearest_away;
+  else if (round == "zero") options.rounding = qcast::Rounding::toward_zero;
+  else if (round == "stochastic") options.rounding = qcast::Rounding::stochastic;
+  else throw UsageError{"--round must be even, away, zero or stochastic, got '" + round + "'"};
+  if (!seed_text.empty()) {
+    if (options.rounding != qcast::Rounding::stochastic) throw UsageError{"--seed only applies to --round stochastic"};
+    options.seed = static_cast<std::uint64_t>(parse_integer("--seed", seed_text));
+  }
+  options.saturate = saturate;
+
+  const std::string& in_path = files[0];
+  const std::string& out_path = files[1];
+  std::error_code ec;
+  if (std::filesystem::exists(out_path, ec) && std::filesystem::equivalent(in_path, out_path, ec))
+    throw UsageError{"the output " + out_path + " is the input; choose another output path"};
+
+  const qcast::NpyArray in = qcast::read_npy(in_path);
+  std::vector<float> values = in.to_float();
+  qcast::cast(values.data(), values.data(), in.shape, format, options);
+  qcast::write_npy(out_path, in.shape, values.data());
+  return 0;
+}
+
+}  // namespace qcast_cli

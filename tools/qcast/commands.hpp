@@ -1,0 +1,15 @@
+// Subcommands of the qcast tool. Each returns the process exit code.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace qcast_cli {
+
+struct UsageError {
+  std::string message;
+};
+
+int formats_command(const std::vector<std::string>& args);
+int cast_command(const std::vector<std::string>& args);
+
+}  // namespace qcast_cli
