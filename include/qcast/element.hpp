@@ -75,6 +75,12 @@ struct ElementFormat {
     return kind != ElementKind::integer && specials != Specials::none;
   }
   constexpr bool has_inf() const { return kind == ElementKind::minifloat && specials == Specials::ieee; }
+  // The overflow convention when CastOptions::saturate is unset: IEEE storage types of 16 bits or
+  // more (fp16, bf16, fp32) overflow to Inf like a C++ or PyTorch conversion; everything else
+  // saturates (the OCP FP8/MX conversions).
+  constexpr bool saturates_by_default() const {
+    return !(kind == ElementKind::minifloat && specials == Specials::ieee && bits() >= 16);
+  }
   constexpr bool has_negative_zero() const {
     return kind == ElementKind::minifloat && is_signed && specials != Specials::fnuz;
   }

@@ -85,10 +85,15 @@ inline std::uint32_t encode_integer(const ElementFormat& f, float x, const CastO
   return std::uint32_t(q) & all_ones(f.integer_bits);
 }
 
+inline bool saturates(const ElementFormat& f, const CastOptions& o) {
+  return o.saturate.value_or(f.saturates_by_default());
+}
+
 inline std::uint32_t encode_exponent(const ElementFormat& f, float x, const CastOptions& o, double u) {
+  const bool saturate = saturates(f, o);
   if (std::isnan(x)) return nan_code(f);
   const int max_field = f.max_exponent_field();
-  if (std::isinf(x)) return x > 0 && !o.saturate ? nan_code(f) : (x > 0 ? std::uint32_t(max_field) : 0u);
+  if (std::isinf(x)) return x > 0 && !saturate ? nan_code(f) : (x > 0 ? std::uint32_t(max_field) : 0u);
   if (!(x > 0)) return 0;  // no zero and no sign: the smallest power of two
   const double a = double(x);
   int e = floor_log2(a);
@@ -99,18 +104,19 @@ inline std::uint32_t encode_exponent(const ElementFormat& f, float x, const Cast
   else n = round_to_integer(frac, o.rounding, u);  // 1 or 2
   if (n == 2.0) ++e;
   if (e < f.min_exponent()) return 0;
-  if (e > f.max_exponent()) return o.saturate ? std::uint32_t(max_field) : nan_code(f);
+  if (e > f.max_exponent()) return saturate ? std::uint32_t(max_field) : nan_code(f);
   return std::uint32_t(e + f.bias);
 }
 
 inline std::uint32_t encode_minifloat(const ElementFormat& f, float x, const CastOptions& o, double u) {
+  const bool saturate = saturates(f, o);
   const bool negative = std::signbit(x) && !std::isnan(x);
   if (std::isnan(x)) return nan_code(f);
   if (negative && !f.is_signed) return 0;  // unsigned formats clamp at zero
   const std::uint32_t sign = negative ? sign_mask(f) : 0u;
   const std::uint32_t sign_of_zero = f.specials == Specials::fnuz ? 0u : sign;
   if (std::isinf(x)) {
-    if (o.saturate || f.specials == Specials::none) return sign | max_magnitude_code(f);
+    if (saturate || f.specials == Specials::none) return sign | max_magnitude_code(f);
     return f.specials == Specials::ieee ? sign | inf_code(f) : nan_code(f);
   }
   const double a = std::fabs(double(x));
@@ -121,7 +127,7 @@ inline std::uint32_t encode_minifloat(const ElementFormat& f, float x, const Cas
   const double v = std::ldexp(n, e - f.mantissa_bits);  // exact: n < 2^25
   if (v > f.max_value()) {
     // IEEE 754 §7.4: truncation never overflows to Inf.
-    if (o.saturate || f.specials == Specials::none || o.rounding == Rounding::toward_zero)
+    if (saturate || f.specials == Specials::none || o.rounding == Rounding::toward_zero)
       return sign | max_magnitude_code(f);
     return f.specials == Specials::ieee ? sign | inf_code(f) : nan_code(f);
   }

@@ -34,6 +34,7 @@ struct NpyArray {
   // The values widened to binary32.
   std::vector<float> to_float() const {
     std::vector<float> v(static_cast<std::size_t>(elements()));
+    if (v.empty()) return v;
     if (dtype == DType::f32) {
       std::memcpy(v.data(), data.data(), v.size() * 4);
     } else {
@@ -142,7 +143,7 @@ inline void write_npy(const std::string& path, const Shape& shape, const float* 
                                    static_cast<unsigned char>(header.size() >> 8)};
     f.write(reinterpret_cast<const char*>(pre), 10);
     f.write(header.data(), std::streamsize(header.size()));
-    f.write(reinterpret_cast<const char*>(values), std::streamsize(n * 4));
+    if (n > 0) f.write(reinterpret_cast<const char*>(values), std::streamsize(n * 4));
     f.flush();
     if (!f) {
       f.close();

@@ -1,6 +1,7 @@
 // Rounding and overflow are explicit parameters of every cast.
 #pragma once
 #include <cstdint>
+#include <optional>
 
 namespace qcast {
 
@@ -19,7 +20,9 @@ struct CastOptions {
   // true: finite values and Inf beyond the largest finite value become ±max (OCP "saturating").
   // false: overflow gives Inf where the format has it, NaN where it has NaN only, and ±max for
   // formats without special values (OCP MX §6.3 leaves FP6/FP4 overflow to the implementation).
-  bool saturate = true;
+  // Unset: the format's own convention (ElementFormat::saturates_by_default): saturating for every
+  // format except the IEEE storage types fp16, bf16 and fp32, which convert as IEEE 754 does.
+  std::optional<bool> saturate;
 };
 
 namespace detail {

@@ -49,7 +49,11 @@ inline int pow2_scale_exponent(const Format& f, float amax) {
   }
 }
 
-inline CastOptions scale_cast_options() { return CastOptions{}; }  // ties to even, saturating
+inline CastOptions scale_cast_options() {  // ties to even, saturating, whatever the scale format
+  CastOptions o;
+  o.saturate = true;
+  return o;
+}
 
 }  // namespace detail
 

@@ -1,6 +1,7 @@
 // float16 / bfloat16 storage: widen exactly, cast, round the result to the storage type.
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <random>
 
 #include "bits.hpp"
@@ -35,4 +36,25 @@ TEST_CASE("narrowing to fp16 and bf16 rounds to nearest even and overflows to In
   CHECK(qcast::narrow(DType::f16, 1e-8f) == 0x0000);
   CHECK(qcast::narrow(DType::f16, 6e-8f) == 0x0001);
   CHECK(qcast::narrow(DType::f16, -0.0f) == 0x8000);
+}
+
+TEST_CASE("fp16 and bf16 as formats convert as IEEE 754 does unless told to saturate") {
+  std::mt19937 rng(5);
+  std::vector<float> x(100000);
+  for (auto& v : x) v = qcast_test::from_bits(rng());
+  x[0] = INFINITY, x[1] = -INFINITY, x[2] = 70000.0f, x[3] = 3.4e38f;
+  for (qcast::DType t : {qcast::DType::f16, qcast::DType::bf16}) {
+    const auto f = qcast::parse_format(t == qcast::DType::f16 ? "fp16" : "bf16");
+    std::vector<float> y(x.size());
+    qcast::cast(x.data(), y.data(), {std::int64_t(x.size())}, f);
+    std::size_t bad = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) bad += !qcast_test::same(y[i], qcast::widen(t, qcast::narrow(t, x[i])));
+    CHECK(bad == 0);
+    CHECK(std::isinf(y[0]));
+    qcast::CastOptions sat;
+    sat.saturate = true;
+    qcast::cast(x.data(), y.data(), {4}, f, sat);
+    CHECK(y[0] == float(f.element.max_value()));
+    CHECK(y[1] == -float(f.element.max_value()));
+  }
 }

@@ -2,6 +2,7 @@
 #include <fmt/core.h>
 
 #include <filesystem>
+#include <optional>
 #include <string>
 
 #include "commands.hpp"
@@ -13,7 +14,7 @@ namespace {
 
 const char* kHelp =
     "usage: qcast cast --format F [--axis A] [--round even|away|zero|stochastic] [--seed S]\n"
-    "                  [--no-saturate] IN.npy OUT.npy\n"
+    "                  [--saturate|--no-saturate] IN.npy OUT.npy\n"
     "\n"
     "Reads a float32 or float16 .npy array (C order, any rank), rounds every value to format F\n"
     "(scaled and scaled back for block/channel/tensor formats) and writes the result as float32.\n"
@@ -24,7 +25,9 @@ const char* kHelp =
     "  --round MODE    element rounding: even (ties to even, default), away (ties away), zero\n"
     "                  (truncate), stochastic (with --seed; independent of thread count)\n"
     "  --seed S        seed of stochastic rounding (default 0)\n"
-    "  --no-saturate   overflow gives Inf/NaN where the format has them instead of ±max\n";
+    "  --saturate      overflow and Inf give ±max (default for every format but fp16/bf16)\n"
+    "  --no-saturate   overflow gives Inf/NaN where the format has them (default for fp16/bf16,\n"
+    "                  which convert as IEEE 754 does)\n";
 
 long long parse_integer(const std::string& flag, const std::string& v) {
   try {
@@ -41,7 +44,7 @@ long long parse_integer(const std::string& flag, const std::string& v) {
 int cast_command(const std::vector<std::string>& args) {
   std::string format_text, round = "even";
   std::string axis_text, seed_text;
-  bool saturate = true;
+  std::optional<bool> saturate;
   std::vector<std::string> files;
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -57,6 +60,7 @@ int cast_command(const std::vector<std::string>& args) {
     else if (a == "--round") round = value();
     else if (a == "--seed") seed_text = value();
     else if (a == "--no-saturate") saturate = false;
+    else if (a == "--saturate") saturate = true;
     else if (a.size() > 1 && a[0] == '-' && a != "-") throw UsageError{"unknown option '" + a + "'"};
     else files.push_back(a);
   }

@@ -1,0 +1,50 @@
+# Sourced by scripts/test.sh and scripts/demo.sh: installs what is missing (Debian packages, the
+# pinned LibTorch wheel in .venv) and configures + builds the project in build/. Idempotent: a
+# second run installs nothing and rebuilds only what changed (through ccache).
+set -euo pipefail
+
+QCAST_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+QCAST_TORCH_VERSION="2.11.0"   # its wheel links CUDA 13.0, the toolkit of this machine kind
+QCAST_APT_PACKAGES=(build-essential cmake ccache git libhwy-dev catch2 libfmt-dev libbenchmark-dev)
+
+qcast_log() { printf '\033[1m[qcast]\033[0m %s\n' "$*"; }
+
+qcast_install_packages() {
+  local missing=()
+  for p in "${QCAST_APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  qcast_log "installing Debian packages: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+qcast_install_torch() {
+  local venv="$QCAST_ROOT/.venv"
+  if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import torch, numpy, sys; sys.exit(torch.__version__.split('+')[0] != '$QCAST_TORCH_VERSION')" 2>/dev/null; then
+    return 0
+  fi
+  qcast_log "installing torch==$QCAST_TORCH_VERSION and numpy into .venv (a few minutes the first time)"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --progress-bar off --upgrade pip
+  "$venv/bin/pip" install -q --progress-bar off "torch==$QCAST_TORCH_VERSION" numpy
+}
+
+# qcast_build DIR [cmake options...]
+qcast_build() {
+  local dir="$1"
+  shift
+  local torch_prefix
+  torch_prefix="$("$QCAST_ROOT/.venv/bin/python" -c 'import torch; print(torch.utils.cmake_prefix_path)')"
+  [ -d /usr/local/cuda/bin ] && export PATH="/usr/local/cuda/bin:$PATH"
+  export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
+  cmake -S "$QCAST_ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_prefix" "$@" >"$dir.configure.log" 2>&1 ||
+    { cat "$dir.configure.log"; return 1; }
+  cmake --build "$dir" -j "$(nproc)"
+}
+
+qcast_install_packages
+qcast_install_torch
