@@ -27,17 +27,26 @@ struct CastOptions {
 
 namespace detail {
 
-inline std::uint64_t splitmix64(std::uint64_t z) noexcept {
-  z += 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
+// MurmurHash3's 32-bit finalizer: a bijection that mixes every input bit into every output bit.
+inline std::uint32_t fmix32(std::uint32_t h) noexcept {
+  h ^= h >> 16;
+  h *= 0x85EBCA6Bu;
+  h ^= h >> 13;
+  h *= 0xC2B2AE35u;
+  h ^= h >> 16;
+  return h;
 }
 
-// Uniform in [0, 1) with 32 random bits, a pure function of (seed, element index).
+// The stochastic draw of element `index`: a pure function of (seed, index) built from 32-bit
+// multiplies, shifts and xors only, so that SIMD lanes compute the same bits as this reference.
+inline std::uint32_t stochastic_bits(std::uint64_t seed, std::uint64_t index) noexcept {
+  std::uint32_t h = fmix32(std::uint32_t(index) * 0x9E3779B1u ^ std::uint32_t(seed));
+  return fmix32(h ^ (std::uint32_t(index >> 32) * 0x85EBCA77u) ^ std::uint32_t(seed >> 32));
+}
+
+// Uniform in [0, 1) on a grid of 2^-24: exact in binary32, so a float kernel compares exactly.
 inline double stochastic_uniform(std::uint64_t seed, std::uint64_t index) noexcept {
-  const std::uint64_t r = splitmix64(seed ^ splitmix64(index));
-  return double(r >> 32) * (1.0 / 4294967296.0);
+  return double(stochastic_bits(seed, index) >> 8) * (1.0 / 16777216.0);
 }
 
 }  // namespace detail
