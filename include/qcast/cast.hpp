@@ -76,10 +76,28 @@ inline void check_format(const Format& f) {
   if (!why.empty()) throw std::invalid_argument("invalid format " + format_name(f) + ": " + why);
 }
 
+// Writes the outputs of one group whose scale is g (the reference for every kernel).
+inline void cast_group(const float* in, float* out, const Group& grp, const Format& f, const GroupScale& g,
+                       const CastOptions& o, float s_t) {
+  grp.for_each([&](std::int64_t i) {
+    const float x = in[i];
+    switch (g.kind) {
+      case GroupScale::Kind::nan: out[i] = canonical_nan(); break;
+      case GroupScale::Kind::passthrough: out[i] = x; break;
+      case GroupScale::Kind::zero: out[i] = std::copysign(0.0f, x); break;
+      default: {
+        const float q = quantize_element(f.element, scaled_input(f, x, g, s_t), o, std::uint64_t(i));
+        out[i] = scaled_output(f, q, g, s_t);
+      }
+    }
+  });
+}
+
 }  // namespace detail
 
 // Fake quantization of n = prod(shape) binary32 values: out[i] is in[i] rounded to the format and
-// scaled back. in and out may be the same array.
+// scaled back. in and out may be the same array. This is the scalar reference; the compiled
+// kernels (qcast/kernels.hpp) give the same bits faster.
 inline void cast(const float* in, float* out, const Shape& shape, const Format& f, const CastOptions& o = {}) {
   detail::check_format(f);
   const detail::GroupLayout layout(shape, f);
@@ -93,19 +111,7 @@ inline void cast(const float* in, float* out, const Shape& shape, const Format& 
   for (std::int64_t gi = 0, groups = layout.groups(); gi < groups; ++gi) {
     const detail::Group grp = layout.group(gi);
     const detail::GroupStats st = detail::group_stats(in, grp);
-    const GroupScale g = group_scale(f, st.amax, st.nonfinite, amax_t, s_t);
-    grp.for_each([&](std::int64_t i) {
-      const float x = in[i];
-      switch (g.kind) {
-        case GroupScale::Kind::nan: out[i] = detail::canonical_nan(); break;
-        case GroupScale::Kind::passthrough: out[i] = x; break;
-        case GroupScale::Kind::zero: out[i] = std::copysign(0.0f, x); break;
-        default: {
-          const float q = quantize_element(f.element, detail::scaled_input(f, x, g, s_t), o, std::uint64_t(i));
-          out[i] = detail::scaled_output(f, q, g, s_t);
-        }
-      }
-    });
+    detail::cast_group(in, out, grp, f, group_scale(f, st.amax, st.nonfinite, amax_t, s_t), o, s_t);
   }
 }
 

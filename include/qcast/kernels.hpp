@@ -1,0 +1,26 @@
+// Compiled CPU kernels (library qcast::kernels): the same results as the header-only reference
+// qcast::cast, bit for bit, computed with SIMD (one source compiled per instruction set, the best
+// one chosen at run time) on several threads. Results never depend on the thread count or on the
+// instruction set: groups are independent and stochastic draws depend on element indices only.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "qcast/cast.hpp"
+
+namespace qcast::kernels {
+
+// threads <= 0: std::thread::hardware_concurrency().
+void cast(const float* in, float* out, const Shape& shape, const Format& format, const CastOptions& options = {},
+          int threads = 0);
+
+// Instruction sets compiled into this build that this CPU supports, best first (e.g. AVX3, AVX2,
+// SSE4, EMU128).
+std::vector<std::string> available_targets();
+// Restricts dispatch to one of available_targets() (for tests and benchmarks); "" restores the
+// best. Throws std::invalid_argument listing the valid names.
+void use_target(const std::string& name);
+// The instruction set the next call will use.
+std::string current_target();
+
+}  // namespace qcast::kernels

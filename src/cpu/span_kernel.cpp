@@ -1,0 +1,230 @@
+// The SIMD span kernel, written once and compiled for every instruction set Highway targets
+// (foreach_target re-includes this file per target; HWY_DYNAMIC_DISPATCH picks one at run time).
+// Every operation is exact or IEEE-rounded exactly as the scalar reference (element_codec.hpp)
+// rounds: grid steps are powers of two, so |v| / ulp and n * ulp are exact, and the one rounding
+// is Round / Floor / Trunc of r = |v| / ulp.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "src/cpu/span_kernel.cpp"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+
+#include <cmath>
+
+#include "qcast/element_codec.hpp"
+#include "qcast/scaling.hpp"
+#include <cstring>
+#include "span_kernel.hpp"
+
+HWY_BEFORE_NAMESPACE();
+namespace qcast::kernels::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+template <class D, class VU>
+HWY_INLINE VU Fmix32(D du, VU h) {
+  h = hn::Xor(h, hn::ShiftRight<16>(h));
+  h = h * hn::Set(du, 0x85EBCA6Bu);
+  h = hn::Xor(h, hn::ShiftRight<13>(h));
+  h = h * hn::Set(du, 0xC2B2AE35u);
+  return hn::Xor(h, hn::ShiftRight<16>(h));
+}
+
+// Rounds r >= 0 to an integer-valued float per the mode (detail::round_to_integer).
+template <class DF, class V>
+HWY_INLINE V RoundMode(DF df, const SpanParams& p, V r, std::uint64_t index) {
+  switch (p.rounding) {
+    case Rounding::nearest_even: return hn::Round(r);
+    case Rounding::nearest_away: return hn::Floor(hn::Add(r, hn::Set(df, 0.5f)));  // r < 2^22: exact
+    case Rounding::toward_zero: return hn::Trunc(r);
+    default: {
+      const hn::RebindToUnsigned<DF> du;
+      const hn::RebindToSigned<DF> di;
+      const std::uint32_t hi_mix = std::uint32_t(index >> 32) * 0x85EBCA77u ^ std::uint32_t(p.seed >> 32);
+      auto h = hn::Iota(du, std::uint32_t(index)) * hn::Set(du, 0x9E3779B1u);
+      h = Fmix32(du, hn::Xor(h, hn::Set(du, std::uint32_t(p.seed))));
+      h = Fmix32(du, hn::Xor(h, hn::Set(du, hi_mix)));
+      const V u24 = hn::ConvertTo(df, hn::BitCast(di, hn::ShiftRight<8>(h)));
+      const V lower = hn::Floor(r);
+      const V frac24 = hn::Mul(hn::Sub(r, lower), hn::Set(df, 16777216.0f));  // exact
+      return hn::Add(lower, hn::IfThenElseZero(u24 < frac24, hn::Set(df, 1.0f)));
+    }
+  }
+}
+
+// Q(v) for one vector (quantize_element of the reference).
+template <class DF, class V>
+HWY_INLINE V QuantizeVector(DF df, const SpanParams& p, V v, std::uint64_t index) {
+  const hn::RebindToUnsigned<DF> du;
+  const hn::RebindToSigned<DF> di;
+  const auto sign = hn::And(hn::BitCast(du, v), hn::Set(du, 0x80000000u));
+  const auto is_nan = hn::IsNaN(v);
+  const auto is_inf = hn::IsInf(v);
+  const V max = hn::Set(df, p.max_value);
+  V a = hn::Min(hn::Abs(v), hn::Add(max, max));  // Inf and huge values land beyond max
+  V q;
+  if (p.integer) {
+    const V r = hn::Mul(a, hn::Set(df, p.int_up));
+    const V n = hn::Min(RoundMode(df, p, r, index), hn::Set(df, p.int_max));
+    q = hn::Mul(n, hn::Set(df, p.int_down));
+  } else {
+    auto e = hn::Sub(hn::BitCast(di, hn::ShiftRight<23>(hn::BitCast(du, a))), hn::Set(di, 127));
+    e = hn::Max(e, hn::Set(di, p.min_exponent));
+    const auto m = hn::Set(di, p.mantissa_bits);
+    const V inv_ulp = hn::BitCast(df, hn::ShiftLeft<23>(hn::Add(hn::Sub(m, e), hn::Set(di, 127))));
+    const V ulp = hn::BitCast(df, hn::ShiftLeft<23>(hn::Add(hn::Sub(e, m), hn::Set(di, 127))));
+    q = hn::Mul(RoundMode(df, p, hn::Mul(a, inv_ulp), index), ulp);
+    q = hn::IfThenElse(q > max, hn::Set(df, p.overflow_value), q);
+    q = hn::IfThenElse(is_inf, hn::Set(df, p.inf_value), q);
+  }
+  const auto signed_q = p.fnuz ? hn::IfThenZeroElse(hn::RebindMask(du, q == hn::Zero(df)), sign) : sign;
+  q = hn::BitCast(df, hn::Or(hn::BitCast(du, q), signed_q));
+  q = hn::IfThenElse(hn::IsNaN(q), hn::BitCast(df, hn::Set(du, 0x7FC00000u)), q);  // canonical NaN
+  return hn::IfThenElse(is_nan, hn::BitCast(df, hn::Set(du, 0x7FC00000u)), q);
+}
+
+HWY_INLINE void QuantizeRun(const SpanParams& p, SpanScale mode, float s, float s_t, const float* HWY_RESTRICT in,
+                            float* HWY_RESTRICT out, std::size_t n, std::uint64_t first) {
+  const hn::ScalableTag<float> df;
+  const std::size_t lanes = hn::Lanes(df);
+  const float divisor = mode == SpanScale::two_level ? s * s_t : s;
+  const auto vdiv = hn::Set(df, divisor);
+  const auto vs = hn::Set(df, s);
+  const auto vst = hn::Set(df, s_t);
+  std::size_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const std::uint64_t index = first + i;
+    // A vector whose indices cross a multiple of 2^32 takes the one-lane path (hi word not uniform).
+    if (p.rounding == Rounding::stochastic && (index >> 32) != ((index + lanes - 1) >> 32)) break;
+    auto v = hn::LoadU(df, in + i);
+    if (mode != SpanScale::none) v = hn::Div(v, vdiv);
+    auto q = QuantizeVector(df, p, v, index);
+    if (mode == SpanScale::single) q = hn::Mul(q, vs);
+    if (mode == SpanScale::two_level) q = hn::Mul(hn::Mul(q, vs), vst);
+    hn::StoreU(q, df, out + i);
+  }
+  // The tail (and any vector that crossed 2^32) one lane at a time, by the same formula.
+  const hn::CappedTag<float, 1> d1;
+  for (; i < n; ++i) {
+    const float x = in[i];
+    const float v = mode == SpanScale::none ? x : x / divisor;
+    float q = hn::GetLane(QuantizeVector(d1, p, hn::Set(d1, v), first + i));
+    if (mode == SpanScale::single) q = q * s;
+    if (mode == SpanScale::two_level) q = (q * s) * s_t;
+    out[i] = q;
+  }
+}
+
+void QuantizeSpan(const SpanParams& p, SpanScale mode, float s, float s_t, const float* HWY_RESTRICT in,
+                  float* HWY_RESTRICT out, std::size_t n, std::uint64_t first) {
+  QuantizeRun(p, mode, s, s_t, in, out, n, first);
+}
+
+// Largest finite magnitude of in[0, n) and whether any element is NaN or Inf (group_stats).
+void SpanStats(const float* HWY_RESTRICT in, std::size_t n, float* amax, bool* nonfinite) {
+  const hn::ScalableTag<float> df;
+  const std::size_t lanes = hn::Lanes(df);
+  auto vmax = hn::Zero(df);
+  auto bad = hn::FirstN(df, 0);
+  std::size_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const auto a = hn::Abs(hn::LoadU(df, in + i));
+    const auto finite = hn::IsFinite(a);
+    bad = hn::Or(bad, hn::Not(finite));
+    vmax = hn::Max(vmax, hn::IfThenElseZero(finite, a));
+  }
+  float m = hn::GetLane(hn::MaxOfLanes(df, vmax));
+  bool any_bad = !hn::AllFalse(df, bad);
+  for (; i < n; ++i) {
+    const float a = std::fabs(in[i]);
+    if (!std::isfinite(a)) any_bad = true;
+    else if (a > m) m = a;
+  }
+  *amax = m;
+  *nonfinite = any_bad;
+}
+
+// The scale of one block (group_scale, exactly), from its amax.
+HWY_INLINE GroupScale BlockScale(const BlockParams& p, float amax) {
+  const Format& f = *p.format;
+  GroupScale g;
+  switch (p.scale_path) {
+    case BlockParams::ScalePath::pow2_floor:
+      if (amax >= 1.1754944e-38f) {  // normal: floor(log2) is the exponent field
+        std::uint32_t bits;
+        std::memcpy(&bits, &amax, 4);
+        int k = int(bits >> 23) - 127 - f.element.max_exponent();
+        k = k < f.scale.min_exponent() ? f.scale.min_exponent() : k > f.scale.max_exponent() ? f.scale.max_exponent() : k;
+        const std::uint32_t s_bits = k >= -126 ? std::uint32_t(k + 127) << 23 : 0x00400000u >> (-127 - k);
+        std::memcpy(&g.value, &s_bits, 4);
+        return g;
+      }
+      break;
+    case BlockParams::ScalePath::fp32:
+    case BlockParams::ScalePath::minifloat: {
+      if (f.tensor_scale ? p.amax_t == 0.0f : amax == 0.0f) break;  // passthrough
+      const float max_elem = p.element.max_value;
+      const float d = f.tensor_scale ? (amax / max_elem) / p.s_t : amax / max_elem;
+      if (p.scale_path == BlockParams::ScalePath::fp32) {
+        g.value = d;
+      } else {
+        const hn::CappedTag<float, 1> d1;
+        g.value = hn::GetLane(QuantizeVector(d1, p.scale, hn::Set(d1, d), 0));
+      }
+      if (g.value == 0.0f) g.kind = GroupScale::Kind::zero;
+      if (std::isnan(g.value)) g.kind = GroupScale::Kind::nan;
+      return g;
+    }
+    default: break;
+  }
+  return group_scale(f, amax, false, p.amax_t, p.s_t);
+}
+
+void QuantizeBlocks(const BlockParams& p, const float* HWY_RESTRICT in, float* HWY_RESTRICT out, std::size_t len,
+                    std::uint64_t first) {
+  const std::size_t block = std::size_t(p.format->block_size);
+  const SpanScale mode = p.format->tensor_scale ? SpanScale::two_level : SpanScale::single;
+  for (std::size_t b = 0; b < len; b += block) {
+    const std::size_t n = len - b < block ? len - b : block;
+    float amax;
+    bool nonfinite;
+    SpanStats(in + b, n, &amax, &nonfinite);
+    GroupScale g;
+    if (nonfinite) g.kind = GroupScale::Kind::nan;
+    else g = BlockScale(p, amax);
+    switch (g.kind) {
+      case GroupScale::Kind::nan:
+        for (std::size_t i = b; i < b + n; ++i) out[i] = detail::canonical_nan();
+        break;
+      case GroupScale::Kind::passthrough:
+        for (std::size_t i = b; i < b + n; ++i) out[i] = in[i];
+        break;
+      case GroupScale::Kind::zero:
+        for (std::size_t i = b; i < b + n; ++i) out[i] = std::copysign(0.0f, in[i]);
+        break;
+      default: QuantizeRun(p.element, mode, g.value, p.s_t, in + b, out + b, n, first + b);
+    }
+  }
+}
+
+}  // namespace qcast::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace qcast::kernels {
+HWY_EXPORT(QuantizeSpan);
+HWY_EXPORT(SpanStats);
+HWY_EXPORT(QuantizeBlocks);
+
+void quantize_blocks(const BlockParams& p, const float* in, float* out, std::size_t len, std::uint64_t first) {
+  HWY_DYNAMIC_DISPATCH(QuantizeBlocks)(p, in, out, len, first);
+}
+
+void span_stats(const float* in, std::size_t n, float* amax, bool* nonfinite) {
+  HWY_DYNAMIC_DISPATCH(SpanStats)(in, n, amax, nonfinite);
+}
+
+void quantize_span(const SpanParams& p, SpanScale mode, float s, float s_t, const float* in, float* out, std::size_t n,
+                   std::uint64_t first) {
+  HWY_DYNAMIC_DISPATCH(QuantizeSpan)(p, mode, s, s_t, in, out, n, first);
+}
+}  // namespace qcast::kernels
+#endif

@@ -1,0 +1,56 @@
+// Parameters of the SIMD span kernel (src/cpu/span_kernel.cpp): a contiguous run of elements that
+// share one scale, quantized to one element format.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "qcast/format.hpp"
+#include "qcast/rounding.hpp"
+
+namespace qcast::kernels {
+
+struct SpanParams {
+  bool integer = false;        // signed integer element, else minifloat
+  int mantissa_bits = 0;       // minifloat
+  int min_exponent = 0;        // minifloat
+  int fraction_bits = 0;       // integer
+  float max_value = 0;         // largest finite element value
+  float overflow_value = 0;    // what a finite value beyond max becomes
+  float inf_value = 0;         // what ±Inf becomes (before the sign)
+  bool fnuz = false;           // no -0
+  Rounding rounding = Rounding::nearest_even;
+  std::uint64_t seed = 0;
+  // Integer elements: 2^fraction_bits, its inverse, and qmax (hoisted out of the vector loop).
+  float int_up = 1, int_down = 1, int_max = 0;
+};
+
+enum class SpanScale : int { none, single, two_level };
+
+// Whether the SIMD kernel reproduces the reference for this element format (otherwise the driver
+// runs the reference): signed minifloats whose grid steps are normal binary32 numbers and whose
+// products stay exact, and signed integers.
+bool span_kernel_supports(const ElementFormat& e);
+SpanParams span_params(const ElementFormat& e, const CastOptions& o);
+
+// out[i] = scaled_output(Q(scaled_input(in[i]))) for i < n; element i has flat index first + i.
+// single: v = x / s, out = q * s; two_level: v = x / (s * s_t), out = (q * s) * s_t.
+void quantize_span(const SpanParams& p, SpanScale mode, float s, float s_t, const float* in, float* out,
+                   std::size_t n, std::uint64_t first);
+
+// A line of contiguous blocks (block granularity along a last axis): statistics, scale and
+// quantization of each block in one call. Scales are computed exactly as group_scale does.
+struct BlockParams {
+  const Format* format = nullptr;
+  SpanParams element;
+  enum class ScalePath { pow2_floor, fp32, minifloat, general } scale_path = ScalePath::general;
+  SpanParams scale;   // ScalePath::minifloat: the scale format as a saturating, ties-to-even grid
+  float amax_t = 1, s_t = 1;
+};
+BlockParams block_params(const Format& f, const CastOptions& o, float amax_t, float s_t);
+// Elements [0, len) of one line, blocks of f.block_size; element 0 has flat index `first`.
+void quantize_blocks(const BlockParams& p, const float* in, float* out, std::size_t len, std::uint64_t first);
+
+// Largest finite |in[i]| over i < n, and whether any is NaN or Inf.
+void span_stats(const float* in, std::size_t n, float* amax, bool* nonfinite);
+
+}  // namespace qcast::kernels

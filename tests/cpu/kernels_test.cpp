@@ -1,0 +1,105 @@
+// The compiled kernels equal the scalar reference bit for bit, on every instruction set compiled
+// into this build and supported here, for every thread count.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+
+#include "qcast/kernels.hpp"
+
+namespace {
+
+bool same(float a, float b) {
+  std::uint32_t x, y;
+  std::memcpy(&x, &a, 4);
+  std::memcpy(&y, &b, 4);
+  return x == y;  // NaNs too: both sides must produce the canonical NaN
+}
+
+std::vector<float> test_values(int rows, int cols) {
+  std::mt19937 rng(12);
+  std::normal_distribution<float> normal;
+  std::uniform_int_distribution<int> expo(-30, 30);
+  std::vector<float> x(std::size_t(rows) * cols);
+  for (int r = 0; r < rows; ++r) {
+    const float mag = std::ldexp(1.0f, expo(rng));
+    for (int c = 0; c < cols; ++c) x[std::size_t(r) * cols + c] = normal(rng) * mag;
+  }
+  // Specials in a few places: NaN, Inf, zero rows, subnormals, ties of the fp8 grid.
+  x[5] = std::numeric_limits<float>::quiet_NaN();
+  x[cols * 2 + 7] = INFINITY;
+  x[cols * 3 + 1] = -INFINITY;
+  for (int c = 0; c < cols; ++c) x[std::size_t(4) * cols + c] = (c % 2) ? -0.0f : 0.0f;
+  for (int c = 0; c < cols; ++c) x[std::size_t(5) * cols + c] = std::ldexp(float(c), -140);
+  for (int c = 0; c < cols; ++c) x[std::size_t(6) * cols + c] = 1.0f + float(c) / 16.0f;  // e4m3 ties
+  for (int c = 0; c < cols; ++c) x[std::size_t(7) * cols + c] = float(c) * 1e4f;         // overflow
+  return x;
+}
+
+std::size_t mismatches(const std::vector<float>& x, const qcast::Shape& shape, const qcast::Format& f,
+                       const qcast::CastOptions& o, int threads) {
+  std::vector<float> ref(x.size()), got(x.size());
+  qcast::cast(x.data(), ref.data(), shape, f, o);
+  qcast::kernels::cast(x.data(), got.data(), shape, f, o, threads);
+  std::size_t bad = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) bad += !same(ref[i], got[i]);
+  return bad;
+}
+
+}  // namespace
+
+TEST_CASE("kernels equal the reference on every target, format, option and thread count") {
+  const int rows = 96, cols = 1000;  // 96k elements: several threads get work
+  const auto x = test_values(rows, cols);
+  const auto targets = qcast::kernels::available_targets();
+  REQUIRE(!targets.empty());
+  std::vector<qcast::CastOptions> options(6);
+  options[1].rounding = qcast::Rounding::nearest_away;
+  options[2].rounding = qcast::Rounding::toward_zero;
+  options[3].rounding = qcast::Rounding::stochastic;
+  options[3].seed = 0x123456789ABCull;
+  options[4].saturate = false;
+  options[5].rounding = qcast::Rounding::toward_zero;
+  options[5].saturate = false;
+  std::vector<std::string> names;
+  for (const auto& n : qcast::named_formats()) names.push_back(n.name);
+  for (const char* extra : {"fp8_e4m3@channel", "int4@g128:axis=0", "fp4_e2m1@g32:scale=e8m0:rule=rceil",
+                            "fp6_e2m3@g64:scale=e8m0:rule=ceil", "fp8_e5m2@g32:scale=e8m0:rule=even", "e3m4fnuzb5",
+                            "fp4_e2m1@g16:scale=ue4m3", "uint8", "e8m0"})
+    names.push_back(extra);
+  for (const auto& target : targets) {
+    qcast::kernels::use_target(target);
+    CHECK(qcast::kernels::current_target() == target);
+    for (const auto& name : names) {
+      const qcast::Format f = qcast::parse_format(name);
+      for (std::size_t k = 0; k < options.size(); ++k) {
+        for (int threads : {1, 2, 3}) {
+          INFO(target << " " << name << " options#" << k << " threads " << threads);
+          CHECK(mismatches(x, {rows, cols}, f, options[k], threads) == 0);
+        }
+      }
+    }
+  }
+  qcast::kernels::use_target("");
+}
+
+TEST_CASE("kernels on every fp16 bit pattern, direct casts") {
+  std::vector<float> x(65536);
+  for (std::uint32_t c = 0; c < 65536; ++c) x[c] = qcast::widen(qcast::DType::f16, std::uint16_t(c));
+  for (const auto& target : qcast::kernels::available_targets()) {
+    qcast::kernels::use_target(target);
+    for (const char* name : {"fp8_e4m3", "fp8_e5m2", "fp8_e4m3fnuz", "fp8_e5m2fnuz", "fp6_e2m3", "fp6_e3m2", "fp4_e2m1",
+                             "fp16", "bf16"}) {
+      INFO(target << " " << name);
+      CHECK(mismatches(x, {65536}, qcast::parse_format(name), {}, 2) == 0);
+    }
+  }
+  qcast::kernels::use_target("");
+}
+
+TEST_CASE("use_target rejects unknown instruction sets with the valid list") {
+  CHECK_THROWS_WITH(qcast::kernels::use_target("VLIW9000"), Catch::Contains("not available here (valid: "));
+}
