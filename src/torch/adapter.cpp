@@ -1,4 +1,5 @@
 // The LibTorch adapter: validates tensors, hands their storage to the core's array entry points.
+// float32 runs on the compiled SIMD kernels; float16/bfloat16 on the reference's 16-bit path.
 // CUDA tensors are computed on the CPU copy and moved back until CUDA kernels land (src/cuda).
 #include "qcast/torch.hpp"
 
@@ -9,6 +10,7 @@
 
 #include "qcast/cast.hpp"
 #include "qcast/format_names.hpp"
+#include "qcast/kernels.hpp"
 
 namespace qcast {
 namespace {
@@ -49,7 +51,8 @@ at::Tensor cast(const at::Tensor& x, const Format& format, const CastOptions& op
   const DType t = dtype_of(x, "qcast::cast");
   const at::Tensor in = x.to(at::kCPU).contiguous();
   at::Tensor out = at::empty_like(in, at::MemoryFormat::Contiguous);
-  cast(in.data_ptr(), out.data_ptr(), t, shape_of(in), format, options);
+  if (t == DType::f32) kernels::cast(in.data_ptr<float>(), out.data_ptr<float>(), shape_of(in), format, options);
+  else cast(in.data_ptr(), out.data_ptr(), t, shape_of(in), format, options);
   return x.is_cpu() ? out : out.to(x.device());
 }
 

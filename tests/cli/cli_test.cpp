@@ -117,7 +117,7 @@ TEST_CASE("qcast cast errors are clear and leave no output") {
 
   r = run("frobnicate");
   CHECK(r.code == 2);
-  CHECK(r.output.find("valid: formats, cast") != std::string::npos);
+  CHECK(r.output.find("valid: formats, cast, bench") != std::string::npos);
 }
 
 TEST_CASE("qcast formats and --help") {

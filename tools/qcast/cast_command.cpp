@@ -1,12 +1,12 @@
 // qcast cast: fake quantization of a .npy file.
-#include <fmt/core.h>
-
+#include <cstdio>
 #include <filesystem>
 #include <optional>
 #include <string>
 
 #include "commands.hpp"
 #include "qcast/cast.hpp"
+#include "qcast/kernels.hpp"
 #include "qcast/npy.hpp"
 
 namespace qcast_cli {
@@ -53,7 +53,7 @@ int cast_command(const std::vector<std::string>& args) {
       return args[++i];
     };
     if (a == "--help" || a == "-h") {
-      fmt::print("{}", kHelp);
+      std::fputs(kHelp, stdout);
       return 0;
     } else if (a == "--format") format_text = value();
     else if (a == "--axis") axis_text = value();
@@ -93,7 +93,7 @@ int cast_command(const std::vector<std::string>& args) {
 
   const qcast::NpyArray in = qcast::read_npy(in_path);
   std::vector<float> values = in.to_float();
-  qcast::cast(values.data(), values.data(), in.shape, format, options);
+  qcast::kernels::cast(values.data(), values.data(), in.shape, format, options);
   qcast::write_npy(out_path, in.shape, values.data());
   return 0;
 }

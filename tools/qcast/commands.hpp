@@ -11,5 +11,6 @@ struct UsageError {
 
 int formats_command(const std::vector<std::string>& args);
 int cast_command(const std::vector<std::string>& args);
+int bench_command(const std::vector<std::string>& args);  // needs LibTorch (QCAST_CLI_BENCH)
 
 }  // namespace qcast_cli

@@ -1,7 +1,6 @@
 // qcast formats: the table of named formats.
-#include <fmt/core.h>
-
 #include <cmath>
+#include <cstdio>
 #include <string>
 
 #include "commands.hpp"
@@ -19,8 +18,9 @@ const char* kHelp =
     "generic grammar that names every other format.\n";
 
 std::string number(double v) {
-  if (v >= 1e5 || v < 1e-3) return fmt::format("{:.4g}", v);
-  return fmt::format("{:g}", v);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, v >= 1e5 || v < 1e-3 ? "%.4g" : "%g", v);
+  return buf;
 }
 
 std::string specials(const qcast::ElementFormat& e) {
@@ -50,21 +50,22 @@ std::string scaling(const qcast::Format& f) {
 int formats_command(const std::vector<std::string>& args) {
   for (const auto& a : args) {
     if (a == "--help" || a == "-h") {
-      fmt::print("{}", kHelp);
+      std::fputs(kHelp, stdout);
       return 0;
     }
     throw UsageError{"unexpected argument '" + a + "'"};
   }
-  fmt::print("{:<14} {:>4} {:>6} {:>10} {:>10} {:>10}  {:<18} {}\n", "format", "bits", "eff.", "max", "min normal",
-             "min subn.", "specials", "scaling");
+  std::printf("%-14s %4s %6s %10s %10s %10s  %-18s %s\n", "format", "bits", "eff.", "max", "min normal", "min subn.",
+              "specials", "scaling");
   for (const auto& n : qcast::named_formats()) {
     const auto& e = n.format.element;
-    fmt::print("{:<14} {:>4} {:>6} {:>10} {:>10} {:>10}  {:<18} {}\n", n.name, e.bits(),
-               fmt::format("{:g}", n.format.bits_per_element()), number(e.max_value()), number(e.min_normal()),
-               e.kind == qcast::ElementKind::minifloat ? number(e.min_subnormal()) : "-", specials(e),
-               scaling(n.format));
+    std::printf("%-14s %4d %6s %10s %10s %10s  %-18s %s\n", n.name.c_str(), e.bits(),
+                number(n.format.bits_per_element()).c_str(), number(e.max_value()).c_str(),
+                number(e.min_normal()).c_str(),
+                e.kind == qcast::ElementKind::minifloat ? number(e.min_subnormal()).c_str() : "-",
+                specials(e).c_str(), scaling(n.format).c_str());
   }
-  fmt::print("\nmax and the minimum magnitudes are those of the element grid (before scaling).\n");
+  std::printf("\nmax and the minimum magnitudes are those of the element grid (before scaling).\n");
   return 0;
 }
 

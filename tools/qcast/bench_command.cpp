@@ -1,0 +1,181 @@
+// qcast bench: throughput of the kernels against the limit (memcpy) and the baselines (the same
+// math composed from ATen ops, the scalar reference, at::fake_quantize_per_channel_affine),
+// measured in one run on the same buffers.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <cstdio>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "aten_reference.hpp"
+#include "commands.hpp"
+#include "qcast/format_names.hpp"
+#include "qcast/kernels.hpp"
+
+namespace qcast_cli {
+namespace {
+
+const char* kHelp =
+    "usage: qcast bench [--formats a,b,...] [--elements N] [--threads T] [--repeats R] [--device cpu|cuda]\n"
+    "                   [--json]\n"
+    "\n"
+    "Measures fake quantization of an N-element float32 tensor (rows of 4096) for each format and\n"
+    "prints GB/s (bytes read + written) of: the qcast kernels; memcpy over the same bytes (the limit);\n"
+    "the same math composed from ATen ops (as the Python peers compute it); the scalar reference\n"
+    "(on at most 4M elements, one thread); and, for int8@channel, at::fake_quantize_per_channel_affine.\n"
+    "Each figure is the median of R timed runs after one warm-up run.\n"
+    "\n"
+    "  --formats LIST  comma-separated format names (default: the MX, NVFP4, FP8/6/4 and INT formats)\n"
+    "  --elements N    tensor size (default 67108864 = 64M)\n"
+    "  --threads T     threads for qcast and ATen (default: all cores)\n"
+    "  --repeats R     timed runs per figure (default 5)\n"
+    "  --device D      cpu (default); cuda is not built yet\n"
+    "  --json          one JSON object per format instead of the table\n";
+
+// printf into a std::string (LibTorch ships fmt headers of its own, so this TU avoids fmt).
+template <class... A>
+std::string strf(const char* format, A... a) {
+  char buf[512];
+  std::snprintf(buf, sizeof buf, format, a...);
+  return buf;
+}
+
+double median_seconds(int repeats, const std::function<void()>& fn) {
+  fn();  // warm-up: page faults, caches, thread start
+  std::vector<double> t;
+  for (int r = 0; r < repeats; ++r) {
+    const auto a = std::chrono::steady_clock::now();
+    fn();
+    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  std::string item;
+  while (std::getline(in, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+}  // namespace
+
+int bench_command(const std::vector<std::string>& args) {
+  std::vector<std::string> names = {"mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e2m3", "mxfp6_e3m2", "mxfp4",   "mxint8",
+                                    "nvfp4",      "fp8_e4m3",   "fp8_e5m2",   "fp6_e2m3",   "fp4_e2m1", "int8",
+                                    "int4@g128",  "int8@channel"};
+  std::int64_t elements = std::int64_t{1} << 26;
+  int threads = 0, repeats = 5;
+  bool json = false;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&]() -> const std::string& {
+      if (i + 1 >= args.size()) throw UsageError{a + " needs a value"};
+      return args[++i];
+    };
+    auto integer = [&](const std::string& v) {
+      try {
+        std::size_t used = 0;
+        const long long n = std::stoll(v, &used);
+        if (used == v.size() && n > 0) return n;
+      } catch (const std::exception&) {
+      }
+      throw UsageError{a + " needs a positive integer, got '" + v + "'"};
+    };
+    if (a == "--help" || a == "-h") {
+      std::fputs(kHelp, stdout);
+      return 0;
+    } else if (a == "--formats") names = split(value());
+    else if (a == "--elements") elements = integer(value());
+    else if (a == "--threads") threads = int(integer(value()));
+    else if (a == "--repeats") repeats = int(integer(value()));
+    else if (a == "--json") json = true;
+    else if (a == "--device") {
+      const std::string d = value();
+      if (d == "cuda") throw UsageError{"--device cuda: this build has no CUDA kernels yet (valid: cpu)"};
+      if (d != "cpu") throw UsageError{"--device must be cpu or cuda, got '" + d + "'"};
+    } else throw UsageError{"unknown option '" + a + "'"};
+  }
+  std::vector<qcast::Format> formats;
+  for (const auto& n : names) formats.push_back(qcast::parse_format(n));
+  if (threads <= 0) threads = int(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(threads);
+
+  const std::int64_t cols = 4096;
+  const std::int64_t rows = std::max<std::int64_t>(1, elements / cols);
+  elements = rows * cols;
+  const at::Tensor x = at::randn({rows, cols});
+  at::Tensor y = at::empty_like(x);
+  const float* in = x.data_ptr<float>();
+  float* out = y.data_ptr<float>();
+  const double bytes = 2.0 * 4.0 * double(elements);
+  const qcast::Shape shape{rows, cols};
+
+  const double memcpy_s = median_seconds(repeats, [&] { std::memcpy(out, in, std::size_t(elements) * 4); });
+  const double memcpy_gbps = bytes / memcpy_s / 1e9;
+  const std::int64_t scalar_rows = std::min<std::int64_t>(rows, (std::int64_t{1} << 22) / cols);
+
+  if (!json) {
+    std::printf("%lld elements (float32, rows of %lld), %d threads, ISA %s, median of %d runs\n", (long long)elements,
+                (long long)cols, threads, qcast::kernels::current_target().c_str(), repeats);
+    std::printf("memcpy: %.2f GB/s\n\n", memcpy_gbps);
+    std::printf("%-14s %9s %9s %9s %9s %10s %10s\n", "format", "qcast", "ATen ops", "scalar", "fq_p.c.", "vs memcpy",
+                "vs ATen");
+  }
+  for (std::size_t k = 0; k < formats.size(); ++k) {
+    const qcast::Format& f = formats[k];
+    const double q_s = median_seconds(repeats, [&] { qcast::kernels::cast(in, out, shape, f, {}, threads); });
+    double aten_s = 0;
+    try {
+      aten_s = median_seconds(repeats, [&] { y.copy_(aten_fake_quantize(x, f)); });
+    } catch (const std::exception&) {
+      aten_s = 0;  // a format the composition does not cover: reported as null
+    }
+    const double scalar_s = median_seconds(std::min(repeats, 3), [&] {
+      qcast::cast(in, out, {scalar_rows, cols}, f);
+    });
+    double fq_s = 0;
+    if (names[k] == "int8@channel") {
+      const at::Tensor scale = at::amax(at::abs(x), {1}) / 127.0;
+      const at::Tensor zero = at::zeros({rows}, at::kInt);
+      fq_s = median_seconds(repeats, [&] { y.copy_(at::fake_quantize_per_channel_affine(x, scale, zero, 0, -127, 127)); });
+    }
+    const double gbps = bytes / q_s / 1e9;
+    const double aten_gbps = aten_s > 0 ? bytes / aten_s / 1e9 : 0;
+    const double scalar_gbps = 2.0 * 4.0 * double(scalar_rows * cols) / scalar_s / 1e9;
+    const double fq_gbps = fq_s > 0 ? bytes / fq_s / 1e9 : 0;
+    auto opt = [](double v) { return v > 0 ? strf("%.4g", v) : std::string("null"); };
+    if (json) {
+      std::printf(
+          "{\"format\": \"%s\", \"device\": \"cpu\", \"isa\": \"%s\", \"elements\": %lld, \"threads\": %d, "
+          "\"gbps\": %.4g, \"memcpy_gbps\": %.4g, \"aten_gbps\": %s, \"scalar_gbps\": %.4g, \"ratio_memcpy\": %.4g, "
+          "\"ratio_aten\": %s, \"fake_quantize_per_channel_gbps\": %s, \"ratio_fake_quantize_per_channel\": %s}\n",
+          names[k].c_str(), qcast::kernels::current_target().c_str(), (long long)elements, threads, gbps, memcpy_gbps,
+          opt(aten_gbps).c_str(), scalar_gbps, gbps / memcpy_gbps,
+          (aten_gbps > 0 ? opt(gbps / aten_gbps) : std::string("null")).c_str(), opt(fq_gbps).c_str(),
+          (fq_gbps > 0 ? opt(gbps / fq_gbps) : std::string("null")).c_str());
+    } else {
+      std::printf("%-14s %9.2f %9s %9.3f %9s %10.2f %10s\n", names[k].c_str(), gbps,
+                  (aten_gbps > 0 ? strf("%.2f", aten_gbps) : std::string("-")).c_str(), scalar_gbps,
+                  (fq_gbps > 0 ? strf("%.2f", fq_gbps) : std::string("-")).c_str(), gbps / memcpy_gbps,
+                  (aten_gbps > 0 ? strf("%.1fx", gbps / aten_gbps) : std::string("-")).c_str());
+    }
+    std::fflush(stdout);
+  }
+  if (!json)
+    std::printf("\nGB/s count bytes read + written; 'scalar' is the reference on %lld elements, one thread.\n",
+                (long long)(scalar_rows * cols));
+  return 0;
+}
+
+}  // namespace qcast_cli
