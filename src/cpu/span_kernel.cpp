@@ -81,12 +81,22 @@ HWY_INLINE V QuantizeVector(DF df, const SpanParams& p, V v, std::uint64_t index
   return hn::IfThenElse(is_nan, hn::BitCast(df, hn::Set(du, 0x7FC00000u)), q);
 }
 
-HWY_INLINE void QuantizeRun(const SpanParams& p, SpanScale mode, float s, float s_t, const float* HWY_RESTRICT in,
-                            float* HWY_RESTRICT out, std::size_t n, std::uint64_t first) {
+HWY_INLINE void QuantizeRun(const SpanParams& params, SpanScale mode, float s, float s_t,
+                            const float* HWY_RESTRICT in, float* HWY_RESTRICT out, std::size_t n, std::uint64_t first) {
+  const SpanParams p = params;  // a local copy: stores to `out` cannot alias it, so it stays in registers
   const hn::ScalableTag<float> df;
   const std::size_t lanes = hn::Lanes(df);
   const float divisor = mode == SpanScale::two_level ? s * s_t : s;
+  // x / 2^k and x * 2^-k are the same correctly rounded value: a power-of-two divisor (the MX
+  // scales) becomes a multiplication by its exact reciprocal.
+  const float inverse = 1.0f / divisor;
+  std::uint32_t div_bits, inv_bits;
+  std::memcpy(&div_bits, &divisor, 4);
+  std::memcpy(&inv_bits, &inverse, 4);
+  const bool power_of_two = (div_bits & 0x7F800000u) && (div_bits & 0x7FFFFFu) == 0 && (inv_bits & 0x7F800000u) &&
+                            (inv_bits & 0x7FFFFFu) == 0 && (inv_bits & 0x7F800000u) != 0x7F800000u;
   const auto vdiv = hn::Set(df, divisor);
+  const auto vinv = hn::Set(df, inverse);
   const auto vs = hn::Set(df, s);
   const auto vst = hn::Set(df, s_t);
   std::size_t i = 0;
@@ -95,7 +105,7 @@ HWY_INLINE void QuantizeRun(const SpanParams& p, SpanScale mode, float s, float 
     // A vector whose indices cross a multiple of 2^32 takes the one-lane path (hi word not uniform).
     if (p.rounding == Rounding::stochastic && (index >> 32) != ((index + lanes - 1) >> 32)) break;
     auto v = hn::LoadU(df, in + i);
-    if (mode != SpanScale::none) v = hn::Div(v, vdiv);
+    if (mode != SpanScale::none) v = power_of_two ? hn::Mul(v, vinv) : hn::Div(v, vdiv);
     auto q = QuantizeVector(df, p, v, index);
     if (mode == SpanScale::single) q = hn::Mul(q, vs);
     if (mode == SpanScale::two_level) q = hn::Mul(hn::Mul(q, vs), vst);
