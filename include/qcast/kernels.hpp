@@ -14,6 +14,11 @@ namespace qcast::kernels {
 void cast(const float* in, float* out, const Shape& shape, const Format& format, const CastOptions& options = {},
           int threads = 0);
 
+// float32, float16 or bfloat16 arrays (in and out have type t); 16-bit values are widened exactly,
+// cast, and rounded once to the storage type, as the reference's 16-bit cast does.
+void cast(const void* in, void* out, DType t, const Shape& shape, const Format& format,
+          const CastOptions& options = {}, int threads = 0);
+
 // Instruction sets compiled into this build that this CPU supports, best first (e.g. AVX3, AVX2,
 // SSE4, EMU128).
 std::vector<std::string> available_targets();

@@ -10,6 +10,7 @@
 
 #include <cmath>
 
+#include "qcast/cast.hpp"
 #include "qcast/element_codec.hpp"
 #include "qcast/scaling.hpp"
 #include <cstring>
@@ -215,6 +216,69 @@ void QuantizeBlocks(const BlockParams& p, const float* HWY_RESTRICT in, float* H
   }
 }
 
+// float16 / bfloat16 storage to binary32, exactly.
+void WidenSpan(int bf16, const std::uint16_t* HWY_RESTRICT in, float* HWY_RESTRICT out, std::size_t n) {
+  const hn::ScalableTag<float> df;
+  const hn::RebindToUnsigned<decltype(df)> du;
+  const hn::Rebind<std::uint16_t, decltype(df)> du16;
+  const hn::RebindToSigned<decltype(df)> di;
+  const std::size_t lanes = hn::Lanes(df);
+  std::size_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const auto h = hn::PromoteTo(du, hn::LoadU(du16, in + i));
+    if (bf16) {
+      hn::StoreU(hn::BitCast(df, hn::ShiftLeft<16>(h)), df, out + i);
+      continue;
+    }
+    // Bit arithmetic on every target: Highway's emulated f16 promotion (targets without F16C)
+    // mishandles subnormals.
+    const auto sign = hn::ShiftLeft<16>(hn::And(h, hn::Set(du, 0x8000u)));
+    const auto exp = hn::And(hn::ShiftRight<10>(h), hn::Set(du, 0x1Fu));
+    const auto mant = hn::And(h, hn::Set(du, 0x3FFu));
+    const auto normal = hn::Or(hn::ShiftLeft<23>(hn::Add(exp, hn::Set(du, 112u))), hn::ShiftLeft<13>(mant));
+    const auto special = hn::Or(hn::Set(du, 0x7F800000u), hn::ShiftLeft<13>(mant));
+    const auto subnormal = hn::BitCast(du, hn::Mul(hn::ConvertTo(df, hn::BitCast(di, mant)), hn::Set(df, 5.9604644775390625e-08f)));
+    auto bits = hn::IfThenElse(exp == hn::Zero(du), subnormal, normal);
+    bits = hn::IfThenElse(exp == hn::Set(du, 0x1Fu), special, bits);
+    hn::StoreU(hn::BitCast(df, hn::Or(bits, sign)), df, out + i);
+  }
+  for (; i < n; ++i) out[i] = widen(bf16 ? DType::bf16 : DType::f16, in[i]);
+}
+
+// binary32 to float16 / bfloat16 with ties to even and overflow to Inf (qcast::narrow), exactly.
+// (Highway's DemoteTo truncates on some targets, so neither conversion uses it.)
+void NarrowSpan(int bf16, const SpanParams& fp16, const float* HWY_RESTRICT in, std::uint16_t* HWY_RESTRICT out,
+                std::size_t n) {
+  const hn::ScalableTag<float> df;
+  const hn::RebindToUnsigned<decltype(df)> du;
+  const hn::RebindToSigned<decltype(df)> di;
+  const hn::Rebind<std::uint16_t, decltype(df)> du16;
+  const std::size_t lanes = hn::Lanes(df);
+  std::size_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const auto v = hn::LoadU(df, in + i);
+    hn::Vec<decltype(du)> code;
+    if (bf16) {  // round to nearest even on the 16 dropped bits; Inf stays Inf, overflow becomes Inf
+      const auto bits = hn::BitCast(du, v);
+      const auto odd = hn::And(hn::ShiftRight<16>(bits), hn::Set(du, 1u));
+      code = hn::ShiftRight<16>(hn::Add(bits, hn::Add(hn::Set(du, 0x7FFFu), odd)));
+      code = hn::IfThenElse(hn::RebindMask(du, hn::IsNaN(v)), hn::Set(du, 0x7FC0u), code);
+    } else {  // round on the fp16 grid (exact), then repack the exact value's bits
+      const auto q = QuantizeVector(df, fp16, v, 0);
+      const auto sign = hn::ShiftRight<16>(hn::And(hn::BitCast(du, q), hn::Set(du, 0x80000000u)));
+      const auto a = hn::Abs(q);
+      const auto normal = hn::Sub(hn::ShiftRight<13>(hn::BitCast(du, a)), hn::Set(du, 112u << 10));
+      const auto subnormal = hn::BitCast(du, hn::ConvertTo(di, hn::Mul(a, hn::Set(df, 16777216.0f))));
+      code = hn::IfThenElse(hn::RebindMask(du, a < hn::Set(df, 6.103515625e-05f)), subnormal, normal);
+      code = hn::IfThenElse(hn::RebindMask(du, hn::IsInf(q)), hn::Set(du, 0x7C00u), code);
+      code = hn::Or(code, sign);
+      code = hn::IfThenElse(hn::RebindMask(du, hn::IsNaN(q)), hn::Set(du, 0x7E00u), code);
+    }
+    hn::StoreU(hn::DemoteTo(du16, hn::BitCast(di, code)), du16, out + i);  // codes < 2^16: no saturation
+  }
+  for (; i < n; ++i) out[i] = narrow(bf16 ? DType::bf16 : DType::f16, in[i]);
+}
+
 }  // namespace qcast::kernels::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
@@ -223,6 +287,21 @@ namespace qcast::kernels {
 HWY_EXPORT(QuantizeSpan);
 HWY_EXPORT(SpanStats);
 HWY_EXPORT(QuantizeBlocks);
+HWY_EXPORT(WidenSpan);
+HWY_EXPORT(NarrowSpan);
+
+void widen_span(DType t, const std::uint16_t* in, float* out, std::size_t n) {
+  HWY_DYNAMIC_DISPATCH(WidenSpan)(t == DType::bf16, in, out, n);
+}
+
+void narrow_span(DType t, const float* in, std::uint16_t* out, std::size_t n) {
+  static const SpanParams fp16 = [] {
+    CastOptions ieee;
+    ieee.saturate = false;
+    return span_params(elements::fp16, ieee);
+  }();
+  HWY_DYNAMIC_DISPATCH(NarrowSpan)(t == DType::bf16, fp16, in, out, n);
+}
 
 void quantize_blocks(const BlockParams& p, const float* in, float* out, std::size_t len, std::uint64_t first) {
   HWY_DYNAMIC_DISPATCH(QuantizeBlocks)(p, in, out, len, first);

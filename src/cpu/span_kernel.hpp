@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "qcast/cast.hpp"
 #include "qcast/format.hpp"
 #include "qcast/rounding.hpp"
 
@@ -49,6 +50,10 @@ struct BlockParams {
 BlockParams block_params(const Format& f, const CastOptions& o, float amax_t, float s_t);
 // Elements [0, len) of one line, blocks of f.block_size; element 0 has flat index `first`.
 void quantize_blocks(const BlockParams& p, const float* in, float* out, std::size_t len, std::uint64_t first);
+
+// float16 / bfloat16 storage: exact widening, and narrowing as qcast::narrow does.
+void widen_span(DType t, const std::uint16_t* in, float* out, std::size_t n);
+void narrow_span(DType t, const float* in, std::uint16_t* out, std::size_t n);
 
 // Largest finite |in[i]| over i < n, and whether any is NaN or Inf.
 void span_stats(const float* in, std::size_t n, float* amax, bool* nonfinite);

@@ -1,5 +1,5 @@
 // The LibTorch adapter: validates tensors, hands their storage to the core's array entry points.
-// float32 runs on the compiled SIMD kernels; float16/bfloat16 on the reference's 16-bit path.
+// Casts run on the compiled SIMD kernels (qcast/kernels.hpp).
 // CUDA tensors are computed on the CPU copy and moved back until CUDA kernels land (src/cuda).
 #include "qcast/torch.hpp"
 
@@ -51,8 +51,7 @@ at::Tensor cast(const at::Tensor& x, const Format& format, const CastOptions& op
   const DType t = dtype_of(x, "qcast::cast");
   const at::Tensor in = x.to(at::kCPU).contiguous();
   at::Tensor out = at::empty_like(in, at::MemoryFormat::Contiguous);
-  if (t == DType::f32) kernels::cast(in.data_ptr<float>(), out.data_ptr<float>(), shape_of(in), format, options);
-  else cast(in.data_ptr(), out.data_ptr(), t, shape_of(in), format, options);
+  kernels::cast(in.data_ptr(), out.data_ptr(), t, shape_of(in), format, options);
   return x.is_cpu() ? out : out.to(x.device());
 }
 

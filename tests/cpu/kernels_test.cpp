@@ -103,3 +103,24 @@ TEST_CASE("kernels on every fp16 bit pattern, direct casts") {
 TEST_CASE("use_target rejects unknown instruction sets with the valid list") {
   CHECK_THROWS_WITH(qcast::kernels::use_target("VLIW9000"), Catch::Contains("not available here (valid: "));
 }
+
+TEST_CASE("16-bit kernels equal the reference's 16-bit path on every bit pattern and target") {
+  std::vector<std::uint16_t> in(65536);
+  for (std::uint32_t c = 0; c < 65536; ++c) in[c] = std::uint16_t(c);
+  for (const auto& target : qcast::kernels::available_targets()) {
+    qcast::kernels::use_target(target);
+    for (qcast::DType t : {qcast::DType::f16, qcast::DType::bf16}) {
+      for (const char* name : {"fp8_e4m3", "mxfp4", "nvfp4", "int4@g32", "fp16", "bf16", "fp32"}) {
+        const auto f = qcast::parse_format(name);
+        std::vector<std::uint16_t> ref(in.size()), got(in.size());
+        qcast::cast(in.data(), ref.data(), t, {256, 256}, f);
+        qcast::kernels::cast(in.data(), got.data(), t, {256, 256}, f, {}, 2);
+        std::size_t bad = 0;
+        for (std::size_t i = 0; i < in.size(); ++i) bad += ref[i] != got[i];
+        INFO(target << " " << qcast::dtype_name(t) << " " << name);
+        CHECK(bad == 0);
+      }
+    }
+  }
+  qcast::kernels::use_target("");
+}
