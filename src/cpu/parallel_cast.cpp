@@ -57,21 +57,6 @@ SpanScale span_mode(const Format& f) {
   return f.tensor_scale ? SpanScale::two_level : SpanScale::single;
 }
 
-// The OCP floor rule from the bits of amax (group_scale computes the same through frexp/ldexp).
-// Returns false where the general path must run (other rules, amax zero or subnormal).
-bool floor_scale_from_bits(const Format& f, float amax, GroupScale& g) {
-  if (f.rule != ScaleRule::floor || f.scale.kind != ElementKind::exponent || !(amax >= 1.1754944e-38f)) return false;
-  std::uint32_t bits;
-  std::memcpy(&bits, &amax, 4);
-  int k = int(bits >> 23) - 127 - f.element.max_exponent();
-  k = std::clamp(k, f.scale.min_exponent(), f.scale.max_exponent());
-  g.kind = GroupScale::Kind::finite;
-  g.code = std::uint32_t(k + f.scale.bias);
-  const std::uint32_t s_bits = k >= -126 ? std::uint32_t(k + 127) << 23 : 0x00400000u >> (-127 - k);
-  std::memcpy(&g.value, &s_bits, 4);
-  return true;
-}
-
 GroupScale contiguous_group_scale(const float* in, const detail::Group& grp, const Format& f, float amax_t, float s_t) {
   float amax;
   bool nonfinite;

@@ -159,15 +159,7 @@ HWY_INLINE GroupScale BlockScale(const BlockParams& p, float amax) {
   GroupScale g;
   switch (p.scale_path) {
     case BlockParams::ScalePath::pow2_floor:
-      if (amax >= 1.1754944e-38f) {  // normal: floor(log2) is the exponent field
-        std::uint32_t bits;
-        std::memcpy(&bits, &amax, 4);
-        int k = int(bits >> 23) - 127 - f.element.max_exponent();
-        k = k < f.scale.min_exponent() ? f.scale.min_exponent() : k > f.scale.max_exponent() ? f.scale.max_exponent() : k;
-        const std::uint32_t s_bits = k >= -126 ? std::uint32_t(k + 127) << 23 : 0x00400000u >> (-127 - k);
-        std::memcpy(&g.value, &s_bits, 4);
-        return g;
-      }
+      if (floor_scale_from_bits(f, amax, g)) return g;
       break;
     case BlockParams::ScalePath::fp32:
     case BlockParams::ScalePath::minifloat: {

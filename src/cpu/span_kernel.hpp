@@ -3,10 +3,12 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "qcast/cast.hpp"
 #include "qcast/format.hpp"
 #include "qcast/rounding.hpp"
+#include "qcast/scaling.hpp"
 
 namespace qcast::kernels {
 
@@ -54,6 +56,24 @@ void quantize_blocks(const BlockParams& p, const float* in, float* out, std::siz
 // float16 / bfloat16 storage: exact widening, and narrowing as qcast::narrow does.
 void widen_span(DType t, const std::uint16_t* in, float* out, std::size_t n);
 void narrow_span(DType t, const float* in, std::uint16_t* out, std::size_t n);
+
+// The OCP floor rule read off the bits of amax (group_scale computes the same through
+// frexp/ldexp). Returns false where the general path must run: other rules, amax zero, subnormal,
+// or not finite.
+inline bool floor_scale_from_bits(const Format& f, float amax, GroupScale& g) {
+  if (f.rule != ScaleRule::floor || f.scale.kind != ElementKind::exponent || !(amax >= 1.1754944e-38f) ||
+      !(amax <= 3.4028235e38f))
+    return false;
+  std::uint32_t bits;
+  std::memcpy(&bits, &amax, 4);
+  int k = int(bits >> 23) - 127 - f.element.max_exponent();
+  k = k < f.scale.min_exponent() ? f.scale.min_exponent() : k > f.scale.max_exponent() ? f.scale.max_exponent() : k;
+  g.kind = GroupScale::Kind::finite;
+  g.code = std::uint32_t(k + f.scale.bias);
+  const std::uint32_t s_bits = k >= -126 ? std::uint32_t(k + 127) << 23 : 0x00400000u >> (-127 - k);
+  std::memcpy(&g.value, &s_bits, 4);
+  return true;
+}
 
 // Largest finite |in[i]| over i < n, and whether any is NaN or Inf.
 void span_stats(const float* in, std::size_t n, float* amax, bool* nonfinite);
