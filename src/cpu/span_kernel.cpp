@@ -82,6 +82,31 @@ HWY_INLINE V QuantizeVector(DF df, const SpanParams& p, V v, std::uint64_t index
   return hn::IfThenElse(is_nan, hn::BitCast(df, hn::Set(du, 0x7FC00000u)), q);
 }
 
+// The default case, leaner: ties to even, saturating (Inf and overflow both become ±max, so one
+// Min replaces the overflow and Inf blends), signed minifloat with -0. Same results as
+// QuantizeVector for such parameters (lean_quantizer_applies).
+template <class DF, class V>
+HWY_INLINE V QuantizeVectorLean(DF df, V v, V max, V two_max, hn::Vec<hn::RebindToSigned<DF>> min_e,
+                                hn::Vec<hn::RebindToSigned<DF>> mantissa_bits) {
+  const hn::RebindToUnsigned<DF> du;
+  const hn::RebindToSigned<DF> di;
+  const auto sign_bit = hn::Set(du, 0x80000000u);
+  const auto sign = hn::And(hn::BitCast(du, v), sign_bit);
+  const V a = hn::Min(hn::Abs(v), two_max);  // Inf (and NaN, fixed below) land beyond max
+  auto e = hn::Max(hn::BitCast(di, hn::ShiftRight<23>(hn::BitCast(du, a))), min_e);  // biased exponent
+  const auto ulp_bits = hn::ShiftLeft<23>(hn::Sub(e, mantissa_bits));                  // 2^(e - M)
+  const V ulp = hn::BitCast(df, ulp_bits);
+  const V inv_ulp = hn::BitCast(df, hn::Sub(hn::Set(di, 0x7F000000), ulp_bits));     // 2^(M - e)
+  const V q = hn::Min(hn::Mul(hn::Round(hn::Mul(a, inv_ulp)), ulp), max);
+  const V signed_q = hn::BitCast(df, hn::Or(hn::BitCast(du, q), sign));
+  return hn::IfThenElse(hn::IsNaN(v), hn::BitCast(df, hn::Set(du, 0x7FC00000u)), signed_q);
+}
+
+HWY_INLINE bool LeanQuantizerApplies(const SpanParams& p) {
+  return p.rounding == Rounding::nearest_even && !p.integer && !p.fnuz && p.overflow_value == p.max_value &&
+         p.inf_value == p.max_value;
+}
+
 HWY_INLINE void QuantizeRun(const SpanParams& params, SpanScale mode, float s, float s_t,
                             const float* HWY_RESTRICT in, float* HWY_RESTRICT out, std::size_t n, std::uint64_t first) {
   const SpanParams p = params;  // a local copy: stores to `out` cannot alias it, so it stays in registers
@@ -101,6 +126,21 @@ HWY_INLINE void QuantizeRun(const SpanParams& params, SpanScale mode, float s, f
   const auto vs = hn::Set(df, s);
   const auto vst = hn::Set(df, s_t);
   std::size_t i = 0;
+  if (LeanQuantizerApplies(p)) {
+    const hn::RebindToSigned<decltype(df)> di;
+    const auto max = hn::Set(df, p.max_value);
+    const auto two_max = hn::Add(max, max);
+    const auto min_e = hn::Set(di, p.min_exponent + 127);
+    const auto mantissa_bits = hn::Set(di, p.mantissa_bits);
+    for (; i + lanes <= n; i += lanes) {
+      auto v = hn::LoadU(df, in + i);
+      if (mode != SpanScale::none) v = power_of_two ? hn::Mul(v, vinv) : hn::Div(v, vdiv);
+      auto q = QuantizeVectorLean(df, v, max, two_max, min_e, mantissa_bits);
+      if (mode == SpanScale::single) q = hn::Mul(q, vs);
+      if (mode == SpanScale::two_level) q = hn::Mul(hn::Mul(q, vs), vst);
+      hn::StoreU(q, df, out + i);
+    }
+  }
   for (; i + lanes <= n; i += lanes) {
     const std::uint64_t index = first + i;
     // A vector whose indices cross a multiple of 2^32 takes the one-lane path (hi word not uniform).
@@ -185,8 +225,36 @@ void QuantizeBlocks(const BlockParams& p, const float* HWY_RESTRICT in, float* H
                     std::uint64_t first) {
   const std::size_t block = std::size_t(p.format->block_size);
   const SpanScale mode = p.format->tensor_scale ? SpanScale::two_level : SpanScale::single;
+  const hn::ScalableTag<float> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  const std::size_t lanes = hn::Lanes(df);
+  // The MX default (OCP floor scale, ties to even, saturating): constants hoisted out of the block
+  // loop, and the power-of-two scale and its exact reciprocal built from bits.
+  const bool lean = LeanQuantizerApplies(p.element) && p.scale_path == BlockParams::ScalePath::pow2_floor;
+  const auto max = hn::Set(df, p.element.max_value);
+  const auto two_max = hn::Add(max, max);
+  const auto min_e = hn::Set(di, p.element.min_exponent + 127);
+  const auto mantissa_bits = hn::Set(di, p.element.mantissa_bits);
   for (std::size_t b = 0; b < len; b += block) {
     const std::size_t n = len - b < block ? len - b : block;
+    if (lean && n % lanes == 0) {
+      float amax;
+      bool nonfinite;
+      SpanStats(in + b, n, &amax, &nonfinite);
+      GroupScale g;
+      if (!nonfinite && floor_scale_from_bits(*p.format, amax, g)) {
+        const int k = int(g.code) - p.format->scale.bias;
+        if (k >= -126 && k <= 126) {
+          const auto vinv = hn::BitCast(df, hn::Set(di, (127 - k) << 23));  // 2^-k
+          const auto vs = hn::Set(df, g.value);
+          for (std::size_t i = b; i < b + n; i += lanes) {
+            const auto v = hn::Mul(hn::LoadU(df, in + i), vinv);
+            hn::StoreU(hn::Mul(QuantizeVectorLean(df, v, max, two_max, min_e, mantissa_bits), vs), df, out + i);
+          }
+          continue;
+        }
+      }
+    }
     float amax;
     bool nonfinite;
     SpanStats(in + b, n, &amax, &nonfinite);
