@@ -231,6 +231,8 @@ void QuantizeBlocks(const BlockParams& p, const float* HWY_RESTRICT in, float* H
   // The MX default (OCP floor scale, ties to even, saturating): constants hoisted out of the block
   // loop, and the power-of-two scale and its exact reciprocal built from bits.
   const bool lean = LeanQuantizerApplies(p.element) && p.scale_path == BlockParams::ScalePath::pow2_floor;
+  const bool lean_two_level = LeanQuantizerApplies(p.element) && p.format->tensor_scale &&
+                              p.scale_path == BlockParams::ScalePath::minifloat;
   const auto max = hn::Set(df, p.element.max_value);
   const auto two_max = hn::Add(max, max);
   const auto min_e = hn::Set(di, p.element.min_exponent + 127);
@@ -250,6 +252,28 @@ void QuantizeBlocks(const BlockParams& p, const float* HWY_RESTRICT in, float* H
           for (std::size_t i = b; i < b + n; i += lanes) {
             const auto v = hn::Mul(hn::LoadU(df, in + i), vinv);
             hn::StoreU(hn::Mul(QuantizeVectorLean(df, v, max, two_max, min_e, mantissa_bits), vs), df, out + i);
+          }
+          continue;
+        }
+      }
+    }
+    if (lean_two_level && n % lanes == 0) {
+      float amax;
+      bool nonfinite;
+      SpanStats(in + b, n, &amax, &nonfinite);
+      if (!nonfinite && p.amax_t != 0.0f) {
+        // NVFP4 recipe: d = (amax_b / max_elem) / s_t, s_b = scale-format cast of d (saturating).
+        const float d = (amax / p.element.max_value) / p.s_t;
+        const hn::CappedTag<float, 1> d1;
+        const float s_b = hn::GetLane(QuantizeVector(d1, p.scale, hn::Set(d1, d), 0));
+        if (s_b > 0.0f) {  // zero and NaN scales take the general path below
+          const auto vdiv = hn::Set(df, s_b * p.s_t);
+          const auto vs = hn::Set(df, s_b);
+          const auto vst = hn::Set(df, p.s_t);
+          for (std::size_t i = b; i < b + n; i += lanes) {
+            const auto v = hn::Div(hn::LoadU(df, in + i), vdiv);
+            const auto q = QuantizeVectorLean(df, v, max, two_max, min_e, mantissa_bits);
+            hn::StoreU(hn::Mul(hn::Mul(q, vs), vst), df, out + i);
           }
           continue;
         }
