@@ -5,7 +5,7 @@ set -euo pipefail
 
 QCAST_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 QCAST_TORCH_VERSION="2.11.0"   # its wheel links CUDA 13.0, the toolkit of this machine kind
-QCAST_APT_PACKAGES=(build-essential cmake ccache git libhwy-dev catch2 libbenchmark-dev)
+QCAST_APT_PACKAGES=(build-essential cmake ccache git libhwy-dev catch2)
 
 qcast_log() { printf '\033[1m[qcast]\033[0m %s\n' "$*"; }
 
