@@ -102,6 +102,18 @@ HWY_INLINE V QuantizeVectorLean(DF df, V v, V max, V two_max, hn::Vec<hn::Rebind
   return hn::IfThenElse(hn::IsNaN(v), hn::BitCast(df, hn::Set(du, 0x7FC00000u)), signed_q);
 }
 
+// The same for signed integer elements (integers always saturate): QuantizeVector's integer branch
+// with ties to even, without the rounding-mode switch.
+template <class DF, class V>
+HWY_INLINE V QuantizeVectorLeanInt(DF df, V v, V two_max, V up, V down, V int_max) {
+  const hn::RebindToUnsigned<DF> du;
+  const auto sign = hn::And(hn::BitCast(du, v), hn::Set(du, 0x80000000u));
+  const V a = hn::Min(hn::Abs(v), two_max);
+  const V q = hn::Mul(hn::Min(hn::Round(hn::Mul(a, up)), int_max), down);
+  const V signed_q = hn::BitCast(df, hn::Or(hn::BitCast(du, q), sign));
+  return hn::IfThenElse(hn::IsNaN(v), hn::BitCast(df, hn::Set(du, 0x7FC00000u)), signed_q);
+}
+
 HWY_INLINE bool LeanQuantizerApplies(const SpanParams& p) {
   return p.rounding == Rounding::nearest_even && !p.integer && !p.fnuz && p.overflow_value == p.max_value &&
          p.inf_value == p.max_value;
@@ -230,13 +242,17 @@ void QuantizeBlocks(const BlockParams& p, const float* HWY_RESTRICT in, float* H
   const std::size_t lanes = hn::Lanes(df);
   // The MX default (OCP floor scale, ties to even, saturating): constants hoisted out of the block
   // loop, and the power-of-two scale and its exact reciprocal built from bits.
-  const bool lean = LeanQuantizerApplies(p.element) && p.scale_path == BlockParams::ScalePath::pow2_floor;
+  const bool lean_int = p.element.integer && p.element.rounding == Rounding::nearest_even;
+  const bool lean = (LeanQuantizerApplies(p.element) || lean_int) && p.scale_path == BlockParams::ScalePath::pow2_floor;
   const bool lean_two_level = LeanQuantizerApplies(p.element) && p.format->tensor_scale &&
                               p.scale_path == BlockParams::ScalePath::minifloat;
   const auto max = hn::Set(df, p.element.max_value);
   const auto two_max = hn::Add(max, max);
   const auto min_e = hn::Set(di, p.element.min_exponent + 127);
   const auto mantissa_bits = hn::Set(di, p.element.mantissa_bits);
+  const auto int_up = hn::Set(df, p.element.int_up);
+  const auto int_down = hn::Set(df, p.element.int_down);
+  const auto int_max = hn::Set(df, p.element.int_max);
   for (std::size_t b = 0; b < len; b += block) {
     const std::size_t n = len - b < block ? len - b : block;
     if (lean && n % lanes == 0) {
@@ -251,7 +267,9 @@ void QuantizeBlocks(const BlockParams& p, const float* HWY_RESTRICT in, float* H
           const auto vs = hn::Set(df, g.value);
           for (std::size_t i = b; i < b + n; i += lanes) {
             const auto v = hn::Mul(hn::LoadU(df, in + i), vinv);
-            hn::StoreU(hn::Mul(QuantizeVectorLean(df, v, max, two_max, min_e, mantissa_bits), vs), df, out + i);
+            const auto q = lean_int ? QuantizeVectorLeanInt(df, v, two_max, int_up, int_down, int_max)
+                                    : QuantizeVectorLean(df, v, max, two_max, min_e, mantissa_bits);
+            hn::StoreU(hn::Mul(q, vs), df, out + i);
           }
           continue;
         }
