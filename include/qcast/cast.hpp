@@ -76,6 +76,21 @@ inline void check_format(const Format& f) {
   if (!why.empty()) throw std::invalid_argument("invalid format " + format_name(f) + ": " + why);
 }
 
+// Calls fn(group index, group, its scale, s_t) for every group of a scaled format: the tensor scale
+// of a two-level format first, then each group's statistics and scale (the walk cast and encode
+// share). Returns s_t (1 for single-level formats).
+template <class Fn>
+float for_each_group_scale(const float* in, const GroupLayout& layout, const Format& f, Fn&& fn) {
+  const float amax_t = f.tensor_scale ? finite_amax(in, layout.elements()) : 1.0f;
+  const float s_t = f.tensor_scale ? tensor_scale_of(f, amax_t) : 1.0f;
+  for (std::int64_t gi = 0, groups = layout.groups(); gi < groups; ++gi) {
+    const Group grp = layout.group(gi);
+    const GroupStats st = group_stats(in, grp);
+    fn(gi, grp, group_scale(f, st.amax, st.nonfinite, amax_t, s_t), s_t);
+  }
+  return s_t;
+}
+
 // Writes the outputs of one group whose scale is g (the reference for every kernel).
 inline void cast_group(const float* in, float* out, const Group& grp, const Format& f, const GroupScale& g,
                        const CastOptions& o, float s_t) {
@@ -106,13 +121,9 @@ inline void cast(const float* in, float* out, const Shape& shape, const Format& 
     for (std::int64_t i = 0; i < n; ++i) out[i] = quantize_element(f.element, in[i], o, std::uint64_t(i));
     return;
   }
-  const float amax_t = f.tensor_scale ? detail::finite_amax(in, n) : 1.0f;
-  const float s_t = f.tensor_scale ? tensor_scale_of(f, amax_t) : 1.0f;
-  for (std::int64_t gi = 0, groups = layout.groups(); gi < groups; ++gi) {
-    const detail::Group grp = layout.group(gi);
-    const detail::GroupStats st = detail::group_stats(in, grp);
-    detail::cast_group(in, out, grp, f, group_scale(f, st.amax, st.nonfinite, amax_t, s_t), o, s_t);
-  }
+  detail::for_each_group_scale(in, layout, f, [&](std::int64_t, const detail::Group& grp, const GroupScale& g, float s_t) {
+    detail::cast_group(in, out, grp, f, g, o, s_t);
+  });
 }
 
 // Encodes to packed codes and scales. decode(encode(x)) == cast(x) bit for bit, except that
@@ -136,27 +147,21 @@ inline Encoded encode(const float* in, const Shape& shape, const Format& f, cons
     }
     return e;
   }
-  const float amax_t = f.tensor_scale ? detail::finite_amax(in, n) : 1.0f;
-  const float s_t = f.tensor_scale ? tensor_scale_of(f, amax_t) : 1.0f;
-  e.tensor_scale = s_t;
-  const std::int64_t groups = layout.groups();
-  e.scales.assign(packed_size(std::size_t(groups), f.scale_storage_bits()), 0);
-  for (std::int64_t gi = 0; gi < groups; ++gi) {
-    const detail::Group grp = layout.group(gi);
-    const detail::GroupStats st = detail::group_stats(in, grp);
-    const GroupScale g = group_scale(f, st.amax, st.nonfinite, amax_t, s_t);
-    pack_code(e.scales.data(), std::size_t(gi), f.scale_storage_bits(), g.code);
-    grp.for_each([&](std::int64_t i) {
-      const float x = in[i];
-      float v;  // what the element code must hold
-      switch (g.kind) {
-        case GroupScale::Kind::nan: v = 0.0f; break;  // the scale carries the NaN
-        case GroupScale::Kind::finite: v = detail::scaled_input(f, x, g, s_t); break;
-        default: v = std::copysign(0.0f, x);
-      }
-      pack_code(e.codes.data(), std::size_t(i), bits, encode_element(f.element, v, o, std::uint64_t(i)));
-    });
-  }
+  e.scales.assign(packed_size(std::size_t(layout.groups()), f.scale_storage_bits()), 0);
+  e.tensor_scale = detail::for_each_group_scale(
+      in, layout, f, [&](std::int64_t gi, const detail::Group& grp, const GroupScale& g, float s_t) {
+        pack_code(e.scales.data(), std::size_t(gi), f.scale_storage_bits(), g.code);
+        grp.for_each([&](std::int64_t i) {
+          const float x = in[i];
+          float v;  // what the element code must hold
+          switch (g.kind) {
+            case GroupScale::Kind::nan: v = 0.0f; break;  // the scale carries the NaN
+            case GroupScale::Kind::finite: v = detail::scaled_input(f, x, g, s_t); break;
+            default: v = std::copysign(0.0f, x);
+          }
+          pack_code(e.codes.data(), std::size_t(i), bits, encode_element(f.element, v, o, std::uint64_t(i)));
+        });
+      });
   return e;
 }
 

@@ -93,16 +93,6 @@ detail::GroupStats parallel_stats(const float* in, std::int64_t n, int threads) 
   return total;
 }
 
-float parallel_finite_amax(const float* in, std::int64_t n, int threads) {
-  std::vector<float> partial(std::size_t(std::max(threads, 1)), 0.0f);
-  std::atomic<int> slot{0};
-  parallel_ranges(n, threads, 1, [&](std::int64_t b, std::int64_t e) {
-    bool nonfinite;  // finite_amax ignores NaN and Inf, as span_stats' amax does
-    span_stats(in + b, std::size_t(e - b), &partial[std::size_t(slot++)], &nonfinite);
-  });
-  return *std::max_element(partial.begin(), partial.end());
-}
-
 }  // namespace
 
 bool span_kernel_supports(const ElementFormat& e) {
@@ -119,7 +109,6 @@ SpanParams span_params(const ElementFormat& e, const CastOptions& o) {
   p.integer = e.kind == ElementKind::integer;
   p.mantissa_bits = e.mantissa_bits;
   p.min_exponent = e.min_exponent();
-  p.fraction_bits = e.fraction_bits;
   p.max_value = float(e.max_value());
   p.rounding = o.rounding;
   p.seed = o.seed;
@@ -178,7 +167,7 @@ void cast(const float* in, float* out, const Shape& shape, const Format& f, cons
     });
     return;
   }
-  const float amax_t = f.tensor_scale ? parallel_finite_amax(in, n, threads) : 1.0f;
+  const float amax_t = f.tensor_scale ? parallel_stats(in, n, threads).amax  /* over finite elements */ : 1.0f;
   const float s_t = f.tensor_scale ? tensor_scale_of(f, amax_t) : 1.0f;
   const std::int64_t groups = layout.groups();
   if (groups == 1) {  // one scale: reduce in parallel, then quantize element ranges in parallel

@@ -9,11 +9,11 @@
 #include <hwy/highway.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "qcast/cast.hpp"
 #include "qcast/element_codec.hpp"
 #include "qcast/scaling.hpp"
-#include <cstring>
 #include "span_kernel.hpp"
 
 HWY_BEFORE_NAMESPACE();
@@ -137,6 +137,16 @@ HWY_INLINE void QuantizeRun(const SpanParams& params, SpanScale mode, float s, f
   const auto vinv = hn::Set(df, inverse);
   const auto vs = hn::Set(df, s);
   const auto vst = hn::Set(df, s_t);
+  // x -> the value on the element grid, and the grid value back (detail::scaled_input/output).
+  const auto scale_in = [&](hn::Vec<decltype(df)> v) {
+    if (mode == SpanScale::none) return v;
+    return power_of_two ? hn::Mul(v, vinv) : hn::Div(v, vdiv);
+  };
+  const auto scale_out = [&](hn::Vec<decltype(df)> q) {
+    if (mode == SpanScale::single) return hn::Mul(q, vs);
+    if (mode == SpanScale::two_level) return hn::Mul(hn::Mul(q, vs), vst);
+    return q;
+  };
   std::size_t i = 0;
   if (LeanQuantizerApplies(p)) {
     const hn::RebindToSigned<decltype(df)> di;
@@ -145,24 +155,15 @@ HWY_INLINE void QuantizeRun(const SpanParams& params, SpanScale mode, float s, f
     const auto min_e = hn::Set(di, p.min_exponent + 127);
     const auto mantissa_bits = hn::Set(di, p.mantissa_bits);
     for (; i + lanes <= n; i += lanes) {
-      auto v = hn::LoadU(df, in + i);
-      if (mode != SpanScale::none) v = power_of_two ? hn::Mul(v, vinv) : hn::Div(v, vdiv);
-      auto q = QuantizeVectorLean(df, v, max, two_max, min_e, mantissa_bits);
-      if (mode == SpanScale::single) q = hn::Mul(q, vs);
-      if (mode == SpanScale::two_level) q = hn::Mul(hn::Mul(q, vs), vst);
-      hn::StoreU(q, df, out + i);
+      const auto v = scale_in(hn::LoadU(df, in + i));
+      hn::StoreU(scale_out(QuantizeVectorLean(df, v, max, two_max, min_e, mantissa_bits)), df, out + i);
     }
   }
   for (; i + lanes <= n; i += lanes) {
     const std::uint64_t index = first + i;
     // A vector whose indices cross a multiple of 2^32 takes the one-lane path (hi word not uniform).
     if (p.rounding == Rounding::stochastic && (index >> 32) != ((index + lanes - 1) >> 32)) break;
-    auto v = hn::LoadU(df, in + i);
-    if (mode != SpanScale::none) v = power_of_two ? hn::Mul(v, vinv) : hn::Div(v, vdiv);
-    auto q = QuantizeVector(df, p, v, index);
-    if (mode == SpanScale::single) q = hn::Mul(q, vs);
-    if (mode == SpanScale::two_level) q = hn::Mul(hn::Mul(q, vs), vst);
-    hn::StoreU(q, df, out + i);
+    hn::StoreU(scale_out(QuantizeVector(df, p, scale_in(hn::LoadU(df, in + i)), index)), df, out + i);
   }
   // The tail (and any vector that crossed 2^32) one lane at a time, by the same formula.
   const hn::CappedTag<float, 1> d1;
@@ -255,12 +256,16 @@ void QuantizeBlocks(const BlockParams& p, const float* HWY_RESTRICT in, float* H
   const auto int_max = hn::Set(df, p.element.int_max);
   for (std::size_t b = 0; b < len; b += block) {
     const std::size_t n = len - b < block ? len - b : block;
+    float amax;
+    bool nonfinite;
+    SpanStats(in + b, n, &amax, &nonfinite);
+    if (nonfinite) {
+      for (std::size_t i = b; i < b + n; ++i) out[i] = detail::canonical_nan();
+      continue;
+    }
     if (lean && n % lanes == 0) {
-      float amax;
-      bool nonfinite;
-      SpanStats(in + b, n, &amax, &nonfinite);
       GroupScale g;
-      if (!nonfinite && floor_scale_from_bits(*p.format, amax, g)) {
+      if (floor_scale_from_bits(*p.format, amax, g)) {
         const int k = int(g.code) - p.format->scale.bias;
         if (k >= -126 && k <= 126) {
           const auto vinv = hn::BitCast(df, hn::Set(di, (127 - k) << 23));  // 2^-k
@@ -275,34 +280,24 @@ void QuantizeBlocks(const BlockParams& p, const float* HWY_RESTRICT in, float* H
         }
       }
     }
-    if (lean_two_level && n % lanes == 0) {
-      float amax;
-      bool nonfinite;
-      SpanStats(in + b, n, &amax, &nonfinite);
-      if (!nonfinite && p.amax_t != 0.0f) {
-        // NVFP4 recipe: d = (amax_b / max_elem) / s_t, s_b = scale-format cast of d (saturating).
-        const float d = (amax / p.element.max_value) / p.s_t;
-        const hn::CappedTag<float, 1> d1;
-        const float s_b = hn::GetLane(QuantizeVector(d1, p.scale, hn::Set(d1, d), 0));
-        if (s_b > 0.0f) {  // zero and NaN scales take the general path below
-          const auto vdiv = hn::Set(df, s_b * p.s_t);
-          const auto vs = hn::Set(df, s_b);
-          const auto vst = hn::Set(df, p.s_t);
-          for (std::size_t i = b; i < b + n; i += lanes) {
-            const auto v = hn::Div(hn::LoadU(df, in + i), vdiv);
-            const auto q = QuantizeVectorLean(df, v, max, two_max, min_e, mantissa_bits);
-            hn::StoreU(hn::Mul(hn::Mul(q, vs), vst), df, out + i);
-          }
-          continue;
+    if (lean_two_level && n % lanes == 0 && p.amax_t != 0.0f) {
+      // NVFP4 recipe: d = (amax_b / max_elem) / s_t, s_b = scale-format cast of d (saturating).
+      const float d = (amax / p.element.max_value) / p.s_t;
+      const hn::CappedTag<float, 1> d1;
+      const float s_b = hn::GetLane(QuantizeVector(d1, p.scale, hn::Set(d1, d), 0));
+      if (s_b > 0.0f) {  // zero and NaN scales take the general path below
+        const auto vdiv = hn::Set(df, s_b * p.s_t);
+        const auto vs = hn::Set(df, s_b);
+        const auto vst = hn::Set(df, p.s_t);
+        for (std::size_t i = b; i < b + n; i += lanes) {
+          const auto v = hn::Div(hn::LoadU(df, in + i), vdiv);
+          const auto q = QuantizeVectorLean(df, v, max, two_max, min_e, mantissa_bits);
+          hn::StoreU(hn::Mul(hn::Mul(q, vs), vst), df, out + i);
         }
+        continue;
       }
     }
-    float amax;
-    bool nonfinite;
-    SpanStats(in + b, n, &amax, &nonfinite);
-    GroupScale g;
-    if (nonfinite) g.kind = GroupScale::Kind::nan;
-    else g = BlockScale(p, amax);
+    const GroupScale g = BlockScale(p, amax);
     switch (g.kind) {
       case GroupScale::Kind::nan:
         for (std::size_t i = b; i < b + n; ++i) out[i] = detail::canonical_nan();

@@ -16,7 +16,6 @@ struct SpanParams {
   bool integer = false;        // signed integer element, else minifloat
   int mantissa_bits = 0;       // minifloat
   int min_exponent = 0;        // minifloat
-  int fraction_bits = 0;       // integer
   float max_value = 0;         // largest finite element value
   float overflow_value = 0;    // what a finite value beyond max becomes
   float inf_value = 0;         // what ±Inf becomes (before the sign)
