@@ -7,13 +7,13 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "qcast/cast.hpp"
+#include "qcast/detail/atomic_file.hpp"
 
 namespace qcast {
 
@@ -134,28 +134,16 @@ inline void write_npy(const std::string& path, const Shape& shape, const float* 
   std::int64_t n = 1;
   for (auto d : shape) n *= d;
 
-  std::random_device rd;
-  const std::string tmp = path + ".tmp" + std::to_string(rd());
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) detail::npy_fail(path, "cannot open " + tmp + " for writing");
-    const unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, static_cast<unsigned char>(header.size() & 0xFF),
-                                   static_cast<unsigned char>(header.size() >> 8)};
-    f.write(reinterpret_cast<const char*>(pre), 10);
-    f.write(header.data(), std::streamsize(header.size()));
-    if (n > 0) f.write(reinterpret_cast<const char*>(values), std::streamsize(n * 4));
-    f.flush();
-    if (!f) {
-      f.close();
-      std::remove(tmp.c_str());
-      detail::npy_fail(path, "write failed (disk full?)");
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    detail::npy_fail(path, "cannot move the finished file into place: " + ec.message());
+  try {
+    detail::write_file_atomically(path, path, [&](std::ofstream& f) {
+      const unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, static_cast<unsigned char>(header.size() & 0xFF),
+                                     static_cast<unsigned char>(header.size() >> 8)};
+      f.write(reinterpret_cast<const char*>(pre), 10);
+      f.write(header.data(), std::streamsize(header.size()));
+      if (n > 0) f.write(reinterpret_cast<const char*>(values), std::streamsize(n * 4));
+    });
+  } catch (const std::runtime_error& e) {
+    throw NpyError(e.what());
   }
 }
 

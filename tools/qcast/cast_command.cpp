@@ -29,16 +29,6 @@ const char* kHelp =
     "  --no-saturate   overflow gives Inf/NaN where the format has them (default for fp16/bf16,\n"
     "                  which convert as IEEE 754 does)\n";
 
-long long parse_integer(const std::string& flag, const std::string& v) {
-  try {
-    std::size_t used = 0;
-    const long long n = std::stoll(v, &used);
-    if (used == v.size()) return n;
-  } catch (const std::exception&) {
-  }
-  throw UsageError{flag + " needs an integer, got '" + v + "'"};
-}
-
 }  // namespace
 
 int cast_command(const std::vector<std::string>& args) {

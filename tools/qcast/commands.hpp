@@ -1,5 +1,6 @@
 // Subcommands of the qcast tool. Each returns the process exit code.
 #pragma once
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -9,8 +10,19 @@ struct UsageError {
   std::string message;
 };
 
+inline long long parse_integer(const std::string& flag, const std::string& v) {
+  try {
+    std::size_t used = 0;
+    const long long n = std::stoll(v, &used);
+    if (used == v.size()) return n;
+  } catch (const std::exception&) {
+  }
+  throw UsageError{flag + " needs an integer, got '" + v + "'"};
+}
+
 int formats_command(const std::vector<std::string>& args);
 int cast_command(const std::vector<std::string>& args);
-int bench_command(const std::vector<std::string>& args);  // needs LibTorch (QCAST_CLI_BENCH)
+int bench_command(const std::vector<std::string>& args);     // needs LibTorch (QCAST_CLI_TORCH)
+int quantize_command(const std::vector<std::string>& args);  // needs LibTorch (QCAST_CLI_TORCH)
 
 }  // namespace qcast_cli

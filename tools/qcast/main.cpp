@@ -15,6 +15,7 @@ const char* kUsage =
     "  formats   list every named format with its numbers\n"
     "  cast      fake-quantize a .npy file to a format\n"
     "  bench     throughput against memcpy and ATen-op baselines\n"
+    "  quantize  post-training quantization of a TorchScript model (RTN, GPTQ, Error Diffusion)\n"
     "\n"
     "Run 'qcast <command> --help' for the options of a command.\n";
 
@@ -31,15 +32,17 @@ int main(int argc, char** argv) {
   try {
     if (command == "formats") return qcast_cli::formats_command(args);
     if (command == "cast") return qcast_cli::cast_command(args);
-#ifdef QCAST_CLI_BENCH
+#ifdef QCAST_CLI_TORCH
     if (command == "bench") return qcast_cli::bench_command(args);
+    if (command == "quantize") return qcast_cli::quantize_command(args);
 #else
-    if (command == "bench") {
-      std::fprintf(stderr, "qcast bench: this qcast was built without LibTorch (its ATen baseline needs it)\n");
+    if (command == "bench" || command == "quantize") {
+      std::fprintf(stderr, "qcast %s: this qcast was built without LibTorch, which the command needs\n", command.c_str());
       return 2;
     }
 #endif
-    std::fprintf(stderr, "qcast: unknown command '%s' (valid: formats, cast, bench)\n\n%s", command.c_str(), kUsage);
+    std::fprintf(stderr, "qcast: unknown command '%s' (valid: formats, cast, bench, quantize)\n\n%s", command.c_str(),
+                 kUsage);
     return 2;
   } catch (const qcast_cli::UsageError& e) {
     std::fprintf(stderr, "qcast %s: %s\n(see 'qcast %s --help')\n", command.c_str(), e.message.c_str(), command.c_str());
