@@ -245,8 +245,10 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
       o.progress(pr);
     }
     const auto t0 = Clock::now();
+    try {
     const at::Tensor param = parameter_of(qm, l.info.name);
     const std::int64_t cols = reduction_size(l, param);
+    const at::Tensor w = weight_matrix(param, l.layout, cols).to(at::kDouble).contiguous();
     detail::Capture capture(fm, l);
     detail::Grams grams;
     for (const Batch& b : calibration) {
@@ -257,12 +259,11 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
         for_each_input_chunk(l.sites[s], xs[s], param, cols, [&](const at::Tensor& c) { chunks.push_back(c); });
         std::size_t k = 0;
         for_each_input_chunk(l.sites[s], xq[s], param, cols, [&](const at::Tensor& c) {
-          grams.add(chunks.at(k), c);
+          grams.add(chunks.at(k), c, w);
           chunks.at(k++) = at::Tensor();  // release each unfolded chunk once used
         });
       }
     }
-    const at::Tensor w = weight_matrix(param, l.layout, cols).to(at::kDouble).contiguous();
     const std::int64_t rows = w.size(0);
     WeightGrid grid(format, rows, cols, w.data_ptr<double>());
     const at::Tensor q = detail::solve(o.method, w, grams, grid, o);
@@ -289,6 +290,9 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
     pw.layout = l.layout;
     pw.matrix = grid.encoded();
     res.packed.push_back(std::move(pw));
+    } catch (const std::exception& e) {
+      throw std::runtime_error("layer " + l.info.name + " (" + l.info.op + "): " + first_line(e.what()));
+    }
     lr.status = "quantized";
     lr.seconds = seconds_since(t0);
     solved_s += lr.seconds;

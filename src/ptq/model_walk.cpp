@@ -220,16 +220,24 @@ Capture::Capture(const torch::jit::Module& model, const WalkLayer& layer) {
   std::vector<std::pair<Node*, bool>> nodes;
   collect_nodes(graph_->block(), true, nodes);
   std::vector<Value*> per_site;
+  Node* last = nullptr;
   for (const Site& s : layer.sites) {
     Node* n = nodes.at(s.node_index).first;
     if (n->kind().toQualString() != s.op) throw std::logic_error("qcast: the inlined graph changed between walks");
     Node* t = graph_->createTuple(n->inputs());
     t->insertAfter(n);
     per_site.push_back(t->output());
+    last = t;
   }
   Node* all = graph_->createTuple(per_site);
-  graph_->appendNode(all);
+  all->insertAfter(last);
+  // Cut everything after the capture: the values are what the nodes received (an in-place op later
+  // cannot change them), and nothing after the layer runs. Nodes go in reverse order so that each
+  // has no remaining uses when destroyed.
   while (!graph_->outputs().empty()) graph_->eraseOutput(0);
+  std::vector<Node*> after;
+  for (Node* n = all->next(); n != graph_->return_node(); n = n->next()) after.push_back(n);
+  for (auto it = after.rbegin(); it != after.rend(); ++it) (*it)->destroy();
   graph_->registerOutput(all->output());
   torch::jit::EliminateDeadCode(graph_);
   fn_ = std::make_unique<torch::jit::GraphFunction>("qcast_capture", graph_, nullptr);

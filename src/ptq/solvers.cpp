@@ -13,21 +13,23 @@
 
 namespace qcast::ptq::detail {
 
-void Grams::add(const at::Tensor& x, const at::Tensor& xhat) {
+void Grams::add(const at::Tensor& x, const at::Tensor& xhat, const at::Tensor& w) {
   if (x.sizes() != xhat.sizes())
     throw std::runtime_error("the float and the quantized model gave this layer inputs of different shapes (" +
                              std::to_string(x.numel()) + " vs " + std::to_string(xhat.numel()) + " elements)");
-  const at::Tensor a = x.to(at::kDouble), b = xhat.to(at::kDouble);
-  const at::Tensor bt = b.transpose(1, 2), at_ = a.transpose(1, 2);
+  const at::Tensor a = x.to(at::kFloat), b = xhat.to(at::kFloat);
+  const at::Tensor bt = b.transpose(1, 2);
+  const at::Tensor gg = at::bmm(b, bt).to(at::kDouble), cc = at::bmm(a, bt).to(at::kDouble);
   if (!xhat_xhat.defined()) {
-    xhat_xhat = at::bmm(b, bt);
-    x_xhat = at::bmm(a, bt);
-    x_x = at::bmm(a, at_);
+    xhat_xhat = gg;
+    x_xhat = cc;
   } else {
-    xhat_xhat.baddbmm_(b, bt);
-    x_xhat.baddbmm_(a, bt);
-    x_x.baddbmm_(a, at_);
+    xhat_xhat.add_(gg);
+    x_xhat.add_(cc);
   }
+  const std::int64_t groups = x.size(0);
+  const at::Tensor wg = w.to(at::kFloat).reshape({groups, -1, x.size(1)});  // [groups, rows/groups, cols]
+  target_energy += at::bmm(wg, a).to(at::kDouble).pow(2).sum().item<double>();
   tokens += x.size(2);
 }
 
@@ -123,6 +125,7 @@ at::Tensor gptq(at::Tensor w, at::Tensor h, std::int64_t row0, WeightGrid& grid,
 at::Tensor error_diffusion(const at::Tensor& w0, const at::Tensor& g, const at::Tensor& c, std::int64_t row0,
                            WeightGrid& grid, const Options& o) {
   at::Tensor gd = g.clone();
+  gd.diagonal().masked_fill_(g.diagonal() == 0, 1.0);  // inputs that are always zero (their C rows are zero too)
   gd.diagonal().add_(damping_of(g, o.damping));
   const at::Tensor l = at::linalg_cholesky(gd);
   const at::Tensor shift = at::cholesky_solve(at::mm((c - g).t(), w0.t()), l).t();  // W·(C − G)·(G+λI)⁻¹
@@ -159,15 +162,13 @@ at::Tensor solve(Method method, const at::Tensor& w, const Grams& grams, WeightG
 double relative_output_error(const at::Tensor& w, const at::Tensor& w_hat, const Grams& grams) {
   const std::int64_t groups = grams.xhat_xhat.size(0);
   const std::int64_t per = w.size(0) / groups;
-  double err = 0, ref = 0;
+  double err = grams.target_energy;  // ||ŴX̂ − WX||² = tr(ŴGŴᵀ) − 2 tr(ŴCᵀWᵀ) + ||WX||²
   for (std::int64_t gi = 0; gi < groups; ++gi) {
     const at::Tensor a = w.narrow(0, gi * per, per).to(at::kDouble), q = w_hat.narrow(0, gi * per, per).to(at::kDouble);
-    const double qq = (at::mm(q, grams.xhat_xhat[gi]) * q).sum().item<double>();
-    const double qa = (at::mm(q, grams.x_xhat[gi].t()) * a).sum().item<double>();
-    const double aa = (at::mm(a, grams.x_x[gi]) * a).sum().item<double>();
-    err += qq - 2 * qa + aa;
-    ref += aa;
+    err += (at::mm(q, grams.xhat_xhat[gi]) * q).sum().item<double>();
+    err -= 2 * (at::mm(q, grams.x_xhat[gi].t()) * a).sum().item<double>();
   }
+  const double ref = grams.target_energy;
   if (ref <= 0) return err <= 0 ? 0.0 : INFINITY;
   return std::sqrt(std::max(0.0, err) / ref);
 }

@@ -14,11 +14,13 @@ namespace qcast::ptq::detail {
 struct Grams {
   at::Tensor xhat_xhat;  // X̂X̂ᵀ
   at::Tensor x_xhat;     // XX̂ᵀ
-  at::Tensor x_x;        // XXᵀ (for the report's error)
+  double target_energy = 0;  // ||W·X||² (for the report's relative error)
   std::int64_t tokens = 0;
 
-  // Adds one chunk: x and xhat are [groups, cols, tokens] of any float dtype.
-  void add(const at::Tensor& x, const at::Tensor& xhat);
+  // Adds one chunk: x and xhat are [groups, cols, tokens] of any float dtype; w is the layer's
+  // weight matrix [rows, cols] (rows split evenly into the groups). Products run in float32, sums
+  // over chunks in float64.
+  void add(const at::Tensor& x, const at::Tensor& xhat, const at::Tensor& w);
 };
 
 // Quantizes w ([rows, cols] float64; rows split evenly into the groups of `grams`) with the method and

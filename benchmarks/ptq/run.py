@@ -1,0 +1,100 @@
+"""PTQ benchmark on real models: each model x format x method through `qcast quantize`, scored by
+the model's task metric and its fidelity to the float model (benchmarks/ptq/tasks.py), with the
+quantization time. Appends one JSON line per run to --results (so a partial run keeps what it did)
+and prints the markdown table (also: `run.py --table RESULTS.jsonl`).
+
+  python run.py --qcast build/qcast --shared ../shared --work DIR --results R.jsonl
+                [--models a,b] [--formats mxfp4,nvfp4,int4@g128,mxfp6_e2m3] [--methods rtn,gptq,ed]
+"""
+import argparse, json, os, subprocess, sys, time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tasks  # noqa: E402
+
+
+def table(rows):
+    out = []
+    by_model = {}
+    for r in rows:
+        by_model.setdefault(r["model"], []).append(r)
+    for model, rs in by_model.items():
+        t = tasks.TASKS[model]
+        f = rs[0]
+        out.append(f"\n### {model}\n")
+        out.append(f"float: {t.metric} = {f['float_metric']:.4g}; {rs[0]['fidelity_name']} of each quantized model vs float; "
+                   f"calibration: {f['calib_samples']} samples. "
+                   f"ED vs RTN / GPTQ: whether ED's task metric is better (ties count as not worse).\n")
+        out.append(f"| format | method | {t.metric} | {rs[0]['fidelity_name']} | quantize s | ED beats RTN | ED ≥ GPTQ | ED time / GPTQ |")
+        out.append("|---|---|---|---|---|---|---|---|")
+        fmts = []
+        for r in rs:
+            if r["format"] not in fmts:
+                fmts.append(r["format"])
+        for fmt in fmts:
+            m = {r["method"]: r for r in rs if r["format"] == fmt}
+            for meth in ("rtn", "gptq", "ed"):
+                if meth not in m:
+                    continue
+                r = m[meth]
+                extra = ["", "", ""]
+                if meth == "ed" and "rtn" in m and "gptq" in m:
+                    better = (lambda a, b: a > b) if t.higher_is_better else (lambda a, b: a < b)
+                    not_worse = (lambda a, b: a >= b) if t.higher_is_better else (lambda a, b: a <= b)
+                    extra = ["yes" if better(r["metric"], m["rtn"]["metric"]) else "**no**",
+                             "yes" if not_worse(r["metric"], m["gptq"]["metric"]) else "**no**",
+                             f"{r['seconds'] / m['gptq']['seconds']:.2f}"]
+                out.append(f"| {fmt} | {meth} | {r['metric']:.4g} | {r['fidelity']:.4g} | {r['seconds']:.1f} | " + " | ".join(extra) + " |")
+    return "\n".join(out)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--qcast")
+    p.add_argument("--shared")
+    p.add_argument("--work")
+    p.add_argument("--results")
+    p.add_argument("--models", default="mobilenet_v2_nsfwjs,esrgan_medium_x2,ppocr_v4_rec")
+    p.add_argument("--formats", default="mxfp4,nvfp4,int4@g128,mxfp6_e2m3")
+    p.add_argument("--methods", default="rtn,gptq,ed")
+    p.add_argument("--table")
+    a = p.parse_args()
+    if a.table:
+        print(table([json.loads(l) for l in open(a.table)]))
+        return
+    torch.set_num_threads(os.cpu_count() or 1)
+    os.makedirs(a.work, exist_ok=True)
+    models_dir, data_dir = os.path.join(a.shared, "models"), os.path.join(a.shared, "data")
+    rows = []
+    for name in a.models.split(","):
+        t = tasks.TASKS[name](data_dir)
+        if hasattr(t, "set_models_dir"):
+            t.set_models_dir(models_dir)
+        model_path = os.path.join(models_dir, t.file)
+        calib = t.calibration()
+        calib_path = os.path.join(a.work, name + "_calib.pt")
+        torch.save(calib, calib_path)
+        float_outs = t.outputs(torch.jit.load(model_path).eval())
+        float_metric = t.score(float_outs, float_outs)["metric"]
+        for fmt in a.formats.split(","):
+            for meth in a.methods.split(","):
+                out = os.path.join(a.work, f"{name}_{fmt.replace('@', '_')}_{meth}.pt")
+                cmd = [a.qcast, "quantize", model_path, "--format", fmt, "--method", meth, "--calib", calib_path,
+                       "--batch-size", "8", "-o", out, "--report", out + ".json", "--quiet"]
+                start = time.time()
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+                seconds = time.time() - start
+                s = t.score(t.outputs(torch.jit.load(out).eval()), float_outs)
+                row = {"model": name, "format": fmt, "method": meth, "seconds": seconds, "float_metric": float_metric,
+                       "calib_samples": len(calib), "command": " ".join(cmd), **s}
+                rows.append(row)
+                with open(a.results, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(f"{name} {fmt} {meth}: {t.metric} {s['metric']:.4g}, {s['fidelity_name']} {s['fidelity']:.4g}, "
+                      f"{seconds:.1f} s", flush=True)
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
