@@ -1,0 +1,129 @@
+"""End-to-end check of `qcast quantize` from PyTorch's side: a scripted model with a residual block,
+a grouped convolution and a linear layer called twice is quantized with each method; the outputs
+must load and run in PyTorch, differ from the input only in weights, and the .qpack export must
+follow docs/qpack.md (parsed here independently). Bad input must fail with a clear message.
+
+usage: quantize_check.py QCAST
+"""
+import json, os, struct, subprocess, sys, tempfile
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+qcast = sys.argv[1]
+failures = []
+
+
+def check(ok, what):
+    if not ok:
+        failures.append(what)
+        print("FAIL:", what)
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.grouped = nn.Conv2d(16, 16, 3, padding=1, groups=4)
+        self.head = nn.Linear(16, 16)
+        self.out = nn.Linear(16, 4)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        x = x + F.relu(self.grouped(x))
+        x = x.mean((2, 3))
+        x = F.relu(self.head(x))
+        x = F.relu(self.head(x))
+        return self.out(x)
+
+
+def run(*args):
+    return subprocess.run([qcast, "quantize", *args], capture_output=True, text=True)
+
+
+def read_qpack(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data[:8] == b"QCASTPK1", "magic"
+    version, count = struct.unpack_from("<II", data, 8)
+    pos, entries = 16, []
+    for _ in range(count):
+        n, = struct.unpack_from("<I", data, pos); name = data[pos + 4:pos + 4 + n].decode(); pos += 4 + n
+        n, = struct.unpack_from("<I", data, pos); fmt = data[pos + 4:pos + 4 + n].decode(); pos += 4 + n
+        rank, = struct.unpack_from("<I", data, pos); pos += 4
+        shape = list(struct.unpack_from("<" + "q" * rank, data, pos)); pos += 8 * rank
+        layout = data[pos]; pos += 1
+        rows, cols = struct.unpack_from("<qq", data, pos); pos += 16
+        s_t, = struct.unpack_from("<f", data, pos); pos += 4
+        n, = struct.unpack_from("<Q", data, pos); codes = n; pos += 8 + n
+        n, = struct.unpack_from("<Q", data, pos); scales = n; pos += 8 + n
+        entries.append(dict(name=name, format=fmt, shape=shape, layout=layout, rows=rows, cols=cols, codes=codes, scales=scales))
+    assert pos == len(data), "trailing bytes"
+    return version, entries
+
+
+with tempfile.TemporaryDirectory() as d:
+    torch.manual_seed(0)
+    model = torch.jit.script(Net().eval())
+    model_path, calib_path = os.path.join(d, "net.pt"), os.path.join(d, "calib.pt")
+    model.save(model_path)
+    torch.save(torch.rand(24, 3, 8, 8), calib_path)
+    x = torch.rand(5, 3, 8, 8)
+    ref = model(x)
+
+    lst = subprocess.run([qcast, "quantize", model_path, "--list"], capture_output=True, text=True)
+    check(lst.returncode == 0 and "head.weight" in lst.stdout and "2 uses" in lst.stdout, "--list shows the shared layer")
+
+    errors = {}
+    for method in ("rtn", "gptq", "ed"):
+        out, pack, rep = (os.path.join(d, f"{method}.{e}") for e in ("pt", "qpack", "json"))
+        r = run(model_path, "--format", "mxfp4", "--method", method, "--calib", calib_path, "-o", out,
+                "--export", pack, "--report", rep, "--quiet")
+        check(r.returncode == 0, f"{method}: exit code {r.returncode}: {r.stderr}")
+        if r.returncode:
+            continue
+        check("stem.weight" in r.stdout, f"{method}: the table names the layers")
+        q = torch.jit.load(out)
+        y = q(x)
+        check(y.shape == ref.shape and torch.isfinite(y).all(), f"{method}: the quantized model runs in PyTorch")
+        rel = ((y - ref).norm() / ref.norm()).item()
+        check(0 < rel < 0.5, f"{method}: output changed by a plausible amount ({rel:.3f})")
+        qp = dict(q.named_parameters())
+        for name, p in model.named_parameters():
+            same = torch.equal(p, qp[name])
+            check(same != (p.dim() >= 2), f"{method}: {name} {'unchanged' if p.dim() < 2 else 'quantized'}")
+        report = json.load(open(rep))
+        check(report["method"] == method and len(report["layers"]) == 4, f"{method}: report lists 4 layers")
+        errors[method] = {l["name"]: l["relative_error"] for l in report["layers"]}
+        version, entries = read_qpack(pack)
+        check(version == 1 and [e["name"] for e in entries] == ["stem.weight", "grouped.weight", "head.weight", "out.weight"],
+              f"{method}: .qpack entries")
+        for e in entries:
+            n = e["rows"] * e["cols"]
+            check(e["format"] == "mxfp4" and e["codes"] == (n * 4 + 7) // 8 and e["scales"] == e["rows"] * ((e["cols"] + 31) // 32),
+                  f"{method}: .qpack sizes of {e['name']}")
+            check(list(qp[e["name"]].shape) == e["shape"], f"{method}: .qpack shape of {e['name']}")
+    if len(errors) == 3:
+        for layer in errors["rtn"]:
+            check(errors["ed"][layer] < errors["rtn"][layer], f"ed error below rtn on {layer}")
+
+    r = run(model_path, "--format", "mxfp4", "--method", "ed", "--calib", calib_path, "-o", model_path)
+    check(r.returncode == 2 and "is an input" in r.stderr, "refuses to write over the input model")
+    check(torch.equal(torch.jit.load(model_path).stem.weight, model.stem.weight), "the input model is intact")
+    r = run(model_path, "--format", "mxfp5", "--calib", calib_path, "-o", os.path.join(d, "o.pt"))
+    check(r.returncode != 0 and "mxfp4" in r.stderr, "unknown format lists the valid names")
+    r = run(model_path, "--format", "mxfp4", "--method", "awq", "--calib", calib_path, "-o", os.path.join(d, "o.pt"))
+    check(r.returncode == 2 and "rtn, gptq, ed" in r.stderr, "unknown method lists the valid ones")
+    bad = os.path.join(d, "bad.pt")
+    torch.save(torch.rand(4, 5, 8, 8), bad)
+    r = run(model_path, "--format", "mxfp4", "--calib", bad, "-o", os.path.join(d, "o.pt"))
+    check(r.returncode == 1 and "does not fit the model" in r.stderr and "[4, 5, 8, 8]" in r.stderr, "calibration shape error")
+    check(not os.path.exists(os.path.join(d, "o.pt")), "no output after a failure")
+    with open(bad, "w") as f:
+        f.write("garbage")
+    r = run(bad, "--format", "mxfp4", "--calib", calib_path, "-o", os.path.join(d, "o.pt"))
+    check(r.returncode == 1 and bad in r.stderr and "not a TorchScript model" in r.stderr, "corrupt model named by path")
+
+print(f"{len(failures)} failures")
+sys.exit(1 if failures else 0)
