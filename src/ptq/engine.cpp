@@ -246,50 +246,51 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
     }
     const auto t0 = Clock::now();
     try {
-    const at::Tensor param = parameter_of(qm, l.info.name);
-    const std::int64_t cols = reduction_size(l, param);
-    const at::Tensor w = weight_matrix(param, l.layout, cols).to(at::kDouble).contiguous();
-    detail::Capture capture(fm, l);
-    detail::Grams grams;
-    for (const Batch& b : calibration) {
-      const auto xs = capture.run(fm, b);
-      const auto xq = capture.run(qm, b);
-      for (std::size_t s = 0; s < l.sites.size(); ++s) {
-        std::vector<at::Tensor> chunks;
-        for_each_input_chunk(l.sites[s], xs[s], param, cols, [&](const at::Tensor& c) { chunks.push_back(c); });
-        std::size_t k = 0;
-        for_each_input_chunk(l.sites[s], xq[s], param, cols, [&](const at::Tensor& c) {
-          grams.add(chunks.at(k), c, w);
-          chunks.at(k++) = at::Tensor();  // release each unfolded chunk once used
-        });
+      const at::Tensor param = parameter_of(qm, l.info.name);
+      const std::int64_t cols = reduction_size(l, param);
+      const at::Tensor w = weight_matrix(param, l.layout, cols).to(at::kDouble).contiguous();
+      detail::Capture capture(fm, l);
+      detail::Grams grams;
+      for (const Batch& b : calibration) {
+        const auto xs = capture.run(fm, b);
+        const auto xq = capture.run(qm, b);
+        for (std::size_t s = 0; s < l.sites.size(); ++s) {
+          std::vector<at::Tensor> chunks;
+          for_each_input_chunk(l.sites[s], xs[s], param, cols, [&](const at::Tensor& c) { chunks.push_back(c); });
+          std::size_t k = 0;
+          for_each_input_chunk(l.sites[s], xq[s], param, cols, [&](const at::Tensor& c) {
+            grams.add(chunks.at(k), c, w);
+            chunks.at(k++) = at::Tensor();  // release each unfolded chunk once used
+          });
+        }
       }
-    }
-    const std::int64_t rows = w.size(0);
-    WeightGrid grid(format, rows, cols, w.data_ptr<double>());
-    const at::Tensor q = detail::solve(o.method, w, grams, grid, o);
-    lr.relative_error = detail::relative_output_error(w, q, grams);
-    if (o.method == Method::rtn) {
-      lr.rtn_relative_error = lr.relative_error;
-    } else {
-      WeightGrid rtn_grid(format, rows, cols, w.data_ptr<double>());
-      lr.rtn_relative_error = detail::relative_output_error(w, detail::solve(Method::rtn, w, grams, rtn_grid, o), grams);
-    }
-    // Write Ŵ into the copy, in the parameter's layout and dtype.
-    at::Tensor qp = l.layout == WeightLayout::rows
-                        ? q.reshape(param.sizes())
-                        : q.reshape([&] {
-                            std::vector<std::int64_t> s(param.sizes().begin(), param.sizes().end());
-                            std::swap(s[s.size() - 1], s[s.size() - 2]);
-                            return s;
-                          }())
-                              .transpose(-1, -2);
-    param.copy_(qp.to(param.scalar_type()));
-    PackedWeight pw;
-    pw.name = l.info.name;
-    pw.shape = l.info.shape;
-    pw.layout = l.layout;
-    pw.matrix = grid.encoded();
-    res.packed.push_back(std::move(pw));
+      const std::int64_t rows = w.size(0);
+      WeightGrid grid(format, rows, cols, w.data_ptr<double>());
+      const at::Tensor q = detail::solve(o.method, w, grams, grid, o);
+      lr.relative_error = detail::relative_output_error(w, q, grams);
+      if (o.method == Method::rtn) {
+        lr.rtn_relative_error = lr.relative_error;
+      } else {
+        WeightGrid rtn_grid(format, rows, cols, w.data_ptr<double>());
+        lr.rtn_relative_error =
+            detail::relative_output_error(w, detail::solve(Method::rtn, w, grams, rtn_grid, o), grams);
+      }
+      // Write Ŵ into the copy, in the parameter's layout and dtype.
+      at::Tensor qp = l.layout == WeightLayout::rows
+                          ? q.reshape(param.sizes())
+                          : q.reshape([&] {
+                               std::vector<std::int64_t> s(param.sizes().begin(), param.sizes().end());
+                               std::swap(s[s.size() - 1], s[s.size() - 2]);
+                               return s;
+                             }())
+                                .transpose(-1, -2);
+      param.copy_(qp.to(param.scalar_type()));
+      PackedWeight pw;
+      pw.name = l.info.name;
+      pw.shape = l.info.shape;
+      pw.layout = l.layout;
+      pw.matrix = grid.encoded();
+      res.packed.push_back(std::move(pw));
     } catch (const std::exception& e) {
       throw std::runtime_error("layer " + l.info.name + " (" + l.info.op + "): " + first_line(e.what()));
     }

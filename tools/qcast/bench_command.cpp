@@ -79,10 +79,7 @@ int bench_command(const std::vector<std::string>& args) {
   bool json = false;
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
-    auto value = [&]() -> const std::string& {
-      if (i + 1 >= args.size()) throw UsageError{a + " needs a value"};
-      return args[++i];
-    };
+    auto value = [&]() -> const std::string& { return option_value(args, i); };
     auto integer = [&](const std::string& v) {
       try {
         std::size_t used = 0;

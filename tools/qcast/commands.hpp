@@ -10,6 +10,12 @@ struct UsageError {
   std::string message;
 };
 
+// The value after option args[i] (advancing i), or a UsageError naming the option.
+inline const std::string& option_value(const std::vector<std::string>& args, std::size_t& i) {
+  if (i + 1 >= args.size()) throw UsageError{args[i] + " needs a value"};
+  return args[++i];
+}
+
 inline long long parse_integer(const std::string& flag, const std::string& v) {
   try {
     std::size_t used = 0;

@@ -63,10 +63,7 @@ int quantize_command(const std::vector<std::string>& args) {
   ptq::Options options;
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
-    auto value = [&]() -> const std::string& {
-      if (i + 1 >= args.size()) throw UsageError{a + " needs a value"};
-      return args[++i];
-    };
+    auto value = [&]() -> const std::string& { return option_value(args, i); };
     if (a == "--help" || a == "-h") {
       std::fputs(kHelp, stdout);
       return 0;
