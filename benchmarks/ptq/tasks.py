@@ -73,7 +73,7 @@ class Mobilenet:
     def score(self, outs, float_outs):
         agree = (outs.argmax(1) == float_outs.argmax(1)).double().mean().item()
         kl = (float_outs * (float_outs.clamp_min(1e-12).log() - outs.clamp_min(1e-12).log())).sum(1).mean().item()
-        return {"metric": agree, "fidelity": kl, "fidelity_name": "mean KL(float||q)"}
+        return {"metric": agree, "fidelity": kl, "fidelity_name": "mean KL(float ‖ q)"}
 
 
 class Ppocr:
