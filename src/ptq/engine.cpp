@@ -56,30 +56,35 @@ std::vector<std::int64_t> int_list(const c10::IValue& v, std::size_t n, const ch
   return r;
 }
 
-// The activation of one site as chunks [groups, cols, tokens] (cols along the weight's reduction
-// dimension), passed one by one to `sink` so that an unfolded convolution input never exists whole.
+// The activations of one site on both streams (x: float model, xq: quantized model) as pairs of
+// chunks [groups, cols, tokens] (cols along the weight's reduction dimension), passed to sink(x, x̂)
+// one pair at a time so that an unfolded convolution input never exists whole.
 template <class Sink>
-void for_each_input_chunk(const detail::Site& site, const std::vector<c10::IValue>& in, const at::Tensor& weight,
-                          std::int64_t cols, Sink&& sink) {
+void for_each_input_chunk(const detail::Site& site, const std::vector<c10::IValue>& in,
+                          const std::vector<c10::IValue>& in_q, const at::Tensor& weight, std::int64_t cols,
+                          Sink&& sink) {
   at::Tensor x = in.at(std::size_t(site.data_input)).toTensor();
+  at::Tensor xq = in_q.at(std::size_t(site.data_input)).toTensor();
   switch (site.kind) {
     case SiteKind::linear:
     case SiteKind::right:
-      sink(x.reshape({-1, cols}).t().unsqueeze(0));
+      sink(x.reshape({-1, cols}).t().unsqueeze(0), xq.reshape({-1, cols}).t().unsqueeze(0));
       return;
     case SiteKind::left:
-      sink(x.transpose(-1, -2).reshape({-1, cols}).t().unsqueeze(0));
+      sink(x.transpose(-1, -2).reshape({-1, cols}).t().unsqueeze(0),
+           xq.transpose(-1, -2).reshape({-1, cols}).t().unsqueeze(0));
       return;
     case SiteKind::bmm_right:  // x [b, M, in]
-      sink(x.transpose(1, 2));
+      sink(x.transpose(1, 2), xq.transpose(1, 2));
       return;
     case SiteKind::bmm_left:  // x [b, in, N]
-      sink(x);
+      sink(x, xq);
       return;
     case SiteKind::conv: break;
   }
   // Convolution: unfold (im2col) so that each output is a weight row times a column of cols values in
-  // (in_channel, kh, kw) order, which is OIHW order of the weight.
+  // (in_channel, kh, kw) order, which is OIHW order of the weight. The arguments (stride, padding, ...)
+  // are the same in both streams.
   const bool is_1d = weight.dim() == 3;
   const std::size_t nd = is_1d ? 1 : 2;
   const bool full = site.op == "aten::_convolution";
@@ -101,19 +106,24 @@ void for_each_input_chunk(const detail::Site& site, const std::vector<c10::IValu
   } else {
     padding = int_list(in.at(4), nd, "padding");
   }
-  const bool batched = x.dim() == std::int64_t(nd) + 2;
-  if (!batched) x = x.unsqueeze(0);
+  if (x.dim() != std::int64_t(nd) + 2) {  // unbatched input
+    x = x.unsqueeze(0);
+    xq = xq.unsqueeze(0);
+  }
   if (is_1d) {
     x = x.unsqueeze(2);
+    xq = xq.unsqueeze(2);
     kernel.insert(kernel.begin(), 1);
     stride.insert(stride.begin(), 1);
     dilation.insert(dilation.begin(), 1);
     padding.insert(padding.begin(), 0);
   }
-  for (std::int64_t i = 0; i < x.size(0); ++i) {
-    const at::Tensor u = at::im2col(x.narrow(0, i, 1), kernel, dilation, padding, stride);  // [1, C*k, L]
-    sink(u.reshape({groups, cols, -1}));
-  }
+  if (x.sizes() != xq.sizes())
+    throw std::runtime_error("the float and the quantized model gave this layer inputs of different shapes");
+  auto unfold = [&](const at::Tensor& t, std::int64_t i) {  // [groups, cols, L]
+    return at::im2col(t.narrow(0, i, 1), kernel, dilation, padding, stride).reshape({groups, cols, -1});
+  };
+  for (std::int64_t i = 0; i < x.size(0); ++i) sink(unfold(x, i), unfold(xq, i));
 }
 
 at::Tensor weight_matrix(const at::Tensor& p, WeightLayout layout, std::int64_t cols) {
@@ -255,13 +265,8 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
         const auto xs = capture.run(fm, b);
         const auto xq = capture.run(qm, b);
         for (std::size_t s = 0; s < l.sites.size(); ++s) {
-          std::vector<at::Tensor> chunks;
-          for_each_input_chunk(l.sites[s], xs[s], param, cols, [&](const at::Tensor& c) { chunks.push_back(c); });
-          std::size_t k = 0;
-          for_each_input_chunk(l.sites[s], xq[s], param, cols, [&](const at::Tensor& c) {
-            grams.add(chunks.at(k), c, w);
-            chunks.at(k++) = at::Tensor();  // release each unfolded chunk once used
-          });
+          for_each_input_chunk(l.sites[s], xs[s], xq[s], param, cols,
+                             [&](const at::Tensor& a, const at::Tensor& b) { grams.add(a, b, w); });
         }
       }
       const std::int64_t rows = w.size(0);

@@ -146,10 +146,7 @@ ModelWalk walk_model(const torch::jit::Module& model) {
     } else if (op == "aten::_convolution") {
       try_operand(1, SiteKind::conv, 0);
       const auto t = torch::jit::toIValue(n->input(6));
-      if (!t || !t->isBool() || t->toBool()) unsupported = "transposed convolution";
-      else if (n->input(1)->type()->cast<c10::TensorType>() && n->input(1)->type()->expect<c10::TensorType>()->dim() &&
-               *n->input(1)->type()->expect<c10::TensorType>()->dim() > 4)
-        unsupported = "3-D convolution";
+      if (!t || !t->isBool() || t->toBool()) unsupported = "transposed convolution";  // 3-D: by weight rank below
     } else if (op == "aten::matmul" || op == "aten::mm") {
       try_operand(1, SiteKind::right, 0);
       try_operand(0, SiteKind::left, 1);

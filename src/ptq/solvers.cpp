@@ -30,7 +30,6 @@ void Grams::add(const at::Tensor& x, const at::Tensor& xhat, const at::Tensor& w
   const std::int64_t groups = x.size(0);
   const at::Tensor wg = w.to(at::kFloat).reshape({groups, -1, x.size(1)});  // [groups, rows/groups, cols]
   target_energy += at::bmm(wg, a).to(at::kDouble).pow(2).sum().item<double>();
-  tokens += x.size(2);
 }
 
 namespace {

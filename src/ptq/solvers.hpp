@@ -15,7 +15,6 @@ struct Grams {
   at::Tensor xhat_xhat;  // X̂X̂ᵀ
   at::Tensor x_xhat;     // XX̂ᵀ
   double target_energy = 0;  // ||W·X||² (for the report's relative error)
-  std::int64_t tokens = 0;
 
   // Adds one chunk: x and xhat are [groups, cols, tokens] of any float dtype; w is the layer's
   // weight matrix [rows, cols] (rows split evenly into the groups). Products run in float32, sums
