@@ -1,6 +1,6 @@
 // Compiled CPU kernels (library qcast::kernels): the same results as the header-only reference
-// qcast::cast, bit for bit, computed with SIMD (one source compiled per instruction set, the best
-// one chosen at run time) on several threads. Results never depend on the thread count or on the
+// (qcast::cast, encode, decode), bit for bit, computed with SIMD (one source compiled per
+// instruction set, the best one chosen at run time) on several threads. Results never depend on the thread count or on the
 // instruction set: groups are independent and stochastic draws depend on element indices only.
 #pragma once
 #include <string>
@@ -18,6 +18,20 @@ void cast(const float* in, float* out, const Shape& shape, const Format& format,
 // cast, and rounded once to the storage type, as the reference's 16-bit cast does.
 void cast(const void* in, void* out, DType t, const Shape& shape, const Format& format,
           const CastOptions& options = {}, int threads = 0);
+
+// Packed codes and scales, the same bytes as qcast::encode; threads as for cast. Formats whose
+// elements are 8 bits or narrower and signed (every named format) run SIMD; others run the reference.
+// Throws as qcast::encode does (a NaN in a direct cast to a format without NaN names its index).
+Encoded encode(const float* in, const Shape& shape, const Format& format, const CastOptions& options = {},
+               int threads = 0);
+// float16 / bfloat16 input (type t), widened exactly first.
+Encoded encode(const void* in, DType t, const Shape& shape, const Format& format, const CastOptions& options = {},
+               int threads = 0);
+
+// The values of encoded codes, the same bits as qcast::decode (prod(encoded.shape) outputs).
+void decode(const Encoded& encoded, float* out, int threads = 0);
+// float16 / bfloat16 output (type t): decoded to binary32, then rounded once as qcast::narrow does.
+void decode(const Encoded& encoded, void* out, DType t, int threads = 0);
 
 // Instruction sets compiled into this build that this CPU supports, best first (e.g. AVX3, AVX2,
 // SSE4, EMU128).

@@ -13,57 +13,15 @@
 #include <vector>
 
 #include "qcast/kernels.hpp"
+#include "parallel_ranges.hpp"
 #include "span_kernel.hpp"
 
 namespace qcast::kernels {
 namespace {
 
-constexpr std::int64_t kMinElementsPerThread = 1 << 16;
-
-// Runs body(begin, end) over [0, count) split into `threads` contiguous ranges.
-template <class Body>
-void parallel_ranges(std::int64_t count, int threads, std::int64_t work_per_item, Body&& body) {
-  const std::int64_t useful = std::max<std::int64_t>(1, count * work_per_item / kMinElementsPerThread);
-  const int t = int(std::min<std::int64_t>({std::int64_t(threads), useful, std::max<std::int64_t>(count, 1)}));
-  if (t <= 1) {
-    body(std::int64_t{0}, count);
-    return;
-  }
-  std::vector<std::thread> pool;
-  std::exception_ptr error;
-  std::atomic<bool> failed{false};
-  for (int k = 0; k < t; ++k) {
-    const std::int64_t b = count * k / t, e = count * (k + 1) / t;
-    pool.emplace_back([&, b, e] {
-      try {
-        body(b, e);
-      } catch (...) {
-        if (!failed.exchange(true)) error = std::current_exception();
-      }
-    });
-  }
-  for (auto& th : pool) th.join();
-  if (error) std::rethrow_exception(error);
-}
-
-int resolve_threads(int threads) {
-  if (threads > 0) return threads;
-  const unsigned hc = std::thread::hardware_concurrency();
-  return hc ? int(hc) : 1;
-}
-
 SpanScale span_mode(const Format& f) {
   if (!f.is_scaled()) return SpanScale::none;
   return f.tensor_scale ? SpanScale::two_level : SpanScale::single;
-}
-
-GroupScale contiguous_group_scale(const float* in, const detail::Group& grp, const Format& f, float amax_t, float s_t) {
-  float amax;
-  bool nonfinite;
-  span_stats(in + grp.base, std::size_t(grp.count), &amax, &nonfinite);
-  GroupScale g;
-  if (!nonfinite && floor_scale_from_bits(f, amax, g)) return g;
-  return group_scale(f, amax, nonfinite, amax_t, s_t);
 }
 
 // One group's outputs: SIMD when the group is contiguous and the element format is supported.
@@ -76,6 +34,17 @@ void cast_group(const float* in, float* out, const detail::Group& grp, const For
     return;
   }
   detail::cast_group(in, out, grp, f, g, o, s_t);
+}
+
+}  // namespace
+
+GroupScale contiguous_group_scale(const float* in, const detail::Group& grp, const Format& f, float amax_t, float s_t) {
+  float amax;
+  bool nonfinite;
+  span_stats(in + grp.base, std::size_t(grp.count), &amax, &nonfinite);
+  GroupScale g;
+  if (!nonfinite && floor_scale_from_bits(f, amax, g)) return g;
+  return group_scale(f, amax, nonfinite, amax_t, s_t);
 }
 
 detail::GroupStats parallel_stats(const float* in, std::int64_t n, int threads) {
@@ -92,8 +61,6 @@ detail::GroupStats parallel_stats(const float* in, std::int64_t n, int threads) 
   }
   return total;
 }
-
-}  // namespace
 
 bool span_kernel_supports(const ElementFormat& e) {
   if (!e.is_signed) return false;

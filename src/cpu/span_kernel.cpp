@@ -16,132 +16,22 @@
 #include "qcast/scaling.hpp"
 #include "span_kernel.hpp"
 
+// Per target (re-included by foreach_target): QuantizeVector and its lean variants.
+#include "src/cpu/quantize_vector-inl.h"
+
 HWY_BEFORE_NAMESPACE();
 namespace qcast::kernels::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
-
-template <class D, class VU>
-HWY_INLINE VU Fmix32(D du, VU h) {
-  h = hn::Xor(h, hn::ShiftRight<16>(h));
-  h = h * hn::Set(du, 0x85EBCA6Bu);
-  h = hn::Xor(h, hn::ShiftRight<13>(h));
-  h = h * hn::Set(du, 0xC2B2AE35u);
-  return hn::Xor(h, hn::ShiftRight<16>(h));
-}
-
-// Rounds r >= 0 to an integer-valued float per the mode (detail::round_to_integer).
-template <class DF, class V>
-HWY_INLINE V RoundMode(DF df, const SpanParams& p, V r, std::uint64_t index) {
-  switch (p.rounding) {
-    case Rounding::nearest_even: return hn::Round(r);
-    case Rounding::nearest_away: return hn::Floor(hn::Add(r, hn::Set(df, 0.5f)));  // r < 2^22: exact
-    case Rounding::toward_zero: return hn::Trunc(r);
-    default: {
-      const hn::RebindToUnsigned<DF> du;
-      const hn::RebindToSigned<DF> di;
-      const std::uint32_t hi_mix = std::uint32_t(index >> 32) * 0x85EBCA77u ^ std::uint32_t(p.seed >> 32);
-      auto h = hn::Iota(du, std::uint32_t(index)) * hn::Set(du, 0x9E3779B1u);
-      h = Fmix32(du, hn::Xor(h, hn::Set(du, std::uint32_t(p.seed))));
-      h = Fmix32(du, hn::Xor(h, hn::Set(du, hi_mix)));
-      const V u24 = hn::ConvertTo(df, hn::BitCast(di, hn::ShiftRight<8>(h)));
-      const V lower = hn::Floor(r);
-      const V frac24 = hn::Mul(hn::Sub(r, lower), hn::Set(df, 16777216.0f));  // exact
-      return hn::Add(lower, hn::IfThenElseZero(u24 < frac24, hn::Set(df, 1.0f)));
-    }
-  }
-}
-
-// Q(v) for one vector (quantize_element of the reference).
-template <class DF, class V>
-HWY_INLINE V QuantizeVector(DF df, const SpanParams& p, V v, std::uint64_t index) {
-  const hn::RebindToUnsigned<DF> du;
-  const hn::RebindToSigned<DF> di;
-  const auto sign = hn::And(hn::BitCast(du, v), hn::Set(du, 0x80000000u));
-  const auto is_nan = hn::IsNaN(v);
-  const auto is_inf = hn::IsInf(v);
-  const V max = hn::Set(df, p.max_value);
-  V a = hn::Min(hn::Abs(v), hn::Add(max, max));  // Inf and huge values land beyond max
-  V q;
-  if (p.integer) {
-    const V r = hn::Mul(a, hn::Set(df, p.int_up));
-    const V n = hn::Min(RoundMode(df, p, r, index), hn::Set(df, p.int_max));
-    q = hn::Mul(n, hn::Set(df, p.int_down));
-  } else {
-    auto e = hn::Sub(hn::BitCast(di, hn::ShiftRight<23>(hn::BitCast(du, a))), hn::Set(di, 127));
-    e = hn::Max(e, hn::Set(di, p.min_exponent));
-    const auto m = hn::Set(di, p.mantissa_bits);
-    const V inv_ulp = hn::BitCast(df, hn::ShiftLeft<23>(hn::Add(hn::Sub(m, e), hn::Set(di, 127))));
-    const V ulp = hn::BitCast(df, hn::ShiftLeft<23>(hn::Add(hn::Sub(e, m), hn::Set(di, 127))));
-    q = hn::Mul(RoundMode(df, p, hn::Mul(a, inv_ulp), index), ulp);
-    q = hn::IfThenElse(q > max, hn::Set(df, p.overflow_value), q);
-    q = hn::IfThenElse(is_inf, hn::Set(df, p.inf_value), q);
-  }
-  const auto signed_q = p.fnuz ? hn::IfThenZeroElse(hn::RebindMask(du, q == hn::Zero(df)), sign) : sign;
-  q = hn::BitCast(df, hn::Or(hn::BitCast(du, q), signed_q));
-  q = hn::IfThenElse(hn::IsNaN(q), hn::BitCast(df, hn::Set(du, 0x7FC00000u)), q);  // canonical NaN
-  return hn::IfThenElse(is_nan, hn::BitCast(df, hn::Set(du, 0x7FC00000u)), q);
-}
-
-// The default case, leaner: ties to even, saturating (Inf and overflow both become ±max, so one
-// Min replaces the overflow and Inf blends), signed minifloat with -0. Same results as
-// QuantizeVector for such parameters (lean_quantizer_applies).
-template <class DF, class V>
-HWY_INLINE V QuantizeVectorLean(DF df, V v, V max, V two_max, hn::Vec<hn::RebindToSigned<DF>> min_e,
-                                hn::Vec<hn::RebindToSigned<DF>> mantissa_bits) {
-  const hn::RebindToUnsigned<DF> du;
-  const hn::RebindToSigned<DF> di;
-  const auto sign_bit = hn::Set(du, 0x80000000u);
-  const auto sign = hn::And(hn::BitCast(du, v), sign_bit);
-  const V a = hn::Min(hn::Abs(v), two_max);  // Inf (and NaN, fixed below) land beyond max
-  auto e = hn::Max(hn::BitCast(di, hn::ShiftRight<23>(hn::BitCast(du, a))), min_e);  // biased exponent
-  const auto ulp_bits = hn::ShiftLeft<23>(hn::Sub(e, mantissa_bits));                  // 2^(e - M)
-  const V ulp = hn::BitCast(df, ulp_bits);
-  const V inv_ulp = hn::BitCast(df, hn::Sub(hn::Set(di, 0x7F000000), ulp_bits));     // 2^(M - e)
-  const V q = hn::Min(hn::Mul(hn::Round(hn::Mul(a, inv_ulp)), ulp), max);
-  const V signed_q = hn::BitCast(df, hn::Or(hn::BitCast(du, q), sign));
-  return hn::IfThenElse(hn::IsNaN(v), hn::BitCast(df, hn::Set(du, 0x7FC00000u)), signed_q);
-}
-
-// The same for signed integer elements (integers always saturate): QuantizeVector's integer branch
-// with ties to even, without the rounding-mode switch.
-template <class DF, class V>
-HWY_INLINE V QuantizeVectorLeanInt(DF df, V v, V two_max, V up, V down, V int_max) {
-  const hn::RebindToUnsigned<DF> du;
-  const auto sign = hn::And(hn::BitCast(du, v), hn::Set(du, 0x80000000u));
-  const V a = hn::Min(hn::Abs(v), two_max);
-  const V q = hn::Mul(hn::Min(hn::Round(hn::Mul(a, up)), int_max), down);
-  const V signed_q = hn::BitCast(df, hn::Or(hn::BitCast(du, q), sign));
-  return hn::IfThenElse(hn::IsNaN(v), hn::BitCast(df, hn::Set(du, 0x7FC00000u)), signed_q);
-}
-
-HWY_INLINE bool LeanQuantizerApplies(const SpanParams& p) {
-  return p.rounding == Rounding::nearest_even && !p.integer && !p.fnuz && p.overflow_value == p.max_value &&
-         p.inf_value == p.max_value;
-}
 
 HWY_INLINE void QuantizeRun(const SpanParams& params, SpanScale mode, float s, float s_t,
                             const float* HWY_RESTRICT in, float* HWY_RESTRICT out, std::size_t n, std::uint64_t first) {
   const SpanParams p = params;  // a local copy: stores to `out` cannot alias it, so it stays in registers
   const hn::ScalableTag<float> df;
   const std::size_t lanes = hn::Lanes(df);
-  const float divisor = mode == SpanScale::two_level ? s * s_t : s;
-  // x / 2^k and x * 2^-k are the same correctly rounded value: a power-of-two divisor (the MX
-  // scales) becomes a multiplication by its exact reciprocal.
-  const float inverse = 1.0f / divisor;
-  std::uint32_t div_bits, inv_bits;
-  std::memcpy(&div_bits, &divisor, 4);
-  std::memcpy(&inv_bits, &inverse, 4);
-  const bool power_of_two = (div_bits & 0x7F800000u) && (div_bits & 0x7FFFFFu) == 0 && (inv_bits & 0x7F800000u) &&
-                            (inv_bits & 0x7FFFFFu) == 0 && (inv_bits & 0x7F800000u) != 0x7F800000u;
-  const auto vdiv = hn::Set(df, divisor);
-  const auto vinv = hn::Set(df, inverse);
+  const ScaleInput scale(mode, s, s_t);
   const auto vs = hn::Set(df, s);
   const auto vst = hn::Set(df, s_t);
-  // x -> the value on the element grid, and the grid value back (detail::scaled_input/output).
-  const auto scale_in = [&](hn::Vec<decltype(df)> v) {
-    if (mode == SpanScale::none) return v;
-    return power_of_two ? hn::Mul(v, vinv) : hn::Div(v, vdiv);
-  };
+  const auto scale_in = [&](hn::Vec<decltype(df)> v) { return scale.Apply(df, v); };
   const auto scale_out = [&](hn::Vec<decltype(df)> q) {
     if (mode == SpanScale::single) return hn::Mul(q, vs);
     if (mode == SpanScale::two_level) return hn::Mul(hn::Mul(q, vs), vst);
@@ -169,7 +59,7 @@ HWY_INLINE void QuantizeRun(const SpanParams& params, SpanScale mode, float s, f
   const hn::CappedTag<float, 1> d1;
   for (; i < n; ++i) {
     const float x = in[i];
-    const float v = mode == SpanScale::none ? x : x / divisor;
+    const float v = mode == SpanScale::none ? x : x / scale.divisor;
     float q = hn::GetLane(QuantizeVector(d1, p, hn::Set(d1, v), first + i));
     if (mode == SpanScale::single) q = q * s;
     if (mode == SpanScale::two_level) q = (q * s) * s_t;
@@ -184,26 +74,7 @@ void QuantizeSpan(const SpanParams& p, SpanScale mode, float s, float s_t, const
 
 // Largest finite magnitude of in[0, n) and whether any element is NaN or Inf (group_stats).
 void SpanStats(const float* HWY_RESTRICT in, std::size_t n, float* amax, bool* nonfinite) {
-  const hn::ScalableTag<float> df;
-  const std::size_t lanes = hn::Lanes(df);
-  auto vmax = hn::Zero(df);
-  auto bad = hn::FirstN(df, 0);
-  std::size_t i = 0;
-  for (; i + lanes <= n; i += lanes) {
-    const auto a = hn::Abs(hn::LoadU(df, in + i));
-    const auto finite = hn::IsFinite(a);
-    bad = hn::Or(bad, hn::Not(finite));
-    vmax = hn::Max(vmax, hn::IfThenElseZero(finite, a));
-  }
-  float m = hn::GetLane(hn::MaxOfLanes(df, vmax));
-  bool any_bad = !hn::AllFalse(df, bad);
-  for (; i < n; ++i) {
-    const float a = std::fabs(in[i]);
-    if (!std::isfinite(a)) any_bad = true;
-    else if (a > m) m = a;
-  }
-  *amax = m;
-  *nonfinite = any_bad;
+  RunStats(in, n, amax, nonfinite);
 }
 
 // The scale of one block (group_scale, exactly), from its amax.

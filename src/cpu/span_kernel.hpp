@@ -77,4 +77,10 @@ inline bool floor_scale_from_bits(const Format& f, float amax, GroupScale& g) {
 // Largest finite |in[i]| over i < n, and whether any is NaN or Inf.
 void span_stats(const float* in, std::size_t n, float* amax, bool* nonfinite);
 
+// The scale of a contiguous group, with its statistics from span_stats (group_scale, exactly).
+GroupScale contiguous_group_scale(const float* in, const detail::Group& grp, const Format& f, float amax_t,
+                                  float s_t);
+// Statistics of in[0, n) reduced over threads (detail::group_stats of one contiguous group).
+detail::GroupStats parallel_stats(const float* in, std::int64_t n, int threads);
+
 }  // namespace qcast::kernels

@@ -24,7 +24,7 @@ namespace {
 
 const char* kHelp =
     "usage: qcast bench [--formats a,b,...] [--elements N] [--threads T] [--repeats R] [--device cpu|cuda]\n"
-    "                   [--json]\n"
+    "                   [--op cast|encode|decode] [--json]\n"
     "\n"
     "Measures fake quantization of an N-element float32 tensor (rows of 4096) for each format and\n"
     "prints GB/s (bytes read + written) of: the qcast kernels; memcpy over the same bytes (the limit);\n"
@@ -37,6 +37,8 @@ const char* kHelp =
     "  --threads T     threads for qcast and ATen (default: all cores)\n"
     "  --repeats R     timed runs per figure (default 5)\n"
     "  --device D      cpu (default); cuda is not built yet\n"
+    "  --op OP         cast (fake quantization, default); encode (float32 -> packed codes + scales) or\n"
+    "                  decode (packed -> float32), whose GB/s count the packed bytes; no ATen baseline\n"
     "  --json          one JSON object per format instead of the table\n";
 
 // printf into a std::string (LibTorch ships fmt headers of its own, so this TU avoids fmt).
@@ -77,6 +79,7 @@ int bench_command(const std::vector<std::string>& args) {
   std::int64_t elements = std::int64_t{1} << 26;
   int threads = 0, repeats = 5;
   bool json = false;
+  std::string op = "cast";
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     auto value = [&]() -> const std::string& { return option_value(args, i); };
@@ -97,6 +100,11 @@ int bench_command(const std::vector<std::string>& args) {
     else if (a == "--threads") threads = int(integer(value()));
     else if (a == "--repeats") repeats = int(integer(value()));
     else if (a == "--json") json = true;
+    else if (a == "--op") {
+      op = value();
+      if (op != "cast" && op != "encode" && op != "decode")
+        throw UsageError{"--op must be cast, encode or decode, got '" + op + "'"};
+    }
     else if (a == "--device") {
       const std::string d = value();
       if (d == "cuda") throw UsageError{"--device cuda: this build has no CUDA kernels yet (valid: cpu)"};
@@ -123,41 +131,53 @@ int bench_command(const std::vector<std::string>& args) {
   const std::int64_t scalar_rows = std::min<std::int64_t>(rows, (std::int64_t{1} << 22) / cols);
 
   if (!json) {
-    std::printf("%lld elements (float32, rows of %lld), %d threads, ISA %s, median of %d runs\n", (long long)elements,
-                (long long)cols, threads, qcast::kernels::current_target().c_str(), repeats);
+    std::printf("%s: %lld elements (float32, rows of %lld), %d threads, ISA %s, median of %d runs\n", op.c_str(),
+                (long long)elements, (long long)cols, threads, qcast::kernels::current_target().c_str(), repeats);
     std::printf("memcpy: %.2f GB/s\n\n", memcpy_gbps);
     std::printf("%-14s %9s %9s %9s %9s %10s %10s\n", "format", "qcast", "ATen ops", "scalar", "fq_p.c.", "vs memcpy",
                 "vs ATen");
   }
   for (std::size_t k = 0; k < formats.size(); ++k) {
     const qcast::Format& f = formats[k];
-    const double q_s = median_seconds(repeats, [&] { qcast::kernels::cast(in, out, shape, f, {}, threads); });
-    double aten_s = 0;
-    try {
-      aten_s = median_seconds(repeats, [&] { y.copy_(aten_fake_quantize(x, f)); });
-    } catch (const std::exception&) {
-      aten_s = 0;  // a format the composition does not cover: reported as null
+    double q_s = 0, aten_s = 0, scalar_s = 0, fq_s = 0;
+    double op_bytes = bytes, scalar_bytes = 2.0 * 4.0 * double(scalar_rows * cols);
+    if (op == "cast") {
+      q_s = median_seconds(repeats, [&] { qcast::kernels::cast(in, out, shape, f, {}, threads); });
+      try {
+        aten_s = median_seconds(repeats, [&] { y.copy_(aten_fake_quantize(x, f)); });
+      } catch (const std::exception&) {
+        aten_s = 0;  // a format the composition does not cover: reported as null
+      }
+      scalar_s = median_seconds(std::min(repeats, 3), [&] { qcast::cast(in, out, {scalar_rows, cols}, f); });
+      if (names[k] == "int8@channel") {
+        const at::Tensor scale = at::amax(at::abs(x), {1}) / 127.0;
+        const at::Tensor zero = at::zeros({rows}, at::kInt);
+        fq_s = median_seconds(repeats, [&] { y.copy_(at::fake_quantize_per_channel_affine(x, scale, zero, 0, -127, 127)); });
+      }
+    } else {  // bytes: float32 on one side, packed codes + scales on the other
+      const qcast::Encoded enc = qcast::kernels::encode(in, shape, f, {}, threads);
+      op_bytes = 4.0 * double(elements) + double(enc.codes.size() + enc.scales.size());
+      const qcast::Encoded small = qcast::encode(in, {scalar_rows, cols}, f);
+      scalar_bytes = 4.0 * double(scalar_rows * cols) + double(small.codes.size() + small.scales.size());
+      if (op == "encode") {
+        q_s = median_seconds(repeats, [&] { (void)qcast::kernels::encode(in, shape, f, {}, threads); });
+        scalar_s = median_seconds(std::min(repeats, 3), [&] { (void)qcast::encode(in, {scalar_rows, cols}, f); });
+      } else {
+        q_s = median_seconds(repeats, [&] { qcast::kernels::decode(enc, out, threads); });
+        scalar_s = median_seconds(std::min(repeats, 3), [&] { qcast::decode(small, out); });
+      }
     }
-    const double scalar_s = median_seconds(std::min(repeats, 3), [&] {
-      qcast::cast(in, out, {scalar_rows, cols}, f);
-    });
-    double fq_s = 0;
-    if (names[k] == "int8@channel") {
-      const at::Tensor scale = at::amax(at::abs(x), {1}) / 127.0;
-      const at::Tensor zero = at::zeros({rows}, at::kInt);
-      fq_s = median_seconds(repeats, [&] { y.copy_(at::fake_quantize_per_channel_affine(x, scale, zero, 0, -127, 127)); });
-    }
-    const double gbps = bytes / q_s / 1e9;
+    const double gbps = op_bytes / q_s / 1e9;
     const double aten_gbps = aten_s > 0 ? bytes / aten_s / 1e9 : 0;
-    const double scalar_gbps = 2.0 * 4.0 * double(scalar_rows * cols) / scalar_s / 1e9;
+    const double scalar_gbps = scalar_bytes / scalar_s / 1e9;
     const double fq_gbps = fq_s > 0 ? bytes / fq_s / 1e9 : 0;
     auto opt = [](double v) { return v > 0 ? strf("%.4g", v) : std::string("null"); };
     if (json) {
       std::printf(
-          "{\"format\": \"%s\", \"device\": \"cpu\", \"isa\": \"%s\", \"elements\": %lld, \"threads\": %d, "
+          "{\"format\": \"%s\", \"op\": \"%s\", \"device\": \"cpu\", \"isa\": \"%s\", \"elements\": %lld, \"threads\": %d, "
           "\"gbps\": %.4g, \"memcpy_gbps\": %.4g, \"aten_gbps\": %s, \"scalar_gbps\": %.4g, \"ratio_memcpy\": %.4g, "
           "\"ratio_aten\": %s, \"fake_quantize_per_channel_gbps\": %s, \"ratio_fake_quantize_per_channel\": %s}\n",
-          names[k].c_str(), qcast::kernels::current_target().c_str(), (long long)elements, threads, gbps, memcpy_gbps,
+          names[k].c_str(), op.c_str(), qcast::kernels::current_target().c_str(), (long long)elements, threads, gbps, memcpy_gbps,
           opt(aten_gbps).c_str(), scalar_gbps, gbps / memcpy_gbps,
           (aten_gbps > 0 ? opt(gbps / aten_gbps) : std::string("null")).c_str(), opt(fq_gbps).c_str(),
           (fq_gbps > 0 ? opt(gbps / fq_gbps) : std::string("null")).c_str());

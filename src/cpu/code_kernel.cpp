@@ -1,0 +1,228 @@
+// The SIMD code kernels: element codes from values (encode) and values from codes (decode), written
+// once and compiled per Highway target like the span kernel. Encode quantizes with the span
+// kernel's QuantizeVector and then reads the code off the bits of the exact grid value: every
+// non-NaN grid value has exactly one code, so code(Q(v)) is the reference's encode_element(v).
+// Decode looks every code up in a table built by the reference decode_element.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "src/cpu/code_kernel.cpp"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "code_kernel.hpp"
+#include "qcast/cast.hpp"
+#include "qcast/element_codec.hpp"
+
+// Per target (re-included by foreach_target): QuantizeVector and its lean variants.
+#include "src/cpu/quantize_vector-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace qcast::kernels::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// The code of an exact grid value q (a QuantizeVector output).
+template <class DF, class V>
+HWY_INLINE hn::Vec<hn::RebindToUnsigned<DF>> CodeOfValue(DF df, const CodeParams& p, V q) {
+  const hn::RebindToUnsigned<DF> du;
+  const hn::RebindToSigned<DF> di;
+  const auto negative = hn::RebindMask(du, hn::BitCast(di, q) < hn::Zero(di));
+  const V a = hn::Abs(q);
+  if (p.element.integer) {  // n = |q| * 2^fraction_bits, exact; negative values in two's complement
+    const auto n = hn::BitCast(du, hn::ConvertTo(di, hn::Mul(a, hn::Set(df, p.element.int_up))));
+    const auto mask = hn::Set(du, (1u << p.bits) - 1);
+    return hn::And(hn::IfThenElse(negative, hn::Sub(hn::Zero(du), n), n), mask);
+  }
+  // Normal: the top M mantissa bits and the exponent rebiased, read off binary32's bits. Subnormal
+  // (|q| < 2^min_exponent): the mantissa field is |q| / 2^(min_exponent - M), an integer.
+  const int m = p.element.mantissa_bits;
+  const auto normal = hn::Sub(hn::ShiftRightSame(hn::BitCast(du, a), 23 - m),
+                              hn::Set(du, std::uint32_t(127 - p.bias) << m));
+  const auto subnormal = hn::BitCast(du, hn::ConvertTo(di, hn::Mul(a, hn::Set(df, p.subnormal_code_scale))));
+  const auto is_normal = hn::RebindMask(du, a >= hn::Set(df, p.min_normal));
+  auto code = hn::IfThenElse(is_normal, normal, subnormal);
+  code = hn::IfThenElse(hn::RebindMask(du, hn::IsInf(q)), hn::Set(du, p.inf_code), code);
+  code = hn::Or(code, hn::IfThenElseZero(negative, hn::Set(du, p.sign_mask)));
+  if (p.has_nan) code = hn::IfThenElse(hn::RebindMask(du, hn::IsNaN(q)), hn::Set(du, p.nan_code), code);
+  return code;
+}
+
+HWY_INLINE std::size_t EncodeRun(const CodeParams& p, SpanScale mode, float s, float s_t, const float* HWY_RESTRICT in,
+                                 std::uint8_t* HWY_RESTRICT codes, std::size_t n, std::uint64_t first) {
+  const hn::ScalableTag<float> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  const hn::Rebind<std::uint8_t, decltype(di)> d8;
+  const std::size_t lanes = hn::Lanes(df);
+  const ScaleInput scale(mode, s, s_t);
+  const bool lean = LeanQuantizerApplies(p.element);
+  const auto max = hn::Set(df, p.element.max_value);
+  const auto two_max = hn::Add(max, max);
+  const auto min_e = hn::Set(di, p.element.min_exponent + 127);
+  const auto mantissa_bits = hn::Set(di, p.element.mantissa_bits);
+  std::size_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const std::uint64_t index = first + i;
+    if (p.element.rounding == Rounding::stochastic && (index >> 32) != ((index + lanes - 1) >> 32)) break;
+    const auto v = scale.Apply(df, hn::LoadU(df, in + i));
+    const auto q = lean ? QuantizeVectorLean(df, v, max, two_max, min_e, mantissa_bits)
+                        : QuantizeVector(df, p.element, v, index);
+    if (!p.has_nan) {
+      const auto nan = hn::IsNaN(q);
+      if (!hn::AllFalse(df, nan)) return i + std::size_t(hn::FindFirstTrue(df, nan));
+    }
+    hn::StoreU(hn::DemoteTo(d8, hn::BitCast(di, CodeOfValue(df, p, q))), d8, codes + i);  // codes < 256
+  }
+  const hn::CappedTag<float, 1> d1;
+  for (; i < n; ++i) {
+    const auto q = QuantizeVector(d1, p.element, scale.Apply(d1, hn::Set(d1, in[i])), first + i);
+    if (!p.has_nan && std::isnan(hn::GetLane(q))) return i;
+    codes[i] = std::uint8_t(hn::GetLane(CodeOfValue(d1, p, q)));
+  }
+  return n;
+}
+
+std::size_t EncodeSpan(const CodeParams& params, SpanScale mode, float s, float s_t, const float* HWY_RESTRICT in,
+                       std::uint8_t* HWY_RESTRICT codes, std::size_t n, std::uint64_t first) {
+  const CodeParams p = params;  // a local copy: stores to `codes` cannot alias it
+  return EncodeRun(p, mode, s, s_t, in, codes, n, first);
+}
+
+// The scale of one block and its code (group_scale, exactly): the OCP floor rule from the bits of
+// amax, and minifloat scales (NVFP4's E4M3) through the vector quantizer and CodeOfValue; other
+// rules and the special cases through the reference.
+HWY_INLINE GroupScale BlockScaleAndCode(const BlockParams& bp, const CodeParams& scale_code, float amax, bool nonfinite) {
+  const Format& f = *bp.format;
+  GroupScale g;
+  if (nonfinite) return group_scale(f, amax, true, bp.amax_t, bp.s_t);
+  if (floor_scale_from_bits(f, amax, g)) return g;
+  if (bp.scale_path == BlockParams::ScalePath::minifloat && (f.tensor_scale ? bp.amax_t != 0.0f : amax != 0.0f)) {
+    const hn::CappedTag<float, 1> d1;
+    const float max_elem = bp.element.max_value;
+    const float d = f.tensor_scale ? (amax / max_elem) / bp.s_t : amax / max_elem;
+    const auto s = QuantizeVector(d1, bp.scale, hn::Set(d1, d), 0);
+    g.value = hn::GetLane(s);
+    // The signed twin's code of a value >= 0 is the unsigned scale's code (no sign bit set).
+    g.code = hn::GetLane(CodeOfValue(d1, scale_code, s)) & ((1u << f.scale.bits()) - 1);
+    if (g.value == 0.0f) g.kind = GroupScale::Kind::zero;
+    if (std::isnan(g.value)) g.kind = GroupScale::Kind::nan;
+    return g;
+  }
+  return group_scale(f, amax, false, bp.amax_t, bp.s_t);
+}
+
+// One line of contiguous blocks: each block's statistics, scale (code into scale_codes[block]) and
+// element codes, in one call (per-block calls through the dispatch table cost more than 32 codes).
+void EncodeBlocks(const BlockParams& bp, const CodeParams& params, const CodeParams& scale_code,
+                  const float* HWY_RESTRICT in, std::uint8_t* HWY_RESTRICT codes,
+                  std::uint32_t* HWY_RESTRICT scale_codes, std::size_t len, std::uint64_t first, const CastOptions& o) {
+  const CodeParams p = params;
+  const Format& f = *bp.format;
+  const std::size_t block = std::size_t(f.block_size);
+  const SpanScale mode = f.tensor_scale ? SpanScale::two_level : SpanScale::single;
+  for (std::size_t b = 0, k = 0; b < len; b += block, ++k) {
+    const std::size_t n = len - b < block ? len - b : block;
+    float amax;
+    bool nonfinite;
+    RunStats(in + b, n, &amax, &nonfinite);
+    const GroupScale g = BlockScaleAndCode(bp, scale_code, amax, nonfinite);
+    scale_codes[k] = g.code;
+    if (g.kind == GroupScale::Kind::finite) {
+      EncodeRun(p, mode, g.value, bp.s_t, in + b, codes + b, n, first + b);  // a finite block holds no NaN
+      continue;
+    }
+    for (std::size_t i = b; i < b + n; ++i) {  // qcast::encode's element loop for the other kinds
+      const float v = g.kind == GroupScale::Kind::nan ? 0.0f : std::copysign(0.0f, in[i]);
+      codes[i] = std::uint8_t(encode_element(f.element, v, o, first + i));
+    }
+  }
+}
+
+void DecodeSpan(const float* HWY_RESTRICT table, SpanScale mode, float s, float s_t,
+                const std::uint8_t* HWY_RESTRICT codes, float* HWY_RESTRICT out, std::size_t n) {
+  const hn::ScalableTag<float> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  const hn::Rebind<std::uint8_t, decltype(di)> d8;
+  const std::size_t lanes = hn::Lanes(df);
+  const auto vs = hn::Set(df, s);
+  const auto vst = hn::Set(df, s_t);
+  std::size_t i = 0;
+  // detail::scaled_output: q * s, or (q * s) * s_t.
+  for (; i + lanes <= n; i += lanes) {
+    auto q = hn::GatherIndex(df, table, hn::PromoteTo(di, hn::LoadU(d8, codes + i)));
+    if (mode != SpanScale::none) q = hn::Mul(q, vs);
+    if (mode == SpanScale::two_level) q = hn::Mul(q, vst);
+    hn::StoreU(q, df, out + i);
+  }
+  for (; i < n; ++i) {
+    float q = table[codes[i]];
+    if (mode != SpanScale::none) q = q * s;
+    if (mode == SpanScale::two_level) q = q * s_t;
+    out[i] = q;
+  }
+}
+
+// One line of contiguous blocks: scale_values[block] is the decoded scale of each block.
+void DecodeBlocks(const float* HWY_RESTRICT table, SpanScale mode, std::size_t block, const float* scale_values,
+                  float s_t, const std::uint8_t* HWY_RESTRICT codes, float* HWY_RESTRICT out, std::size_t len) {
+  for (std::size_t b = 0, k = 0; b < len; b += block, ++k) {
+    const std::size_t n = len - b < block ? len - b : block;
+    if (std::isnan(scale_values[k])) {
+      for (std::size_t i = b; i < b + n; ++i) out[i] = detail::canonical_nan();
+      continue;
+    }
+    DecodeSpan(table, mode, scale_values[k], s_t, codes + b, out + b, n);
+  }
+}
+
+}  // namespace qcast::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace qcast::kernels {
+HWY_EXPORT(EncodeSpan);
+HWY_EXPORT(DecodeSpan);
+HWY_EXPORT(EncodeBlocks);
+HWY_EXPORT(DecodeBlocks);
+
+bool code_kernel_supports(const ElementFormat& e) { return e.bits() <= 8 && span_kernel_supports(e); }
+
+CodeParams code_params(const ElementFormat& e, const CastOptions& o) {
+  CodeParams p;
+  p.element = span_params(e, o);
+  p.bits = e.bits();
+  p.bias = e.bias;
+  p.sign_mask = detail::sign_mask(e);
+  p.has_nan = e.has_nan();
+  if (e.kind == ElementKind::minifloat) {
+    p.inf_code = detail::inf_code(e);
+    if (p.has_nan) p.nan_code = detail::nan_code(e);
+    p.min_normal = std::ldexp(1.0f, e.min_exponent());
+    p.subnormal_code_scale = std::ldexp(1.0f, e.mantissa_bits - e.min_exponent());
+  }
+  return p;
+}
+
+std::size_t encode_span(const CodeParams& p, SpanScale mode, float s, float s_t, const float* in,
+                        std::uint8_t* codes, std::size_t n, std::uint64_t first) {
+  return HWY_DYNAMIC_DISPATCH(EncodeSpan)(p, mode, s, s_t, in, codes, n, first);
+}
+
+void decode_span(const float* table, SpanScale mode, float s, float s_t, const std::uint8_t* codes, float* out,
+                 std::size_t n) {
+  HWY_DYNAMIC_DISPATCH(DecodeSpan)(table, mode, s, s_t, codes, out, n);
+}
+
+void encode_blocks(const BlockParams& bp, const CodeParams& p, const CodeParams& scale_code, const float* in,
+                   std::uint8_t* codes, std::uint32_t* scale_codes, std::size_t len, std::uint64_t first,
+                   const CastOptions& o) {
+  HWY_DYNAMIC_DISPATCH(EncodeBlocks)(bp, p, scale_code, in, codes, scale_codes, len, first, o);
+}
+
+void decode_blocks(const float* table, SpanScale mode, std::size_t block, const float* scale_values, float s_t,
+                   const std::uint8_t* codes, float* out, std::size_t len) {
+  HWY_DYNAMIC_DISPATCH(DecodeBlocks)(table, mode, block, scale_values, s_t, codes, out, len);
+}
+
+}  // namespace qcast::kernels
+#endif  // HWY_ONCE

@@ -1,0 +1,321 @@
+// The threaded driver of encode and decode: groups are encoded (decoded) in parallel through the
+// SIMD code kernel into one byte per code, and the bytes are packed (unpacked) in parallel over
+// ranges of 8 codes, which always start on a byte boundary, so no two threads write the same byte.
+// Element formats the code kernel does not cover (wider than 8 bits, unsigned, E8M0 elements) run
+// the scalar reference.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "code_kernel.hpp"
+#include "parallel_ranges.hpp"
+#include "qcast/element_codec.hpp"
+#include "qcast/format_names.hpp"
+#include "qcast/kernels.hpp"
+#include "qcast/packing.hpp"
+#include "span_kernel.hpp"
+
+namespace qcast::kernels {
+namespace {
+
+SpanScale code_mode(const Format& f) {
+  if (!f.is_scaled()) return SpanScale::none;
+  return f.tensor_scale ? SpanScale::two_level : SpanScale::single;
+}
+
+// Runs body(first, last) over [0, n) in ranges that start at multiples of 8.
+template <class Body>
+void parallel_octets(std::int64_t n, int threads, Body&& body) {
+  parallel_ranges((n + 7) / 8, threads, 8, [&](std::int64_t b, std::int64_t e) { body(b * 8, std::min(e * 8, n)); });
+}
+
+// Packs codes[first, last) (first a multiple of 8) into the bit stream of packing.hpp.
+template <class Code>
+void pack_range(const Code* codes, int bits, std::uint8_t* bytes, std::int64_t first, std::int64_t last) {
+  if (bits == 8 && sizeof(Code) == 1) {
+    std::memcpy(bytes + first, codes + first, std::size_t(last - first));
+    return;
+  }
+  std::uint8_t* out = bytes + first * bits / 8;
+  if (bits == 4) {  // two codes per byte, the first in the low nibble
+    std::int64_t i = first;
+    for (; i + 1 < last; i += 2) *out++ = std::uint8_t((codes[i] & 0xF) | (codes[i + 1] & 0xF) << 4);
+    if (i < last) *out = std::uint8_t(codes[i] & 0xF);
+    return;
+  }
+  std::int64_t i = first;
+  if (bits == 6) {  // four codes in three bytes
+    for (; i + 4 <= last; i += 4, out += 3) {
+      const std::uint32_t v = std::uint32_t(codes[i] & 0x3F) | std::uint32_t(codes[i + 1] & 0x3F) << 6 |
+                              std::uint32_t(codes[i + 2] & 0x3F) << 12 | std::uint32_t(codes[i + 3] & 0x3F) << 18;
+      out[0] = std::uint8_t(v);
+      out[1] = std::uint8_t(v >> 8);
+      out[2] = std::uint8_t(v >> 16);
+    }
+  }
+  const std::uint64_t mask = bits >= 32 ? 0xFFFFFFFFull : (std::uint64_t{1} << bits) - 1;
+  std::uint64_t acc = 0;
+  int filled = 0;
+  for (; i < last; ++i) {
+    acc |= (std::uint64_t(codes[i]) & mask) << filled;
+    for (filled += bits; filled >= 8; filled -= 8, acc >>= 8) *out++ = std::uint8_t(acc);
+  }
+  if (filled > 0) *out = std::uint8_t(acc);  // only at the end of the stream
+}
+
+// The inverse of pack_range.
+void unpack_range(const std::uint8_t* bytes, int bits, std::uint8_t* codes, std::int64_t first, std::int64_t last) {
+  if (bits == 8) {
+    std::memcpy(codes + first, bytes + first, std::size_t(last - first));
+    return;
+  }
+  const std::uint8_t* in = bytes + first * bits / 8;
+  if (bits == 4) {
+    std::int64_t i = first;
+    for (; i + 1 < last; i += 2, ++in) {
+      codes[i] = *in & 0xF;
+      codes[i + 1] = *in >> 4;
+    }
+    if (i < last) codes[i] = *in & 0xF;
+    return;
+  }
+  std::int64_t i = first;
+  if (bits == 6) {  // three bytes hold four codes
+    for (; i + 4 <= last; i += 4, in += 3) {
+      const std::uint32_t v = std::uint32_t(in[0]) | std::uint32_t(in[1]) << 8 | std::uint32_t(in[2]) << 16;
+      codes[i] = std::uint8_t(v & 0x3F);
+      codes[i + 1] = std::uint8_t(v >> 6 & 0x3F);
+      codes[i + 2] = std::uint8_t(v >> 12 & 0x3F);
+      codes[i + 3] = std::uint8_t(v >> 18);
+    }
+  }
+  const std::uint32_t mask = (1u << bits) - 1;
+  std::uint32_t acc = 0;
+  int filled = 0;
+  for (; i < last; ++i) {
+    for (; filled < bits; filled += 8) acc |= std::uint32_t(*in++) << filled;
+    codes[i] = std::uint8_t(acc & mask);
+    acc >>= bits;
+    filled -= bits;
+  }
+}
+
+// Block granularity along the last axis: groups are contiguous blocks of lines, in line order.
+bool along_last_axis(const Format& f, const Shape& shape) {
+  if (f.granularity != Granularity::block || shape.empty()) return false;
+  const int rank = int(shape.size());
+  return (f.axis < 0 ? f.axis + rank : f.axis) == rank - 1;
+}
+
+std::string nan_message(const Format& f, std::int64_t i) {
+  return "element " + std::to_string(i) + " is NaN, which " + format_name(f) + " cannot encode";
+}
+
+}  // namespace
+
+Encoded encode(const float* in, const Shape& shape, const Format& f, const CastOptions& o, int threads) {
+  detail::check_format(f);
+  if (!code_kernel_supports(f.element)) return qcast::encode(in, shape, f, o);
+  threads = resolve_threads(threads);
+  const detail::GroupLayout layout(shape, f);
+  const std::int64_t n = layout.elements();
+  const int bits = f.element.bits();
+  const CodeParams params = code_params(f.element, o);
+  Encoded e;
+  e.format = f;
+  e.shape = shape;
+  e.codes.assign(packed_size(std::size_t(n), bits), 0);
+  std::vector<std::uint8_t> codes(static_cast<std::size_t>(n));
+  if (!f.is_scaled()) {
+    std::atomic<std::int64_t> first_nan{n};
+    parallel_ranges(n, threads, 1, [&](std::int64_t b, std::int64_t end) {
+      const std::size_t done = encode_span(params, SpanScale::none, 1.0f, 1.0f, in + b, codes.data() + b,
+                                           std::size_t(end - b), std::uint64_t(b));
+      if (std::int64_t(done) < end - b) {  // keep the lowest index, as the reference reports it
+        std::int64_t bad = b + std::int64_t(done), seen = first_nan.load();
+        while (bad < seen && !first_nan.compare_exchange_weak(seen, bad)) {
+        }
+      }
+    });
+    if (first_nan.load() < n) throw std::domain_error(nan_message(f, first_nan.load()));
+  } else {
+    const float amax_t = f.tensor_scale ? parallel_stats(in, n, threads).amax : 1.0f;
+    const float s_t = f.tensor_scale ? tensor_scale_of(f, amax_t) : 1.0f;
+    e.tensor_scale = s_t;
+    const std::int64_t groups = layout.groups();
+    std::vector<std::uint32_t> scale_codes(static_cast<std::size_t>(groups));
+    const SpanScale mode = code_mode(f);
+    const std::int64_t per_group = std::max<std::int64_t>(1, n / std::max<std::int64_t>(groups, 1));
+    const detail::Group first = layout.group(0);
+    const bool one_contiguous_group = groups == 1 && first.runs == 1 && first.stride == 1;
+    GroupScale whole;  // one scale (per-tensor formats): reduce in parallel, then encode ranges in parallel
+    if (one_contiguous_group) {
+      const detail::GroupStats st = parallel_stats(in, n, threads);
+      whole = group_scale(f, st.amax, st.nonfinite, amax_t, s_t);
+    }
+    const std::int64_t len = shape.empty() ? 1 : shape.back();
+    if (!one_contiguous_group && along_last_axis(f, shape) && n > 0) {  // lines of contiguous blocks
+      const std::int64_t per_line = (len + f.block_size - 1) / f.block_size;
+      const BlockParams bp = block_params(f, o, amax_t, s_t);
+      CodeParams scale_code;
+      if (bp.scale_path == BlockParams::ScalePath::minifloat) {
+        ElementFormat signed_scale = f.scale;  // the grid block_params quantizes the scale on
+        signed_scale.is_signed = true;
+        scale_code = code_params(signed_scale, detail::scale_cast_options());
+      }
+      parallel_ranges(n / len, threads, len, [&](std::int64_t b, std::int64_t end) {
+        for (std::int64_t line = b; line < end; ++line)
+          encode_blocks(bp, params, scale_code, in + line * len, codes.data() + line * len,
+                        scale_codes.data() + line * per_line, std::size_t(len), std::uint64_t(line * len), o);
+      });
+    } else if (one_contiguous_group && whole.kind == GroupScale::Kind::finite) {
+      scale_codes[0] = whole.code;
+      parallel_ranges(n, threads, 1, [&](std::int64_t b, std::int64_t end) {
+        encode_span(params, mode, whole.value, s_t, in + b, codes.data() + b, std::size_t(end - b), std::uint64_t(b));
+      });
+    } else {
+      parallel_ranges(groups, threads, per_group, [&](std::int64_t b, std::int64_t end) {
+        for (std::int64_t gi = b; gi < end; ++gi) {
+          const detail::Group grp = layout.group(gi);
+          const bool contiguous = grp.runs == 1 && grp.stride == 1;
+          GroupScale g;
+          if (one_contiguous_group) {
+            g = whole;
+          } else if (contiguous) {
+            g = contiguous_group_scale(in, grp, f, amax_t, s_t);
+          } else {
+            const detail::GroupStats st = detail::group_stats(in, grp);
+            g = group_scale(f, st.amax, st.nonfinite, amax_t, s_t);
+          }
+          scale_codes[std::size_t(gi)] = g.code;
+          if (contiguous && g.kind == GroupScale::Kind::finite) {
+            encode_span(params, mode, g.value, s_t, in + grp.base, codes.data() + grp.base, std::size_t(grp.count),
+                        std::uint64_t(grp.base));  // a finite group holds no NaN
+            continue;
+          }
+          grp.for_each([&](std::int64_t i) {  // qcast::encode's element loop
+            float v;
+            switch (g.kind) {
+              case GroupScale::Kind::nan: v = 0.0f; break;
+              case GroupScale::Kind::finite: v = detail::scaled_input(f, in[i], g, s_t); break;
+              default: v = std::copysign(0.0f, in[i]);
+            }
+            codes[std::size_t(i)] = std::uint8_t(encode_element(f.element, v, o, std::uint64_t(i)));
+          });
+        }
+      });
+    }
+    const int scale_bits = f.scale_storage_bits();
+    e.scales.assign(packed_size(std::size_t(groups), scale_bits), 0);
+    parallel_octets(groups, threads, [&](std::int64_t b, std::int64_t end) {
+      pack_range(scale_codes.data(), scale_bits, e.scales.data(), b, end);
+    });
+  }
+  parallel_octets(n, threads, [&](std::int64_t b, std::int64_t end) {
+    pack_range(codes.data(), bits, e.codes.data(), b, end);
+  });
+  return e;
+}
+
+void decode(const Encoded& e, float* out, int threads) {
+  const Format& f = e.format;
+  detail::check_format(f);
+  if (!code_kernel_supports(f.element)) return qcast::decode(e, out);
+  threads = resolve_threads(threads);
+  const detail::GroupLayout layout(e.shape, f);
+  const std::int64_t n = layout.elements();
+  const int bits = f.element.bits();
+  const std::int64_t groups = f.is_scaled() ? layout.groups() : 0;
+  if (e.codes.size() < packed_size(std::size_t(n), bits) ||
+      (groups && e.scales.size() < packed_size(std::size_t(groups), f.scale_storage_bits())))
+    return qcast::decode(e, out);  // the reference reports which part is short
+  float table[256];
+  for (std::uint32_t c = 0; c < 256; ++c) table[c] = c >> bits ? 0.0f : decode_element(f.element, c);
+  std::vector<std::uint8_t> codes(static_cast<std::size_t>(n));
+  parallel_octets(n, threads, [&](std::int64_t b, std::int64_t end) {
+    unpack_range(e.codes.data(), bits, codes.data(), b, end);
+  });
+  if (!f.is_scaled()) {
+    parallel_ranges(n, threads, 1, [&](std::int64_t b, std::int64_t end) {
+      decode_span(table, SpanScale::none, 1.0f, 1.0f, codes.data() + b, out + b, std::size_t(end - b));
+    });
+    return;
+  }
+  const SpanScale mode = code_mode(f);
+  const detail::Group first = layout.group(0);
+  if (groups == 1 && first.runs == 1 && first.stride == 1) {  // one scale: element ranges in parallel
+    const GroupScale g = group_scale_from_code(f, unpack_code(e.scales.data(), 0, f.scale_storage_bits()));
+    parallel_ranges(n, threads, 1, [&](std::int64_t b, std::int64_t end) {
+      if (g.kind == GroupScale::Kind::nan) std::fill(out + b, out + end, detail::canonical_nan());
+      else decode_span(table, mode, g.value, e.tensor_scale, codes.data() + b, out + b, std::size_t(end - b));
+    });
+    return;
+  }
+  if (along_last_axis(f, e.shape) && n > 0) {  // lines of contiguous blocks
+    std::vector<float> scale_values(static_cast<std::size_t>(groups));
+    const int scale_bits = f.scale_storage_bits();
+    float scale_table[256];
+    if (scale_bits == 8)
+      for (std::uint32_t c = 0; c < 256; ++c) scale_table[c] = decode_element(f.scale, c);
+    parallel_ranges(groups, threads, 1, [&](std::int64_t b, std::int64_t end) {
+      for (std::int64_t gi = b; gi < end; ++gi)
+        scale_values[std::size_t(gi)] =
+            scale_bits == 8 ? scale_table[e.scales[std::size_t(gi)]]
+                            : decode_element(f.scale, unpack_code(e.scales.data(), std::size_t(gi), scale_bits));
+    });
+    const std::int64_t len = e.shape.back();
+    const std::int64_t per_line = (len + f.block_size - 1) / f.block_size;
+    parallel_ranges(n / len, threads, len, [&](std::int64_t b, std::int64_t end) {
+      for (std::int64_t line = b; line < end; ++line)
+        decode_blocks(table, mode, std::size_t(f.block_size), scale_values.data() + line * per_line, e.tensor_scale,
+                      codes.data() + line * len, out + line * len, std::size_t(len));
+    });
+    return;
+  }
+  const std::int64_t per_group = std::max<std::int64_t>(1, n / std::max<std::int64_t>(groups, 1));
+  parallel_ranges(groups, threads, per_group, [&](std::int64_t b, std::int64_t end) {
+    for (std::int64_t gi = b; gi < end; ++gi) {
+      const detail::Group grp = layout.group(gi);
+      const GroupScale g =
+          group_scale_from_code(f, unpack_code(e.scales.data(), std::size_t(gi), f.scale_storage_bits()));
+      if (g.kind == GroupScale::Kind::nan) {
+        grp.for_each([&](std::int64_t i) { out[i] = detail::canonical_nan(); });
+      } else if (grp.runs == 1 && grp.stride == 1) {
+        decode_span(table, mode, g.value, e.tensor_scale, codes.data() + grp.base, out + grp.base,
+                    std::size_t(grp.count));
+      } else {
+        grp.for_each([&](std::int64_t i) { out[i] = detail::scaled_output(f, table[codes[std::size_t(i)]], g, e.tensor_scale); });
+      }
+    }
+  });
+}
+
+Encoded encode(const void* in, DType t, const Shape& shape, const Format& f, const CastOptions& o, int threads) {
+  if (t == DType::f32) return encode(static_cast<const float*>(in), shape, f, o, threads);
+  threads = resolve_threads(threads);
+  const std::int64_t n = detail::GroupLayout(shape, f).elements();
+  std::vector<float> wide(static_cast<std::size_t>(n));
+  const auto* src = static_cast<const std::uint16_t*>(in);
+  parallel_ranges(n, threads, 1, [&](std::int64_t b, std::int64_t end) {
+    widen_span(t, src + b, wide.data() + b, std::size_t(end - b));
+  });
+  return encode(wide.data(), shape, f, o, threads);
+}
+
+void decode(const Encoded& e, void* out, DType t, int threads) {
+  if (t == DType::f32) return decode(e, static_cast<float*>(out), threads);
+  threads = resolve_threads(threads);
+  const std::int64_t n = detail::GroupLayout(e.shape, e.format).elements();
+  std::vector<float> wide(static_cast<std::size_t>(n));
+  decode(e, wide.data(), threads);
+  auto* dst = static_cast<std::uint16_t*>(out);
+  parallel_ranges(n, threads, 1, [&](std::int64_t b, std::int64_t end) {
+    narrow_span(t, wide.data() + b, dst + b, std::size_t(end - b));
+  });
+}
+
+}  // namespace qcast::kernels

@@ -1,0 +1,158 @@
+// kernels::encode / kernels::decode produce the reference's bytes and values, on every compiled
+// instruction set and thread count: every named format, the rounding and saturation options,
+// strided (channel) groups, specials, and every fp16 bit pattern through the 16-bit entry points.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+
+#include "qcast/kernels.hpp"
+
+namespace {
+
+std::vector<float> codec_values(int rows, int cols, bool with_nan) {
+  std::mt19937 rng(34);  // not the seed of kernels_test: other values
+  std::normal_distribution<float> normal;
+  std::uniform_int_distribution<int> expo(-30, 30);
+  std::vector<float> x(std::size_t(rows) * cols);
+  for (int r = 0; r < rows; ++r) {
+    const float mag = std::ldexp(1.0f, expo(rng));
+    for (int c = 0; c < cols; ++c) x[std::size_t(r) * cols + c] = normal(rng) * mag;
+  }
+  if (with_nan) x[std::size_t(cols) + 3] = std::numeric_limits<float>::quiet_NaN();
+  x[std::size_t(cols) * 2 + 9] = INFINITY;
+  x[std::size_t(cols) * 3 + 4] = -INFINITY;
+  for (int c = 0; c < cols; ++c) x[std::size_t(4) * cols + c] = (c % 2) ? -0.0f : 0.0f;
+  for (int c = 0; c < cols; ++c) x[std::size_t(5) * cols + c] = std::ldexp(float(c) - cols / 2, -138);
+  for (int c = 0; c < cols; ++c) x[std::size_t(6) * cols + c] = -(1.0f + float(c) / 32.0f);  // grid ties
+  for (int c = 0; c < cols; ++c) x[std::size_t(7) * cols + c] = float(c) * -3e3f;            // overflow
+  return x;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("kernels::encode and decode equal the reference on every target, format, option and thread count") {
+  const int rows = 64, cols = 1000;  // 1000 % 32 = 8: every line ends in a partial block
+  std::vector<qcast::CastOptions> options(4);
+  options[1].rounding = qcast::Rounding::stochastic;
+  options[1].seed = 0xFEDCBA987ull;
+  options[2].rounding = qcast::Rounding::toward_zero;
+  options[3].saturate = false;
+  std::vector<std::string> names;
+  for (const auto& n : qcast::named_formats()) names.push_back(n.name);
+  for (const char* extra : {"fp8_e4m3@channel", "int4@g128:axis=0", "fp4_e2m1@g32:scale=e8m0:rule=rceil",
+                            "fp4_e2m1@g16:scale=ue4m3", "e3m4fnuzb5", "int8@channel:axis=0", "uint8", "e8m0"})
+    names.push_back(extra);
+  for (const auto& target : qcast::kernels::available_targets()) {
+    qcast::kernels::use_target(target);
+    for (const auto& name : names) {
+      const qcast::Format f = qcast::parse_format(name);
+      // A direct cast to a format without NaN cannot encode a NaN input (tested below).
+      const auto x = codec_values(rows, cols, f.is_scaled() || f.element.has_nan());
+      for (std::size_t k = 0; k < options.size(); ++k) {
+        const qcast::Encoded ref = qcast::encode(x.data(), {rows, cols}, f, options[k]);
+        std::vector<float> ref_out(x.size());
+        qcast::decode(ref, ref_out.data());
+        for (int threads : {1, 2, 3}) {
+          INFO(target << " " << name << " options#" << k << " threads " << threads);
+          const qcast::Encoded got = qcast::kernels::encode(x.data(), {rows, cols}, f, options[k], threads);
+          CHECK(got.codes == ref.codes);
+          CHECK(got.scales == ref.scales);
+          CHECK(std::memcmp(&got.tensor_scale, &ref.tensor_scale, 4) == 0);
+          std::vector<float> out(x.size());
+          qcast::kernels::decode(ref, out.data(), threads);
+          CHECK(same_bits(out, ref_out));
+        }
+      }
+    }
+  }
+  qcast::kernels::use_target("");
+}
+
+TEST_CASE("kernels::encode / decode on every fp16 bit pattern through the 16-bit entry points") {
+  std::vector<std::uint16_t> in(65536);
+  std::vector<float> wide(65536);
+  for (std::uint32_t c = 0; c < 65536; ++c) {
+    in[c] = std::uint16_t(c);
+    wide[c] = qcast::widen(qcast::DType::f16, std::uint16_t(c));
+  }
+  for (const auto& target : qcast::kernels::available_targets()) {
+    qcast::kernels::use_target(target);
+    for (const char* name : {"fp8_e4m3", "fp8_e5m2", "fp8_e4m3fnuz", "mxfp8_e4m3", "mxfp6_e3m2", "mxfp4", "nvfp4",
+                             "mxint8", "int4@g128", "int8@channel"}) {
+      INFO(target << " " << name);
+      const auto f = qcast::parse_format(name);
+      const qcast::Encoded ref = qcast::encode(wide.data(), {256, 256}, f);
+      const qcast::Encoded got = qcast::kernels::encode(in.data(), qcast::DType::f16, {256, 256}, f, {}, 2);
+      CHECK(got.codes == ref.codes);
+      CHECK(got.scales == ref.scales);
+      std::vector<float> ref_out(in.size());
+      qcast::decode(ref, ref_out.data());
+      for (qcast::DType t : {qcast::DType::f16, qcast::DType::bf16}) {
+        std::vector<std::uint16_t> out(in.size());
+        qcast::kernels::decode(ref, out.data(), t, 2);
+        std::size_t bad = 0;
+        for (std::size_t i = 0; i < in.size(); ++i) bad += out[i] != qcast::narrow(t, ref_out[i]);
+        CHECK(bad == 0);
+      }
+    }
+  }
+  qcast::kernels::use_target("");
+}
+
+TEST_CASE("kernels::encode reports the first NaN of a direct cast to a format without NaN, as the reference") {
+  std::vector<float> x(100000, 1.0f);
+  x[77777] = NAN;
+  x[91234] = NAN;
+  for (const char* name : {"fp4_e2m1", "fp6_e3m2", "fp6_e2m3"}) {
+    const auto f = qcast::parse_format(name);
+    std::string ref_what;
+    try {
+      qcast::encode(x.data(), {100000}, f);
+    } catch (const std::domain_error& e) {
+      ref_what = e.what();
+    }
+    REQUIRE(!ref_what.empty());
+    CHECK_THROWS_WITH(qcast::kernels::encode(x.data(), {100000}, f, {}, 2), ref_what);
+  }
+}
+
+TEST_CASE("kernels::decode rejects short code buffers as the reference does") {
+  const auto f = qcast::parse_format("mxfp4");
+  std::vector<float> x(256, 0.5f), out(256);
+  qcast::Encoded e = qcast::kernels::encode(x.data(), {256}, f);
+  e.codes.resize(e.codes.size() - 1);
+  CHECK_THROWS_AS(qcast::kernels::decode(e, out.data()), std::invalid_argument);
+}
+
+TEST_CASE("kernels::encode / decode of one-scale (per-tensor) formats on finite data, split over threads") {
+  std::mt19937 rng(56);
+  std::normal_distribution<float> normal;
+  std::vector<float> x(300001);  // odd: the last byte of 4-bit codes is half full
+  for (auto& v : x) v = normal(rng);
+  for (const auto& target : qcast::kernels::available_targets()) {
+    qcast::kernels::use_target(target);
+    for (const char* name : {"int8", "int4", "int3", "int6"}) {
+      const auto f = qcast::parse_format(name);
+      const qcast::Encoded ref = qcast::encode(x.data(), {300001}, f);
+      std::vector<float> ref_out(x.size()), out(x.size());
+      qcast::decode(ref, ref_out.data());
+      for (int threads : {1, 2, 4}) {
+        INFO(target << " " << name << " threads " << threads);
+        const qcast::Encoded got = qcast::kernels::encode(x.data(), {300001}, f, {}, threads);
+        CHECK(got.codes == ref.codes);
+        CHECK(got.scales == ref.scales);
+        qcast::kernels::decode(ref, out.data(), threads);
+        CHECK(same_bits(out, ref_out));
+      }
+    }
+  }
+  qcast::kernels::use_target("");
+}
