@@ -48,6 +48,9 @@ HWY_INLINE hn::Vec<hn::RebindToUnsigned<DF>> CodeOfValue(DF df, const CodeParams
   return code;
 }
 
+// kCheckNan: whether a NaN can reach a format without NaN codes here (direct casts); a finite
+// group's elements are all finite, so the block path skips the test.
+template <bool kCheckNan>
 HWY_INLINE std::size_t EncodeRun(const CodeParams& p, SpanScale mode, float s, float s_t, const float* HWY_RESTRICT in,
                                  std::uint8_t* HWY_RESTRICT codes, std::size_t n, std::uint64_t first) {
   const hn::ScalableTag<float> df;
@@ -67,7 +70,7 @@ HWY_INLINE std::size_t EncodeRun(const CodeParams& p, SpanScale mode, float s, f
     const auto v = scale.Apply(df, hn::LoadU(df, in + i));
     const auto q = lean ? QuantizeVectorLean(df, v, max, two_max, min_e, mantissa_bits)
                         : QuantizeVector(df, p.element, v, index);
-    if (!p.has_nan) {
+    if (kCheckNan && !p.has_nan) {
       const auto nan = hn::IsNaN(q);
       if (!hn::AllFalse(df, nan)) return i + std::size_t(hn::FindFirstTrue(df, nan));
     }
@@ -76,7 +79,7 @@ HWY_INLINE std::size_t EncodeRun(const CodeParams& p, SpanScale mode, float s, f
   const hn::CappedTag<float, 1> d1;
   for (; i < n; ++i) {
     const auto q = QuantizeVector(d1, p.element, scale.Apply(d1, hn::Set(d1, in[i])), first + i);
-    if (!p.has_nan && std::isnan(hn::GetLane(q))) return i;
+    if (kCheckNan && !p.has_nan && std::isnan(hn::GetLane(q))) return i;
     codes[i] = std::uint8_t(hn::GetLane(CodeOfValue(d1, p, q)));
   }
   return n;
@@ -85,7 +88,7 @@ HWY_INLINE std::size_t EncodeRun(const CodeParams& p, SpanScale mode, float s, f
 std::size_t EncodeSpan(const CodeParams& params, SpanScale mode, float s, float s_t, const float* HWY_RESTRICT in,
                        std::uint8_t* HWY_RESTRICT codes, std::size_t n, std::uint64_t first) {
   const CodeParams p = params;  // a local copy: stores to `codes` cannot alias it
-  return EncodeRun(p, mode, s, s_t, in, codes, n, first);
+  return EncodeRun<true>(p, mode, s, s_t, in, codes, n, first);
 }
 
 // The scale of one block and its code (group_scale, exactly): the OCP floor rule from the bits of
@@ -98,9 +101,14 @@ HWY_INLINE GroupScale BlockScaleAndCode(const BlockParams& bp, const CodeParams&
   if (floor_scale_from_bits(f, amax, g)) return g;
   if (bp.scale_path == BlockParams::ScalePath::minifloat && (f.tensor_scale ? bp.amax_t != 0.0f : amax != 0.0f)) {
     const hn::CappedTag<float, 1> d1;
+    const hn::RebindToSigned<decltype(d1)> di1;
     const float max_elem = bp.element.max_value;
     const float d = f.tensor_scale ? (amax / max_elem) / bp.s_t : amax / max_elem;
-    const auto s = QuantizeVector(d1, bp.scale, hn::Set(d1, d), 0);
+    const auto s = LeanQuantizerApplies(bp.scale) ? QuantizeVectorLean(d1, hn::Set(d1, d), hn::Set(d1, bp.scale.max_value),
+                                                                       hn::Set(d1, 2 * bp.scale.max_value),
+                                                                       hn::Set(di1, bp.scale.min_exponent + 127),
+                                                                       hn::Set(di1, bp.scale.mantissa_bits))
+                                                  : QuantizeVector(d1, bp.scale, hn::Set(d1, d), 0);
     g.value = hn::GetLane(s);
     // The signed twin's code of a value >= 0 is the unsigned scale's code (no sign bit set).
     g.code = hn::GetLane(CodeOfValue(d1, scale_code, s)) & ((1u << f.scale.bits()) - 1);
@@ -122,13 +130,12 @@ void EncodeBlocks(const BlockParams& bp, const CodeParams& params, const CodePar
   const SpanScale mode = f.tensor_scale ? SpanScale::two_level : SpanScale::single;
   for (std::size_t b = 0, k = 0; b < len; b += block, ++k) {
     const std::size_t n = len - b < block ? len - b : block;
-    float amax;
-    bool nonfinite;
-    RunStats(in + b, n, &amax, &nonfinite);
+    float amax = 0;
+    const bool nonfinite = BlockAmax(in + b, n, &amax);
     const GroupScale g = BlockScaleAndCode(bp, scale_code, amax, nonfinite);
     scale_codes[k] = g.code;
     if (g.kind == GroupScale::Kind::finite) {
-      EncodeRun(p, mode, g.value, bp.s_t, in + b, codes + b, n, first + b);  // a finite block holds no NaN
+      EncodeRun<false>(p, mode, g.value, bp.s_t, in + b, codes + b, n, first + b);  // a finite block holds no NaN
       continue;
     }
     for (std::size_t i = b; i < b + n; ++i) {  // qcast::encode's element loop for the other kinds

@@ -138,6 +138,30 @@ HWY_INLINE void RunStats(const float* HWY_RESTRICT in, std::size_t n, float* ama
   *nonfinite = any_bad;
 }
 
+// A block's statistics for its scale: the largest |x| (returned in amax) and whether any element is
+// NaN or Inf (returned; amax is then unspecified, as group_scale ignores it). Non-negative floats
+// order as their bit patterns do, and every NaN and Inf lies above the largest finite value, so one
+// integer max over the magnitude bits answers both (RunStats needs two comparisons and a blend).
+HWY_INLINE bool BlockAmax(const float* HWY_RESTRICT in, std::size_t n, float* amax) {
+  const hn::ScalableTag<float> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  const std::size_t lanes = hn::Lanes(df);
+  const auto magnitude = hn::Set(di, 0x7FFFFFFF);
+  auto vmax = hn::Zero(di);
+  std::size_t i = 0;
+  for (; i + lanes <= n; i += lanes) vmax = hn::Max(vmax, hn::And(hn::BitCast(di, hn::LoadU(df, in + i)), magnitude));
+  std::int32_t m = hn::GetLane(hn::MaxOfLanes(di, vmax));
+  for (; i < n; ++i) {
+    std::int32_t bits;
+    std::memcpy(&bits, in + i, 4);
+    bits &= 0x7FFFFFFF;
+    m = bits > m ? bits : m;
+  }
+  if (m >= 0x7F800000) return true;
+  std::memcpy(amax, &m, 4);
+  return false;
+}
+
 // x -> the value on the element grid (detail::scaled_input): x / s, or x / (s * s_t). x / 2^k and
 // x * 2^-k are the same correctly rounded value, so a power-of-two divisor (the MX scales) becomes a
 // multiplication by its exact reciprocal.

@@ -125,12 +125,19 @@ void QuantizeBlocks(const BlockParams& p, const float* HWY_RESTRICT in, float* H
   const auto int_up = hn::Set(df, p.element.int_up);
   const auto int_down = hn::Set(df, p.element.int_down);
   const auto int_max = hn::Set(df, p.element.int_max);
+  // The block scale of the NVFP4 recipe on one lane, with the lean quantizer where the scale cast
+  // allows it (always for the recipe's saturating, ties-to-even E4M3).
+  const hn::CappedTag<float, 1> d1;
+  const hn::RebindToSigned<decltype(d1)> di1;
+  const bool lean_scale = lean_two_level && LeanQuantizerApplies(p.scale);
+  const auto s_max = hn::Set(d1, p.scale.max_value);
+  const auto s_two_max = hn::Add(s_max, s_max);
+  const auto s_min_e = hn::Set(di1, p.scale.min_exponent + 127);
+  const auto s_mantissa_bits = hn::Set(di1, p.scale.mantissa_bits);
   for (std::size_t b = 0; b < len; b += block) {
     const std::size_t n = len - b < block ? len - b : block;
-    float amax;
-    bool nonfinite;
-    SpanStats(in + b, n, &amax, &nonfinite);
-    if (nonfinite) {
+    float amax = 0;
+    if (BlockAmax(in + b, n, &amax)) {
       for (std::size_t i = b; i < b + n; ++i) out[i] = detail::canonical_nan();
       continue;
     }
@@ -154,8 +161,9 @@ void QuantizeBlocks(const BlockParams& p, const float* HWY_RESTRICT in, float* H
     if (lean_two_level && n % lanes == 0 && p.amax_t != 0.0f) {
       // NVFP4 recipe: d = (amax_b / max_elem) / s_t, s_b = scale-format cast of d (saturating).
       const float d = (amax / p.element.max_value) / p.s_t;
-      const hn::CappedTag<float, 1> d1;
-      const float s_b = hn::GetLane(QuantizeVector(d1, p.scale, hn::Set(d1, d), 0));
+      const float s_b = lean_scale ? hn::GetLane(QuantizeVectorLean(d1, hn::Set(d1, d), s_max, s_two_max, s_min_e,
+                                                                     s_mantissa_bits))
+                                   : hn::GetLane(QuantizeVector(d1, p.scale, hn::Set(d1, d), 0));
       if (s_b > 0.0f) {  // zero and NaN scales take the general path below
         const auto vdiv = hn::Set(df, s_b * p.s_t);
         const auto vs = hn::Set(df, s_b);
