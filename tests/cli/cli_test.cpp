@@ -133,3 +133,25 @@ TEST_CASE("qcast formats and --help") {
     CHECK(r.output.find("usage: qcast") != std::string::npos);
   }
 }
+
+TEST_CASE("qcast bench prints one JSON object per format for each op, and rejects unknown ops") {
+  for (const char* op : {"cast", "encode", "decode"}) {
+    const Run r = run(std::string("bench --formats mxfp4,int8 --elements 65536 --repeats 1 --threads 1 --json --op ") + op);
+    INFO(op << "\n" << r.output);
+    REQUIRE(r.code == 0);
+    std::istringstream lines(r.output);
+    std::string line;
+    int objects = 0;
+    while (std::getline(lines, line)) {
+      if (line.empty() || line[0] != '{') continue;
+      ++objects;
+      CHECK(line.find(std::string("\"op\": \"") + op + "\"") != std::string::npos);
+      for (const char* key : {"\"gbps\": ", "\"memcpy_gbps\": ", "\"ratio_memcpy\": ", "\"scalar_gbps\": "})
+        CHECK(line.find(key) != std::string::npos);
+    }
+    CHECK(objects == 2);
+  }
+  const Run bad = run("bench --op squash");
+  CHECK(bad.code == 2);
+  CHECK(bad.output.find("--op must be cast, encode or decode") != std::string::npos);
+}
