@@ -1,5 +1,8 @@
 #include "aten_reference.hpp"
 
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
 #include <cmath>
 #include <stdexcept>
 
@@ -19,8 +22,6 @@ at::Tensor element_grid(const at::Tensor& v, const qcast::ElementFormat& e) {
   const at::Tensor q = at::clamp_max(at::round(a / step) * step, max);
   return at::where(at::isnan(v), v, at::sign(v) * q);
 }
-
-}  // namespace
 
 at::Tensor aten_fake_quantize(const at::Tensor& x, const qcast::Format& f) {
   using qcast::Granularity;
@@ -49,6 +50,30 @@ at::Tensor aten_fake_quantize(const at::Tensor& x, const qcast::Format& f) {
     out = element_grid(g / scale, e) * scale;
   }
   return at::where(amax == 0, g, out).reshape(x.sizes());
+}
+
+}  // namespace
+
+void aten_set_threads(int threads) { at::set_num_threads(threads); }
+
+double aten_fake_quantize_seconds(const float* in, float* out, std::int64_t rows, std::int64_t cols,
+                                  const qcast::Format& f, const Timer& time) {
+  const at::Tensor x = at::from_blob(const_cast<float*>(in), {rows, cols});
+  at::Tensor y = at::from_blob(out, {rows, cols});
+  try {
+    return time([&] { y.copy_(aten_fake_quantize(x, f)); });
+  } catch (const std::exception&) {
+    return 0;  // a format the composition does not cover: reported as null
+  }
+}
+
+double aten_fake_quantize_per_channel_seconds(const float* in, float* out, std::int64_t rows, std::int64_t cols,
+                                              const Timer& time) {
+  const at::Tensor x = at::from_blob(const_cast<float*>(in), {rows, cols});
+  at::Tensor y = at::from_blob(out, {rows, cols});
+  const at::Tensor scale = at::amax(at::abs(x), {1}) / 127.0;
+  const at::Tensor zero = at::zeros({rows}, at::kInt);
+  return time([&] { y.copy_(at::fake_quantize_per_channel_affine(x, scale, zero, 0, -127, 127)); });
 }
 
 }  // namespace qcast_cli

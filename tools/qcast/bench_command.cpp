@@ -1,20 +1,24 @@
 // qcast bench: throughput of the kernels against the limit (memcpy) and the baselines (the same
 // math composed from ATen ops, the scalar reference, at::fake_quantize_per_channel_affine),
-// measured in one run on the same buffers.
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
+// measured in one run on the same buffers. Built with or without LibTorch: without it the ATen
+// baselines are reported as absent (null in JSON), and everything else is measured the same way.
 #include <cstdio>
 
 #include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <memory>
+#include <new>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#ifdef QCAST_CLI_TORCH
 #include "aten_reference.hpp"
+#endif
 #include "commands.hpp"
 #include "qcast/format_names.hpp"
 #include "qcast/kernels.hpp"
@@ -30,7 +34,8 @@ const char* kHelp =
     "prints GB/s (bytes read + written) of: the qcast kernels; memcpy over the same bytes (the limit);\n"
     "the same math composed from ATen ops (as the Python peers compute it); the scalar reference\n"
     "(on at most 4M elements, one thread); and, for int8@channel, at::fake_quantize_per_channel_affine.\n"
-    "Each figure is the median of R timed runs after one warm-up run.\n"
+    "Each figure is the median of R timed runs after one warm-up run. A qcast built without LibTorch\n"
+    "measures all but the two ATen baselines.\n"
     "\n"
     "  --formats LIST  comma-separated format names (default: the MX, NVFP4, FP8/6/4 and INT formats)\n"
     "  --elements N    tensor size (default 67108864 = 64M)\n"
@@ -59,6 +64,28 @@ double median_seconds(int repeats, const std::function<void()>& fn) {
   }
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
+}
+
+// A 64-byte aligned float buffer (the alignment ATen's allocator gives, so both sides see the same).
+struct FloatBuffer {
+  struct Free {
+    void operator()(float* p) const { ::operator delete[](p, std::align_val_t{64}); }
+  };
+  std::unique_ptr<float[], Free> data;
+  explicit FloatBuffer(std::size_t n)
+      : data(static_cast<float*>(::operator new[](n * sizeof(float), std::align_val_t{64}))) {}
+};
+
+// Standard normal samples, the input every format is measured on; filled by all threads.
+void fill_normal(float* x, std::int64_t n, int threads) {
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t)
+    pool.emplace_back([=] {
+      std::mt19937 rng(1234u + unsigned(t));
+      std::normal_distribution<float> normal;
+      for (std::int64_t i = n * t / threads; i < n * (t + 1) / threads; ++i) x[i] = normal(rng);
+    });
+  for (auto& th : pool) th.join();
 }
 
 std::vector<std::string> split(const std::string& s) {
@@ -114,15 +141,18 @@ int bench_command(const std::vector<std::string>& args) {
   std::vector<qcast::Format> formats;
   for (const auto& n : names) formats.push_back(qcast::parse_format(n));
   if (threads <= 0) threads = int(std::max(1u, std::thread::hardware_concurrency()));
-  at::set_num_threads(threads);
+#ifdef QCAST_CLI_TORCH
+  aten_set_threads(threads);
+#endif
+  const std::function<double(const std::function<void()>&)> timed = [&](const std::function<void()>& fn) { return median_seconds(repeats, fn); };
 
   const std::int64_t cols = 4096;
   const std::int64_t rows = std::max<std::int64_t>(1, elements / cols);
   elements = rows * cols;
-  const at::Tensor x = at::randn({rows, cols});
-  at::Tensor y = at::empty_like(x);
-  const float* in = x.data_ptr<float>();
-  float* out = y.data_ptr<float>();
+  FloatBuffer x{std::size_t(elements)}, y{std::size_t(elements)};
+  fill_normal(x.data.get(), elements, threads);
+  const float* in = x.data.get();
+  float* out = y.data.get();
   const double bytes = 2.0 * 4.0 * double(elements);
   const qcast::Shape shape{rows, cols};
 
@@ -133,7 +163,11 @@ int bench_command(const std::vector<std::string>& args) {
   if (!json) {
     std::printf("%s: %lld elements (float32, rows of %lld), %d threads, ISA %s, median of %d runs\n", op.c_str(),
                 (long long)elements, (long long)cols, threads, qcast::kernels::current_target().c_str(), repeats);
-    std::printf("memcpy: %.2f GB/s\n\n", memcpy_gbps);
+    std::printf("memcpy: %.2f GB/s\n", memcpy_gbps);
+#ifndef QCAST_CLI_TORCH
+    std::printf("ATen baselines: not measured (this qcast was built without LibTorch)\n");
+#endif
+    std::printf("\n");
     std::printf("%-14s %9s %9s %9s %9s %10s %10s\n", "format", "qcast", "ATen ops", "scalar", "fq_p.c.", "vs memcpy",
                 "vs ATen");
   }
@@ -143,17 +177,11 @@ int bench_command(const std::vector<std::string>& args) {
     double op_bytes = bytes, scalar_bytes = 2.0 * 4.0 * double(scalar_rows * cols);
     if (op == "cast") {
       q_s = median_seconds(repeats, [&] { qcast::kernels::cast(in, out, shape, f, {}, threads); });
-      try {
-        aten_s = median_seconds(repeats, [&] { y.copy_(aten_fake_quantize(x, f)); });
-      } catch (const std::exception&) {
-        aten_s = 0;  // a format the composition does not cover: reported as null
-      }
+#ifdef QCAST_CLI_TORCH
+      aten_s = aten_fake_quantize_seconds(in, out, rows, cols, f, timed);
+      if (names[k] == "int8@channel") fq_s = aten_fake_quantize_per_channel_seconds(in, out, rows, cols, timed);
+#endif
       scalar_s = median_seconds(std::min(repeats, 3), [&] { qcast::cast(in, out, {scalar_rows, cols}, f); });
-      if (names[k] == "int8@channel") {
-        const at::Tensor scale = at::amax(at::abs(x), {1}) / 127.0;
-        const at::Tensor zero = at::zeros({rows}, at::kInt);
-        fq_s = median_seconds(repeats, [&] { y.copy_(at::fake_quantize_per_channel_affine(x, scale, zero, 0, -127, 127)); });
-      }
     } else {  // bytes: float32 on one side, packed codes + scales on the other
       const qcast::Encoded enc = qcast::kernels::encode(in, shape, f, {}, threads);
       op_bytes = 4.0 * double(elements) + double(enc.codes.size() + enc.scales.size());

@@ -28,7 +28,7 @@ inline long long parse_integer(const std::string& flag, const std::string& v) {
 
 int formats_command(const std::vector<std::string>& args);
 int cast_command(const std::vector<std::string>& args);
-int bench_command(const std::vector<std::string>& args);     // needs LibTorch (QCAST_CLI_TORCH)
+int bench_command(const std::vector<std::string>& args);     // ATen baselines only with QCAST_CLI_TORCH
 int quantize_command(const std::vector<std::string>& args);  // needs LibTorch (QCAST_CLI_TORCH)
 
 }  // namespace qcast_cli

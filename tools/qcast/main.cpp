@@ -32,11 +32,11 @@ int main(int argc, char** argv) {
   try {
     if (command == "formats") return qcast_cli::formats_command(args);
     if (command == "cast") return qcast_cli::cast_command(args);
-#ifdef QCAST_CLI_TORCH
     if (command == "bench") return qcast_cli::bench_command(args);
+#ifdef QCAST_CLI_TORCH
     if (command == "quantize") return qcast_cli::quantize_command(args);
 #else
-    if (command == "bench" || command == "quantize") {
+    if (command == "quantize") {
       std::fprintf(stderr, "qcast %s: this qcast was built without LibTorch, which the command needs\n", command.c_str());
       return 2;
     }
