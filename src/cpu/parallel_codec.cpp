@@ -1,12 +1,14 @@
 // The threaded driver of encode and decode: groups are encoded (decoded) in parallel through the
-// SIMD code kernel into one byte per code, and the bytes are packed (unpacked) in parallel over
-// ranges of 8 codes, which always start on a byte boundary, so no two threads write the same byte.
+// SIMD code kernel into one byte per code, a chunk at a time, and each chunk is packed into
+// (unpacked from) the bit stream at once. Chunks written in parallel start at multiples of 8
+// elements, hence on byte boundaries, so no two threads write the same byte.
 // Element formats the code kernel does not cover (wider than 8 bits, unsigned, E8M0 elements) run
 // the scalar reference.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <numeric>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -33,23 +35,22 @@ void parallel_octets(std::int64_t n, int threads, Body&& body) {
   parallel_ranges((n + 7) / 8, threads, 8, [&](std::int64_t b, std::int64_t e) { body(b * 8, std::min(e * 8, n)); });
 }
 
-// Packs codes[first, last) (first a multiple of 8) into the bit stream of packing.hpp.
+// Packs codes[0, count) into the bit stream of packing.hpp from byte `out` on (the run starts on a
+// byte boundary: its first element index is a multiple of 8).
 template <class Code>
-void pack_range(const Code* codes, int bits, std::uint8_t* bytes, std::int64_t first, std::int64_t last) {
+void pack_run(const Code* codes, std::int64_t count, int bits, std::uint8_t* out) {
   if (bits == 8 && sizeof(Code) == 1) {
-    std::memcpy(bytes + first, codes + first, std::size_t(last - first));
+    std::memcpy(out, codes, std::size_t(count));
     return;
   }
-  std::uint8_t* out = bytes + first * bits / 8;
+  std::int64_t i = 0;
   if (bits == 4) {  // two codes per byte, the first in the low nibble
-    std::int64_t i = first;
-    for (; i + 1 < last; i += 2) *out++ = std::uint8_t((codes[i] & 0xF) | (codes[i + 1] & 0xF) << 4);
-    if (i < last) *out = std::uint8_t(codes[i] & 0xF);
+    for (; i + 1 < count; i += 2) *out++ = std::uint8_t((codes[i] & 0xF) | (codes[i + 1] & 0xF) << 4);
+    if (i < count) *out = std::uint8_t(codes[i] & 0xF);
     return;
   }
-  std::int64_t i = first;
   if (bits == 6) {  // four codes in three bytes
-    for (; i + 4 <= last; i += 4, out += 3) {
+    for (; i + 4 <= count; i += 4, out += 3) {
       const std::uint32_t v = std::uint32_t(codes[i] & 0x3F) | std::uint32_t(codes[i + 1] & 0x3F) << 6 |
                               std::uint32_t(codes[i + 2] & 0x3F) << 12 | std::uint32_t(codes[i + 3] & 0x3F) << 18;
       out[0] = std::uint8_t(v);
@@ -60,32 +61,30 @@ void pack_range(const Code* codes, int bits, std::uint8_t* bytes, std::int64_t f
   const std::uint64_t mask = bits >= 32 ? 0xFFFFFFFFull : (std::uint64_t{1} << bits) - 1;
   std::uint64_t acc = 0;
   int filled = 0;
-  for (; i < last; ++i) {
+  for (; i < count; ++i) {
     acc |= (std::uint64_t(codes[i]) & mask) << filled;
     for (filled += bits; filled >= 8; filled -= 8, acc >>= 8) *out++ = std::uint8_t(acc);
   }
-  if (filled > 0) *out = std::uint8_t(acc);  // only at the end of the stream
+  if (filled > 0) *out = std::uint8_t(acc);  // only at the end of the stream (or of a run of 8k codes)
 }
 
-// The inverse of pack_range.
-void unpack_range(const std::uint8_t* bytes, int bits, std::uint8_t* codes, std::int64_t first, std::int64_t last) {
+// The inverse of pack_run: count codes from the stream at byte `in` (a byte boundary) into codes.
+void unpack_run(const std::uint8_t* in, int bits, std::uint8_t* codes, std::int64_t count) {
   if (bits == 8) {
-    std::memcpy(codes + first, bytes + first, std::size_t(last - first));
+    std::memcpy(codes, in, std::size_t(count));
     return;
   }
-  const std::uint8_t* in = bytes + first * bits / 8;
+  std::int64_t i = 0;
   if (bits == 4) {
-    std::int64_t i = first;
-    for (; i + 1 < last; i += 2, ++in) {
+    for (; i + 1 < count; i += 2, ++in) {
       codes[i] = *in & 0xF;
       codes[i + 1] = *in >> 4;
     }
-    if (i < last) codes[i] = *in & 0xF;
+    if (i < count) codes[i] = *in & 0xF;
     return;
   }
-  std::int64_t i = first;
   if (bits == 6) {  // three bytes hold four codes
-    for (; i + 4 <= last; i += 4, in += 3) {
+    for (; i + 4 <= count; i += 4, in += 3) {
       const std::uint32_t v = std::uint32_t(in[0]) | std::uint32_t(in[1]) << 8 | std::uint32_t(in[2]) << 16;
       codes[i] = std::uint8_t(v & 0x3F);
       codes[i + 1] = std::uint8_t(v >> 6 & 0x3F);
@@ -96,12 +95,24 @@ void unpack_range(const std::uint8_t* bytes, int bits, std::uint8_t* codes, std:
   const std::uint32_t mask = (1u << bits) - 1;
   std::uint32_t acc = 0;
   int filled = 0;
-  for (; i < last; ++i) {
+  for (; i < count; ++i) {
     for (; filled < bits; filled += 8) acc |= std::uint32_t(*in++) << filled;
     codes[i] = std::uint8_t(acc & mask);
     acc >>= bits;
     filled -= bits;
   }
+}
+
+// Codes of up to this many elements are made (read) at a time in a per-thread buffer and packed
+// straight into (unpacked straight from) the stream. One byte per code for the whole tensor would
+// cost a serial zero fill and a page fault per 4 KiB on every call: about half of encode's time
+// on 64M elements.
+constexpr std::int64_t kChunkCodes = 4096;
+
+// Chunk length for runs of whole blocks: a multiple of the block and of 8 (byte-aligned starts).
+std::int64_t block_chunk(std::int64_t block) {
+  const std::int64_t unit = std::lcm(block, std::int64_t{8});
+  return std::max<std::int64_t>(1, kChunkCodes / unit) * unit;
 }
 
 // Block granularity along the last axis: groups are contiguous blocks of lines, in line order.
@@ -129,97 +140,130 @@ Encoded encode(const float* in, const Shape& shape, const Format& f, const CastO
   e.format = f;
   e.shape = shape;
   e.codes.assign(packed_size(std::size_t(n), bits), 0);
-  std::vector<std::uint8_t> codes(static_cast<std::size_t>(n));
+  std::uint8_t* const packed = e.codes.data();
   if (!f.is_scaled()) {
     std::atomic<std::int64_t> first_nan{n};
-    parallel_ranges(n, threads, 1, [&](std::int64_t b, std::int64_t end) {
-      const std::size_t done = encode_span(params, SpanScale::none, 1.0f, 1.0f, in + b, codes.data() + b,
-                                           std::size_t(end - b), std::uint64_t(b));
-      if (std::int64_t(done) < end - b) {  // keep the lowest index, as the reference reports it
-        std::int64_t bad = b + std::int64_t(done), seen = first_nan.load();
-        while (bad < seen && !first_nan.compare_exchange_weak(seen, bad)) {
+    parallel_octets(n, threads, [&](std::int64_t b, std::int64_t end) {
+      std::uint8_t chunk[kChunkCodes];
+      for (std::int64_t c = b; c < end; c += kChunkCodes) {
+        const std::int64_t m = std::min(kChunkCodes, end - c);
+        const std::size_t done = encode_span(params, SpanScale::none, 1.0f, 1.0f, in + c, chunk, std::size_t(m),
+                                             std::uint64_t(c));
+        if (std::int64_t(done) < m) {  // keep the lowest index, as the reference reports it
+          std::int64_t bad = c + std::int64_t(done), seen = first_nan.load();
+          while (bad < seen && !first_nan.compare_exchange_weak(seen, bad)) {
+          }
+          return;
         }
+        pack_run(chunk, m, bits, packed + c * bits / 8);
       }
     });
     if (first_nan.load() < n) throw std::domain_error(nan_message(f, first_nan.load()));
-  } else {
-    const float amax_t = f.tensor_scale ? parallel_stats(in, n, threads).amax : 1.0f;
-    const float s_t = f.tensor_scale ? tensor_scale_of(f, amax_t) : 1.0f;
-    e.tensor_scale = s_t;
-    const std::int64_t groups = layout.groups();
-    std::vector<std::uint32_t> scale_codes(static_cast<std::size_t>(groups));
-    const SpanScale mode = code_mode(f);
-    const std::int64_t per_group = std::max<std::int64_t>(1, n / std::max<std::int64_t>(groups, 1));
-    const detail::Group first = layout.group(0);
-    const bool one_contiguous_group = groups == 1 && first.runs == 1 && first.stride == 1;
-    GroupScale whole;  // one scale (per-tensor formats): reduce in parallel, then encode ranges in parallel
-    if (one_contiguous_group) {
-      const detail::GroupStats st = parallel_stats(in, n, threads);
-      whole = group_scale(f, st.amax, st.nonfinite, amax_t, s_t);
+    return e;
+  }
+  const float amax_t = f.tensor_scale ? parallel_stats(in, n, threads).amax : 1.0f;
+  const float s_t = f.tensor_scale ? tensor_scale_of(f, amax_t) : 1.0f;
+  e.tensor_scale = s_t;
+  const std::int64_t groups = layout.groups();
+  std::vector<std::uint32_t> scale_codes(static_cast<std::size_t>(groups));
+  const SpanScale mode = code_mode(f);
+  const std::int64_t per_group = std::max<std::int64_t>(1, n / std::max<std::int64_t>(groups, 1));
+  const detail::Group first = layout.group(0);
+  const bool one_contiguous_group = groups == 1 && first.runs == 1 && first.stride == 1;
+  GroupScale single;  // one scale (per-tensor formats): reduce in parallel, then encode ranges in parallel
+  if (one_contiguous_group) {
+    const detail::GroupStats st = parallel_stats(in, n, threads);
+    single = group_scale(f, st.amax, st.nonfinite, amax_t, s_t);
+  }
+  const std::int64_t len = shape.empty() ? 1 : shape.back();
+  if (!one_contiguous_group && along_last_axis(f, shape) && n > 0 && len % 8 == 0) {  // lines of blocks
+    const std::int64_t per_line = (len + f.block_size - 1) / f.block_size;
+    const std::int64_t chunk_len = std::min(block_chunk(f.block_size), len);
+    const BlockParams bp = block_params(f, o, amax_t, s_t);
+    CodeParams scale_code;
+    if (bp.scale_path == BlockParams::ScalePath::minifloat) {
+      ElementFormat signed_scale = f.scale;  // the grid block_params quantizes the scale on
+      signed_scale.is_signed = true;
+      scale_code = code_params(signed_scale, detail::scale_cast_options());
     }
-    const std::int64_t len = shape.empty() ? 1 : shape.back();
-    if (!one_contiguous_group && along_last_axis(f, shape) && n > 0) {  // lines of contiguous blocks
-      const std::int64_t per_line = (len + f.block_size - 1) / f.block_size;
-      const BlockParams bp = block_params(f, o, amax_t, s_t);
-      CodeParams scale_code;
-      if (bp.scale_path == BlockParams::ScalePath::minifloat) {
-        ElementFormat signed_scale = f.scale;  // the grid block_params quantizes the scale on
-        signed_scale.is_signed = true;
-        scale_code = code_params(signed_scale, detail::scale_cast_options());
-      }
-      parallel_ranges(n / len, threads, len, [&](std::int64_t b, std::int64_t end) {
-        for (std::int64_t line = b; line < end; ++line)
-          encode_blocks(bp, params, scale_code, in + line * len, codes.data() + line * len,
-                        scale_codes.data() + line * per_line, std::size_t(len), std::uint64_t(line * len), o);
-      });
-    } else if (one_contiguous_group && whole.kind == GroupScale::Kind::finite) {
-      scale_codes[0] = whole.code;
-      parallel_ranges(n, threads, 1, [&](std::int64_t b, std::int64_t end) {
-        encode_span(params, mode, whole.value, s_t, in + b, codes.data() + b, std::size_t(end - b), std::uint64_t(b));
-      });
-    } else {
-      parallel_ranges(groups, threads, per_group, [&](std::int64_t b, std::int64_t end) {
-        for (std::int64_t gi = b; gi < end; ++gi) {
-          const detail::Group grp = layout.group(gi);
-          const bool contiguous = grp.runs == 1 && grp.stride == 1;
-          GroupScale g;
-          if (one_contiguous_group) {
-            g = whole;
-          } else if (contiguous) {
-            g = contiguous_group_scale(in, grp, f, amax_t, s_t);
-          } else {
-            const detail::GroupStats st = detail::group_stats(in, grp);
-            g = group_scale(f, st.amax, st.nonfinite, amax_t, s_t);
-          }
-          scale_codes[std::size_t(gi)] = g.code;
-          if (contiguous && g.kind == GroupScale::Kind::finite) {
-            encode_span(params, mode, g.value, s_t, in + grp.base, codes.data() + grp.base, std::size_t(grp.count),
-                        std::uint64_t(grp.base));  // a finite group holds no NaN
-            continue;
-          }
-          grp.for_each([&](std::int64_t i) {  // qcast::encode's element loop
-            float v;
-            switch (g.kind) {
-              case GroupScale::Kind::nan: v = 0.0f; break;
-              case GroupScale::Kind::finite: v = detail::scaled_input(f, in[i], g, s_t); break;
-              default: v = std::copysign(0.0f, in[i]);
-            }
-            codes[std::size_t(i)] = std::uint8_t(encode_element(f.element, v, o, std::uint64_t(i)));
-          });
+    parallel_ranges(n / len, threads, len, [&](std::int64_t b, std::int64_t end) {
+      std::vector<std::uint8_t> chunk(static_cast<std::size_t>(chunk_len));
+      for (std::int64_t line = b; line < end; ++line)
+        for (std::int64_t s = 0; s < len; s += chunk_len) {  // s is a multiple of the block
+          const std::int64_t at = line * len + s, m = std::min(chunk_len, len - s);
+          encode_blocks(bp, params, scale_code, in + at, chunk.data(),
+                        scale_codes.data() + line * per_line + s / f.block_size, std::size_t(m), std::uint64_t(at), o);
+          pack_run(chunk.data(), m, bits, packed + at * bits / 8);
         }
-      });
-    }
-    const int scale_bits = f.scale_storage_bits();
-    e.scales.assign(packed_size(std::size_t(groups), scale_bits), 0);
-    parallel_octets(groups, threads, [&](std::int64_t b, std::int64_t end) {
-      pack_range(scale_codes.data(), scale_bits, e.scales.data(), b, end);
+    });
+  } else if (one_contiguous_group && single.kind == GroupScale::Kind::finite) {
+    scale_codes[0] = single.code;
+    parallel_octets(n, threads, [&](std::int64_t b, std::int64_t end) {
+      std::uint8_t chunk[kChunkCodes];
+      for (std::int64_t c = b; c < end; c += kChunkCodes) {
+        const std::int64_t m = std::min(kChunkCodes, end - c);
+        encode_span(params, mode, single.value, s_t, in + c, chunk, std::size_t(m), std::uint64_t(c));
+        pack_run(chunk, m, bits, packed + c * bits / 8);
+      }
+    });
+  } else {  // any layout (chunks of its groups may not start on a byte): one byte per code, packed after
+    std::vector<std::uint8_t> whole(static_cast<std::size_t>(n));
+    std::uint8_t* const codes = whole.data();
+    parallel_ranges(groups, threads, per_group, [&](std::int64_t b, std::int64_t end) {
+      for (std::int64_t gi = b; gi < end; ++gi) {
+        const detail::Group grp = layout.group(gi);
+        const bool contiguous = grp.runs == 1 && grp.stride == 1;
+        GroupScale g;
+        if (one_contiguous_group) {
+          g = single;
+        } else if (contiguous) {
+          g = contiguous_group_scale(in, grp, f, amax_t, s_t);
+        } else {
+          const detail::GroupStats st = detail::group_stats(in, grp);
+          g = group_scale(f, st.amax, st.nonfinite, amax_t, s_t);
+        }
+        scale_codes[std::size_t(gi)] = g.code;
+        if (contiguous && g.kind == GroupScale::Kind::finite) {
+          encode_span(params, mode, g.value, s_t, in + grp.base, codes + grp.base, std::size_t(grp.count),
+                      std::uint64_t(grp.base));  // a finite group holds no NaN
+          continue;
+        }
+        grp.for_each([&](std::int64_t i) {  // qcast::encode's element loop
+          float v;
+          switch (g.kind) {
+            case GroupScale::Kind::nan: v = 0.0f; break;
+            case GroupScale::Kind::finite: v = detail::scaled_input(f, in[i], g, s_t); break;
+            default: v = std::copysign(0.0f, in[i]);
+          }
+          codes[i] = std::uint8_t(encode_element(f.element, v, o, std::uint64_t(i)));
+        });
+      }
+    });
+    parallel_octets(n, threads, [&](std::int64_t b, std::int64_t end) {
+      pack_run(codes + b, end - b, bits, packed + b * bits / 8);
     });
   }
-  parallel_octets(n, threads, [&](std::int64_t b, std::int64_t end) {
-    pack_range(codes.data(), bits, e.codes.data(), b, end);
+  const int scale_bits = f.scale_storage_bits();
+  e.scales.assign(packed_size(std::size_t(groups), scale_bits), 0);
+  parallel_octets(groups, threads, [&](std::int64_t b, std::int64_t end) {
+    pack_run(scale_codes.data() + b, end - b, scale_bits, e.scales.data() + b * scale_bits / 8);
   });
   return e;
 }
+
+namespace {
+
+// Unpacks the codes of elements [first, first + count) into chunk (room for count + 7 codes) and
+// returns where the code of `first` landed: reading may start at any element, since it starts at the
+// byte boundary at or before it.
+const std::uint8_t* unpack_chunk(const Encoded& e, int bits, std::int64_t first, std::int64_t count,
+                                 std::uint8_t* chunk) {
+  const std::int64_t aligned = first & ~std::int64_t{7};
+  unpack_run(e.codes.data() + aligned * bits / 8, bits, chunk, first + count - aligned);
+  return chunk + (first - aligned);
+}
+
+}  // namespace
 
 void decode(const Encoded& e, float* out, int threads) {
   const Format& f = e.format;
@@ -235,14 +279,16 @@ void decode(const Encoded& e, float* out, int threads) {
     return qcast::decode(e, out);  // the reference reports which part is short
   float table[256];
   for (std::uint32_t c = 0; c < 256; ++c) table[c] = c >> bits ? 0.0f : decode_element(f.element, c);
-  std::vector<std::uint8_t> codes(static_cast<std::size_t>(n));
-  parallel_octets(n, threads, [&](std::int64_t b, std::int64_t end) {
-    unpack_range(e.codes.data(), bits, codes.data(), b, end);
-  });
+  // Decodes the contiguous elements [b, end) with one scale, a chunk at a time.
+  auto decode_range = [&](SpanScale mode, float s, std::int64_t b, std::int64_t end) {
+    std::uint8_t chunk[kChunkCodes + 8];
+    for (std::int64_t c = b; c < end; c += kChunkCodes) {
+      const std::int64_t m = std::min(kChunkCodes, end - c);
+      decode_span(table, mode, s, e.tensor_scale, unpack_chunk(e, bits, c, m, chunk), out + c, std::size_t(m));
+    }
+  };
   if (!f.is_scaled()) {
-    parallel_ranges(n, threads, 1, [&](std::int64_t b, std::int64_t end) {
-      decode_span(table, SpanScale::none, 1.0f, 1.0f, codes.data() + b, out + b, std::size_t(end - b));
-    });
+    parallel_ranges(n, threads, 1, [&](std::int64_t b, std::int64_t end) { decode_range(SpanScale::none, 1.0f, b, end); });
     return;
   }
   const SpanScale mode = code_mode(f);
@@ -251,7 +297,7 @@ void decode(const Encoded& e, float* out, int threads) {
     const GroupScale g = group_scale_from_code(f, unpack_code(e.scales.data(), 0, f.scale_storage_bits()));
     parallel_ranges(n, threads, 1, [&](std::int64_t b, std::int64_t end) {
       if (g.kind == GroupScale::Kind::nan) std::fill(out + b, out + end, detail::canonical_nan());
-      else decode_span(table, mode, g.value, e.tensor_scale, codes.data() + b, out + b, std::size_t(end - b));
+      else decode_range(mode, g.value, b, end);
     });
     return;
   }
@@ -269,10 +315,15 @@ void decode(const Encoded& e, float* out, int threads) {
     });
     const std::int64_t len = e.shape.back();
     const std::int64_t per_line = (len + f.block_size - 1) / f.block_size;
+    const std::int64_t chunk_len = std::min(block_chunk(f.block_size), len);
     parallel_ranges(n / len, threads, len, [&](std::int64_t b, std::int64_t end) {
+      std::vector<std::uint8_t> chunk(static_cast<std::size_t>(chunk_len + 8));
       for (std::int64_t line = b; line < end; ++line)
-        decode_blocks(table, mode, std::size_t(f.block_size), scale_values.data() + line * per_line, e.tensor_scale,
-                      codes.data() + line * len, out + line * len, std::size_t(len));
+        for (std::int64_t s = 0; s < len; s += chunk_len) {  // s is a multiple of the block
+          const std::int64_t at = line * len + s, m = std::min(chunk_len, len - s);
+          decode_blocks(table, mode, std::size_t(f.block_size), scale_values.data() + line * per_line + s / f.block_size,
+                        e.tensor_scale, unpack_chunk(e, bits, at, m, chunk.data()), out + at, std::size_t(m));
+        }
     });
     return;
   }
@@ -285,10 +336,11 @@ void decode(const Encoded& e, float* out, int threads) {
       if (g.kind == GroupScale::Kind::nan) {
         grp.for_each([&](std::int64_t i) { out[i] = detail::canonical_nan(); });
       } else if (grp.runs == 1 && grp.stride == 1) {
-        decode_span(table, mode, g.value, e.tensor_scale, codes.data() + grp.base, out + grp.base,
-                    std::size_t(grp.count));
+        decode_range(mode, g.value, grp.base, grp.base + grp.count);
       } else {
-        grp.for_each([&](std::int64_t i) { out[i] = detail::scaled_output(f, table[codes[std::size_t(i)]], g, e.tensor_scale); });
+        grp.for_each([&](std::int64_t i) {
+          out[i] = detail::scaled_output(f, table[unpack_code(e.codes.data(), std::size_t(i), bits)], g, e.tensor_scale);
+        });
       }
     }
   });

@@ -76,6 +76,40 @@ TEST_CASE("kernels::encode and decode equal the reference on every target, forma
   qcast::kernels::use_target("");
 }
 
+TEST_CASE("kernels::encode and decode equal the reference on lines longer than a chunk and lines of odd length") {
+  // 9000 codes a line: several chunks per line, the last with a partial block. 1003: lines start off
+  // a byte boundary (encode takes its any-layout path; decode reads from the byte before). Over
+  // 196608 elements each, so that 3 threads each get a share (kMinElementsPerThread).
+  std::vector<qcast::CastOptions> options(2);
+  options[1].rounding = qcast::Rounding::stochastic;
+  options[1].seed = 77;
+  for (const auto& target : qcast::kernels::available_targets()) {
+    qcast::kernels::use_target(target);
+    for (const auto [rows, cols] : {std::pair<int, int>{24, 9000}, {200, 1003}}) {
+      for (const char* name : {"mxfp4", "nvfp4", "mxfp6_e2m3", "mxfp8_e5m2", "mxint8", "int4@g128", "int8@channel",
+                               "fp8_e4m3", "fp4_e2m1@g48:scale=e8m0"}) {
+        const qcast::Format f = qcast::parse_format(name);
+        const auto x = codec_values(rows, cols, f.is_scaled() || f.element.has_nan());
+        for (const auto& o : options) {
+          const qcast::Encoded ref = qcast::encode(x.data(), {rows, cols}, f, o);
+          std::vector<float> ref_out(x.size());
+          qcast::decode(ref, ref_out.data());
+          for (int threads : {1, 2, 3}) {
+            INFO(target << " " << name << " cols " << cols << " threads " << threads);
+            const qcast::Encoded got = qcast::kernels::encode(x.data(), {rows, cols}, f, o, threads);
+            CHECK(got.codes == ref.codes);
+            CHECK(got.scales == ref.scales);
+            std::vector<float> out(x.size());
+            qcast::kernels::decode(ref, out.data(), threads);
+            CHECK(same_bits(out, ref_out));
+          }
+        }
+      }
+    }
+  }
+  qcast::kernels::use_target("");
+}
+
 TEST_CASE("kernels::encode / decode on every fp16 bit pattern through the 16-bit entry points") {
   std::vector<std::uint16_t> in(65536);
   std::vector<float> wide(65536);
