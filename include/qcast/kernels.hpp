@@ -24,6 +24,11 @@ void cast(const void* in, void* out, DType t, const Shape& shape, const Format& 
 // Throws as qcast::encode does (a NaN in a direct cast to a format without NaN names its index).
 Encoded encode(const float* in, const Shape& shape, const Format& format, const CastOptions& options = {},
                int threads = 0);
+// The same into `out`, reusing its buffers: in a loop over tensors of one size this skips what a
+// fresh result costs on every call (allocation, zero fill, a page fault per 4 KiB: about a third of
+// encode's time on 64M elements). If it throws, out holds unspecified codes.
+void encode_into(Encoded& out, const float* in, const Shape& shape, const Format& format,
+                 const CastOptions& options = {}, int threads = 0);
 // float16 / bfloat16 input (type t), widened exactly first.
 Encoded encode(const void* in, DType t, const Shape& shape, const Format& format, const CastOptions& options = {},
                int threads = 0);

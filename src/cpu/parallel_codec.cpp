@@ -129,17 +129,28 @@ std::string nan_message(const Format& f, std::int64_t i) {
 }  // namespace
 
 Encoded encode(const float* in, const Shape& shape, const Format& f, const CastOptions& o, int threads) {
+  Encoded e;
+  encode_into(e, in, shape, f, o, threads);
+  return e;
+}
+
+// Every byte of codes and scales is written below (packing writes whole bytes), so buffers of the
+// right size are reused as they are.
+void encode_into(Encoded& e, const float* in, const Shape& shape, const Format& f, const CastOptions& o, int threads) {
   detail::check_format(f);
-  if (!code_kernel_supports(f.element)) return qcast::encode(in, shape, f, o);
+  if (!code_kernel_supports(f.element)) {
+    e = qcast::encode(in, shape, f, o);
+    return;
+  }
   threads = resolve_threads(threads);
   const detail::GroupLayout layout(shape, f);
   const std::int64_t n = layout.elements();
   const int bits = f.element.bits();
   const CodeParams params = code_params(f.element, o);
-  Encoded e;
   e.format = f;
   e.shape = shape;
-  e.codes.assign(packed_size(std::size_t(n), bits), 0);
+  e.tensor_scale = 1.0f;
+  e.codes.resize(packed_size(std::size_t(n), bits));
   std::uint8_t* const packed = e.codes.data();
   if (!f.is_scaled()) {
     std::atomic<std::int64_t> first_nan{n};
@@ -159,7 +170,8 @@ Encoded encode(const float* in, const Shape& shape, const Format& f, const CastO
       }
     });
     if (first_nan.load() < n) throw std::domain_error(nan_message(f, first_nan.load()));
-    return e;
+    e.scales.clear();
+    return;
   }
   const float amax_t = f.tensor_scale ? parallel_stats(in, n, threads).amax : 1.0f;
   const float s_t = f.tensor_scale ? tensor_scale_of(f, amax_t) : 1.0f;
@@ -244,11 +256,10 @@ Encoded encode(const float* in, const Shape& shape, const Format& f, const CastO
     });
   }
   const int scale_bits = f.scale_storage_bits();
-  e.scales.assign(packed_size(std::size_t(groups), scale_bits), 0);
+  e.scales.resize(packed_size(std::size_t(groups), scale_bits));
   parallel_octets(groups, threads, [&](std::int64_t b, std::int64_t end) {
     pack_run(scale_codes.data() + b, end - b, scale_bits, e.scales.data() + b * scale_bits / 8);
   });
-  return e;
 }
 
 namespace {

@@ -83,6 +83,7 @@ TEST_CASE("kernels::encode and decode equal the reference on lines longer than a
   std::vector<qcast::CastOptions> options(2);
   options[1].rounding = qcast::Rounding::stochastic;
   options[1].seed = 77;
+  qcast::Encoded reused;  // encode_into across formats and sizes: nothing of an earlier result may remain
   for (const auto& target : qcast::kernels::available_targets()) {
     qcast::kernels::use_target(target);
     for (const auto [rows, cols] : {std::pair<int, int>{24, 9000}, {200, 1003}}) {
@@ -99,6 +100,11 @@ TEST_CASE("kernels::encode and decode equal the reference on lines longer than a
             const qcast::Encoded got = qcast::kernels::encode(x.data(), {rows, cols}, f, o, threads);
             CHECK(got.codes == ref.codes);
             CHECK(got.scales == ref.scales);
+            qcast::kernels::encode_into(reused, x.data(), {rows, cols}, f, o, threads);
+            CHECK(reused.codes == ref.codes);
+            CHECK(reused.scales == ref.scales);
+            CHECK(std::memcmp(&reused.tensor_scale, &ref.tensor_scale, 4) == 0);
+            CHECK(reused.shape == ref.shape);
             std::vector<float> out(x.size());
             qcast::kernels::decode(ref, out.data(), threads);
             CHECK(same_bits(out, ref_out));
