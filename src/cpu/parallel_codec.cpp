@@ -152,21 +152,24 @@ void encode_into(Encoded& e, const float* in, const Shape& shape, const Format& 
   e.tensor_scale = 1.0f;
   e.codes.resize(packed_size(std::size_t(n), bits));
   std::uint8_t* const packed = e.codes.data();
+  // Encodes the contiguous elements [b, end) (b a multiple of 8) with one scale, a chunk at a time;
+  // returns the index of the first NaN that a format without NaN codes cannot take, or end.
+  auto encode_range = [&](SpanScale mode, float s, float s_t, std::int64_t b, std::int64_t end) {
+    std::uint8_t chunk[kChunkCodes];
+    for (std::int64_t c = b; c < end; c += kChunkCodes) {
+      const std::int64_t m = std::min(kChunkCodes, end - c);
+      const std::size_t done = encode_span(params, mode, s, s_t, in + c, chunk, std::size_t(m), std::uint64_t(c));
+      if (std::int64_t(done) < m) return c + std::int64_t(done);
+      pack_run(chunk, m, bits, packed + c * bits / 8);
+    }
+    return end;
+  };
   if (!f.is_scaled()) {
     std::atomic<std::int64_t> first_nan{n};
     parallel_octets(n, threads, [&](std::int64_t b, std::int64_t end) {
-      std::uint8_t chunk[kChunkCodes];
-      for (std::int64_t c = b; c < end; c += kChunkCodes) {
-        const std::int64_t m = std::min(kChunkCodes, end - c);
-        const std::size_t done = encode_span(params, SpanScale::none, 1.0f, 1.0f, in + c, chunk, std::size_t(m),
-                                             std::uint64_t(c));
-        if (std::int64_t(done) < m) {  // keep the lowest index, as the reference reports it
-          std::int64_t bad = c + std::int64_t(done), seen = first_nan.load();
-          while (bad < seen && !first_nan.compare_exchange_weak(seen, bad)) {
-          }
-          return;
-        }
-        pack_run(chunk, m, bits, packed + c * bits / 8);
+      const std::int64_t bad = encode_range(SpanScale::none, 1.0f, 1.0f, b, end);
+      std::int64_t seen = first_nan.load();  // keep the lowest index, as the reference reports it
+      while (bad < end && bad < seen && !first_nan.compare_exchange_weak(seen, bad)) {
       }
     });
     if (first_nan.load() < n) throw std::domain_error(nan_message(f, first_nan.load()));
@@ -211,12 +214,7 @@ void encode_into(Encoded& e, const float* in, const Shape& shape, const Format& 
   } else if (one_contiguous_group && single.kind == GroupScale::Kind::finite) {
     scale_codes[0] = single.code;
     parallel_octets(n, threads, [&](std::int64_t b, std::int64_t end) {
-      std::uint8_t chunk[kChunkCodes];
-      for (std::int64_t c = b; c < end; c += kChunkCodes) {
-        const std::int64_t m = std::min(kChunkCodes, end - c);
-        encode_span(params, mode, single.value, s_t, in + c, chunk, std::size_t(m), std::uint64_t(c));
-        pack_run(chunk, m, bits, packed + c * bits / 8);
-      }
+      encode_range(mode, single.value, s_t, b, end);  // a finite group holds no NaN
     });
   } else {  // any layout (chunks of its groups may not start on a byte): one byte per code, packed after
     std::vector<std::uint8_t> whole(static_cast<std::size_t>(n));
