@@ -145,7 +145,9 @@ int bench_command(const std::vector<std::string>& args) {
 #ifdef QCAST_CLI_TORCH
   aten_set_threads(threads);
 #endif
-  const std::function<double(const std::function<void()>&)> timed = [&](const std::function<void()>& fn) { return median_seconds(repeats, fn); };
+  const std::function<double(const std::function<void()>&)> timed = [&](const std::function<void()>& fn) {
+    return median_seconds(repeats, fn);
+  };
 
   const std::int64_t cols = 4096;
   const std::int64_t rows = std::max<std::int64_t>(1, elements / cols);
