@@ -28,8 +28,11 @@ struct EncodedTensor {
   float tensor_scale = 1;   // s_t of two-level formats (nvfp4)
 };
 
+// codes and scales are on x's device (CUDA tensors are encoded on the GPU where this build has the
+// CUDA kernels; there the call waits for the GPU, to report a NaN the format cannot hold).
 EncodedTensor encode(const at::Tensor& x, const Format& format, const CastOptions& options = {});
-// Decodes to a CPU tensor of the given dtype (float32, float16 or bfloat16).
+// Decodes to a tensor of the given dtype (float32, float16 or bfloat16) on the device of
+// encoded.codes (a GPU where this build has the CUDA kernels, else the CPU).
 at::Tensor decode(const EncodedTensor& encoded, at::ScalarType dtype = at::kFloat);
 
 }  // namespace qcast

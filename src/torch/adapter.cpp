@@ -1,9 +1,16 @@
 // The LibTorch adapter: validates tensors, hands their storage to the core's array entry points.
-// Casts run on the compiled SIMD kernels (qcast/kernels.hpp).
-// CUDA tensors are computed on the CPU copy and moved back until CUDA kernels land (src/cuda).
+// CPU tensors run on the compiled SIMD kernels (qcast/kernels.hpp); CUDA tensors on the CUDA
+// kernels (qcast/cuda.hpp) on the tensor's device and LibTorch's current stream, where both
+// LibTorch and this build have CUDA (QCAST_TORCH_CUDA), and otherwise through a CPU copy.
 #include "qcast/torch.hpp"
 
 #include <ATen/ATen.h>
+#ifdef QCAST_TORCH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "qcast/cuda.hpp"
+#endif
 
 #include <stdexcept>
 #include <string>
@@ -44,11 +51,42 @@ std::vector<std::uint8_t> bytes_of(const at::Tensor& t, const char* what) {
   return std::vector<std::uint8_t>(p, p + c.numel());
 }
 
+#ifdef QCAST_TORCH_CUDA
+void* current_stream(const at::Tensor& x) { return c10::cuda::getCurrentCUDAStream(x.device().index()).stream(); }
+
+std::size_t groups_of(const Shape& shape, const Format& f) {
+  return f.is_scaled() ? std::size_t(detail::GroupLayout(shape, f).groups()) : 0;
+}
+
+// A byte tensor on the GPU that must hold at least `need` bytes (decode's codes and scales).
+const std::uint8_t* device_bytes(const at::Tensor& t, std::size_t need, const at::Device& device, const char* what) {
+  if (need == 0) return nullptr;
+  if (!t.defined() || t.scalar_type() != at::kByte)
+    throw std::invalid_argument(std::string("qcast::decode: ") + what + " must be a uint8 tensor");
+  if (t.device() != device)
+    throw std::invalid_argument(std::string("qcast::decode: ") + what + " is on " + t.device().str() +
+                                ", the codes on " + device.str());
+  if (!t.is_contiguous() || std::size_t(t.numel()) < need)
+    throw std::invalid_argument(std::string("qcast::decode: encoded ") + what + " hold " + std::to_string(t.numel()) +
+                                " bytes (contiguous); the shape needs " + std::to_string(need));
+  return t.data_ptr<std::uint8_t>();
+}
+#endif
+
 }  // namespace
 
 at::Tensor cast(const at::Tensor& x, const Format& format, const CastOptions& options) {
   if (!x.defined()) throw std::invalid_argument("qcast::cast: the input tensor is undefined");
   const DType t = dtype_of(x, "qcast::cast");
+#ifdef QCAST_TORCH_CUDA
+  if (x.is_cuda()) {
+    const c10::cuda::CUDAGuard guard(x.device());
+    const at::Tensor in = x.contiguous();
+    at::Tensor out = at::empty_like(in, at::MemoryFormat::Contiguous);
+    cuda::cast(in.data_ptr(), out.data_ptr(), t, shape_of(in), format, options, current_stream(x));
+    return out;
+  }
+#endif
   const at::Tensor in = x.to(at::kCPU).contiguous();
   at::Tensor out = at::empty_like(in, at::MemoryFormat::Contiguous);
   kernels::cast(in.data_ptr(), out.data_ptr(), t, shape_of(in), format, options);
@@ -61,7 +99,26 @@ at::Tensor cast(const at::Tensor& x, const std::string& format, const CastOption
 
 EncodedTensor encode(const at::Tensor& x, const Format& format, const CastOptions& options) {
   if (!x.defined()) throw std::invalid_argument("qcast::encode: the input tensor is undefined");
-  dtype_of(x, "qcast::encode");
+  const DType t = dtype_of(x, "qcast::encode");
+#ifdef QCAST_TORCH_CUDA
+  if (x.is_cuda()) {
+    const c10::cuda::CUDAGuard guard(x.device());
+    const at::Tensor in = x.contiguous();
+    const Shape shape = shape_of(in);
+    detail::check_format(format);
+    const std::size_t n = std::size_t(in.numel());
+    const auto bytes = at::TensorOptions().dtype(at::kByte).device(x.device());
+    EncodedTensor r;
+    r.format = format;
+    r.shape = shape;
+    r.codes = at::empty({std::int64_t(packed_size(n, format.element.bits()))}, bytes);
+    r.scales = at::empty({std::int64_t(packed_size(groups_of(shape, format), format.scale_storage_bits()))}, bytes);
+    r.tensor_scale = cuda::encode(in.data_ptr(), t, shape, format, r.codes.data_ptr<std::uint8_t>(),
+                                  r.scales.data_ptr<std::uint8_t>(), options, current_stream(x));
+    return r;
+  }
+#endif
+  (void)t;
   const at::Tensor in = x.to(at::kCPU, at::kFloat).contiguous();
   const Encoded e = encode(in.data_ptr<float>(), shape_of(in), format, options);
   EncodedTensor r;
@@ -74,19 +131,38 @@ EncodedTensor encode(const at::Tensor& x, const Format& format, const CastOption
 }
 
 at::Tensor decode(const EncodedTensor& encoded, at::ScalarType dtype) {
+  if (dtype != at::kFloat && dtype != at::kHalf && dtype != at::kBFloat16)
+    throw std::invalid_argument("qcast::decode: dtype " + std::string(c10::toString(dtype)) +
+                                " is not float32, float16 or bfloat16");
+#ifdef QCAST_TORCH_CUDA
+  if (encoded.codes.defined() && encoded.codes.is_cuda()) {
+    const at::Device device = encoded.codes.device();
+    const c10::cuda::CUDAGuard guard(device);
+    const Format& f = encoded.format;
+    detail::check_format(f);
+    const Shape& shape = encoded.shape;
+    at::Tensor out = at::empty(shape, at::TensorOptions().dtype(dtype).device(device));
+    const std::size_t n = std::size_t(out.numel());
+    const std::uint8_t* codes = device_bytes(encoded.codes, packed_size(n, f.element.bits()), device, "codes");
+    const std::uint8_t* scales =
+        device_bytes(encoded.scales, packed_size(groups_of(shape, f), f.scale_storage_bits()), device, "scales");
+    const DType t = dtype == at::kFloat ? DType::f32 : dtype == at::kHalf ? DType::f16 : DType::bf16;
+    cuda::decode(codes, scales, encoded.tensor_scale, shape, f, out.data_ptr(), t, current_stream(encoded.codes));
+    return out;
+  }
+#endif
   Encoded e;
   e.format = encoded.format;
   e.shape = encoded.shape;
   e.codes = bytes_of(encoded.codes, "codes");
   e.scales = bytes_of(encoded.scales, "scales");
   e.tensor_scale = encoded.tensor_scale;
-  at::Tensor out = at::empty(e.shape, at::TensorOptions().dtype(at::kFloat));
-  decode(e, out.data_ptr<float>());
-  if (dtype == at::kFloat) return out;
-  if (dtype != at::kHalf && dtype != at::kBFloat16)
-    throw std::invalid_argument("qcast::decode: dtype " + std::string(c10::toString(dtype)) +
-                                " is not float32, float16 or bfloat16");
-  return out.to(dtype);  // round to nearest even, as qcast::narrow does
+  at::Tensor out = at::empty(e.shape, at::TensorOptions().dtype(dtype));
+  // 16-bit outputs are rounded by qcast::narrow (ATen's float-to-bfloat16 conversion turns the
+  // canonical NaN into a negative NaN).
+  const DType t = dtype == at::kFloat ? DType::f32 : dtype == at::kHalf ? DType::f16 : DType::bf16;
+  kernels::decode(e, out.data_ptr(), t);
+  return out;
 }
 
 }  // namespace qcast

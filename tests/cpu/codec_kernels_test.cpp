@@ -9,19 +9,13 @@
 #include <random>
 #include <string>
 
+#include "common/tensor_values.hpp"
 #include "qcast/kernels.hpp"
 
 namespace {
 
 std::vector<float> codec_values(int rows, int cols, bool with_nan) {
-  std::mt19937 rng(34);  // not the seed of kernels_test: other values
-  std::normal_distribution<float> normal;
-  std::uniform_int_distribution<int> expo(-30, 30);
-  std::vector<float> x(std::size_t(rows) * cols);
-  for (int r = 0; r < rows; ++r) {
-    const float mag = std::ldexp(1.0f, expo(rng));
-    for (int c = 0; c < cols; ++c) x[std::size_t(r) * cols + c] = normal(rng) * mag;
-  }
+  auto x = qcast_test::scaled_normal_rows(rows, cols, 34);  // not the seed of kernels_test: other values
   if (with_nan) x[std::size_t(cols) + 3] = std::numeric_limits<float>::quiet_NaN();
   x[std::size_t(cols) * 2 + 9] = INFINITY;
   x[std::size_t(cols) * 3 + 4] = -INFINITY;

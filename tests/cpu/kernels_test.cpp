@@ -8,6 +8,7 @@
 #include <random>
 #include <string>
 
+#include "common/tensor_values.hpp"
 #include "qcast/kernels.hpp"
 
 namespace {
@@ -20,14 +21,7 @@ bool same(float a, float b) {
 }
 
 std::vector<float> test_values(int rows, int cols) {
-  std::mt19937 rng(12);
-  std::normal_distribution<float> normal;
-  std::uniform_int_distribution<int> expo(-30, 30);
-  std::vector<float> x(std::size_t(rows) * cols);
-  for (int r = 0; r < rows; ++r) {
-    const float mag = std::ldexp(1.0f, expo(rng));
-    for (int c = 0; c < cols; ++c) x[std::size_t(r) * cols + c] = normal(rng) * mag;
-  }
+  auto x = qcast_test::scaled_normal_rows(rows, cols, 12);
   // Specials in a few places: NaN, Inf, zero rows, subnormals, ties of the fp8 grid.
   x[5] = std::numeric_limits<float>::quiet_NaN();
   x[cols * 2 + 7] = INFINITY;

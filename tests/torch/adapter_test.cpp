@@ -1,7 +1,8 @@
 // The LibTorch adapter against the oracle and the core: dtypes, ranks, axes, strides, errors.
-#include <catch2/catch.hpp>
-
 #include <ATen/ATen.h>
+// LibTorch's logging defines CHECK too: Catch's must win.
+#undef CHECK
+#include <catch2/catch.hpp>
 
 #include "../core/bits.hpp"
 #include "oracle.hpp"

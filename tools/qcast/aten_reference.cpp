@@ -56,10 +56,14 @@ at::Tensor aten_fake_quantize(const at::Tensor& x, const qcast::Format& f) {
 
 void aten_set_threads(int threads) { at::set_num_threads(threads); }
 
+namespace {
+at::TensorOptions on(bool cuda) { return at::TensorOptions().device(cuda ? at::kCUDA : at::kCPU); }
+}  // namespace
+
 double aten_fake_quantize_seconds(const float* in, float* out, std::int64_t rows, std::int64_t cols,
-                                  const qcast::Format& f, const Timer& time) {
-  const at::Tensor x = at::from_blob(const_cast<float*>(in), {rows, cols});
-  at::Tensor y = at::from_blob(out, {rows, cols});
+                                  const qcast::Format& f, const Timer& time, bool cuda) {
+  const at::Tensor x = at::from_blob(const_cast<float*>(in), {rows, cols}, on(cuda));
+  at::Tensor y = at::from_blob(out, {rows, cols}, on(cuda));
   try {
     return time([&] { y.copy_(aten_fake_quantize(x, f)); });
   } catch (const std::exception&) {
@@ -68,11 +72,11 @@ double aten_fake_quantize_seconds(const float* in, float* out, std::int64_t rows
 }
 
 double aten_fake_quantize_per_channel_seconds(const float* in, float* out, std::int64_t rows, std::int64_t cols,
-                                              const Timer& time) {
-  const at::Tensor x = at::from_blob(const_cast<float*>(in), {rows, cols});
-  at::Tensor y = at::from_blob(out, {rows, cols});
+                                              const Timer& time, bool cuda) {
+  const at::Tensor x = at::from_blob(const_cast<float*>(in), {rows, cols}, on(cuda));
+  at::Tensor y = at::from_blob(out, {rows, cols}, on(cuda));
   const at::Tensor scale = at::amax(at::abs(x), {1}) / 127.0;
-  const at::Tensor zero = at::zeros({rows}, at::kInt);
+  const at::Tensor zero = at::zeros({rows}, on(cuda).dtype(at::kInt));
   return time([&] { y.copy_(at::fake_quantize_per_channel_affine(x, scale, zero, 0, -127, 127)); });
 }
 

@@ -19,6 +19,9 @@
 #ifdef QCAST_CLI_TORCH
 #include "aten_reference.hpp"
 #endif
+#ifdef QCAST_CLI_CUDA
+#include "bench_cuda.hpp"
+#endif
 #include "commands.hpp"
 #include "qcast/format_names.hpp"
 #include "qcast/kernels.hpp"
@@ -41,7 +44,8 @@ const char* kHelp =
     "  --elements N    tensor size (default 67108864 = 64M)\n"
     "  --threads T     threads for qcast and ATen (default: all cores)\n"
     "  --repeats R     timed runs per figure (default 5)\n"
-    "  --device D      cpu (default); cuda is not built yet\n"
+    "  --device D      cpu (default) or cuda (the current GPU: GB/s against a device-to-device copy of\n"
+    "                  the same bytes and the ATen ops on the GPU; no scalar figure)\n"
     "  --op OP         cast (fake quantization, default); encode (float32 -> packed codes + scales,\n"
     "                  timed as kernels::encode_into a reused result) or decode (packed -> float32),\n"
     "                  whose GB/s count the packed bytes; no ATen baseline\n"
@@ -77,6 +81,17 @@ struct FloatBuffer {
       : data(static_cast<float*>(::operator new[](n * sizeof(float), std::align_val_t{64}))) {}
 };
 
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  std::string item;
+  while (std::getline(in, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+}  // namespace
+
 // Standard normal samples, the input every format is measured on; filled by all threads.
 void fill_normal(float* x, std::int64_t n, int threads) {
   std::vector<std::thread> pool;
@@ -89,24 +104,13 @@ void fill_normal(float* x, std::int64_t n, int threads) {
   for (auto& th : pool) th.join();
 }
 
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream in(s);
-  std::string item;
-  while (std::getline(in, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
-}  // namespace
-
 int bench_command(const std::vector<std::string>& args) {
   std::vector<std::string> names = {"mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e2m3", "mxfp6_e3m2", "mxfp4",   "mxint8",
                                     "nvfp4",      "fp8_e4m3",   "fp8_e5m2",   "fp6_e2m3",   "fp4_e2m1", "int8",
                                     "int4@g128",  "int8@channel"};
   std::int64_t elements = std::int64_t{1} << 26;
   int threads = 0, repeats = 5;
-  bool json = false;
+  bool json = false, cuda = false;
   std::string op = "cast";
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -135,12 +139,18 @@ int bench_command(const std::vector<std::string>& args) {
     }
     else if (a == "--device") {
       const std::string d = value();
-      if (d == "cuda") throw UsageError{"--device cuda: this build has no CUDA kernels yet (valid: cpu)"};
-      if (d != "cpu") throw UsageError{"--device must be cpu or cuda, got '" + d + "'"};
+      if (d != "cpu" && d != "cuda") throw UsageError{"--device must be cpu or cuda, got '" + d + "'"};
+#ifndef QCAST_CLI_CUDA
+      if (d == "cuda") throw UsageError{"--device cuda: this qcast was built without the CUDA kernels (valid: cpu)"};
+#endif
+      cuda = d == "cuda";
     } else throw UsageError{"unknown option '" + a + "'"};
   }
   std::vector<qcast::Format> formats;
   for (const auto& n : names) formats.push_back(qcast::parse_format(n));
+#ifdef QCAST_CLI_CUDA
+  if (cuda) return bench_cuda(names, formats, elements, repeats, op, json);
+#endif
   if (threads <= 0) threads = int(std::max(1u, std::thread::hardware_concurrency()));
 #ifdef QCAST_CLI_TORCH
   aten_set_threads(threads);

@@ -1,0 +1,102 @@
+// Kernels shared by cast and encode: tensor statistics, and the scale of every group for layouts
+// that the fused block kernels do not cover (channels, blocks along another axis, partial blocks).
+#pragma once
+#include <cstdint>
+
+#include "scale_device.cuh"
+#include "storage_device.cuh"
+
+namespace qcast::cuda_detail {
+
+// stats[0]: the largest finite |x| as bits (finite_amax), stats[1]: the largest |x| of all as bits
+// (>= 0x7F800000: some element is NaN or Inf). Non-negative floats order as their bits do.
+template <DType T>
+__global__ void tensor_stats_kernel(const typename Storage<T>::type* in, std::int64_t n, unsigned* stats) {
+  unsigned finite = 0, all = 0;
+  const std::int64_t stride = std::int64_t(gridDim.x) * blockDim.x;
+  for (std::int64_t i = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    const unsigned b = bits_of(Storage<T>::widen(in[i])) & 0x7FFFFFFFu;
+    all = b > all ? b : all;
+    if (b < 0x7F800000u && b > finite) finite = b;
+  }
+  for (int off = 16; off > 0; off >>= 1) {
+    finite = max(finite, __shfl_xor_sync(0xFFFFFFFFu, finite, off));
+    all = max(all, __shfl_xor_sync(0xFFFFFFFFu, all, off));
+  }
+  if ((threadIdx.x & 31) == 0) {
+    atomicMax(stats, finite);
+    atomicMax(stats + 1, all);
+  }
+}
+
+// amax_t and s_t of a two-level format from the tensor statistics (tensor_scale_of).
+struct TensorScale {
+  float amax_t = 1.0f, s_t = 1.0f;
+};
+__device__ __forceinline__ TensorScale tensor_scale(const ScaleParams& s, const unsigned* stats) {
+  TensorScale t;
+  if (s.two_level) {
+    t.amax_t = float_of(stats[0]);
+    t.s_t = t.amax_t / s.tensor_divisor;
+  }
+  return t;
+}
+
+// The one group of a per-tensor format.
+static __global__ void tensor_group_scale_kernel(ScaleParams s, const unsigned* stats, DeviceGroupScale* scales,
+                                                  int* error) {
+  const bool nonfinite = stats[1] >= 0x7F800000u;
+  scales[0] = group_scale(s, float_of(stats[0]), nonfinite, 1.0f, 1.0f, error);
+}
+
+// One warp per group: its statistics over any strided layout, then its scale.
+template <DType T>
+__global__ void group_scales_kernel(const typename Storage<T>::type* in, ScaleParams s, LayoutParams l,
+                                    const unsigned* stats, DeviceGroupScale* scales, int* error) {
+  const int lane = threadIdx.x & 31;
+  const std::int64_t warps = std::int64_t(gridDim.x) * (blockDim.x / 32);
+  const TensorScale t = tensor_scale(s, stats);
+  for (std::int64_t g = (std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32; g < l.groups; g += warps) {
+    const DeviceGroup m = group_members(l, g);
+    unsigned finite = 0, all = 0;
+    const std::int64_t total = m.runs * m.count;
+    for (std::int64_t k = lane; k < total; k += 32) {
+      const std::int64_t r = k / m.count, j = k - r * m.count;
+      const unsigned b = bits_of(Storage<T>::widen(in[m.base + r * m.run_stride + j * m.stride])) & 0x7FFFFFFFu;
+      all = b > all ? b : all;
+      if (b < 0x7F800000u && b > finite) finite = b;
+    }
+    for (int off = 16; off > 0; off >>= 1) {
+      finite = max(finite, __shfl_xor_sync(0xFFFFFFFFu, finite, off));
+      all = max(all, __shfl_xor_sync(0xFFFFFFFFu, all, off));
+    }
+    if (lane == 0) scales[g] = group_scale(s, float_of(finite), all >= 0x7F800000u, t.amax_t, t.s_t, error);
+  }
+}
+
+// The output of one element of a group whose scale is g (detail::cast_group). Lean: the element
+// parameters are lean (quantize_lean), which drops the other quantizers from the kernel.
+template <bool Lean = false>
+__device__ __forceinline__ float cast_in_group(const ElementParams& e, const ScaleParams& s, const DeviceGroupScale& g,
+                                               const ScaledInput& scaled, float s_t, float x, std::int64_t i) {
+  switch (g.kind) {
+    case GroupKind::nan: return canonical_nan();
+    case GroupKind::passthrough: return x;
+    case GroupKind::zero: return copysignf(0.0f, x);
+    default: {
+      const float q = Lean ? quantize_lean(e, scaled(x)) : quantize(e, scaled(x), std::uint64_t(i));
+      return scaled_output(q, g.value, s_t, s.two_level);
+    }
+  }
+}
+
+// The value an element code must hold in a group whose scale is g (qcast::encode).
+__device__ __forceinline__ float code_input_in_group(const DeviceGroupScale& g, const ScaledInput& scaled, float x) {
+  switch (g.kind) {
+    case GroupKind::nan: return 0.0f;  // the scale carries the NaN
+    case GroupKind::finite: return scaled(x);
+    default: return copysignf(0.0f, x);
+  }
+}
+
+}  // namespace qcast::cuda_detail

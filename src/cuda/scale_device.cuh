@@ -1,0 +1,182 @@
+// A group's scale on the device (qcast::group_scale of scaling.hpp), and which group an element
+// belongs to (detail::GroupLayout).
+#pragma once
+#include <cstdint>
+
+#include "qcast/format.hpp"
+#include "element_device.cuh"
+
+namespace qcast::cuda_detail {
+
+struct ScaleParams {
+  ElementParams scale;  // the scale format, ties to even, saturating (detail::scale_cast_options)
+  bool pow2 = false;    // exponent-only scale format (e8m0): k from the rule
+  bool two_level = false;
+  ScaleRule rule = ScaleRule::floor;
+  float max_elem = 0;           // float(element.max_value())
+  double elem_max_value = 0;    // element.max_value()
+  int elem_max_exponent = 0, elem_precision_bits = 0;
+  float tensor_divisor = 1;     // float(element.max_value() * scale.max_value()): s_t = amax_t / it
+};
+
+// GroupScale::Kind, in the same order.
+enum class GroupKind : std::uint8_t { finite, nan, passthrough, zero };
+
+struct DeviceGroupScale {
+  float value;
+  std::uint32_t code;
+  GroupKind kind;
+};
+
+__device__ inline int pow2_scale_exponent(const ScaleParams& p, float amax) {
+  const double a = amax;
+  switch (p.rule) {
+    case ScaleRule::ceil: {
+      const double m = p.elem_max_value;
+      const int k = floor_log2(a) - floor_log2(m);
+      return ldexp(m, k) >= a ? k : k + 1;
+    }
+    case ScaleRule::rceil: {
+      const float y = amax / float(p.elem_max_value);
+      if (y == 0.0f) return p.scale.min_exponent;
+      const int k = floor_log2(y);
+      return ldexp(1.0, k) == double(y) ? k : k + 1;
+    }
+    case ScaleRule::even: {
+      const int k = floor_log2(a) - p.elem_precision_bits;
+      const double r = round_to_integer(ldexp(a, -k), Rounding::nearest_even, 0.0);
+      return floor_log2(ldexp(r, k)) - p.elem_max_exponent;
+    }
+    default: return floor_log2(a) - p.elem_max_exponent;
+  }
+}
+
+// floor(log2(a)) of a finite a > 0 from its bits, subnormals included.
+__device__ __forceinline__ int floor_log2_bits(float a) {
+  const std::uint32_t b = bits_of(a);
+  return b >= 0x00800000u ? int(b >> 23) - 127 : (31 - __clz(int(b))) - 149;
+}
+
+// Whether group_scale<true> applies: the OCP floor rule, or a float scale on the float path (no
+// double arithmetic, which keeps the kernels' register count, and so their occupancy, low).
+inline bool simple_scale(const ScaleParams& p) {
+  return p.pow2 ? p.rule == ScaleRule::floor : p.scale.fast;
+}
+
+// group_scale(f, amax, nonfinite, amax_t, s_t). A NaN that the scale format cannot hold sets
+// *error (the reference throws there); the result is then a NaN group.
+template <bool Simple = false>
+__device__ inline DeviceGroupScale group_scale(const ScaleParams& p, float amax, bool nonfinite, float amax_t,
+                                               float s_t, int* error) {
+  DeviceGroupScale g{1.0f, 0u, GroupKind::finite};
+  if (nonfinite) {
+    if (!p.scale.has_nan) atomicExch(error, 1);
+    return {canonical_nan(), p.scale.nan_code, GroupKind::nan};
+  }
+  if (p.two_level && amax_t == 0.0f) return {0.0f, 0u, GroupKind::passthrough};
+  if (p.pow2) {
+    int k;
+    if (amax == 0.0f) k = p.scale.min_exponent;
+    else if (Simple || p.rule == ScaleRule::floor) k = floor_log2_bits(amax) - p.elem_max_exponent;
+    else k = pow2_scale_exponent(p, amax);
+    k = k < p.scale.min_exponent ? p.scale.min_exponent : k > p.scale.max_exponent ? p.scale.max_exponent : k;
+    g.kind = amax == 0.0f ? GroupKind::passthrough : GroupKind::finite;
+    // 2^k in binary32 (exponent-only formats keep k in [-149, 127]: exact, subnormal below -126).
+    g.value = float_of(k >= -126 ? std::uint32_t(k + 127) << 23 : 0x00400000u >> (-127 - k));
+    g.code = std::uint32_t(k + p.scale.bias);
+    return g;
+  }
+  if (amax == 0.0f && !p.two_level) return {0.0f, 0u, GroupKind::passthrough};
+  const float d = p.two_level ? (amax / p.max_elem) / s_t : amax / p.max_elem;
+  if (isnan(d) && !p.scale.has_nan) {
+    atomicExch(error, 1);
+    return {canonical_nan(), 0u, GroupKind::nan};
+  }
+  if (Simple || p.scale.fast) {  // the signed twin of the scale format: the same codes for d >= 0
+    g.value = quantize_fast(p.scale, d, 0);
+    g.code = code_of_value(p.scale, g.value);
+  } else {
+    g.code = encode_general(p.scale, d, 0);
+    g.value = decode_general(p.scale, g.code);
+  }
+  if (g.value == 0.0f) g.kind = GroupKind::zero;
+  if (isnan(g.value)) g.kind = GroupKind::nan;
+  return g;
+}
+
+// x -> the value on the element grid (detail::scaled_input): x / s or x / (s * s_t). A power-of-two
+// divisor with a normal reciprocal becomes a multiplication by it: the same correctly rounded value.
+struct ScaledInput {
+  float divisor, inverse;
+  bool multiply;
+  __device__ ScaledInput(float s, float s_t, bool two_level) {
+    divisor = two_level ? s * s_t : s;
+    // 2^m with a normal 2^-m: biased exponent field 1..253, mantissa zero; 2^-m read off the bits.
+    const std::uint32_t d = bits_of(divisor), field = (d >> 23) & 0xFFu;
+    multiply = !(d & 0x807FFFFFu) && field >= 1 && field <= 253;
+    inverse = float_of((254u - field) << 23);
+  }
+  __device__ float operator()(float x) const { return multiply ? x * inverse : x / divisor; }
+};
+
+// A NaN q gives the canonical NaN, as on the CPU: a GPU product of a NaN is 0x7FFFFFFF, whereas x86
+// passes the NaN operand (0x7FC00000) through.
+__device__ __forceinline__ float scaled_output(float q, float s, float s_t, bool two_level) {
+  const float y = two_level ? (q * s) * s_t : q * s;
+  return isnan(y) ? canonical_nan() : y;
+}
+
+// The group of flat element i (GroupLayout's numbering).
+struct LayoutParams {
+  Granularity granularity = Granularity::element;
+  std::int64_t elements = 0, groups = 0;
+  std::int64_t len = 1, inner = 1, blocks_per_line = 1, block_size = 1;
+};
+
+__device__ __forceinline__ std::int64_t group_of(const LayoutParams& l, std::int64_t i) {
+  switch (l.granularity) {
+    case Granularity::tensor: return 0;
+    case Granularity::channel: return (i / l.inner) % l.len;
+    case Granularity::block: {
+      if (l.inner == 1) {
+        const std::int64_t o = i / l.len, r = i - o * l.len;
+        return o * l.blocks_per_line + r / l.block_size;
+      }
+      const std::int64_t line = l.len * l.inner;
+      const std::int64_t o = i / line, r = i - o * line;
+      const std::int64_t pos = r / l.inner, in = r - pos * l.inner;
+      return (o * l.blocks_per_line + pos / l.block_size) * l.inner + in;
+    }
+    default: return 0;
+  }
+}
+
+// The elements of group g: base + r * run_stride + j * stride (detail::Group).
+struct DeviceGroup {
+  std::int64_t base = 0, runs = 1, run_stride = 0, count = 0, stride = 1;
+};
+
+__device__ inline DeviceGroup group_members(const LayoutParams& l, std::int64_t g) {
+  DeviceGroup r;
+  switch (l.granularity) {
+    case Granularity::tensor: r.count = l.elements; break;
+    case Granularity::channel:
+      r.runs = l.elements / (l.len * l.inner);
+      r.run_stride = l.len * l.inner;
+      r.base = g * l.inner;
+      r.count = l.inner;
+      break;
+    default: {
+      const std::int64_t in = g % l.inner;
+      const std::int64_t b = (g / l.inner) % l.blocks_per_line;
+      const std::int64_t o = g / (l.inner * l.blocks_per_line);
+      const std::int64_t start = b * l.block_size;
+      r.base = o * l.len * l.inner + start * l.inner + in;
+      r.count = l.len - start < l.block_size ? l.len - start : l.block_size;
+      r.stride = l.inner;
+    }
+  }
+  return r;
+}
+
+}  // namespace qcast::cuda_detail

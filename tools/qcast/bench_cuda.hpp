@@ -1,0 +1,20 @@
+// qcast bench --device cuda (tools/qcast/bench_cuda.cpp, built with the CUDA kernels).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "qcast/format.hpp"
+
+namespace qcast_cli {
+
+// Standard normal samples (bench_command.cpp), filled by `threads` threads.
+void fill_normal(float* x, std::int64_t n, int threads);
+
+// Times each format on the current CUDA device: the kernel, a device-to-device copy of the same
+// bytes (the limit) and, with LibTorch, the ATen-op composition on the GPU. Prints a table or JSON
+// lines, as the CPU bench does; returns the exit code.
+int bench_cuda(const std::vector<std::string>& names, const std::vector<qcast::Format>& formats, std::int64_t elements,
+               int repeats, const std::string& op, bool json);
+
+}  // namespace qcast_cli
