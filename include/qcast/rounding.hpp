@@ -3,6 +3,8 @@
 #include <cstdint>
 #include <optional>
 
+#include "qcast/detail/host_device.hpp"
+
 namespace qcast {
 
 enum class Rounding : std::uint8_t {
@@ -28,7 +30,7 @@ struct CastOptions {
 namespace detail {
 
 // MurmurHash3's 32-bit finalizer: a bijection that mixes every input bit into every output bit.
-inline std::uint32_t fmix32(std::uint32_t h) noexcept {
+QCAST_HOST_DEVICE inline std::uint32_t fmix32(std::uint32_t h) noexcept {
   h ^= h >> 16;
   h *= 0x85EBCA6Bu;
   h ^= h >> 13;
@@ -38,14 +40,15 @@ inline std::uint32_t fmix32(std::uint32_t h) noexcept {
 }
 
 // The stochastic draw of element `index`: a pure function of (seed, index) built from 32-bit
-// multiplies, shifts and xors only, so that SIMD lanes compute the same bits as this reference.
-inline std::uint32_t stochastic_bits(std::uint64_t seed, std::uint64_t index) noexcept {
+// multiplies, shifts and xors only, so that SIMD lanes and CUDA threads compute the same bits as
+// this reference.
+QCAST_HOST_DEVICE inline std::uint32_t stochastic_bits(std::uint64_t seed, std::uint64_t index) noexcept {
   std::uint32_t h = fmix32(std::uint32_t(index) * 0x9E3779B1u ^ std::uint32_t(seed));
   return fmix32(h ^ (std::uint32_t(index >> 32) * 0x85EBCA77u) ^ std::uint32_t(seed >> 32));
 }
 
 // Uniform in [0, 1) on a grid of 2^-24: exact in binary32, so a float kernel compares exactly.
-inline double stochastic_uniform(std::uint64_t seed, std::uint64_t index) noexcept {
+QCAST_HOST_DEVICE inline double stochastic_uniform(std::uint64_t seed, std::uint64_t index) noexcept {
   return double(stochastic_bits(seed, index) >> 8) * (1.0 / 16777216.0);
 }
 

@@ -49,18 +49,9 @@ __global__ void block_kernel(const Elem<T>* in, Elem<T>* out, ElementParams e, S
   // The loop bound is the same for the whole warp, so that every lane joins the shuffles.
   for (std::int64_t o0 = std::int64_t(blockIdx.x) * blockDim.x + (threadIdx.x & ~31); o0 < octets; o0 += stride) {
     const std::int64_t o = o0 + lane;
-    const bool active = o < octets;
-    float v[8] = {};
-    if (active) {
-      load4<T>(in + 8 * o, v);
-      load4<T>(in + 8 * o + 4, v + 4);
-    }
-    unsigned m = 0;
-    for (int k = 0; k < 8; ++k) m = max(m, bits_of(v[k]) & 0x7FFFFFFFu);
-    for (int off = TPG / 2; off > 0; off >>= 1) m = max(m, __shfl_xor_sync(0xFFFFFFFFu, m, off));
-    if (!active) continue;
-    const bool nonfinite = m >= 0x7F800000u;
-    const DeviceGroupScale g = group_scale<Lean>(s, nonfinite ? 0.0f : float_of(m), nonfinite, t.amax_t, t.s_t, error);
+    float v[8];
+    DeviceGroupScale g;
+    if (!block_octet<T, TPG, Lean>(in, o, octets, s, t, error, v, g)) continue;
     const ScaledInput scaled(g.value, t.s_t, s.two_level);
     for (int k = 0; k < 8; ++k) v[k] = cast_in_group<Lean>(e, s, g, scaled, t.s_t, v[k], 8 * o + k);
     store4<T>(out + 8 * o, v);
@@ -120,7 +111,8 @@ void cast_typed(const void* in_v, void* out_v, const Shape& shape, const Format&
   unsigned* stats = scratch.as<unsigned>();
   int* error = needs_scratch ? reinterpret_cast<int*>(stats + 2) : nullptr;
   if (needs_scratch) check(cudaMemsetAsync(stats, 0, 4 * sizeof(unsigned), stream), "cudaMemsetAsync");
-  if (needs_stats) tensor_stats_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(in, n, stats);
+  if (needs_stats)
+    tensor_stats_kernel<T><<<grid_for((n + 3) / 4), kThreads, 0, stream>>>(in, n, aligned(in, vector_bytes), stats);
   const int k = f.block_size;
   const bool tiles = f.granularity == Granularity::block && l.inner == 1 && l.len % k == 0 && k % 8 == 0 &&
                      k / 8 <= 32 && ((k / 8) & (k / 8 - 1)) == 0;

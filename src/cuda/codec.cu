@@ -127,7 +127,7 @@ __global__ void pack_scales_kernel(const DeviceGroupScale* scales, std::int64_t 
 }
 
 // Blocks of k = 8 * TPG elements tiling each line: the fused pass.
-template <DType T, int TPG>
+template <DType T, int TPG, bool Lean>
 __global__ void encode_block_kernel(const Elem<T>* in, std::uint8_t* codes, std::uint8_t* scale_codes, ElementParams e,
                                     ScaleParams s, int storage_bytes, std::int64_t octets, const unsigned* stats,
                                     int* error) {
@@ -136,22 +136,16 @@ __global__ void encode_block_kernel(const Elem<T>* in, std::uint8_t* codes, std:
   const TensorScale t = tensor_scale(s, stats);
   for (std::int64_t o0 = std::int64_t(blockIdx.x) * blockDim.x + (threadIdx.x & ~31); o0 < octets; o0 += stride) {
     const std::int64_t o = o0 + lane;
-    const bool active = o < octets;
-    float v[8] = {};
-    if (active) {
-      load4<T>(in + 8 * o, v);
-      load4<T>(in + 8 * o + 4, v + 4);
-    }
-    unsigned m = 0;
-    for (int k = 0; k < 8; ++k) m = max(m, bits_of(v[k]) & 0x7FFFFFFFu);
-    for (int off = TPG / 2; off > 0; off >>= 1) m = max(m, __shfl_xor_sync(0xFFFFFFFFu, m, off));
-    if (!active) continue;
-    const bool nonfinite = m >= 0x7F800000u;
-    const DeviceGroupScale g = group_scale(s, nonfinite ? 0.0f : float_of(m), nonfinite, t.amax_t, t.s_t, error);
+    float v[8];
+    DeviceGroupScale g;
+    if (!block_octet<T, TPG, Lean>(in, o, octets, s, t, error, v, g)) continue;
     if (lane % TPG == 0) store_scale(scale_codes, o / TPG, storage_bytes, g.code);
     const ScaledInput scaled(g.value, t.s_t, s.two_level);
     std::uint32_t c[8];
-    for (int k = 0; k < 8; ++k) c[k] = encode(e, code_input_in_group(g, scaled, v[k]), std::uint64_t(8 * o + k));
+    for (int k = 0; k < 8; ++k) {
+      const float x = code_input_in_group(g, scaled, v[k]);
+      c[k] = Lean ? code_of_value(e, quantize_lean(e, x)) : encode(e, x, std::uint64_t(8 * o + k));
+    }
     store_codes(codes, o, e.bits, c, 8);
   }
 }
@@ -160,8 +154,12 @@ template <DType T, int TPG>
 void launch_encode_blocks(const Elem<T>* in, std::uint8_t* codes, std::uint8_t* scale_codes, const ElementParams& e,
                           const ScaleParams& s, int storage_bytes, std::int64_t octets, const unsigned* stats,
                           int* error, cudaStream_t stream) {
-  encode_block_kernel<T, TPG>
-      <<<grid_for(octets), kThreads, 0, stream>>>(in, codes, scale_codes, e, s, storage_bytes, octets, stats, error);
+  if (e.lean && simple_scale(s))
+    encode_block_kernel<T, TPG, true>
+        <<<grid_for(octets), kThreads, 0, stream>>>(in, codes, scale_codes, e, s, storage_bytes, octets, stats, error);
+  else
+    encode_block_kernel<T, TPG, false>
+        <<<grid_for(octets), kThreads, 0, stream>>>(in, codes, scale_codes, e, s, storage_bytes, octets, stats, error);
 }
 
 template <DType T>
@@ -181,7 +179,8 @@ float encode_typed(const void* in_v, const Shape& shape, const Format& f, std::u
   check(cudaMemsetAsync(stats, 0, 4 * sizeof(unsigned), stream), "cudaMemsetAsync");
   check(cudaMemsetAsync(nan_index, 0xFF, sizeof(unsigned long long), stream), "cudaMemsetAsync");
   if (f.is_scaled() && (s.two_level || f.granularity == Granularity::tensor))
-    tensor_stats_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(in, n, stats);
+    tensor_stats_kernel<T><<<grid_for((n + 3) / 4), kThreads, 0, stream>>>(
+        in, n, reinterpret_cast<std::uintptr_t>(in) % (T == DType::f32 ? 16 : 8) == 0, stats);
   const int k = f.block_size;
   const std::size_t vector_bytes = T == DType::f32 ? 16 : 8;
   const bool tiles = f.granularity == Granularity::block && l.inner == 1 && l.len % k == 0 && k % 8 == 0 &&
@@ -228,15 +227,20 @@ float encode_typed(const void* in_v, const Shape& shape, const Format& f, std::u
   return tensor_scale_of(f, amax_t);
 }
 
+// block_shift >= 0: blocks of 2^block_shift tile every line, so element i is in group i >> shift.
 template <DType T>
 __global__ void decode_kernel(const std::uint8_t* codes, const std::uint8_t* scale_codes, float s_t, ElementParams e,
                               ElementParams scale, std::uint32_t scale_mask, bool two_level, int storage_bytes,
-                              LayoutParams l, CodeTable table, Elem<T>* out) {
-  __shared__ float shared_table[256];
-  const bool use_table = e.bits <= 8;
+                              LayoutParams l, int block_shift, CodeTable table, CodeTable scale_table, Elem<T>* out) {
+  __shared__ float shared_table[256], shared_scales[256];
+  const bool use_table = e.bits <= 8, use_scale_table = storage_bytes == 1;
   if (use_table)
     for (int c = threadIdx.x; c < (1 << e.bits); c += blockDim.x) shared_table[c] = table.value[c];
+  if (use_scale_table)
+    for (int c = threadIdx.x; c < 256; c += blockDim.x) shared_scales[c] = scale_table.value[c];
   __syncthreads();
+  const bool vector_out =
+      reinterpret_cast<std::uintptr_t>(out) % (T == DType::f32 ? 16 : 8) == 0;
   const std::int64_t stride = std::int64_t(gridDim.x) * blockDim.x;
   const std::int64_t octets = (l.elements + 7) / 8;
   for (std::int64_t o = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x; o < octets; o += stride) {
@@ -244,19 +248,25 @@ __global__ void decode_kernel(const std::uint8_t* codes, const std::uint8_t* sca
     std::uint32_t c[8];
     load_codes(codes, o, e.bits, c, count);
     std::int64_t cached_group = -1;
-    float s = 0.0f;
+    float s = 0.0f, y[8];
     for (int k = 0; k < count; ++k) {
       const std::int64_t i = 8 * o + k;
-      float y = use_table ? shared_table[c[k]] : decode_general(e, c[k]);
+      y[k] = use_table ? shared_table[c[k]] : decode_general(e, c[k]);
       if (l.granularity != Granularity::element) {
-        const std::int64_t g = group_of(l, i);
+        const std::int64_t g = block_shift >= 0 ? i >> block_shift : group_of(l, i);
         if (g != cached_group) {
-          s = decode_general(scale, load_scale(scale_codes, g, storage_bytes) & scale_mask);
+          const std::uint32_t code = load_scale(scale_codes, g, storage_bytes) & scale_mask;
+          s = use_scale_table ? shared_scales[code] : decode_general(scale, code);
           cached_group = g;
         }
-        y = isnan(s) ? canonical_nan() : scaled_output(y, s, s_t, two_level);
+        y[k] = isnan(s) ? canonical_nan() : scaled_output(y[k], s, s_t, two_level);
       }
-      out[i] = Storage<T>::narrow(y);
+    }
+    if (count == 8 && vector_out) {
+      store4<T>(out + 8 * o, y);
+      store4<T>(out + 8 * o + 4, y + 4);
+    } else {
+      for (int k = 0; k < count; ++k) out[8 * o + k] = Storage<T>::narrow(y[k]);
     }
   }
 }
@@ -268,9 +278,13 @@ void decode_typed(const std::uint8_t* codes, const std::uint8_t* scale_codes, fl
   if (l.elements == 0) return;
   const ElementParams e = element_params(f.element, CastOptions{});
   const ScaleParams s = scale_params(f);
+  const std::int64_t k = f.block_size;
+  int block_shift = -1;
+  if (f.granularity == Granularity::block && l.inner == 1 && l.len % k == 0 && (k & (k - 1)) == 0)
+    for (block_shift = 0; (std::int64_t{1} << block_shift) < k;) ++block_shift;
   decode_kernel<T><<<grid_for((l.elements + 7) / 8), kThreads, 0, stream>>>(
-      codes, scale_codes, s_t, e, s.scale, detail::all_ones(f.scale.bits()), f.tensor_scale, f.scale_storage_bits() / 8, l, code_table(f.element),
-      static_cast<Elem<T>*>(out));
+      codes, scale_codes, s_t, e, s.scale, detail::all_ones(f.scale.bits()), f.tensor_scale, f.scale_storage_bits() / 8,
+      l, block_shift, code_table(f.element), code_table(f.scale), static_cast<Elem<T>*>(out));
   check(cudaGetLastError(), "decode kernel");
 }
 

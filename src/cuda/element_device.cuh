@@ -32,7 +32,8 @@ struct ElementParams {
   std::uint32_t sign_mask = 0, nan_code = 0, inf_code = 0, max_magnitude_code = 0;
   Rounding rounding = Rounding::nearest_even;
   std::uint64_t seed = 0;
-  // The float path; lean: its default case (ties to even, saturating, a signed minifloat with -0).
+  // The float path; lean: its default case (ties to even, saturating; a signed minifloat with -0
+  // or a signed integer).
   bool fast = false, lean = false;
   float f_max = 0, f_overflow = 0, f_inf = 0;
   float int_up = 1, int_down = 1, int_max = 0;
@@ -42,19 +43,9 @@ __device__ __forceinline__ std::uint32_t bits_of(float x) { return __float_as_ui
 __device__ __forceinline__ float float_of(std::uint32_t u) { return __uint_as_float(u); }
 __device__ __forceinline__ float canonical_nan() { return __uint_as_float(0x7FC00000u); }
 
-// detail::stochastic_bits: the draw of element `index`, a pure function of (seed, index).
-__device__ __forceinline__ std::uint32_t fmix32(std::uint32_t h) {
-  h ^= h >> 16;
-  h *= 0x85EBCA6Bu;
-  h ^= h >> 13;
-  h *= 0xC2B2AE35u;
-  h ^= h >> 16;
-  return h;
-}
-__device__ __forceinline__ std::uint32_t stochastic_bits(std::uint64_t seed, std::uint64_t index) {
-  const std::uint32_t h = fmix32(std::uint32_t(index) * 0x9E3779B1u ^ std::uint32_t(seed));
-  return fmix32(h ^ (std::uint32_t(index >> 32) * 0x85EBCA77u) ^ std::uint32_t(seed >> 32));
-}
+// The stochastic draw of element `index`: the core's own function (qcast/rounding.hpp), compiled
+// for the device too.
+using detail::stochastic_bits;
 
 // ---------------------------------------------------------------------------------------------
 // The general path: the reference (qcast/element_codec.hpp) in double.
@@ -81,7 +72,7 @@ __device__ inline double round_to_integer(double r, Rounding mode, double u) {
 }
 
 __device__ inline double draw(const ElementParams& f, std::uint64_t index) {
-  return f.rounding == Rounding::stochastic ? double(stochastic_bits(f.seed, index) >> 8) * (1.0 / 16777216.0) : 0.0;
+  return f.rounding == Rounding::stochastic ? detail::stochastic_uniform(f.seed, index) : 0.0;
 }
 
 __device__ inline std::uint32_t encode_integer(const ElementParams& f, float x, double u) {
@@ -237,10 +228,14 @@ __device__ __forceinline__ float quantize_fast(const ElementParams& p, float v, 
   return isnan(q) || isnan(v) ? canonical_nan() : q;
 }
 
-// quantize_fast for lean parameters (QuantizeVectorLean of the CPU kernels): Inf and overflow both
-// become max, so one fminf replaces their selects.
+// quantize_fast for lean parameters (QuantizeVectorLean / LeanInt of the CPU kernels): Inf and
+// overflow both become max, so one fminf replaces their selects.
 __device__ __forceinline__ float quantize_lean(const ElementParams& p, float v) {
   const float a = fminf(fabsf(v), p.f_max + p.f_max);
+  if (p.kind == Kind::integer) {  // QuantizeVectorLeanInt: integers always saturate
+    const float q = fminf(rintf(a * p.int_up), p.int_max) * p.int_down;
+    return isnan(v) ? canonical_nan() : float_of(bits_of(q) | (bits_of(v) & 0x80000000u));
+  }
   const int biased = int(bits_of(a) >> 23);
   const int e = biased > p.min_exponent + 127 ? biased : p.min_exponent + 127;
   const std::uint32_t ulp_bits = std::uint32_t(e - p.mantissa_bits) << 23;

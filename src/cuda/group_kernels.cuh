@@ -10,11 +10,24 @@ namespace qcast::cuda_detail {
 
 // stats[0]: the largest finite |x| as bits (finite_amax), stats[1]: the largest |x| of all as bits
 // (>= 0x7F800000: some element is NaN or Inf). Non-negative floats order as their bits do.
+// vectorized: in is aligned for load4 (four elements a thread and step).
 template <DType T>
-__global__ void tensor_stats_kernel(const typename Storage<T>::type* in, std::int64_t n, unsigned* stats) {
+__global__ void tensor_stats_kernel(const typename Storage<T>::type* in, std::int64_t n, bool vectorized,
+                                    unsigned* stats) {
   unsigned finite = 0, all = 0;
   const std::int64_t stride = std::int64_t(gridDim.x) * blockDim.x;
-  for (std::int64_t i = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+  const std::int64_t first = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const std::int64_t quads = vectorized ? n / 4 : 0;
+  for (std::int64_t q = first; q < quads; q += stride) {
+    float v[4];
+    load4<T>(in + 4 * q, v);
+    for (int k = 0; k < 4; ++k) {
+      const unsigned b = bits_of(v[k]) & 0x7FFFFFFFu;
+      all = b > all ? b : all;
+      if (b < 0x7F800000u && b > finite) finite = b;
+    }
+  }
+  for (std::int64_t i = 4 * quads + first; i < n; i += stride) {
     const unsigned b = bits_of(Storage<T>::widen(in[i])) & 0x7FFFFFFFu;
     all = b > all ? b : all;
     if (b < 0x7F800000u && b > finite) finite = b;
@@ -72,6 +85,28 @@ __global__ void group_scales_kernel(const typename Storage<T>::type* in, ScalePa
     }
     if (lane == 0) scales[g] = group_scale(s, float_of(finite), all >= 0x7F800000u, t.amax_t, t.s_t, error);
   }
+}
+
+// The head of the fused block kernels: thread o loads elements [8o, 8o + 8) into v, the TPG lanes
+// of its block (neighbours in one warp) take their largest |x| by shuffles, and each computes the
+// block's scale g. Every lane of the warp must call it; false for a lane past the end.
+template <DType T, int TPG, bool Simple>
+__device__ __forceinline__ bool block_octet(const typename Storage<T>::type* in, std::int64_t o, std::int64_t octets,
+                                            const ScaleParams& s, const TensorScale& t, int* error, float v[8],
+                                            DeviceGroupScale& g) {
+  const bool active = o < octets;
+  for (int k = 0; k < 8; ++k) v[k] = 0.0f;
+  if (active) {
+    load4<T>(in + 8 * o, v);
+    load4<T>(in + 8 * o + 4, v + 4);
+  }
+  unsigned m = 0;
+  for (int k = 0; k < 8; ++k) m = max(m, bits_of(v[k]) & 0x7FFFFFFFu);
+  for (int off = TPG / 2; off > 0; off >>= 1) m = max(m, __shfl_xor_sync(0xFFFFFFFFu, m, off));
+  if (!active) return false;
+  const bool nonfinite = m >= 0x7F800000u;
+  g = group_scale<Simple>(s, nonfinite ? 0.0f : float_of(m), nonfinite, t.amax_t, t.s_t, error);
+  return true;
 }
 
 // The output of one element of a group whose scale is g (detail::cast_group). Lean: the element

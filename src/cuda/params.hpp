@@ -56,8 +56,8 @@ inline ElementParams element_params(const ElementFormat& e, const CastOptions& o
     const bool clamps = p.saturate || e.specials == Specials::none;
     p.f_inf = clamps ? p.f_max : special;
     p.f_overflow = clamps || o.rounding == Rounding::toward_zero ? p.f_max : special;
-    p.lean = p.kind == Kind::minifloat && o.rounding == Rounding::nearest_even && e.specials != Specials::fnuz &&
-             clamps;
+    p.lean = o.rounding == Rounding::nearest_even &&
+             (p.kind == Kind::integer || (e.specials != Specials::fnuz && clamps));
   }
   return p;
 }
@@ -74,6 +74,7 @@ inline ScaleParams scale_params(const Format& f) {
   p.elem_precision_bits = f.element.precision_bits();
   p.tensor_divisor = float(f.element.max_value() * f.scale.max_value());
   p.scale = element_params(f.scale, so);
+  p.fp32 = f.scale == elements::fp32;
   if (!p.pow2 && f.scale.kind == ElementKind::minifloat && !f.scale.is_signed) {
     // A non-negative d has the same code in the signed twin, which the float path covers.
     ElementFormat twin = f.scale;

@@ -12,6 +12,7 @@ struct ScaleParams {
   ElementParams scale;  // the scale format, ties to even, saturating (detail::scale_cast_options)
   bool pow2 = false;    // exponent-only scale format (e8m0): k from the rule
   bool two_level = false;
+  bool fp32 = false;    // binary32 scales: the code is d's own bits
   ScaleRule rule = ScaleRule::floor;
   float max_elem = 0;           // float(element.max_value())
   double elem_max_value = 0;    // element.max_value()
@@ -57,10 +58,11 @@ __device__ __forceinline__ int floor_log2_bits(float a) {
   return b >= 0x00800000u ? int(b >> 23) - 127 : (31 - __clz(int(b))) - 149;
 }
 
-// Whether group_scale<true> applies: the OCP floor rule, or a float scale on the float path (no
-// double arithmetic, which keeps the kernels' register count, and so their occupancy, low).
+// Whether group_scale<true> applies: the OCP floor rule, a binary32 scale, or a float scale on the
+// float path (no double arithmetic, which keeps the kernels' register count, and so their
+// occupancy, low).
 inline bool simple_scale(const ScaleParams& p) {
-  return p.pow2 ? p.rule == ScaleRule::floor : p.scale.fast;
+  return p.pow2 ? p.rule == ScaleRule::floor : (p.fp32 || p.scale.fast);
 }
 
 // group_scale(f, amax, nonfinite, amax_t, s_t). A NaN that the scale format cannot hold sets
@@ -92,7 +94,10 @@ __device__ inline DeviceGroupScale group_scale(const ScaleParams& p, float amax,
     atomicExch(error, 1);
     return {canonical_nan(), 0u, GroupKind::nan};
   }
-  if (Simple || p.scale.fast) {  // the signed twin of the scale format: the same codes for d >= 0
+  if (p.fp32) {  // encode_element(fp32, d), saturating: d itself, +Inf to the largest finite value
+    g.value = isnan(d) ? canonical_nan() : isinf(d) ? 3.40282347e38f : d;
+    g.code = bits_of(g.value);
+  } else if (Simple || p.scale.fast) {  // the signed twin of the scale format: the same codes for d >= 0
     g.value = quantize_fast(p.scale, d, 0);
     g.code = code_of_value(p.scale, g.value);
   } else {

@@ -155,3 +155,19 @@ TEST_CASE("qcast bench prints one JSON object per format for each op, and reject
   CHECK(bad.code == 2);
   CHECK(bad.output.find("--op must be cast, encode or decode") != std::string::npos);
 }
+
+TEST_CASE("qcast bench --device: cuda measures the GPU or says why it cannot; other devices are rejected") {
+  const Run bad = run("bench --device tpu");
+  CHECK(bad.code == 2);
+  CHECK(bad.output.find("--device must be cpu or cuda") != std::string::npos);
+  const Run r = run("bench --device cuda --formats mxfp4,fp8_e4m3 --elements 65536 --repeats 1 --json");
+  INFO(r.output);
+  if (r.code == 0) {  // a GPU: one JSON object per format, measured there
+    CHECK(r.output.find("\"device\": \"cuda\"") != std::string::npos);
+    CHECK(r.output.find("\"format\": \"fp8_e4m3\"") != std::string::npos);
+  } else {  // no device, or a build without the CUDA kernels: the reason, not a crash
+    CHECK(r.code != 0);
+    CHECK((r.output.find("no usable CUDA device") != std::string::npos ||
+           r.output.find("built without the CUDA kernels") != std::string::npos));
+  }
+}

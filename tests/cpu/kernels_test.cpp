@@ -8,6 +8,7 @@
 #include <random>
 #include <string>
 
+#include "common/cast_options.hpp"
 #include "common/tensor_values.hpp"
 #include "qcast/kernels.hpp"
 
@@ -50,14 +51,7 @@ TEST_CASE("kernels equal the reference on every target, format, option and threa
   const auto x = test_values(rows, cols);
   const auto targets = qcast::kernels::available_targets();
   REQUIRE(!targets.empty());
-  std::vector<qcast::CastOptions> options(6);
-  options[1].rounding = qcast::Rounding::nearest_away;
-  options[2].rounding = qcast::Rounding::toward_zero;
-  options[3].rounding = qcast::Rounding::stochastic;
-  options[3].seed = 0x123456789ABCull;
-  options[4].saturate = false;
-  options[5].rounding = qcast::Rounding::toward_zero;
-  options[5].saturate = false;
+  const std::vector<qcast::CastOptions> options = qcast_test::rounding_and_overflow_options();
   std::vector<std::string> names;
   for (const auto& n : qcast::named_formats()) names.push_back(n.name);
   for (const char* extra : {"fp8_e4m3@channel", "int4@g128:axis=0", "fp4_e2m1@g32:scale=e8m0:rule=rceil",

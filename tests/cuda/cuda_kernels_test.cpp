@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/cast_options.hpp"
 #include "common/tensor_values.hpp"
 #include "device_buffer.hpp"
 #include "qcast/cuda.hpp"
@@ -45,18 +46,6 @@ std::vector<std::string> test_format_names() {
   return names;
 }
 
-std::vector<qcast::CastOptions> all_options() {
-  std::vector<qcast::CastOptions> o(6);
-  o[1].rounding = qcast::Rounding::nearest_away;
-  o[2].rounding = qcast::Rounding::toward_zero;
-  o[3].rounding = qcast::Rounding::stochastic;
-  o[3].seed = 0x123456789ABCull;
-  o[4].saturate = false;
-  o[5].rounding = qcast::Rounding::toward_zero;
-  o[5].saturate = false;
-  return o;
-}
-
 template <class T>
 std::size_t differing(const std::vector<T>& a, const std::vector<T>& b) {
   std::size_t bad = a.size() == b.size() ? 0 : a.size() + b.size();
@@ -73,7 +62,7 @@ std::vector<std::uint16_t> narrowed(qcast::DType t, const std::vector<float>& x)
 }  // namespace
 
 TEST_CASE("cuda::cast equals the reference for every format and option, on whole and partial blocks") {
-  const auto options = all_options();
+  const auto options = qcast_test::rounding_and_overflow_options();
   // 1024 columns: lines of whole blocks (the fused path); 1000: partial blocks (the group path).
   for (const int cols : {1024, 1000}) {
     const int rows = 40;
@@ -134,7 +123,7 @@ TEST_CASE("cuda::cast on every fp16 bit pattern") {
   }
 }
 
-TEST_CASE("cuda::cast in place and from misaligned pointers") {
+TEST_CASE("cuda::cast in place and from misaligned pointers; decode into misaligned pointers") {
   const int rows = 16, cols = 256;
   const auto x = gpu_values(rows, cols, true);
   for (const char* name : {"mxfp4", "nvfp4", "fp8_e4m3", "int4@g128"}) {
@@ -153,6 +142,14 @@ TEST_CASE("cuda::cast in place and from misaligned pointers") {
     qcast::cuda::cast(in.get() + 1, out.get() + 1, qcast::DType::f32, {rows, cols}, f);
     const auto got = out.to_host();
     CHECK(differing(std::vector<float>(got.begin() + 1, got.end()), ref) == 0);
+    // Decoding into a misaligned output: no vector stores there either.
+    const qcast::Encoded e = qcast::encode(x.data(), {rows, cols}, f);
+    std::vector<float> ref_decoded(x.size());
+    qcast::decode(e, ref_decoded.data());
+    const DeviceBuffer<std::uint8_t> codes(e.codes), scales(e.scales);
+    qcast::cuda::decode(codes.get(), scales.get(), e.tensor_scale, {rows, cols}, f, out.get() + 1, qcast::DType::f32);
+    const auto decoded = out.to_host();
+    CHECK(differing(std::vector<float>(decoded.begin() + 1, decoded.end()), ref_decoded) == 0);
   }
 }
 

@@ -9,7 +9,7 @@
 
 int main(int argc, char** argv) {
   if (!qcast::cuda::device_available()) {
-    std::printf("skipped: %s\n", qcast::cuda::device_description().c_str());
+    std::printf("skipped: no usable CUDA device (%s)\n", qcast::cuda::device_description().c_str());
     return 77;
   }
   std::printf("device: %s\n", qcast::cuda::device_description().c_str());

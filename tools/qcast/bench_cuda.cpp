@@ -74,7 +74,7 @@ std::string opt(double v, const char* fmt = "%.4g") {
 int bench_cuda(const std::vector<std::string>& names, const std::vector<qcast::Format>& formats, std::int64_t elements,
                int repeats, const std::string& op, bool json) {
   if (!qcast::cuda::device_available())
-    throw std::runtime_error("bench --device cuda: " + qcast::cuda::device_description());
+    throw std::runtime_error("bench --device cuda: no usable CUDA device (" + qcast::cuda::device_description() + ")");
   const std::string gpu = qcast::cuda::device_description();
   const std::int64_t cols = 4096;
   const std::int64_t rows = std::max<std::int64_t>(1, elements / cols);
