@@ -131,40 +131,19 @@ void EncodeBlocks(const BlockParams& bp, const CodeParams& params, const CodePar
   const hn::ScalableTag<float> df;
   const hn::RebindToSigned<decltype(df)> di;
   const hn::Rebind<std::uint8_t, decltype(di)> d8;
-  const std::size_t lanes = hn::Lanes(df);
-  // The MX default (OCP floor scale, ties to even, saturating), as QuantizeBlocks runs it: constants
-  // hoisted out of the block loop and the power-of-two scale's exact reciprocal built from bits, so
-  // that a block costs its vectors and not the set-up of a general run (most of 17 instructions an
-  // element before).
-  const bool lean_int = p.element.integer && p.element.rounding == Rounding::nearest_even;
-  const bool lean = (LeanQuantizerApplies(p.element) || lean_int) && bp.scale_path == BlockParams::ScalePath::pow2_floor;
-  const auto max = hn::Set(df, p.element.max_value);
-  const auto two_max = hn::Add(max, max);
-  const auto min_e = hn::Set(di, p.element.min_exponent + 127);
-  const auto mantissa_bits = hn::Set(di, p.element.mantissa_bits);
-  const auto int_up = hn::Set(df, p.element.int_up);
-  const auto int_down = hn::Set(df, p.element.int_down);
-  const auto int_max = hn::Set(df, p.element.int_max);
+  // The MX default as QuantizeBlocks runs it, so that a block costs its vectors and not the set-up of
+  // a general run (most of 17 instructions an element before).
+  const LeanMxBlock mx(p.element, bp.scale_path == BlockParams::ScalePath::pow2_floor);
   for (std::size_t b = 0, k = 0; b < len; b += block, ++k) {
     const std::size_t n = len - b < block ? len - b : block;
     float amax = 0;
     const bool nonfinite = BlockAmax(in + b, n, &amax);
-    if (lean && !nonfinite && n % lanes == 0) {
-      GroupScale pow2;
-      if (floor_scale_from_bits(f, amax, pow2)) {
-        const int e = int(pow2.code) - f.scale.bias;
-        if (e >= -126 && e <= 126) {
-          scale_codes[k] = pow2.code;
-          const auto vinv = hn::BitCast(df, hn::Set(di, (127 - e) << 23));  // 2^-e, exact
-          for (std::size_t i = b; i < b + n; i += lanes) {
-            const auto v = hn::Mul(hn::LoadU(df, in + i), vinv);
-            const auto q = lean_int ? QuantizeVectorLeanInt(df, v, two_max, int_up, int_down, int_max)
-                                    : QuantizeVectorLean(df, v, max, two_max, min_e, mantissa_bits);
-            hn::StoreU(hn::DemoteTo(d8, hn::BitCast(di, CodeOfValue(df, p, q))), d8, codes + i);
-          }
-          continue;
-        }
-      }
+    GroupScale pow2;
+    if (!nonfinite && RunLeanMxBlock(mx, f, in + b, n, amax, pow2, [&](std::size_t i, auto q) {
+          hn::StoreU(hn::DemoteTo(d8, hn::BitCast(di, CodeOfValue(df, p, q))), d8, codes + b + i);
+        })) {
+      scale_codes[k] = pow2.code;
+      continue;
     }
     const GroupScale g = BlockScaleAndCode(bp, scale_code, amax, nonfinite);
     scale_codes[k] = g.code;

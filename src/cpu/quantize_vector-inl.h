@@ -189,6 +189,49 @@ HWY_INLINE bool LeanQuantizerApplies(const SpanParams& p) {
          p.inf_value == p.max_value;
 }
 
+// The MX default of one block (OCP floor scale; ties to even, saturating; a lean minifloat or a
+// signed integer element), shared by QuantizeBlocks (cast) and EncodeBlocks (encode): the element
+// constants set once per line, and the power-of-two scale's exact reciprocal built from bits.
+struct LeanMxBlock {
+  bool applies, integer;
+  float max, int_up, int_down, int_max;
+  int min_e, mantissa_bits;  // min_e biased
+  LeanMxBlock(const SpanParams& p, bool pow2_floor)
+      : applies((LeanQuantizerApplies(p) || (p.integer && p.rounding == Rounding::nearest_even)) && pow2_floor),
+        integer(p.integer),
+        max(p.max_value),
+        int_up(p.int_up),
+        int_down(p.int_down),
+        int_max(p.int_max),
+        min_e(p.min_exponent + 127),
+        mantissa_bits(p.mantissa_bits) {}
+};
+
+// Quantizes the n finite elements at in (amax their largest magnitude) on that path, calling
+// sink(offset, q) for each vector of unscaled grid values q, and sets g to the block's scale.
+// Returns false, having called nothing, where the block needs the general path: the path does not
+// apply, n is not whole vectors, or the scale or its reciprocal is not a normal binary32 number.
+template <class Sink>
+HWY_INLINE bool RunLeanMxBlock(const LeanMxBlock& c, const Format& f, const float* HWY_RESTRICT in, std::size_t n,
+                               float amax, GroupScale& g, Sink&& sink) {
+  const hn::ScalableTag<float> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  const std::size_t lanes = hn::Lanes(df);
+  if (!c.applies || n % lanes != 0 || !floor_scale_from_bits(f, amax, g)) return false;
+  const int e = int(g.code) - f.scale.bias;
+  if (e < -126 || e > 126) return false;
+  const auto vinv = hn::BitCast(df, hn::Set(di, (127 - e) << 23));  // 2^-e, exact
+  const auto max = hn::Set(df, c.max);
+  const auto two_max = hn::Add(max, max);
+  for (std::size_t i = 0; i < n; i += lanes) {
+    const auto v = hn::Mul(hn::LoadU(df, in + i), vinv);
+    sink(i, c.integer ? QuantizeVectorLeanInt(df, v, two_max, hn::Set(df, c.int_up), hn::Set(df, c.int_down),
+                                              hn::Set(df, c.int_max))
+                      : QuantizeVectorLean(df, v, max, two_max, hn::Set(di, c.min_e), hn::Set(di, c.mantissa_bits)));
+  }
+  return true;
+}
+
 }  // namespace qcast::kernels::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 

@@ -112,19 +112,13 @@ void QuantizeBlocks(const BlockParams& p, const float* HWY_RESTRICT in, float* H
   const hn::ScalableTag<float> df;
   const hn::RebindToSigned<decltype(df)> di;
   const std::size_t lanes = hn::Lanes(df);
-  // The MX default (OCP floor scale, ties to even, saturating): constants hoisted out of the block
-  // loop, and the power-of-two scale and its exact reciprocal built from bits.
-  const bool lean_int = p.element.integer && p.element.rounding == Rounding::nearest_even;
-  const bool lean = (LeanQuantizerApplies(p.element) || lean_int) && p.scale_path == BlockParams::ScalePath::pow2_floor;
+  const LeanMxBlock mx(p.element, p.scale_path == BlockParams::ScalePath::pow2_floor);
   const bool lean_two_level = LeanQuantizerApplies(p.element) && p.format->tensor_scale &&
                               p.scale_path == BlockParams::ScalePath::minifloat;
   const auto max = hn::Set(df, p.element.max_value);
   const auto two_max = hn::Add(max, max);
   const auto min_e = hn::Set(di, p.element.min_exponent + 127);
   const auto mantissa_bits = hn::Set(di, p.element.mantissa_bits);
-  const auto int_up = hn::Set(df, p.element.int_up);
-  const auto int_down = hn::Set(df, p.element.int_down);
-  const auto int_max = hn::Set(df, p.element.int_max);
   // The block scale of the NVFP4 recipe on one lane, with the lean quantizer where the scale cast
   // allows it (always for the recipe's saturating, ties-to-even E4M3).
   const hn::CappedTag<float, 1> d1;
@@ -141,23 +135,10 @@ void QuantizeBlocks(const BlockParams& p, const float* HWY_RESTRICT in, float* H
       for (std::size_t i = b; i < b + n; ++i) out[i] = detail::canonical_nan();
       continue;
     }
-    if (lean && n % lanes == 0) {
-      GroupScale g;
-      if (floor_scale_from_bits(*p.format, amax, g)) {
-        const int k = int(g.code) - p.format->scale.bias;
-        if (k >= -126 && k <= 126) {
-          const auto vinv = hn::BitCast(df, hn::Set(di, (127 - k) << 23));  // 2^-k
-          const auto vs = hn::Set(df, g.value);
-          for (std::size_t i = b; i < b + n; i += lanes) {
-            const auto v = hn::Mul(hn::LoadU(df, in + i), vinv);
-            const auto q = lean_int ? QuantizeVectorLeanInt(df, v, two_max, int_up, int_down, int_max)
-                                    : QuantizeVectorLean(df, v, max, two_max, min_e, mantissa_bits);
-            hn::StoreU(hn::Mul(q, vs), df, out + i);
-          }
-          continue;
-        }
-      }
-    }
+    GroupScale pow2;
+    if (RunLeanMxBlock(mx, *p.format, in + b, n, amax, pow2,
+                       [&](std::size_t i, auto q) { hn::StoreU(hn::Mul(q, hn::Set(df, pow2.value)), df, out + b + i); }))
+      continue;
     if (lean_two_level && n % lanes == 0 && p.amax_t != 0.0f) {
       // NVFP4 recipe: d = (amax_b / max_elem) / s_t, s_b = scale-format cast of d (saturating).
       const float d = (amax / p.element.max_value) / p.s_t;

@@ -43,20 +43,13 @@ __global__ void direct_kernel(const Elem<T>* in, Elem<T>* out, ElementParams e, 
 template <DType T, int TPG, bool Lean>
 __global__ void block_kernel(const Elem<T>* in, Elem<T>* out, ElementParams e, ScaleParams s, std::int64_t octets,
                              const unsigned* stats, int* error) {
-  const int lane = threadIdx.x & 31;
-  const std::int64_t stride = std::int64_t(gridDim.x) * blockDim.x;
   const TensorScale t = tensor_scale(s, stats);
-  // The loop bound is the same for the whole warp, so that every lane joins the shuffles.
-  for (std::int64_t o0 = std::int64_t(blockIdx.x) * blockDim.x + (threadIdx.x & ~31); o0 < octets; o0 += stride) {
-    const std::int64_t o = o0 + lane;
-    float v[8];
-    DeviceGroupScale g;
-    if (!block_octet<T, TPG, Lean>(in, o, octets, s, t, error, v, g)) continue;
+  for_each_block_octet<T, TPG, Lean>(in, octets, s, t, error, [&](std::int64_t o, float* v, const DeviceGroupScale& g) {
     const ScaledInput scaled(g.value, t.s_t, s.two_level);
     for (int k = 0; k < 8; ++k) v[k] = cast_in_group<Lean>(e, s, g, scaled, t.s_t, v[k], 8 * o + k);
     store4<T>(out + 8 * o, v);
     store4<T>(out + 8 * o + 4, v + 4);
-  }
+  });
 }
 
 template <DType T>

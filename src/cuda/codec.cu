@@ -131,15 +131,9 @@ template <DType T, int TPG, bool Lean>
 __global__ void encode_block_kernel(const Elem<T>* in, std::uint8_t* codes, std::uint8_t* scale_codes, ElementParams e,
                                     ScaleParams s, int storage_bytes, std::int64_t octets, const unsigned* stats,
                                     int* error) {
-  const int lane = threadIdx.x & 31;
-  const std::int64_t stride = std::int64_t(gridDim.x) * blockDim.x;
   const TensorScale t = tensor_scale(s, stats);
-  for (std::int64_t o0 = std::int64_t(blockIdx.x) * blockDim.x + (threadIdx.x & ~31); o0 < octets; o0 += stride) {
-    const std::int64_t o = o0 + lane;
-    float v[8];
-    DeviceGroupScale g;
-    if (!block_octet<T, TPG, Lean>(in, o, octets, s, t, error, v, g)) continue;
-    if (lane % TPG == 0) store_scale(scale_codes, o / TPG, storage_bytes, g.code);
+  for_each_block_octet<T, TPG, Lean>(in, octets, s, t, error, [&](std::int64_t o, float* v, const DeviceGroupScale& g) {
+    if ((threadIdx.x & 31) % TPG == 0) store_scale(scale_codes, o / TPG, storage_bytes, g.code);
     const ScaledInput scaled(g.value, t.s_t, s.two_level);
     std::uint32_t c[8];
     for (int k = 0; k < 8; ++k) {
@@ -147,7 +141,7 @@ __global__ void encode_block_kernel(const Elem<T>* in, std::uint8_t* codes, std:
       c[k] = Lean ? code_of_value(e, quantize_lean(e, x)) : encode(e, x, std::uint64_t(8 * o + k));
     }
     store_codes(codes, o, e.bits, c, 8);
-  }
+  });
 }
 
 template <DType T, int TPG>

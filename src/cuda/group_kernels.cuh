@@ -109,6 +109,22 @@ __device__ __forceinline__ bool block_octet(const typename Storage<T>::type* in,
   return true;
 }
 
+// The loop of the fused block kernels: every octet of the grid-stride range through block_octet,
+// then body(o, v, g) for the lanes inside the tensor. The loop bound is the same for the whole
+// warp, so that every lane joins the shuffles.
+template <DType T, int TPG, bool Simple, class Body>
+__device__ __forceinline__ void for_each_block_octet(const typename Storage<T>::type* in, std::int64_t octets,
+                                                     const ScaleParams& s, const TensorScale& t, int* error,
+                                                     Body&& body) {
+  const std::int64_t stride = std::int64_t(gridDim.x) * blockDim.x;
+  for (std::int64_t o0 = std::int64_t(blockIdx.x) * blockDim.x + (threadIdx.x & ~31); o0 < octets; o0 += stride) {
+    const std::int64_t o = o0 + (threadIdx.x & 31);
+    float v[8];
+    DeviceGroupScale g;
+    if (block_octet<T, TPG, Simple>(in, o, octets, s, t, error, v, g)) body(o, v, g);
+  }
+}
+
 // The output of one element of a group whose scale is g (detail::cast_group). Lean: the element
 // parameters are lean (quantize_lean), which drops the other quantizers from the kernel.
 template <bool Lean = false>
