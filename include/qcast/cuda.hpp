@@ -4,8 +4,9 @@
 // `stream` is a cudaStream_t (nullptr: the legacy default stream).
 //
 // Work is queued on `stream` and the calls return before it finishes, except encode, which waits
-// for it (it reports a NaN that the format cannot hold, and returns the tensor scale). Errors of
-// the CUDA runtime throw std::runtime_error naming the call.
+// for it (it reports a NaN that the format cannot hold, and returns the tensor scale), and a cast
+// whose scale format has no NaN code (none of the named formats), which waits to report a NaN
+// group as the reference does. Errors of the CUDA runtime throw std::runtime_error naming the call.
 #pragma once
 #include <cstdint>
 #include <string>
