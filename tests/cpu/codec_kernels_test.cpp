@@ -17,13 +17,7 @@ namespace {
 
 std::vector<float> codec_values(int rows, int cols, bool with_nan) {
   auto x = qcast_test::scaled_normal_rows(rows, cols, 34);  // not the seed of kernels_test: other values
-  if (with_nan) x[std::size_t(cols) + 3] = std::numeric_limits<float>::quiet_NaN();
-  x[std::size_t(cols) * 2 + 9] = INFINITY;
-  x[std::size_t(cols) * 3 + 4] = -INFINITY;
-  for (int c = 0; c < cols; ++c) x[std::size_t(4) * cols + c] = (c % 2) ? -0.0f : 0.0f;
-  for (int c = 0; c < cols; ++c) x[std::size_t(5) * cols + c] = std::ldexp(float(c) - cols / 2, -138);
-  for (int c = 0; c < cols; ++c) x[std::size_t(6) * cols + c] = -(1.0f + float(c) / 32.0f);  // grid ties
-  for (int c = 0; c < cols; ++c) x[std::size_t(7) * cols + c] = float(c) * -3e3f;            // overflow
+  qcast_test::add_special_rows(x, cols, with_nan);
   return x;
 }
 
