@@ -3,6 +3,7 @@
 // instruction set, the best one chosen at run time) on several threads. Results never depend on the thread count or on the
 // instruction set: groups are independent and stochastic draws depend on element indices only.
 #pragma once
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -46,5 +47,13 @@ std::vector<std::string> available_targets();
 void use_target(const std::string& name);
 // The instruction set the next call will use.
 std::string current_target();
+
+// cast writes outputs of at least this many bytes with streaming (non-temporal) stores, which skip
+// reading each output cache line before writing it: about a third less memory traffic for tensors
+// that cannot stay in cache anyway. Default: the last-level cache size (32 MiB where unknown); 0
+// streams always, SIZE_MAX never. Results are the same either way. Not thread-safe against running
+// casts (set it at start-up, or in tests and benchmarks).
+void set_streaming_threshold(std::size_t bytes);
+std::size_t streaming_threshold();
 
 }  // namespace qcast::kernels

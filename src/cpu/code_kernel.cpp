@@ -8,6 +8,7 @@
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -15,15 +16,17 @@
 #include "qcast/cast.hpp"
 #include "qcast/element_codec.hpp"
 
-// Per target (re-included by foreach_target): QuantizeVector and its lean variants.
+// Per target (re-included by foreach_target): QuantizeVector, its lean variants, the lean block chunks.
 #include "src/cpu/quantize_vector-inl.h"
+#include "src/cpu/lean_blocks-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace qcast::kernels::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 // The code of an exact grid value q (a QuantizeVector output).
-template <class DF, class V>
+// kFinite: q is known finite (the lean block path), so the Inf and NaN codes need no blend.
+template <bool kFinite = false, class DF, class V>
 HWY_INLINE hn::Vec<hn::RebindToUnsigned<DF>> CodeOfValue(DF df, const CodeParams& p, V q) {
   const hn::RebindToUnsigned<DF> du;
   const hn::RebindToSigned<DF> di;
@@ -42,9 +45,9 @@ HWY_INLINE hn::Vec<hn::RebindToUnsigned<DF>> CodeOfValue(DF df, const CodeParams
   const auto subnormal = hn::BitCast(du, hn::ConvertTo(di, hn::Mul(a, hn::Set(df, p.subnormal_code_scale))));
   const auto is_normal = hn::RebindMask(du, a >= hn::Set(df, p.min_normal));
   auto code = hn::IfThenElse(is_normal, normal, subnormal);
-  code = hn::IfThenElse(hn::RebindMask(du, hn::IsInf(q)), hn::Set(du, p.inf_code), code);
+  if (!kFinite) code = hn::IfThenElse(hn::RebindMask(du, hn::IsInf(q)), hn::Set(du, p.inf_code), code);
   code = hn::Or(code, hn::IfThenElseZero(negative, hn::Set(du, p.sign_mask)));
-  if (p.has_nan) code = hn::IfThenElse(hn::RebindMask(du, hn::IsNaN(q)), hn::Set(du, p.nan_code), code);
+  if (!kFinite && p.has_nan) code = hn::IfThenElse(hn::RebindMask(du, hn::IsNaN(q)), hn::Set(du, p.nan_code), code);
   return code;
 }
 
@@ -119,42 +122,101 @@ HWY_INLINE GroupScale BlockScaleAndCode(const BlockParams& bp, const CodeParams&
   return group_scale(f, amax, false, bp.amax_t, bp.s_t);
 }
 
+// One block by the general path: statistics, scale and code (into *scale_code_out), element codes.
+HWY_INLINE void EncodeBlockGeneral(const BlockParams& bp, const CodeParams& p, const CodeParams& scale_code,
+                                   SpanScale mode, const float* HWY_RESTRICT in, std::uint8_t* HWY_RESTRICT codes,
+                                   std::uint32_t* scale_code_out, std::size_t n, std::uint64_t first,
+                                   const CastOptions& o) {
+  float amax = 0;
+  const bool nonfinite = BlockAmax(in, n, &amax);
+  const GroupScale g = BlockScaleAndCode(bp, scale_code, amax, nonfinite);
+  *scale_code_out = g.code;
+  if (g.kind == GroupScale::Kind::finite) {
+    EncodeRun<false>(p, mode, g.value, bp.s_t, in, codes, n, first);  // a finite block holds no NaN
+    return;
+  }
+  for (std::size_t i = 0; i < n; ++i) {  // qcast::encode's element loop for the other kinds
+    const float v = g.kind == GroupScale::Kind::nan ? 0.0f : std::copysign(0.0f, in[i]);
+    codes[i] = std::uint8_t(encode_element(bp.format->element, v, o, first + i));
+  }
+}
+
+// The scale codes of a chunk's lean blocks (lean_blocks-inl.h), from the scales themselves: the
+// E8M0 code k + bias of 2^k; the code of the minifloat s_b; a binary32 scale's own bits.
+HWY_INLINE void LeanScaleCodes(const LeanBlocks& c, const Format& f, const CodeParams& scale_code,
+                               const LeanChunkScales& chunk, std::size_t nb, std::uint32_t* HWY_RESTRICT out) {
+  const hn::ScalableTag<float> df;
+  const hn::RebindToUnsigned<decltype(df)> du;
+  const std::size_t lanes = hn::Lanes(df);
+  for (std::size_t j = 0; j < nb; j += lanes) {
+    const auto s = hn::Load(df, chunk.out_scale + j);
+    hn::Vec<decltype(du)> code;
+    if (c.scale == LeanBlocks::Scale::pow2_floor) {
+      code = hn::Add(hn::ShiftRight<23>(hn::BitCast(du, s)), hn::Set(du, std::uint32_t(f.scale.bias - 127)));
+    } else if (c.scale_is_fp32) {
+      code = hn::BitCast(du, s);
+    } else {  // the signed twin's code of a value >= 0 is the unsigned scale's code (no sign bit set)
+      code = hn::And(CodeOfValue<true>(df, scale_code, s), hn::Set(du, (1u << f.scale.bits()) - 1));
+    }
+    HWY_ALIGN std::uint32_t lane_codes[HWY_MAX_BYTES / 4];
+    hn::Store(code, du, lane_codes);
+    for (std::size_t k = 0; k < lanes && j + k < nb; ++k) out[j + k] = lane_codes[k];
+  }
+}
+
+// The whole blocks of a line from its start by the lean chunks (lean_blocks-inl.h); returns the
+// offset of the first element left (a last partial block).
+template <bool kDivide, bool kInteger>
+HWY_INLINE std::size_t EncodeLeanLine(const BlockParams& bp, const LeanBlocks& c, const CodeParams& p,
+                                      const CodeParams& scale_code, SpanScale mode, const float* HWY_RESTRICT in,
+                                      std::uint8_t* HWY_RESTRICT codes, std::uint32_t* HWY_RESTRICT scale_codes,
+                                      std::size_t len, std::uint64_t first, const CastOptions& o) {
+  const hn::ScalableTag<float> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  const hn::Rebind<std::uint8_t, decltype(di)> d8;
+  const std::size_t block = std::size_t(bp.format->block_size);
+  const LeanElements<kDivide, kInteger> elements(c);
+  LeanChunkScales chunk;
+  std::size_t b = 0, k = 0;
+  while (len - b >= block) {
+    const std::size_t nb = std::min(kLeanChunkBlocks, (len - b) / block);
+    LeanBlockScales(c, in + b, block, nb, chunk);
+    LeanScaleCodes(c, *bp.format, scale_code, chunk, nb, scale_codes + k);
+    for (std::size_t j = 0; j < nb; ++j, ++k, b += block) {
+      if (chunk.in_factor[j] == 0.0f) {
+        EncodeBlockGeneral(bp, p, scale_code, mode, in + b, codes + b, scale_codes + k, block, first + b, o);
+        continue;
+      }
+      std::uint8_t* HWY_RESTRICT block_codes = codes + b;
+      elements.Block(in + b, block, chunk.in_factor[j], [&](std::size_t i, auto q) {
+        hn::StoreU(hn::DemoteTo(d8, hn::BitCast(di, CodeOfValue<true>(df, p, q))), d8, block_codes + i);
+      });
+    }
+  }
+  return b;
+}
+
 // One line of contiguous blocks: each block's statistics, scale (code into scale_codes[block]) and
 // element codes, in one call (per-block calls through the dispatch table cost more than 32 codes).
 void EncodeBlocks(const BlockParams& bp, const CodeParams& params, const CodeParams& scale_code,
                   const float* HWY_RESTRICT in, std::uint8_t* HWY_RESTRICT codes,
                   std::uint32_t* HWY_RESTRICT scale_codes, std::size_t len, std::uint64_t first, const CastOptions& o) {
-  const CodeParams p = params;
-  const Format& f = *bp.format;
-  const std::size_t block = std::size_t(f.block_size);
-  const SpanScale mode = f.tensor_scale ? SpanScale::two_level : SpanScale::single;
-  const hn::ScalableTag<float> df;
-  const hn::RebindToSigned<decltype(df)> di;
-  const hn::Rebind<std::uint8_t, decltype(di)> d8;
-  // The MX default as QuantizeBlocks runs it, so that a block costs its vectors and not the set-up of
-  // a general run (most of 17 instructions an element before).
-  const LeanMxBlock mx(p.element, bp.scale_path == BlockParams::ScalePath::pow2_floor);
-  for (std::size_t b = 0, k = 0; b < len; b += block, ++k) {
+  const CodeParams p = params;  // a local copy: stores to `codes` cannot alias it
+  const std::size_t block = std::size_t(bp.format->block_size);
+  const SpanScale mode = bp.format->tensor_scale ? SpanScale::two_level : SpanScale::single;
+  // The default formats by chunks of blocks as QuantizeBlocks runs them, so that a block costs its
+  // vectors and not the set-up of a general run.
+  const LeanBlocks c = MakeLeanBlocks(bp);
+  std::size_t b = 0;
+  if (c.scale != LeanBlocks::Scale::none) {
+    WithLeanVariant(c, [&](auto divide, auto integer) {
+      b = EncodeLeanLine<decltype(divide)::value, decltype(integer)::value>(bp, c, p, scale_code, mode, in, codes,
+                                                                            scale_codes, len, first, o);
+    });
+  }
+  for (std::size_t k = b / block; b < len; b += block, ++k) {  // the general path, and a last partial block
     const std::size_t n = len - b < block ? len - b : block;
-    float amax = 0;
-    const bool nonfinite = BlockAmax(in + b, n, &amax);
-    GroupScale pow2;
-    if (!nonfinite && RunLeanMxBlock(mx, f, in + b, n, amax, pow2, [&](std::size_t i, auto q) {
-          hn::StoreU(hn::DemoteTo(d8, hn::BitCast(di, CodeOfValue(df, p, q))), d8, codes + b + i);
-        })) {
-      scale_codes[k] = pow2.code;
-      continue;
-    }
-    const GroupScale g = BlockScaleAndCode(bp, scale_code, amax, nonfinite);
-    scale_codes[k] = g.code;
-    if (g.kind == GroupScale::Kind::finite) {
-      EncodeRun<false>(p, mode, g.value, bp.s_t, in + b, codes + b, n, first + b);  // a finite block holds no NaN
-      continue;
-    }
-    for (std::size_t i = b; i < b + n; ++i) {  // qcast::encode's element loop for the other kinds
-      const float v = g.kind == GroupScale::Kind::nan ? 0.0f : std::copysign(0.0f, in[i]);
-      codes[i] = std::uint8_t(encode_element(f.element, v, o, first + i));
-    }
+    EncodeBlockGeneral(bp, p, scale_code, mode, in + b, codes + b, scale_codes + k, n, first + b, o);
   }
 }
 

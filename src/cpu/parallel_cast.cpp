@@ -12,6 +12,8 @@
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
 #include "qcast/kernels.hpp"
 #include "parallel_ranges.hpp"
 #include "span_kernel.hpp"
@@ -61,6 +63,21 @@ detail::GroupStats parallel_stats(const float* in, std::int64_t n, int threads) 
   }
   return total;
 }
+
+namespace {
+std::size_t last_level_cache_bytes() {
+  long size = 0;
+#ifdef _SC_LEVEL3_CACHE_SIZE
+  size = sysconf(_SC_LEVEL3_CACHE_SIZE);
+#endif
+  return size > 0 ? std::size_t(size) : std::size_t{32} << 20;  // unknown: a server's L3
+}
+std::atomic<std::size_t> streaming_min_bytes{last_level_cache_bytes()};
+}  // namespace
+
+void set_streaming_threshold(std::size_t bytes) { streaming_min_bytes = bytes; }
+std::size_t streaming_threshold() { return streaming_min_bytes; }
+bool stream_stores_pay(std::size_t bytes) { return bytes >= streaming_min_bytes.load(std::memory_order_relaxed); }
 
 bool span_kernel_supports(const ElementFormat& e) {
   if (!e.is_signed) return false;
@@ -121,7 +138,8 @@ void cast(const float* in, float* out, const Shape& shape, const Format& f, cons
   const detail::GroupLayout layout(shape, f);
   const std::int64_t n = layout.elements();
   const bool simd_ok = span_kernel_supports(f.element);
-  const SpanParams params = span_params(f.element, o);
+  SpanParams params = span_params(f.element, o);
+  params.stream_stores = stream_stores_pay(std::size_t(n) * sizeof(float));
   const SpanParams* simd = simd_ok ? &params : nullptr;
 
   if (!f.is_scaled()) {
@@ -159,7 +177,8 @@ void cast(const float* in, float* out, const Shape& shape, const Format& f, cons
     if (axis == rank - 1 && n > 0) {  // blocks run along contiguous lines
       const std::int64_t len = shape.back();
       const std::int64_t lines = n / len;
-      const BlockParams bp = block_params(f, o, amax_t, s_t);
+      BlockParams bp = block_params(f, o, amax_t, s_t);
+      bp.element.stream_stores = params.stream_stores;
       parallel_ranges(lines, threads, len, [&](std::int64_t b, std::int64_t e) {
         for (std::int64_t line = b; line < e; ++line)
           quantize_blocks(bp, in + line * len, out + line * len, std::size_t(len), std::uint64_t(line * len));

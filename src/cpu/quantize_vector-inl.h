@@ -114,10 +114,50 @@ HWY_INLINE V QuantizeVectorLeanInt(DF df, V v, V two_max, V up, V down, V int_ma
   return hn::IfThenElse(hn::IsNaN(v), hn::BitCast(df, hn::Set(du, 0x7FC00000u)), signed_q);
 }
 
-// Largest finite magnitude of in[0, n) and whether any element is NaN or Inf (group_stats).
+// Stores a vector of float results: streaming where the caller found it pays and out is aligned
+// to the vector (see stream_stores_pay), an ordinary store otherwise.
+template <class DF, class V>
+HWY_INLINE void StoreResult(bool stream, V v, DF df, float* HWY_RESTRICT out) {
+  if (stream) {
+    hn::Stream(v, df, out);
+  } else {
+    hn::StoreU(v, df, out);
+  }
+}
+
+template <class DF>
+HWY_INLINE bool VectorAligned(DF df, const void* p) {
+  return reinterpret_cast<std::uintptr_t>(p) % (hn::Lanes(df) * sizeof(float)) == 0;
+}
+
+// Largest finite magnitude of in[0, n) and whether any element is NaN or Inf (group_stats). First
+// one integer max over the magnitude bits (as BlockAmax); only where that meets a NaN or Inf does a
+// second pass find the largest finite magnitude (the tensor scale of a two-level format needs it).
 HWY_INLINE void RunStats(const float* HWY_RESTRICT in, std::size_t n, float* amax, bool* nonfinite) {
   const hn::ScalableTag<float> df;
+  const hn::RebindToSigned<decltype(df)> di;
   const std::size_t lanes = hn::Lanes(df);
+  {
+    const auto magnitude = hn::Set(di, 0x7FFFFFFF);
+    auto m0 = hn::Zero(di), m1 = hn::Zero(di);
+    std::size_t i = 0;
+    for (; i + 2 * lanes <= n; i += 2 * lanes) {
+      m0 = hn::Max(m0, hn::And(hn::BitCast(di, hn::LoadU(df, in + i)), magnitude));
+      m1 = hn::Max(m1, hn::And(hn::BitCast(di, hn::LoadU(df, in + i + lanes)), magnitude));
+    }
+    std::int32_t m = hn::GetLane(hn::MaxOfLanes(di, hn::Max(m0, m1)));
+    for (; i < n; ++i) {
+      std::int32_t bits;
+      std::memcpy(&bits, in + i, 4);
+      bits &= 0x7FFFFFFF;
+      m = bits > m ? bits : m;
+    }
+    if (m < 0x7F800000) {
+      std::memcpy(amax, &m, 4);
+      *nonfinite = false;
+      return;
+    }
+  }
   auto vmax = hn::Zero(df);
   auto bad = hn::FirstN(df, 0);
   std::size_t i = 0;
@@ -187,49 +227,6 @@ struct ScaleInput {
 HWY_INLINE bool LeanQuantizerApplies(const SpanParams& p) {
   return p.rounding == Rounding::nearest_even && !p.integer && !p.fnuz && p.overflow_value == p.max_value &&
          p.inf_value == p.max_value;
-}
-
-// The MX default of one block (OCP floor scale; ties to even, saturating; a lean minifloat or a
-// signed integer element), shared by QuantizeBlocks (cast) and EncodeBlocks (encode): the element
-// constants set once per line, and the power-of-two scale's exact reciprocal built from bits.
-struct LeanMxBlock {
-  bool applies, integer;
-  float max, int_up, int_down, int_max;
-  int min_e, mantissa_bits;  // min_e biased
-  LeanMxBlock(const SpanParams& p, bool pow2_floor)
-      : applies((LeanQuantizerApplies(p) || (p.integer && p.rounding == Rounding::nearest_even)) && pow2_floor),
-        integer(p.integer),
-        max(p.max_value),
-        int_up(p.int_up),
-        int_down(p.int_down),
-        int_max(p.int_max),
-        min_e(p.min_exponent + 127),
-        mantissa_bits(p.mantissa_bits) {}
-};
-
-// Quantizes the n finite elements at in (amax their largest magnitude) on that path, calling
-// sink(offset, q) for each vector of unscaled grid values q, and sets g to the block's scale.
-// Returns false, having called nothing, where the block needs the general path: the path does not
-// apply, n is not whole vectors, or the scale or its reciprocal is not a normal binary32 number.
-template <class Sink>
-HWY_INLINE bool RunLeanMxBlock(const LeanMxBlock& c, const Format& f, const float* HWY_RESTRICT in, std::size_t n,
-                               float amax, GroupScale& g, Sink&& sink) {
-  const hn::ScalableTag<float> df;
-  const hn::RebindToSigned<decltype(df)> di;
-  const std::size_t lanes = hn::Lanes(df);
-  if (!c.applies || n % lanes != 0 || !floor_scale_from_bits(f, amax, g)) return false;
-  const int e = int(g.code) - f.scale.bias;
-  if (e < -126 || e > 126) return false;
-  const auto vinv = hn::BitCast(df, hn::Set(di, (127 - e) << 23));  // 2^-e, exact
-  const auto max = hn::Set(df, c.max);
-  const auto two_max = hn::Add(max, max);
-  for (std::size_t i = 0; i < n; i += lanes) {
-    const auto v = hn::Mul(hn::LoadU(df, in + i), vinv);
-    sink(i, c.integer ? QuantizeVectorLeanInt(df, v, two_max, hn::Set(df, c.int_up), hn::Set(df, c.int_down),
-                                              hn::Set(df, c.int_max))
-                      : QuantizeVectorLean(df, v, max, two_max, hn::Set(di, c.min_e), hn::Set(di, c.mantissa_bits)));
-  }
-  return true;
 }
 
 }  // namespace qcast::kernels::HWY_NAMESPACE

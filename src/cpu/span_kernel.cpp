@@ -7,7 +7,9 @@
 #define HWY_TARGET_INCLUDE "src/cpu/span_kernel.cpp"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
+#include <hwy/cache_control.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -16,8 +18,9 @@
 #include "qcast/scaling.hpp"
 #include "span_kernel.hpp"
 
-// Per target (re-included by foreach_target): QuantizeVector and its lean variants.
+// Per target (re-included by foreach_target): QuantizeVector, its lean variants, the lean block chunks.
 #include "src/cpu/quantize_vector-inl.h"
+#include "src/cpu/lean_blocks-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace qcast::kernels::HWY_NAMESPACE {
@@ -28,6 +31,7 @@ HWY_INLINE void QuantizeRun(const SpanParams& params, SpanScale mode, float s, f
   const SpanParams p = params;  // a local copy: stores to `out` cannot alias it, so it stays in registers
   const hn::ScalableTag<float> df;
   const std::size_t lanes = hn::Lanes(df);
+  const bool stream = p.stream_stores && VectorAligned(df, out);
   const ScaleInput scale(mode, s, s_t);
   const auto vs = hn::Set(df, s);
   const auto vst = hn::Set(df, s_t);
@@ -46,14 +50,21 @@ HWY_INLINE void QuantizeRun(const SpanParams& params, SpanScale mode, float s, f
     const auto mantissa_bits = hn::Set(di, p.mantissa_bits);
     for (; i + lanes <= n; i += lanes) {
       const auto v = scale_in(hn::LoadU(df, in + i));
-      hn::StoreU(scale_out(QuantizeVectorLean(df, v, max, two_max, min_e, mantissa_bits)), df, out + i);
+      StoreResult(stream, scale_out(QuantizeVectorLean(df, v, max, two_max, min_e, mantissa_bits)), df, out + i);
+    }
+  } else if (p.integer && p.rounding == Rounding::nearest_even) {  // integers saturate: the lean form applies
+    const auto two_max = hn::Set(df, 2 * p.max_value);
+    const auto up = hn::Set(df, p.int_up), down = hn::Set(df, p.int_down), int_max = hn::Set(df, p.int_max);
+    for (; i + lanes <= n; i += lanes) {
+      const auto v = scale_in(hn::LoadU(df, in + i));
+      StoreResult(stream, scale_out(QuantizeVectorLeanInt(df, v, two_max, up, down, int_max)), df, out + i);
     }
   }
   for (; i + lanes <= n; i += lanes) {
     const std::uint64_t index = first + i;
     // A vector whose indices cross a multiple of 2^32 takes the one-lane path (hi word not uniform).
     if (p.rounding == Rounding::stochastic && (index >> 32) != ((index + lanes - 1) >> 32)) break;
-    hn::StoreU(scale_out(QuantizeVector(df, p, scale_in(hn::LoadU(df, in + i)), index)), df, out + i);
+    StoreResult(stream, scale_out(QuantizeVector(df, p, scale_in(hn::LoadU(df, in + i)), index)), df, out + i);
   }
   // The tail (and any vector that crossed 2^32) one lane at a time, by the same formula.
   const hn::CappedTag<float, 1> d1;
@@ -65,6 +76,7 @@ HWY_INLINE void QuantizeRun(const SpanParams& params, SpanScale mode, float s, f
     if (mode == SpanScale::two_level) q = (q * s) * s_t;
     out[i] = q;
   }
+  if (stream) hwy::FlushStream();  // streaming stores are weakly ordered: visible before we return
 }
 
 void QuantizeSpan(const SpanParams& p, SpanScale mode, float s, float s_t, const float* HWY_RESTRICT in,
@@ -105,71 +117,79 @@ HWY_INLINE GroupScale BlockScale(const BlockParams& p, float amax) {
   return group_scale(f, amax, false, p.amax_t, p.s_t);
 }
 
+// One block by the general path: its statistics, group_scale and the span kernel (or the
+// special kinds of scale).
+HWY_INLINE void QuantizeBlockGeneral(const BlockParams& p, SpanScale mode, const float* HWY_RESTRICT in,
+                                     float* HWY_RESTRICT out, std::size_t n, std::uint64_t first) {
+  float amax = 0;
+  if (BlockAmax(in, n, &amax)) {
+    for (std::size_t i = 0; i < n; ++i) out[i] = detail::canonical_nan();
+    return;
+  }
+  const GroupScale g = BlockScale(p, amax);
+  switch (g.kind) {
+    case GroupScale::Kind::nan:
+      for (std::size_t i = 0; i < n; ++i) out[i] = detail::canonical_nan();
+      break;
+    case GroupScale::Kind::passthrough:
+      for (std::size_t i = 0; i < n; ++i) out[i] = in[i];
+      break;
+    case GroupScale::Kind::zero:
+      for (std::size_t i = 0; i < n; ++i) out[i] = std::copysign(0.0f, in[i]);
+      break;
+    default: QuantizeRun(p.element, mode, g.value, p.s_t, in, out, n, first);
+  }
+}
+
+// The whole blocks of a line from its start by the lean chunks (lean_blocks-inl.h); returns the
+// offset of the first element left (a last partial block).
+template <bool kDivide, bool kInteger>
+HWY_INLINE std::size_t QuantizeLeanLine(const BlockParams& p, const LeanBlocks& c, SpanScale mode,
+                                        const float* HWY_RESTRICT in, float* HWY_RESTRICT out, std::size_t len,
+                                        std::uint64_t first) {
+  const hn::ScalableTag<float> df;
+  const std::size_t block = std::size_t(p.format->block_size);
+  const LeanElements<kDivide, kInteger> elements(c);
+  const auto vs_t = hn::Set(df, c.s_t);
+  const bool stream = p.element.stream_stores && VectorAligned(df, out);  // blocks are whole vectors
+  LeanChunkScales chunk;
+  std::size_t b = 0;
+  while (len - b >= block) {
+    const std::size_t nb = std::min(kLeanChunkBlocks, (len - b) / block);
+    LeanBlockScales(c, in + b, block, nb, chunk);
+    for (std::size_t j = 0; j < nb; ++j, b += block) {
+      if (chunk.in_factor[j] == 0.0f) {
+        QuantizeBlockGeneral(p, mode, in + b, out + b, block, first + b);
+        continue;
+      }
+      const auto s = hn::Set(df, chunk.out_scale[j]);
+      float* HWY_RESTRICT y = out + b;
+      elements.Block(in + b, block, chunk.in_factor[j], [&](std::size_t i, auto q) {
+        // detail::scaled_output: q * s, or (q * s_b) * s_t (s_t is 1 for one level: exact).
+        q = hn::Mul(q, s);
+        if (kDivide) q = hn::Mul(q, vs_t);
+        StoreResult(stream, q, df, y + i);
+      });
+    }
+  }
+  if (stream) hwy::FlushStream();
+  return b;
+}
+
 void QuantizeBlocks(const BlockParams& p, const float* HWY_RESTRICT in, float* HWY_RESTRICT out, std::size_t len,
                     std::uint64_t first) {
   const std::size_t block = std::size_t(p.format->block_size);
   const SpanScale mode = p.format->tensor_scale ? SpanScale::two_level : SpanScale::single;
-  const hn::ScalableTag<float> df;
-  const hn::RebindToSigned<decltype(df)> di;
-  const std::size_t lanes = hn::Lanes(df);
-  const LeanMxBlock mx(p.element, p.scale_path == BlockParams::ScalePath::pow2_floor);
-  const bool lean_two_level = LeanQuantizerApplies(p.element) && p.format->tensor_scale &&
-                              p.scale_path == BlockParams::ScalePath::minifloat;
-  const auto max = hn::Set(df, p.element.max_value);
-  const auto two_max = hn::Add(max, max);
-  const auto min_e = hn::Set(di, p.element.min_exponent + 127);
-  const auto mantissa_bits = hn::Set(di, p.element.mantissa_bits);
-  // The block scale of the NVFP4 recipe on one lane, with the lean quantizer where the scale cast
-  // allows it (always for the recipe's saturating, ties-to-even E4M3).
-  const hn::CappedTag<float, 1> d1;
-  const hn::RebindToSigned<decltype(d1)> di1;
-  const bool lean_scale = lean_two_level && LeanQuantizerApplies(p.scale);
-  const auto s_max = hn::Set(d1, p.scale.max_value);
-  const auto s_two_max = hn::Add(s_max, s_max);
-  const auto s_min_e = hn::Set(di1, p.scale.min_exponent + 127);
-  const auto s_mantissa_bits = hn::Set(di1, p.scale.mantissa_bits);
-  for (std::size_t b = 0; b < len; b += block) {
+  const LeanBlocks c = MakeLeanBlocks(p);
+  std::size_t b = 0;
+  if (c.scale != LeanBlocks::Scale::none) {
+    WithLeanVariant(c, [&](auto divide, auto integer) {
+      b = QuantizeLeanLine<decltype(divide)::value, decltype(integer)::value>(p, c, mode, in, out, len, first);
+    });
+  }
+  for (; b < len; b += block) {  // the general path, and a last partial block
     const std::size_t n = len - b < block ? len - b : block;
-    float amax = 0;
-    if (BlockAmax(in + b, n, &amax)) {
-      for (std::size_t i = b; i < b + n; ++i) out[i] = detail::canonical_nan();
-      continue;
-    }
-    GroupScale pow2;
-    if (RunLeanMxBlock(mx, *p.format, in + b, n, amax, pow2,
-                       [&](std::size_t i, auto q) { hn::StoreU(hn::Mul(q, hn::Set(df, pow2.value)), df, out + b + i); }))
-      continue;
-    if (lean_two_level && n % lanes == 0 && p.amax_t != 0.0f) {
-      // NVFP4 recipe: d = (amax_b / max_elem) / s_t, s_b = scale-format cast of d (saturating).
-      const float d = (amax / p.element.max_value) / p.s_t;
-      const float s_b = lean_scale ? hn::GetLane(QuantizeVectorLean(d1, hn::Set(d1, d), s_max, s_two_max, s_min_e,
-                                                                     s_mantissa_bits))
-                                   : hn::GetLane(QuantizeVector(d1, p.scale, hn::Set(d1, d), 0));
-      if (s_b > 0.0f) {  // zero and NaN scales take the general path below
-        const auto vdiv = hn::Set(df, s_b * p.s_t);
-        const auto vs = hn::Set(df, s_b);
-        const auto vst = hn::Set(df, p.s_t);
-        for (std::size_t i = b; i < b + n; i += lanes) {
-          const auto v = hn::Div(hn::LoadU(df, in + i), vdiv);
-          const auto q = QuantizeVectorLean(df, v, max, two_max, min_e, mantissa_bits);
-          hn::StoreU(hn::Mul(hn::Mul(q, vs), vst), df, out + i);
-        }
-        continue;
-      }
-    }
-    const GroupScale g = BlockScale(p, amax);
-    switch (g.kind) {
-      case GroupScale::Kind::nan:
-        for (std::size_t i = b; i < b + n; ++i) out[i] = detail::canonical_nan();
-        break;
-      case GroupScale::Kind::passthrough:
-        for (std::size_t i = b; i < b + n; ++i) out[i] = in[i];
-        break;
-      case GroupScale::Kind::zero:
-        for (std::size_t i = b; i < b + n; ++i) out[i] = std::copysign(0.0f, in[i]);
-        break;
-      default: QuantizeRun(p.element, mode, g.value, p.s_t, in + b, out + b, n, first + b);
-    }
+    QuantizeBlockGeneral(p, mode, in + b, out + b, n, first + b);
   }
 }
 

@@ -35,4 +35,40 @@ inline void add_special_rows(std::vector<float>& x, int cols, bool with_nan) {
   for (int c = 0; c < cols; ++c) x[std::size_t(7) * cols + c] = float(c) * -3e3f;            // overflow
 }
 
+// Rows whose consecutive blocks of `block` elements differ in kind, so that every position of a
+// kernel's chunk of blocks meets blocks it must send to the general path: normal values at 1, 2^30
+// and 2^-30; ±0 only; subnormals only; a tiny block (2^-40) among large ones (a zero NVFP4 block
+// scale); negative ties of the FP4/FP6/INT grids that round to -0 and to even; and, where
+// with_extremes, a NaN, an Inf, amax just above FLT_MIN and near FLT_MAX (OCP floor exponents past
+// ±126). Row r starts at a different kind, and cols need not be a whole number of blocks.
+inline std::vector<float> mixed_block_rows(int rows, int cols, int block, bool with_extremes, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal;
+  const int kinds = with_extremes ? 12 : 8;
+  std::vector<float> x(std::size_t(rows) * std::size_t(cols));
+  for (int r = 0; r < rows; ++r) {
+    for (int c = 0; c < cols; ++c) {
+      const int b = c / block, i = c % block;
+      const float z = normal(rng);
+      float v = z;
+      switch ((b + r) % kinds) {
+        case 0: v = z; break;
+        case 1: v = z * 1073741824.0f; break;                              // 2^30
+        case 2: v = z * 9.313225746154785e-10f; break;                     // 2^-30
+        case 3: v = (i % 2) ? -0.0f : 0.0f; break;
+        case 4: v = std::ldexp(float(i % 7) - 3.0f, -140); break;           // subnormals
+        case 5: v = z * 9.094947017729282e-13f; break;                     // 2^-40
+        case 6: v = i == 0 ? 6.0f : -std::ldexp(float(2 * (i % 6) + 1), -2 - (i % 3)); break;  // -0.25, -0.75, ...
+        case 7: v = i == 0 ? -127.0f : -(float(i % 9) + 0.5f); break;      // integer ties
+        case 8: v = i == block / 2 ? std::numeric_limits<float>::quiet_NaN() : z; break;
+        case 9: v = i == 1 ? -INFINITY : z; break;
+        case 10: v = z * 1.2e-38f; break;                                  // amax near FLT_MIN
+        default: v = z * 1.5e38f; break;                                   // amax near FLT_MAX
+      }
+      x[std::size_t(r) * cols + c] = v;
+    }
+  }
+  return x;
+}
+
 }  // namespace qcast_test

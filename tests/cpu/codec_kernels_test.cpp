@@ -105,6 +105,24 @@ TEST_CASE("kernels::encode and decode equal the reference on lines longer than a
   qcast::kernels::use_target("");
 }
 
+TEST_CASE("kernels::encode equals the reference where blocks of every kind follow each other in a line") {
+  const int rows = 12, cols = 2168;  // more than a chunk of blocks, a partial last block; a whole number of bytes (encode_blocks)
+  for (bool extremes : {false, true}) {
+    for (int block : {16, 32}) {
+      const auto x = qcast_test::mixed_block_rows(rows, cols, block, extremes, unsigned(block) + extremes);
+      for (const auto& target : qcast::kernels::available_targets()) {
+        qcast::kernels::use_target(target);
+        for (const char* name : {"mxfp4", "mxfp6_e3m2", "mxfp8_e4m3", "mxint8", "nvfp4", "fp4_e2m1@g16:scale=ue4m3",
+                                 "int4@g32"}) {
+          INFO(target << " " << name << " block " << block << " extremes " << extremes);
+          check_codec_against_reference(x, {rows, cols}, qcast::parse_format(name), {});
+        }
+      }
+    }
+  }
+  qcast::kernels::use_target("");
+}
+
 TEST_CASE("kernels::encode / decode on every fp16 bit pattern through the 16-bit entry points") {
   std::vector<std::uint16_t> in(65536);
   std::vector<float> wide(65536);

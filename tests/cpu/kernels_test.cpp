@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
+#include <new>
 #include <random>
 #include <string>
 
@@ -71,6 +73,65 @@ TEST_CASE("kernels equal the reference on every target, format, option and threa
       }
     }
   }
+  qcast::kernels::use_target("");
+}
+
+TEST_CASE("block kernels equal the reference where blocks of every kind follow each other in a line") {
+  // Lines of 2168 elements: more than one chunk of blocks in the lean path, and a partial last block.
+  const int rows = 12, cols = 2168;
+  const char* names[] = {"mxfp4", "mxfp6_e2m3", "mxfp6_e3m2", "mxfp8_e4m3", "mxfp8_e5m2", "mxint8", "nvfp4",
+                         "fp4_e2m1@g16:scale=ue4m3", "int4@g32", "int8@g128"};
+  for (bool extremes : {false, true}) {
+    const auto x = qcast_test::mixed_block_rows(rows, cols, 16, extremes, 5);
+    const auto x32 = qcast_test::mixed_block_rows(rows, cols, 32, extremes, 6);
+    for (const auto& target : qcast::kernels::available_targets()) {
+      qcast::kernels::use_target(target);
+      for (const char* name : names) {
+        const qcast::Format f = qcast::parse_format(name);
+        for (int threads : {1, 3}) {
+          INFO(target << " " << name << " extremes " << extremes << " threads " << threads);
+          CHECK(mismatches(x, {rows, cols}, f, {}, threads) == 0);
+          CHECK(mismatches(x32, {rows, cols}, f, {}, threads) == 0);
+        }
+      }
+    }
+  }
+  qcast::kernels::use_target("");
+}
+
+TEST_CASE("streaming stores give the same results, on aligned and unaligned outputs") {
+  // The threshold at 0 streams every cast; an output one float off the vector alignment takes the
+  // ordinary stores. In-place casts stream onto the lines just read.
+  const int rows = 12, cols = 2168;
+  const auto x = qcast_test::mixed_block_rows(rows, cols, 32, false, 9);
+  const std::size_t n = x.size();
+  struct Free {
+    void operator()(float* p) const { ::operator delete[](p, std::align_val_t{64}); }
+  };
+  std::unique_ptr<float[], Free> buffer(static_cast<float*>(::operator new[]((n + 16) * 4, std::align_val_t{64})));
+  const std::size_t saved = qcast::kernels::streaming_threshold();
+  qcast::kernels::set_streaming_threshold(0);
+  for (const auto& target : qcast::kernels::available_targets()) {
+    qcast::kernels::use_target(target);
+    for (const char* name : {"fp8_e4m3", "int8", "int8@channel", "mxfp4", "mxint8", "nvfp4", "int4@g128",
+                             "fp4_e2m1@g16:scale=ue4m3", "e3m4fnuzb5"}) {
+      const qcast::Format f = qcast::parse_format(name);
+      std::vector<float> ref(n);
+      qcast::cast(x.data(), ref.data(), {rows, cols}, f);
+      for (std::size_t offset : {0, 1}) {
+        float* got = buffer.get() + offset;
+        qcast::kernels::cast(x.data(), got, {rows, cols}, f, {}, 3);
+        std::size_t bad = 0;
+        for (std::size_t i = 0; i < n; ++i) bad += !same(ref[i], got[i]);
+        std::copy(x.begin(), x.end(), got);
+        qcast::kernels::cast(got, got, {rows, cols}, f, {}, 2);
+        for (std::size_t i = 0; i < n; ++i) bad += !same(ref[i], got[i]);
+        INFO(target << " " << name << " offset " << offset);
+        CHECK(bad == 0);
+      }
+    }
+  }
+  qcast::kernels::set_streaming_threshold(saved);
   qcast::kernels::use_target("");
 }
 
