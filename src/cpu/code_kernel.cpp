@@ -7,6 +7,7 @@
 #define HWY_TARGET_INCLUDE "src/cpu/code_kernel.cpp"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
+#include <hwy/cache_control.h>
 
 #include <algorithm>
 #include <cmath>
@@ -220,21 +221,22 @@ void EncodeBlocks(const BlockParams& bp, const CodeParams& params, const CodePar
   }
 }
 
-void DecodeSpan(const float* HWY_RESTRICT table, SpanScale mode, float s, float s_t,
-                const std::uint8_t* HWY_RESTRICT codes, float* HWY_RESTRICT out, std::size_t n) {
+// out[i] = scaled_output(table[codes[i]]) for i < n (detail::scaled_output: q * s, or (q * s) * s_t).
+HWY_INLINE void DecodeRun(const float* HWY_RESTRICT table, SpanScale mode, float s, float s_t,
+                          const std::uint8_t* HWY_RESTRICT codes, float* HWY_RESTRICT out, std::size_t n, bool stream) {
   const hn::ScalableTag<float> df;
   const hn::RebindToSigned<decltype(df)> di;
   const hn::Rebind<std::uint8_t, decltype(di)> d8;
   const std::size_t lanes = hn::Lanes(df);
   const auto vs = hn::Set(df, s);
   const auto vst = hn::Set(df, s_t);
+  stream = stream && VectorAligned(df, out);
   std::size_t i = 0;
-  // detail::scaled_output: q * s, or (q * s) * s_t.
   for (; i + lanes <= n; i += lanes) {
     auto q = hn::GatherIndex(df, table, hn::PromoteTo(di, hn::LoadU(d8, codes + i)));
     if (mode != SpanScale::none) q = hn::Mul(q, vs);
     if (mode == SpanScale::two_level) q = hn::Mul(q, vst);
-    hn::StoreU(q, df, out + i);
+    StoreResult(stream, q, df, out + i);
   }
   for (; i < n; ++i) {
     float q = table[codes[i]];
@@ -244,17 +246,25 @@ void DecodeSpan(const float* HWY_RESTRICT table, SpanScale mode, float s, float 
   }
 }
 
+void DecodeSpan(const float* HWY_RESTRICT table, SpanScale mode, float s, float s_t,
+                const std::uint8_t* HWY_RESTRICT codes, float* HWY_RESTRICT out, std::size_t n, bool stream) {
+  DecodeRun(table, mode, s, s_t, codes, out, n, stream);
+  if (stream) hwy::FlushStream();  // streaming stores are weakly ordered: visible before we return
+}
+
 // One line of contiguous blocks: scale_values[block] is the decoded scale of each block.
 void DecodeBlocks(const float* HWY_RESTRICT table, SpanScale mode, std::size_t block, const float* scale_values,
-                  float s_t, const std::uint8_t* HWY_RESTRICT codes, float* HWY_RESTRICT out, std::size_t len) {
+                  float s_t, const std::uint8_t* HWY_RESTRICT codes, float* HWY_RESTRICT out, std::size_t len,
+                  bool stream) {
   for (std::size_t b = 0, k = 0; b < len; b += block, ++k) {
     const std::size_t n = len - b < block ? len - b : block;
     if (std::isnan(scale_values[k])) {
       for (std::size_t i = b; i < b + n; ++i) out[i] = detail::canonical_nan();
       continue;
     }
-    DecodeSpan(table, mode, scale_values[k], s_t, codes + b, out + b, n);
+    DecodeRun(table, mode, scale_values[k], s_t, codes + b, out + b, n, stream);
   }
+  if (stream) hwy::FlushStream();
 }
 
 }  // namespace qcast::kernels::HWY_NAMESPACE
@@ -291,8 +301,8 @@ std::size_t encode_span(const CodeParams& p, SpanScale mode, float s, float s_t,
 }
 
 void decode_span(const float* table, SpanScale mode, float s, float s_t, const std::uint8_t* codes, float* out,
-                 std::size_t n) {
-  HWY_DYNAMIC_DISPATCH(DecodeSpan)(table, mode, s, s_t, codes, out, n);
+                 std::size_t n, bool stream) {
+  HWY_DYNAMIC_DISPATCH(DecodeSpan)(table, mode, s, s_t, codes, out, n, stream);
 }
 
 void encode_blocks(const BlockParams& bp, const CodeParams& p, const CodeParams& scale_code, const float* in,
@@ -302,8 +312,8 @@ void encode_blocks(const BlockParams& bp, const CodeParams& p, const CodeParams&
 }
 
 void decode_blocks(const float* table, SpanScale mode, std::size_t block, const float* scale_values, float s_t,
-                   const std::uint8_t* codes, float* out, std::size_t len) {
-  HWY_DYNAMIC_DISPATCH(DecodeBlocks)(table, mode, block, scale_values, s_t, codes, out, len);
+                   const std::uint8_t* codes, float* out, std::size_t len, bool stream) {
+  HWY_DYNAMIC_DISPATCH(DecodeBlocks)(table, mode, block, scale_values, s_t, codes, out, len, stream);
 }
 
 }  // namespace qcast::kernels

@@ -33,8 +33,9 @@ std::size_t encode_span(const CodeParams& p, SpanScale mode, float s, float s_t,
                         std::uint8_t* codes, std::size_t n, std::uint64_t first);
 
 // out[i] = scaled_output(table[codes[i]]) for i < n; table holds decode_element of every code.
+// stream: streaming stores where out is vector-aligned (stream_stores_pay of the whole output).
 void decode_span(const float* table, SpanScale mode, float s, float s_t, const std::uint8_t* codes, float* out,
-                 std::size_t n);
+                 std::size_t n, bool stream);
 
 // A line of len elements in contiguous blocks of f.block_size (block granularity along the last
 // axis): scale_codes[k] and the codes of block k, as qcast::encode writes them; element 0 has flat
@@ -45,6 +46,6 @@ void encode_blocks(const BlockParams& bp, const CodeParams& p, const CodeParams&
                    const CastOptions& o);
 // Its inverse: scale_values[k] is the decoded scale of block k (NaN: the block decodes to NaN).
 void decode_blocks(const float* table, SpanScale mode, std::size_t block, const float* scale_values, float s_t,
-                   const std::uint8_t* codes, float* out, std::size_t len);
+                   const std::uint8_t* codes, float* out, std::size_t len, bool stream);
 
 }  // namespace qcast::kernels

@@ -288,12 +288,14 @@ void decode(const Encoded& e, float* out, int threads) {
     return qcast::decode(e, out);  // the reference reports which part is short
   float table[256];
   for (std::uint32_t c = 0; c < 256; ++c) table[c] = c >> bits ? 0.0f : decode_element(f.element, c);
+  const bool stream = stream_stores_pay(std::size_t(n) * sizeof(float));
   // Decodes the contiguous elements [b, end) with one scale, a chunk at a time.
   auto decode_range = [&](SpanScale mode, float s, std::int64_t b, std::int64_t end) {
     std::uint8_t chunk[kChunkCodes + 8];
     for (std::int64_t c = b; c < end; c += kChunkCodes) {
       const std::int64_t m = std::min(kChunkCodes, end - c);
-      decode_span(table, mode, s, e.tensor_scale, unpack_chunk(e, bits, c, m, chunk), out + c, std::size_t(m));
+      decode_span(table, mode, s, e.tensor_scale, unpack_chunk(e, bits, c, m, chunk), out + c, std::size_t(m),
+                  stream);
     }
   };
   if (!f.is_scaled()) {
@@ -331,7 +333,7 @@ void decode(const Encoded& e, float* out, int threads) {
         for (std::int64_t s = 0; s < len; s += chunk_len) {  // s is a multiple of the block
           const std::int64_t at = line * len + s, m = std::min(chunk_len, len - s);
           decode_blocks(table, mode, std::size_t(f.block_size), scale_values.data() + line * per_line + s / f.block_size,
-                        e.tensor_scale, unpack_chunk(e, bits, at, m, chunk.data()), out + at, std::size_t(m));
+                        e.tensor_scale, unpack_chunk(e, bits, at, m, chunk.data()), out + at, std::size_t(m), stream);
         }
     });
     return;

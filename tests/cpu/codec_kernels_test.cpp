@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
+#include <new>
 #include <random>
 #include <string>
 
@@ -120,6 +122,34 @@ TEST_CASE("kernels::encode equals the reference where blocks of every kind follo
       }
     }
   }
+  qcast::kernels::use_target("");
+}
+
+TEST_CASE("kernels::decode with streaming stores, on aligned and unaligned outputs") {
+  const int rows = 12, cols = 2168;
+  const auto x = qcast_test::mixed_block_rows(rows, cols, 32, true, 3);
+  const std::size_t n = x.size();
+  struct Free {
+    void operator()(float* p) const { ::operator delete[](p, std::align_val_t{64}); }
+  };
+  std::unique_ptr<float[], Free> buffer(static_cast<float*>(::operator new[]((n + 16) * 4, std::align_val_t{64})));
+  const std::size_t saved = qcast::kernels::streaming_threshold();
+  qcast::kernels::set_streaming_threshold(0);  // stream every decode
+  for (const auto& target : qcast::kernels::available_targets()) {
+    qcast::kernels::use_target(target);
+    for (const char* name : {"fp8_e4m3", "int8", "mxfp4", "nvfp4", "int4@g128"}) {
+      const qcast::Encoded enc = qcast::encode(x.data(), {rows, cols}, qcast::parse_format(name));
+      std::vector<float> ref(n);
+      qcast::decode(enc, ref.data());
+      for (std::size_t offset : {0, 1}) {
+        float* got = buffer.get() + offset;
+        qcast::kernels::decode(enc, got, 3);
+        INFO(target << " " << name << " offset " << offset);
+        CHECK(std::memcmp(got, ref.data(), n * 4) == 0);
+      }
+    }
+  }
+  qcast::kernels::set_streaming_threshold(saved);
   qcast::kernels::use_target("");
 }
 
