@@ -6,12 +6,11 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <memory>
-#include <new>
 #include <random>
 #include <string>
 
 #include "common/reference_errors.hpp"
+#include "common/streaming.hpp"
 #include "common/tensor_values.hpp"
 #include "qcast/kernels.hpp"
 
@@ -129,12 +128,8 @@ TEST_CASE("kernels::decode with streaming stores, on aligned and unaligned outpu
   const int rows = 12, cols = 2168;
   const auto x = qcast_test::mixed_block_rows(rows, cols, 32, true, 3);
   const std::size_t n = x.size();
-  struct Free {
-    void operator()(float* p) const { ::operator delete[](p, std::align_val_t{64}); }
-  };
-  std::unique_ptr<float[], Free> buffer(static_cast<float*>(::operator new[]((n + 16) * 4, std::align_val_t{64})));
-  const std::size_t saved = qcast::kernels::streaming_threshold();
-  qcast::kernels::set_streaming_threshold(0);  // stream every decode
+  const qcast_test::AlignedFloats buffer(n + 16);
+  const qcast_test::StreamEveryOutput stream_all;
   for (const auto& target : qcast::kernels::available_targets()) {
     qcast::kernels::use_target(target);
     for (const char* name : {"fp8_e4m3", "int8", "mxfp4", "nvfp4", "int4@g128"}) {
@@ -149,7 +144,6 @@ TEST_CASE("kernels::decode with streaming stores, on aligned and unaligned outpu
       }
     }
   }
-  qcast::kernels::set_streaming_threshold(saved);
   qcast::kernels::use_target("");
 }
 
