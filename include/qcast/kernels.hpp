@@ -48,11 +48,11 @@ void use_target(const std::string& name);
 // The instruction set the next call will use.
 std::string current_target();
 
-// cast writes outputs of at least this many bytes with streaming (non-temporal) stores, which skip
-// reading each output cache line before writing it: about a third less memory traffic for tensors
-// that cannot stay in cache anyway. Default: the last-level cache size (32 MiB where unknown); 0
-// streams always, SIZE_MAX never. Results are the same either way. Not thread-safe against running
-// casts (set it at start-up, or in tests and benchmarks).
+// cast and decode write float outputs of at least this many bytes with streaming (non-temporal)
+// stores where the output is vector-aligned, which skip reading each output cache line before
+// writing it: about a third less memory traffic for tensors that cannot stay in cache anyway.
+// Default: the last-level cache size (32 MiB where unknown); 0 streams always, SIZE_MAX never.
+// Results are the same either way. A change applies to calls that start after it.
 void set_streaming_threshold(std::size_t bytes);
 std::size_t streaming_threshold();
 
