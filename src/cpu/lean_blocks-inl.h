@@ -147,16 +147,10 @@ HWY_INLINE void LeanBlockScales(const LeanBlocks& c, const float* HWY_RESTRICT i
   const hn::ScalableTag<float> df;
   const hn::RebindToSigned<decltype(df)> di;
   const std::size_t lanes = hn::Lanes(df);
-  // Pass 1: each block's largest magnitude as bits (BlockAmax: NaN and Inf compare above every
-  // finite value). Lanes past nb read as 0, a block for the general path that nobody visits.
+  // Pass 1: each block's largest magnitude as bits (NaN and Inf compare above every finite value).
+  // Lanes past nb read as 0, a block for the general path that nobody visits.
   HWY_ALIGN std::int32_t amax_bits[kLeanChunkBlocks];
-  const auto magnitude = hn::Set(di, 0x7FFFFFFF);
-  for (std::size_t j = 0; j < nb; ++j) {
-    const float* x = in + j * block;
-    auto m = hn::And(hn::BitCast(di, hn::LoadU(df, x)), magnitude);
-    for (std::size_t i = lanes; i < block; i += lanes) m = hn::Max(m, hn::And(hn::BitCast(di, hn::LoadU(df, x + i)), magnitude));
-    amax_bits[j] = hn::GetLane(hn::MaxOfLanes(di, m));
-  }
+  for (std::size_t j = 0; j < nb; ++j) amax_bits[j] = MagnitudeMaxBits(in + j * block, block);
   const std::size_t padded = (nb + lanes - 1) / lanes * lanes;
   for (std::size_t j = nb; j < padded; ++j) amax_bits[j] = 0;
   // Pass 2: the scales of a vector of blocks at once.

@@ -130,34 +130,53 @@ HWY_INLINE bool VectorAligned(DF df, const void* p) {
   return reinterpret_cast<std::uintptr_t>(p) % (hn::Lanes(df) * sizeof(float)) == 0;
 }
 
-// Largest finite magnitude of in[0, n) and whether any element is NaN or Inf (group_stats). First
-// one integer max over the magnitude bits (as BlockAmax); only where that meets a NaN or Inf does a
-// second pass find the largest finite magnitude (the tensor scale of a two-level format needs it).
-HWY_INLINE void RunStats(const float* HWY_RESTRICT in, std::size_t n, float* amax, bool* nonfinite) {
+// The largest of the magnitude bits |x| of in[0, n) as an integer. Non-negative floats order as
+// their bit patterns do, and every NaN and Inf lies above the largest finite value, so one integer
+// max answers both "largest |x|" and "any NaN or Inf?" (a result >= 0x7F800000).
+HWY_INLINE std::int32_t MagnitudeMaxBits(const float* HWY_RESTRICT in, std::size_t n) {
   const hn::ScalableTag<float> df;
   const hn::RebindToSigned<decltype(df)> di;
   const std::size_t lanes = hn::Lanes(df);
-  {
-    const auto magnitude = hn::Set(di, 0x7FFFFFFF);
-    auto m0 = hn::Zero(di), m1 = hn::Zero(di);
-    std::size_t i = 0;
-    for (; i + 2 * lanes <= n; i += 2 * lanes) {
-      m0 = hn::Max(m0, hn::And(hn::BitCast(di, hn::LoadU(df, in + i)), magnitude));
-      m1 = hn::Max(m1, hn::And(hn::BitCast(di, hn::LoadU(df, in + i + lanes)), magnitude));
-    }
-    std::int32_t m = hn::GetLane(hn::MaxOfLanes(di, hn::Max(m0, m1)));
-    for (; i < n; ++i) {
-      std::int32_t bits;
-      std::memcpy(&bits, in + i, 4);
-      bits &= 0x7FFFFFFF;
-      m = bits > m ? bits : m;
-    }
-    if (m < 0x7F800000) {
-      std::memcpy(amax, &m, 4);
-      *nonfinite = false;
-      return;
-    }
+  const auto magnitude = hn::Set(di, 0x7FFFFFFF);
+  auto m0 = hn::Zero(di), m1 = hn::Zero(di);  // two chains: a max waits on the one before it
+  std::size_t i = 0;
+  for (; i + 2 * lanes <= n; i += 2 * lanes) {
+    m0 = hn::Max(m0, hn::And(hn::BitCast(di, hn::LoadU(df, in + i)), magnitude));
+    m1 = hn::Max(m1, hn::And(hn::BitCast(di, hn::LoadU(df, in + i + lanes)), magnitude));
   }
+  if (i + lanes <= n) {
+    m0 = hn::Max(m0, hn::And(hn::BitCast(di, hn::LoadU(df, in + i)), magnitude));
+    i += lanes;
+  }
+  std::int32_t m = hn::GetLane(hn::MaxOfLanes(di, hn::Max(m0, m1)));
+  for (; i < n; ++i) {
+    std::int32_t bits;
+    std::memcpy(&bits, in + i, 4);
+    bits &= 0x7FFFFFFF;
+    m = bits > m ? bits : m;
+  }
+  return m;
+}
+
+// A block's statistics for its scale: the largest |x| (returned in amax) and whether any element is
+// NaN or Inf (returned; amax is then unspecified, as group_scale ignores it).
+HWY_INLINE bool BlockAmax(const float* HWY_RESTRICT in, std::size_t n, float* amax) {
+  const std::int32_t m = MagnitudeMaxBits(in, n);
+  if (m >= 0x7F800000) return true;
+  std::memcpy(amax, &m, 4);
+  return false;
+}
+
+// Largest finite magnitude of in[0, n) and whether any element is NaN or Inf (group_stats). First
+// BlockAmax's one integer max; only where that meets a NaN or Inf does a second pass find the
+// largest finite magnitude (the tensor scale of a two-level format needs it).
+HWY_INLINE void RunStats(const float* HWY_RESTRICT in, std::size_t n, float* amax, bool* nonfinite) {
+  if (!BlockAmax(in, n, amax)) {
+    *nonfinite = false;
+    return;
+  }
+  const hn::ScalableTag<float> df;
+  const std::size_t lanes = hn::Lanes(df);
   auto vmax = hn::Zero(df);
   auto bad = hn::FirstN(df, 0);
   std::size_t i = 0;
@@ -176,30 +195,6 @@ HWY_INLINE void RunStats(const float* HWY_RESTRICT in, std::size_t n, float* ama
   }
   *amax = m;
   *nonfinite = any_bad;
-}
-
-// A block's statistics for its scale: the largest |x| (returned in amax) and whether any element is
-// NaN or Inf (returned; amax is then unspecified, as group_scale ignores it). Non-negative floats
-// order as their bit patterns do, and every NaN and Inf lies above the largest finite value, so one
-// integer max over the magnitude bits answers both (RunStats needs two comparisons and a blend).
-HWY_INLINE bool BlockAmax(const float* HWY_RESTRICT in, std::size_t n, float* amax) {
-  const hn::ScalableTag<float> df;
-  const hn::RebindToSigned<decltype(df)> di;
-  const std::size_t lanes = hn::Lanes(df);
-  const auto magnitude = hn::Set(di, 0x7FFFFFFF);
-  auto vmax = hn::Zero(di);
-  std::size_t i = 0;
-  for (; i + lanes <= n; i += lanes) vmax = hn::Max(vmax, hn::And(hn::BitCast(di, hn::LoadU(df, in + i)), magnitude));
-  std::int32_t m = hn::GetLane(hn::MaxOfLanes(di, vmax));
-  for (; i < n; ++i) {
-    std::int32_t bits;
-    std::memcpy(&bits, in + i, 4);
-    bits &= 0x7FFFFFFF;
-    m = bits > m ? bits : m;
-  }
-  if (m >= 0x7F800000) return true;
-  std::memcpy(amax, &m, 4);
-  return false;
 }
 
 // x -> the value on the element grid (detail::scaled_input): x / s, or x / (s * s_t). x / 2^k and
