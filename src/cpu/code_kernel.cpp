@@ -1,7 +1,9 @@
 // The SIMD code kernels: element codes from values (encode) and values from codes (decode), written
-// once and compiled per Highway target like the span kernel. Encode quantizes with the span
-// kernel's QuantizeVector and then reads the code off the bits of the exact grid value: every
-// non-NaN grid value has exactly one code, so code(Q(v)) is the reference's encode_element(v).
+// once and compiled per Highway target like the span kernel. Encode of the lean grids (ties to even,
+// saturating) computes each code straight from the scaled value (lean_codes-inl.h); the other
+// options quantize with the span kernel's QuantizeVector and then read the code off the bits of the
+// exact grid value: every non-NaN grid value has exactly one code, so code(Q(v)) is the reference's
+// encode_element(v). 8-bit codes go straight into the packed stream, 4-bit codes in pairs per byte.
 // Decode looks every code up in a table built by the reference decode_element.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "src/cpu/code_kernel.cpp"
@@ -20,6 +22,7 @@
 // Per target (re-included by foreach_target): QuantizeVector, its lean variants, the lean block chunks.
 #include "src/cpu/quantize_vector-inl.h"
 #include "src/cpu/lean_blocks-inl.h"
+#include "src/cpu/lean_codes-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace qcast::kernels::HWY_NAMESPACE {
@@ -52,47 +55,92 @@ HWY_INLINE hn::Vec<hn::RebindToUnsigned<DF>> CodeOfValue(DF df, const CodeParams
   return code;
 }
 
-// kCheckNan: whether a NaN can reach a format without NaN codes here (direct casts); a finite
-// group's elements are all finite, so the block path skips the test.
-template <bool kCheckNan>
-HWY_INLINE std::size_t EncodeRun(const CodeParams& p, SpanScale mode, float s, float s_t, const float* HWY_RESTRICT in,
-                                 std::uint8_t* HWY_RESTRICT codes, std::size_t n, std::uint64_t first) {
+// The vectors of a run by LeanCodes (lean_codes-inl.h): codes straight from the scaled values.
+// Returns the offset after the last whole vector, or, with kReportNan, of the first NaN (*nan set).
+template <bool kReportNan, bool kInteger, class Writer>
+HWY_INLINE std::size_t EncodeLeanVectors(const CodeParams& p, const ScaleInput& scale, const float* HWY_RESTRICT in,
+                                         const Writer& out, std::size_t at, std::size_t n, bool* nan) {
   const hn::ScalableTag<float> df;
   const hn::RebindToSigned<decltype(df)> di;
-  const hn::Rebind<std::uint8_t, decltype(di)> d8;
   const std::size_t lanes = hn::Lanes(df);
-  const ScaleInput scale(mode, s, s_t);
-  const bool lean = LeanQuantizerApplies(p.element);
-  const auto max = hn::Set(df, p.element.max_value);
-  const auto two_max = hn::Add(max, max);
-  const auto min_e = hn::Set(di, p.element.min_exponent + 127);
-  const auto mantissa_bits = hn::Set(di, p.element.mantissa_bits);
+  const LeanCodes<kInteger> codes(p);
   std::size_t i = 0;
   for (; i + lanes <= n; i += lanes) {
-    const std::uint64_t index = first + i;
-    if (p.element.rounding == Rounding::stochastic && (index >> 32) != ((index + lanes - 1) >> 32)) break;
     const auto v = scale.Apply(df, hn::LoadU(df, in + i));
-    const auto q = lean ? QuantizeVectorLean(df, v, max, two_max, min_e, mantissa_bits)
-                        : QuantizeVector(df, p.element, v, index);
-    if (kCheckNan && !p.has_nan) {
-      const auto nan = hn::IsNaN(q);
-      if (!hn::AllFalse(df, nan)) return i + std::size_t(hn::FindFirstTrue(df, nan));
+    if (kReportNan) {
+      const auto is_nan = hn::IsNaN(v);
+      if (!hn::AllFalse(df, is_nan)) {
+        *nan = true;
+        return i + std::size_t(hn::FindFirstTrue(df, is_nan));
+      }
     }
-    hn::StoreU(hn::DemoteTo(d8, hn::BitCast(di, CodeOfValue(df, p, q))), d8, codes + i);  // codes < 256
+    // Without kReportNan a NaN lane either cannot occur (a finite group) or gets its NaN code.
+    out.Store(di, codes.template Of<false>(v), at + i);
+  }
+  return i;
+}
+
+// kCheckNan: whether a NaN can reach a format without NaN codes here (direct casts); a finite
+// group's elements are all finite, so the block path skips the test. Codes go to out at offsets
+// at + i.
+template <bool kCheckNan, class Writer>
+HWY_INLINE std::size_t EncodeRun(const CodeParams& p, SpanScale mode, float s, float s_t, const float* HWY_RESTRICT in,
+                                 const Writer& out, std::size_t at, std::size_t n, std::uint64_t first) {
+  const hn::ScalableTag<float> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  const std::size_t lanes = hn::Lanes(df);
+  const ScaleInput scale(mode, s, s_t);
+  const bool report_nan = kCheckNan && !p.has_nan;
+  std::size_t i = 0;
+  if (LeanCodesApply(p)) {
+    bool nan = false;
+    WithLeanCodeKind(p, [&](auto integer) {
+      constexpr bool kInteger = decltype(integer)::value;
+      i = report_nan ? EncodeLeanVectors<true, kInteger>(p, scale, in, out, at, n, &nan)
+                     : EncodeLeanVectors<false, kInteger>(p, scale, in, out, at, n, &nan);
+    });
+    if (nan) return i;
+  } else {
+    const bool lean = LeanQuantizerApplies(p.element);
+    const auto max = hn::Set(df, p.element.max_value);
+    const auto two_max = hn::Add(max, max);
+    const auto min_e = hn::Set(di, p.element.min_exponent + 127);
+    const auto mantissa_bits = hn::Set(di, p.element.mantissa_bits);
+    for (; i + lanes <= n; i += lanes) {
+      const std::uint64_t index = first + i;
+      if (p.element.rounding == Rounding::stochastic && (index >> 32) != ((index + lanes - 1) >> 32)) break;
+      const auto v = scale.Apply(df, hn::LoadU(df, in + i));
+      const auto q = lean ? QuantizeVectorLean(df, v, max, two_max, min_e, mantissa_bits)
+                          : QuantizeVector(df, p.element, v, index);
+      if (report_nan) {
+        const auto nan = hn::IsNaN(q);
+        if (!hn::AllFalse(df, nan)) return i + std::size_t(hn::FindFirstTrue(df, nan));
+      }
+      out.Store(di, hn::BitCast(di, CodeOfValue(df, p, q)), at + i);  // codes < 256
+    }
   }
   const hn::CappedTag<float, 1> d1;
   for (; i < n; ++i) {
     const auto q = QuantizeVector(d1, p.element, scale.Apply(d1, hn::Set(d1, in[i])), first + i);
-    if (kCheckNan && !p.has_nan && std::isnan(hn::GetLane(q))) return i;
-    codes[i] = std::uint8_t(hn::GetLane(CodeOfValue(d1, p, q)));
+    if (report_nan && std::isnan(hn::GetLane(q))) return i;
+    out.Scalar(at + i, hn::GetLane(CodeOfValue(d1, p, q)));
   }
   return n;
 }
 
+// Calls body(writer) with the CodeWriter of layout over out.
+template <class Body>
+HWY_INLINE void WithCodeWriter(CodeLayout layout, std::uint8_t* HWY_RESTRICT out, Body&& body) {
+  if (layout == CodeLayout::nibbles) body(CodeWriter<true>{out});
+  else body(CodeWriter<false>{out});
+}
+
 std::size_t EncodeSpan(const CodeParams& params, SpanScale mode, float s, float s_t, const float* HWY_RESTRICT in,
-                       std::uint8_t* HWY_RESTRICT codes, std::size_t n, std::uint64_t first) {
-  const CodeParams p = params;  // a local copy: stores to `codes` cannot alias it
-  return EncodeRun<true>(p, mode, s, s_t, in, codes, n, first);
+                       std::uint8_t* HWY_RESTRICT out, CodeLayout layout, std::size_t n, std::uint64_t first) {
+  const CodeParams p = params;  // a local copy: stores to `out` cannot alias it
+  std::size_t done = 0;
+  WithCodeWriter(layout, out, [&](const auto& writer) { done = EncodeRun<true>(p, mode, s, s_t, in, writer, 0, n, first); });
+  return done;
 }
 
 // The scale of one block and its code (group_scale, exactly): the OCP floor rule from the bits of
@@ -123,9 +171,11 @@ HWY_INLINE GroupScale BlockScaleAndCode(const BlockParams& bp, const CodeParams&
   return group_scale(f, amax, false, bp.amax_t, bp.s_t);
 }
 
-// One block by the general path: statistics, scale and code (into *scale_code_out), element codes.
+// One block by the general path: statistics, scale and code (into *scale_code_out), element codes
+// (to out at offsets at + i).
+template <class Writer>
 HWY_INLINE void EncodeBlockGeneral(const BlockParams& bp, const CodeParams& p, const CodeParams& scale_code,
-                                   SpanScale mode, const float* HWY_RESTRICT in, std::uint8_t* HWY_RESTRICT codes,
+                                   SpanScale mode, const float* HWY_RESTRICT in, const Writer& out, std::size_t at,
                                    std::uint32_t* scale_code_out, std::size_t n, std::uint64_t first,
                                    const CastOptions& o) {
   float amax = 0;
@@ -133,12 +183,12 @@ HWY_INLINE void EncodeBlockGeneral(const BlockParams& bp, const CodeParams& p, c
   const GroupScale g = BlockScaleAndCode(bp, scale_code, amax, nonfinite);
   *scale_code_out = g.code;
   if (g.kind == GroupScale::Kind::finite) {
-    EncodeRun<false>(p, mode, g.value, bp.s_t, in, codes, n, first);  // a finite block holds no NaN
+    EncodeRun<false>(p, mode, g.value, bp.s_t, in, out, at, n, first);  // a finite block holds no NaN
     return;
   }
   for (std::size_t i = 0; i < n; ++i) {  // qcast::encode's element loop for the other kinds
     const float v = g.kind == GroupScale::Kind::nan ? 0.0f : std::copysign(0.0f, in[i]);
-    codes[i] = std::uint8_t(encode_element(bp.format->element, v, o, first + i));
+    out.Scalar(at + i, encode_element(bp.format->element, v, o, first + i));
   }
 }
 
@@ -165,18 +215,18 @@ HWY_INLINE void LeanScaleCodes(const LeanBlocks& c, const Format& f, const CodeP
   }
 }
 
-// The whole blocks of a line from its start by the lean chunks (lean_blocks-inl.h); returns the
-// offset of the first element left (a last partial block).
-template <bool kDivide, bool kInteger>
+// The whole blocks of a line from its start by the lean chunks (lean_blocks-inl.h), their codes
+// by LeanCodes; returns the offset of the first element left (a last partial block).
+template <bool kDivide, bool kInteger, class Writer>
 HWY_INLINE std::size_t EncodeLeanLine(const BlockParams& bp, const LeanBlocks& c, const CodeParams& p,
                                       const CodeParams& scale_code, SpanScale mode, const float* HWY_RESTRICT in,
-                                      std::uint8_t* HWY_RESTRICT codes, std::uint32_t* HWY_RESTRICT scale_codes,
-                                      std::size_t len, std::uint64_t first, const CastOptions& o) {
+                                      const Writer& out, std::uint32_t* HWY_RESTRICT scale_codes, std::size_t len,
+                                      std::uint64_t first, const CastOptions& o) {
   const hn::ScalableTag<float> df;
   const hn::RebindToSigned<decltype(df)> di;
-  const hn::Rebind<std::uint8_t, decltype(di)> d8;
+  const std::size_t lanes = hn::Lanes(df);
   const std::size_t block = std::size_t(bp.format->block_size);
-  const LeanElements<kDivide, kInteger> elements(c);
+  const LeanCodes<kInteger> codes(p);
   LeanChunkScales chunk;
   std::size_t b = 0, k = 0;
   while (len - b >= block) {
@@ -185,13 +235,15 @@ HWY_INLINE std::size_t EncodeLeanLine(const BlockParams& bp, const LeanBlocks& c
     LeanScaleCodes(c, *bp.format, scale_code, chunk, nb, scale_codes + k);
     for (std::size_t j = 0; j < nb; ++j, ++k, b += block) {
       if (chunk.in_factor[j] == 0.0f) {
-        EncodeBlockGeneral(bp, p, scale_code, mode, in + b, codes + b, scale_codes + k, block, first + b, o);
+        EncodeBlockGeneral(bp, p, scale_code, mode, in + b, out, b, scale_codes + k, block, first + b, o);
         continue;
       }
-      std::uint8_t* HWY_RESTRICT block_codes = codes + b;
-      elements.Block(in + b, block, chunk.in_factor[j], [&](std::size_t i, auto q) {
-        hn::StoreU(hn::DemoteTo(d8, hn::BitCast(di, CodeOfValue<true>(df, p, q))), d8, block_codes + i);
-      });
+      // x / s: a division for minifloat scales; for 2^k the exact product with 2^-k (the same value).
+      const auto factor = hn::Set(df, chunk.in_factor[j]);
+      for (std::size_t i = 0; i < block; i += lanes) {
+        const auto x = hn::LoadU(df, in + b + i);
+        out.Store(di, codes.template Of<true>(kDivide ? hn::Div(x, factor) : hn::Mul(x, factor)), b + i);
+      }
     }
   }
   return b;
@@ -200,25 +252,27 @@ HWY_INLINE std::size_t EncodeLeanLine(const BlockParams& bp, const LeanBlocks& c
 // One line of contiguous blocks: each block's statistics, scale (code into scale_codes[block]) and
 // element codes, in one call (per-block calls through the dispatch table cost more than 32 codes).
 void EncodeBlocks(const BlockParams& bp, const CodeParams& params, const CodeParams& scale_code,
-                  const float* HWY_RESTRICT in, std::uint8_t* HWY_RESTRICT codes,
+                  const float* HWY_RESTRICT in, std::uint8_t* HWY_RESTRICT out, CodeLayout layout,
                   std::uint32_t* HWY_RESTRICT scale_codes, std::size_t len, std::uint64_t first, const CastOptions& o) {
-  const CodeParams p = params;  // a local copy: stores to `codes` cannot alias it
+  const CodeParams p = params;  // a local copy: stores to `out` cannot alias it
   const std::size_t block = std::size_t(bp.format->block_size);
   const SpanScale mode = bp.format->tensor_scale ? SpanScale::two_level : SpanScale::single;
   // The default formats by chunks of blocks as QuantizeBlocks runs them, so that a block costs its
   // vectors and not the set-up of a general run.
   const LeanBlocks c = MakeLeanBlocks(bp);
-  std::size_t b = 0;
-  if (c.scale != LeanBlocks::Scale::none) {
-    WithLeanVariant(c, [&](auto divide, auto integer) {
-      b = EncodeLeanLine<decltype(divide)::value, decltype(integer)::value>(bp, c, p, scale_code, mode, in, codes,
-                                                                            scale_codes, len, first, o);
-    });
-  }
-  for (std::size_t k = b / block; b < len; b += block, ++k) {  // the general path, and a last partial block
-    const std::size_t n = len - b < block ? len - b : block;
-    EncodeBlockGeneral(bp, p, scale_code, mode, in + b, codes + b, scale_codes + k, n, first + b, o);
-  }
+  WithCodeWriter(layout, out, [&](const auto& writer) {
+    std::size_t b = 0;
+    if (c.scale != LeanBlocks::Scale::none && LeanCodesApply(p)) {
+      WithLeanVariant(c, [&](auto divide, auto integer) {
+        b = EncodeLeanLine<decltype(divide)::value, decltype(integer)::value>(bp, c, p, scale_code, mode, in, writer,
+                                                                              scale_codes, len, first, o);
+      });
+    }
+    for (std::size_t k = b / block; b < len; b += block, ++k) {  // the general path, and a last partial block
+      const std::size_t n = len - b < block ? len - b : block;
+      EncodeBlockGeneral(bp, p, scale_code, mode, in + b, writer, b, scale_codes + k, n, first + b, o);
+    }
+  });
 }
 
 // out[i] = scaled_output(table[codes[i]]) for i < n (detail::scaled_output: q * s, or (q * s) * s_t).
@@ -291,13 +345,14 @@ CodeParams code_params(const ElementFormat& e, const CastOptions& o) {
     if (p.has_nan) p.nan_code = detail::nan_code(e);
     p.min_normal = std::ldexp(1.0f, e.min_exponent());
     p.subnormal_code_scale = std::ldexp(1.0f, e.mantissa_bits - e.min_exponent());
+    p.max_code = detail::max_magnitude_code(e);
   }
   return p;
 }
 
-std::size_t encode_span(const CodeParams& p, SpanScale mode, float s, float s_t, const float* in,
-                        std::uint8_t* codes, std::size_t n, std::uint64_t first) {
-  return HWY_DYNAMIC_DISPATCH(EncodeSpan)(p, mode, s, s_t, in, codes, n, first);
+std::size_t encode_span(const CodeParams& p, SpanScale mode, float s, float s_t, const float* in, std::uint8_t* out,
+                        CodeLayout layout, std::size_t n, std::uint64_t first) {
+  return HWY_DYNAMIC_DISPATCH(EncodeSpan)(p, mode, s, s_t, in, out, layout, n, first);
 }
 
 void decode_span(const float* table, SpanScale mode, float s, float s_t, const std::uint8_t* codes, float* out,
@@ -306,9 +361,9 @@ void decode_span(const float* table, SpanScale mode, float s, float s_t, const s
 }
 
 void encode_blocks(const BlockParams& bp, const CodeParams& p, const CodeParams& scale_code, const float* in,
-                   std::uint8_t* codes, std::uint32_t* scale_codes, std::size_t len, std::uint64_t first,
-                   const CastOptions& o) {
-  HWY_DYNAMIC_DISPATCH(EncodeBlocks)(bp, p, scale_code, in, codes, scale_codes, len, first, o);
+                   std::uint8_t* out, CodeLayout layout, std::uint32_t* scale_codes, std::size_t len,
+                   std::uint64_t first, const CastOptions& o) {
+  HWY_DYNAMIC_DISPATCH(EncodeBlocks)(bp, p, scale_code, in, out, layout, scale_codes, len, first, o);
 }
 
 void decode_blocks(const float* table, SpanScale mode, std::size_t block, const float* scale_values, float s_t,

@@ -19,18 +19,25 @@ struct CodeParams {
   bool has_nan = false;
   float min_normal = 0;          // 2^min_exponent: smaller magnitudes are subnormal codes
   float subnormal_code_scale = 0;  // 2^(mantissa_bits - min_exponent): subnormal value -> its code
+  std::uint32_t max_code = 0;      // magnitude code of the largest finite value (minifloats)
 };
+
+// How the encode kernels write codes: one byte per code, or two 4-bit codes per byte with the first
+// in the low nibble (the packed stream of packing.hpp for 4-bit formats). `out` is the byte of the
+// run's first code; a nibble run starts on a byte (an even element).
+enum class CodeLayout : int { bytes, nibbles };
 
 // Whether the code kernels reproduce the reference encode/decode for this element format: the span
 // kernel's formats of at most 8 bits.
 bool code_kernel_supports(const ElementFormat& e);
 CodeParams code_params(const ElementFormat& e, const CastOptions& o);
 
-// codes[i] = encode_element(scaled_input(in[i])) for i < n (mode and scales as in quantize_span);
-// element i has flat index first + i. Returns n, or the offset of the first NaN when the format has
-// no NaN code (codes from there on are unspecified; the caller reports the error).
-std::size_t encode_span(const CodeParams& p, SpanScale mode, float s, float s_t, const float* in,
-                        std::uint8_t* codes, std::size_t n, std::uint64_t first);
+// Code i = encode_element(scaled_input(in[i])) for i < n (mode and scales as in quantize_span),
+// written to out in `layout`; element i has flat index first + i. Returns n, or the offset of the
+// first NaN when the format has no NaN code (codes from there on are unspecified; the caller
+// reports the error).
+std::size_t encode_span(const CodeParams& p, SpanScale mode, float s, float s_t, const float* in, std::uint8_t* out,
+                        CodeLayout layout, std::size_t n, std::uint64_t first);
 
 // out[i] = scaled_output(table[codes[i]]) for i < n; table holds decode_element of every code.
 // stream: streaming stores where out is vector-aligned (stream_stores_pay of the whole output).
@@ -40,10 +47,10 @@ void decode_span(const float* table, SpanScale mode, float s, float s_t, const s
 // A line of len elements in contiguous blocks of f.block_size (block granularity along the last
 // axis): scale_codes[k] and the codes of block k, as qcast::encode writes them; element 0 has flat
 // index `first`. bp from block_params; scale_code: code_params of the scale format's signed twin
-// (used where bp.scale_path is minifloat).
+// (used where bp.scale_path is minifloat). Nibbles need an even block size.
 void encode_blocks(const BlockParams& bp, const CodeParams& p, const CodeParams& scale_code, const float* in,
-                   std::uint8_t* codes, std::uint32_t* scale_codes, std::size_t len, std::uint64_t first,
-                   const CastOptions& o);
+                   std::uint8_t* out, CodeLayout layout, std::uint32_t* scale_codes, std::size_t len,
+                   std::uint64_t first, const CastOptions& o);
 // Its inverse: scale_values[k] is the decoded scale of block k (NaN: the block decodes to NaN).
 void decode_blocks(const float* table, SpanScale mode, std::size_t block, const float* scale_values, float s_t,
                    const std::uint8_t* codes, float* out, std::size_t len, bool stream);

@@ -1,6 +1,6 @@
 // The threaded driver of encode and decode: groups are encoded (decoded) in parallel through the
-// SIMD code kernel into one byte per code, a chunk at a time, and each chunk is packed into
-// (unpacked from) the bit stream at once. Chunks written in parallel start at multiples of 8
+// SIMD code kernel, a chunk at a time: 8-bit and 4-bit codes straight into the bit stream, other
+// widths into one byte per code, each chunk then packed into (unpacked from) the stream at once. Chunks written in parallel start at multiples of 8
 // elements, hence on byte boundaries, so no two threads write the same byte.
 // Element formats the code kernel does not cover (wider than 8 bits, unsigned, E8M0 elements) run
 // the scalar reference.
@@ -152,15 +152,21 @@ void encode_into(Encoded& e, const float* in, const Shape& shape, const Format& 
   e.tensor_scale = 1.0f;
   e.codes.resize(packed_size(std::size_t(n), bits));
   std::uint8_t* const packed = e.codes.data();
+  // 8-bit and 4-bit codes are written by the kernels straight into the stream (code_layout); other
+  // widths one byte per code into a chunk buffer, packed from there.
+  const bool packs_itself = bits == 8 || bits == 4;
+  const CodeLayout code_layout = bits == 4 ? CodeLayout::nibbles : CodeLayout::bytes;
   // Encodes the contiguous elements [b, end) (b a multiple of 8) with one scale, a chunk at a time;
   // returns the index of the first NaN that a format without NaN codes cannot take, or end.
   auto encode_range = [&](SpanScale mode, float s, float s_t, std::int64_t b, std::int64_t end) {
     std::uint8_t chunk[kChunkCodes];
     for (std::int64_t c = b; c < end; c += kChunkCodes) {
       const std::int64_t m = std::min(kChunkCodes, end - c);
-      const std::size_t done = encode_span(params, mode, s, s_t, in + c, chunk, std::size_t(m), std::uint64_t(c));
+      std::uint8_t* const stream = packed + c * bits / 8;
+      const std::size_t done = encode_span(params, mode, s, s_t, in + c, packs_itself ? stream : chunk, code_layout,
+                                           std::size_t(m), std::uint64_t(c));
       if (std::int64_t(done) < m) return c + std::int64_t(done);
-      pack_run(chunk, m, bits, packed + c * bits / 8);
+      if (!packs_itself) pack_run(chunk, m, bits, stream);
     }
     return end;
   };
@@ -201,14 +207,18 @@ void encode_into(Encoded& e, const float* in, const Shape& shape, const Format& 
       signed_scale.is_signed = true;
       scale_code = code_params(signed_scale, detail::scale_cast_options());
     }
+    // Nibbles in the stream need every block to start on a byte: an even block size.
+    const bool blocks_pack_themselves = bits == 8 || (bits == 4 && f.block_size % 2 == 0);
     parallel_ranges(n / len, threads, len, [&](std::int64_t b, std::int64_t end) {
-      std::vector<std::uint8_t> chunk(static_cast<std::size_t>(chunk_len));
+      std::vector<std::uint8_t> chunk(blocks_pack_themselves ? 0 : static_cast<std::size_t>(chunk_len));
       for (std::int64_t line = b; line < end; ++line)
         for (std::int64_t s = 0; s < len; s += chunk_len) {  // s is a multiple of the block
           const std::int64_t at = line * len + s, m = std::min(chunk_len, len - s);
-          encode_blocks(bp, params, scale_code, in + at, chunk.data(),
+          std::uint8_t* const stream = packed + at * bits / 8;
+          encode_blocks(bp, params, scale_code, in + at, blocks_pack_themselves ? stream : chunk.data(),
+                        blocks_pack_themselves ? code_layout : CodeLayout::bytes,
                         scale_codes.data() + line * per_line + s / f.block_size, std::size_t(m), std::uint64_t(at), o);
-          pack_run(chunk.data(), m, bits, packed + at * bits / 8);
+          if (!blocks_pack_themselves) pack_run(chunk.data(), m, bits, stream);
         }
     });
   } else if (one_contiguous_group && single.kind == GroupScale::Kind::finite) {
@@ -234,8 +244,8 @@ void encode_into(Encoded& e, const float* in, const Shape& shape, const Format& 
         }
         scale_codes[std::size_t(gi)] = g.code;
         if (contiguous && g.kind == GroupScale::Kind::finite) {
-          encode_span(params, mode, g.value, s_t, in + grp.base, codes + grp.base, std::size_t(grp.count),
-                      std::uint64_t(grp.base));  // a finite group holds no NaN
+          encode_span(params, mode, g.value, s_t, in + grp.base, codes + grp.base, CodeLayout::bytes,
+                      std::size_t(grp.count), std::uint64_t(grp.base));  // a finite group holds no NaN
           continue;
         }
         grp.for_each([&](std::int64_t i) {  // qcast::encode's element loop

@@ -3,6 +3,7 @@
 // strided (channel) groups, specials, and every fp16 bit pattern through the 16-bit entry points.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -12,7 +13,10 @@
 #include "common/reference_errors.hpp"
 #include "common/streaming.hpp"
 #include "common/tensor_values.hpp"
+#include "qcast/element_codec.hpp"
+#include "qcast/format_names.hpp"
 #include "qcast/kernels.hpp"
+#include "qcast/packing.hpp"
 
 namespace {
 
@@ -173,6 +177,91 @@ TEST_CASE("kernels::encode / decode on every fp16 bit pattern through the 16-bit
         for (std::size_t i = 0; i < in.size(); ++i) bad += out[i] != qcast::narrow(t, ref_out[i]);
         CHECK(bad == 0);
       }
+    }
+  }
+  qcast::kernels::use_target("");
+}
+
+namespace {
+
+// Every non-negative finite value of element format e, its midpoints with the next one (the ties)
+// and the binary32 neighbours of both, up to `limit` (values beyond it left out); then the same
+// negated. Where beyond_max, also values past the largest one, up to FLT_MAX and Inf.
+std::vector<float> grid_ties_and_neighbours(const qcast::ElementFormat& e, float limit, bool beyond_max) {
+  std::vector<float> grid;
+  for (std::uint32_t c = 0; c < (1u << e.bits()); ++c) {
+    const float g = qcast::decode_element(e, c);
+    if (std::isfinite(g) && g >= 0 && !std::signbit(g)) grid.push_back(g);
+  }
+  std::sort(grid.begin(), grid.end());
+  grid.erase(std::unique(grid.begin(), grid.end()), grid.end());
+  std::vector<float> v;
+  auto add_with_neighbours = [&](float x) {
+    for (float y : {std::nextafter(x, 0.0f), x, std::nextafter(x, INFINITY)})
+      if (y <= limit) v.push_back(y);
+  };
+  for (std::size_t i = 0; i < grid.size(); ++i) {
+    add_with_neighbours(grid[i]);
+    if (i + 1 < grid.size()) add_with_neighbours(grid[i] + (grid[i + 1] - grid[i]) / 2);  // exact in binary32
+  }
+  v.push_back(std::numeric_limits<float>::denorm_min());
+  v.push_back(std::numeric_limits<float>::min());
+  if (beyond_max) {
+    const float max = grid.back(), step = max - grid[grid.size() - 2];
+    for (float y : {max + step / 2, max + step, 2 * max, 1e30f, std::numeric_limits<float>::max(), INFINITY})
+      add_with_neighbours(y), v.push_back(y);
+  }
+  const std::size_t positive = v.size();
+  for (std::size_t i = 0; i < positive; ++i) v.push_back(-v[i]);
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("kernels::encode equals the reference on every grid value, tie and neighbour of each element format") {
+  for (const auto& target : qcast::kernels::available_targets()) {
+    qcast::kernels::use_target(target);
+    // Value casts: the element grid itself, with overflow, Inf and (where the format has a NaN
+    // code) NaN; saturating and not.
+    for (const char* name : {"fp8_e4m3", "fp8_e5m2", "fp8_e4m3fnuz", "fp6_e2m3", "fp6_e3m2", "fp4_e2m1"}) {
+      const qcast::Format f = qcast::parse_format(name);
+      std::vector<float> x = grid_ties_and_neighbours(f.element, INFINITY, true);
+      if (f.element.has_nan()) x.push_back(std::numeric_limits<float>::quiet_NaN());
+      for (bool saturate : {true, false}) {
+        qcast::CastOptions o;
+        o.saturate = saturate;
+        INFO(target << " " << name << " saturate " << saturate);
+        const qcast::Encoded ref = qcast::encode(x.data(), {std::int64_t(x.size())}, f, o);
+        CHECK(qcast::kernels::encode(x.data(), {std::int64_t(x.size())}, f, o, 2).codes == ref.codes);
+      }
+    }
+    // Block formats whose scale is exactly 1: each block opens with the largest element value, and
+    // its other elements are the grid's values, ties and neighbours.
+    for (const char* name : {"mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e2m3", "mxfp6_e3m2", "mxfp4", "mxint8", "int4@g32",
+                             "int8@g32"}) {
+      const qcast::Format f = qcast::parse_format(name);
+      const float max = float(f.element.max_value());
+      const std::vector<float> values = grid_ties_and_neighbours(f.element, max, false);
+      const std::size_t per_block = std::size_t(f.block_size) - 1;
+      const std::size_t blocks = (values.size() + per_block - 1) / per_block;
+      const std::size_t cols = 8 * std::size_t(f.block_size);
+      const std::size_t rows = (blocks + 7) / 8;
+      std::vector<float> x(rows * cols, 0.0f);
+      for (std::size_t b = 0; b < rows * 8; ++b) {
+        x[b * f.block_size] = b % 2 ? -max : max;
+        for (std::size_t i = 0; i < per_block && b * per_block + i < values.size(); ++i)
+          x[b * f.block_size + 1 + i] = values[b * per_block + i];
+      }
+      INFO(target << " " << name);
+      const qcast::Shape shape{std::int64_t(rows), std::int64_t(cols)};
+      const qcast::Encoded ref = qcast::encode(x.data(), shape, f);
+      std::size_t scales_not_one = 0;  // what the values were built for
+      for (std::size_t b = 0; b < rows * 8; ++b)
+        scales_not_one += qcast::group_scale_from_code(f, qcast::unpack_code(ref.scales.data(), b, f.scale_storage_bits())).value != 1.0f;
+      REQUIRE(scales_not_one == 0);
+      const qcast::Encoded got = qcast::kernels::encode(x.data(), shape, f, {}, 2);
+      CHECK(got.codes == ref.codes);
+      CHECK(got.scales == ref.scales);
     }
   }
   qcast::kernels::use_target("");
