@@ -22,6 +22,7 @@
 // Per target (re-included by foreach_target): QuantizeVector, its lean variants, the lean block chunks.
 #include "src/cpu/quantize_vector-inl.h"
 #include "src/cpu/lean_blocks-inl.h"
+#include "src/cpu/code_streams-inl.h"
 #include "src/cpu/lean_codes-inl.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -128,18 +129,11 @@ HWY_INLINE std::size_t EncodeRun(const CodeParams& p, SpanScale mode, float s, f
   return n;
 }
 
-// Calls body(writer) with the CodeWriter of layout over out.
-template <class Body>
-HWY_INLINE void WithCodeWriter(CodeLayout layout, std::uint8_t* HWY_RESTRICT out, Body&& body) {
-  if (layout == CodeLayout::nibbles) body(CodeWriter<true>{out});
-  else body(CodeWriter<false>{out});
-}
-
 std::size_t EncodeSpan(const CodeParams& params, SpanScale mode, float s, float s_t, const float* HWY_RESTRICT in,
                        std::uint8_t* HWY_RESTRICT out, CodeLayout layout, std::size_t n, std::uint64_t first) {
   const CodeParams p = params;  // a local copy: stores to `out` cannot alias it
   std::size_t done = 0;
-  WithCodeWriter(layout, out, [&](const auto& writer) { done = EncodeRun<true>(p, mode, s, s_t, in, writer, 0, n, first); });
+  WithCodeStream<CodeWriter>(layout, out, [&](const auto& writer) { done = EncodeRun<true>(p, mode, s, s_t, in, writer, 0, n, first); });
   return done;
 }
 
@@ -260,7 +254,7 @@ void EncodeBlocks(const BlockParams& bp, const CodeParams& params, const CodePar
   // The default formats by chunks of blocks as QuantizeBlocks runs them, so that a block costs its
   // vectors and not the set-up of a general run.
   const LeanBlocks c = MakeLeanBlocks(bp);
-  WithCodeWriter(layout, out, [&](const auto& writer) {
+  WithCodeStream<CodeWriter>(layout, out, [&](const auto& writer) {
     std::size_t b = 0;
     if (c.scale != LeanBlocks::Scale::none && LeanCodesApply(p)) {
       WithLeanVariant(c, [&](auto divide, auto integer) {
@@ -275,49 +269,134 @@ void EncodeBlocks(const BlockParams& bp, const CodeParams& params, const CodePar
   });
 }
 
-// out[i] = scaled_output(table[codes[i]]) for i < n (detail::scaled_output: q * s, or (q * s) * s_t).
-HWY_INLINE void DecodeRun(const float* HWY_RESTRICT table, SpanScale mode, float s, float s_t,
-                          const std::uint8_t* HWY_RESTRICT codes, float* HWY_RESTRICT out, std::size_t n, bool stream) {
+// The values of a vector of codes (decode_element), the inverse of LeanCodes: a minifloat's fields
+// rebiased into binary32's (normal codes), its mantissa times the subnormal step (subnormal codes:
+// bits(C) | m is C + m * step exactly, C = 2^(min_exponent - M + 23), and subtracting C is exact),
+// the code's sign moved to bit 31; an integer's code sign-extended and times 2^-fraction_bits.
+// Codes whose value is not finite (p.special_from, p.special_code) are looked up in the table.
+template <bool kInteger>
+struct CodeValues {
+  using DF = hn::ScalableTag<float>;
+  using DI = hn::RebindToSigned<DF>;
+  hn::Vec<DI> magnitude_mask, min_normal_code, rebias, subnormal_base_bits, special_from, special_code;
+  hn::Vec<DF> subnormal_base, int_down;
+  int mantissa_shift = 0, sign_shift = 0;  // 23 - M; 32 - bits
+  bool specials = false;                   // whether any code has no finite value
+  const float* HWY_RESTRICT table;
+
+  CodeValues(const CodeParams& p, const float* HWY_RESTRICT t) : table(t) {
+    const DF df;
+    const DI di;
+    const SpanParams& e = p.element;
+    magnitude_mask = hn::Set(di, std::int32_t(p.sign_mask - 1));
+    min_normal_code = hn::Set(di, 1 << e.mantissa_bits);
+    mantissa_shift = 23 - e.mantissa_bits;
+    sign_shift = 32 - p.bits;
+    rebias = hn::Set(di, (127 - p.bias) << 23);
+    subnormal_base = hn::Set(df, std::ldexp(1.0f, e.min_exponent - e.mantissa_bits + 23));
+    subnormal_base_bits = hn::BitCast(di, subnormal_base);
+    special_from = hn::Set(di, std::int32_t(p.special_from));
+    special_code = hn::Set(di, std::int32_t(p.special_code));
+    specials = p.special_from < p.sign_mask || p.special_code != ~0u;
+    int_down = hn::Set(df, e.int_down);
+  }
+
+  HWY_INLINE hn::Vec<DF> Of(hn::Vec<DI> code) const {
+    const DF df;
+    const DI di;
+    if (kInteger) return hn::Mul(hn::ConvertTo(df, hn::ShiftRightSame(hn::ShiftLeftSame(code, sign_shift), sign_shift)), int_down);
+    const auto m = hn::And(code, magnitude_mask);
+    const auto normal = hn::BitCast(df, hn::Add(hn::ShiftLeftSame(m, mantissa_shift), rebias));
+    const auto subnormal = hn::Sub(hn::BitCast(df, hn::Or(m, subnormal_base_bits)), subnormal_base);
+    auto v = hn::IfThenElse(hn::RebindMask(df, m < min_normal_code), subnormal, normal);
+    v = hn::BitCast(df, hn::Or(hn::BitCast(di, v), hn::ShiftLeftSame(hn::Xor(code, m), sign_shift)));
+    if (!specials) return v;
+    const auto special = hn::Or(hn::Not(m < special_from), code == special_code);
+    if (!hn::AllFalse(di, special)) v = hn::IfThenElse(hn::RebindMask(df, special), hn::GatherIndex(df, table, code), v);
+    return v;
+  }
+};
+
+// out[i] = scaled_output(value of code i) for i < n, the codes read from `codes` at offsets at + i
+// (detail::scaled_output: q * s, or (q * s) * s_t).
+template <bool kInteger, class Reader>
+HWY_INLINE void DecodeRun(const CodeValues<kInteger>& values, SpanScale mode, float s, float s_t, const Reader& codes,
+                          std::size_t at, float* HWY_RESTRICT out, std::size_t n, bool stream) {
   const hn::ScalableTag<float> df;
   const hn::RebindToSigned<decltype(df)> di;
-  const hn::Rebind<std::uint8_t, decltype(di)> d8;
   const std::size_t lanes = hn::Lanes(df);
   const auto vs = hn::Set(df, s);
   const auto vst = hn::Set(df, s_t);
   stream = stream && VectorAligned(df, out);
   std::size_t i = 0;
   for (; i + lanes <= n; i += lanes) {
-    auto q = hn::GatherIndex(df, table, hn::PromoteTo(di, hn::LoadU(d8, codes + i)));
+    auto q = values.Of(codes.Load(di, at + i));
     if (mode != SpanScale::none) q = hn::Mul(q, vs);
     if (mode == SpanScale::two_level) q = hn::Mul(q, vst);
     StoreResult(stream, q, df, out + i);
   }
   for (; i < n; ++i) {
-    float q = table[codes[i]];
+    float q = values.table[codes.Scalar(at + i)];
     if (mode != SpanScale::none) q = q * s;
     if (mode == SpanScale::two_level) q = q * s_t;
     out[i] = q;
   }
 }
 
-void DecodeSpan(const float* HWY_RESTRICT table, SpanScale mode, float s, float s_t,
-                const std::uint8_t* HWY_RESTRICT codes, float* HWY_RESTRICT out, std::size_t n, bool stream) {
-  DecodeRun(table, mode, s, s_t, codes, out, n, stream);
+// Calls body(values, reader) with the CodeValues of p's element kind and the CodeReader of layout.
+template <class Body>
+HWY_INLINE void WithDecoder(const CodeParams& p, const float* HWY_RESTRICT table, CodeLayout layout,
+                            const std::uint8_t* HWY_RESTRICT codes, Body&& body) {
+  WithCodeStream<CodeReader>(layout, codes, [&](const auto& reader) {
+    if (p.element.integer) body(CodeValues<true>(p, table), reader);
+    else body(CodeValues<false>(p, table), reader);
+  });
+}
+
+void DecodeSpan(const CodeParams& params, const float* HWY_RESTRICT table, SpanScale mode, float s, float s_t,
+                const std::uint8_t* HWY_RESTRICT codes, CodeLayout layout, float* HWY_RESTRICT out, std::size_t n,
+                bool stream) {
+  WithDecoder(params, table, layout, codes, [&](const auto& values, const auto& reader) {
+    DecodeRun(values, mode, s, s_t, reader, 0, out, n, stream);
+  });
   if (stream) hwy::FlushStream();  // streaming stores are weakly ordered: visible before we return
 }
 
 // One line of contiguous blocks: scale_values[block] is the decoded scale of each block.
-void DecodeBlocks(const float* HWY_RESTRICT table, SpanScale mode, std::size_t block, const float* scale_values,
-                  float s_t, const std::uint8_t* HWY_RESTRICT codes, float* HWY_RESTRICT out, std::size_t len,
-                  bool stream) {
-  for (std::size_t b = 0, k = 0; b < len; b += block, ++k) {
-    const std::size_t n = len - b < block ? len - b : block;
-    if (std::isnan(scale_values[k])) {
-      for (std::size_t i = b; i < b + n; ++i) out[i] = detail::canonical_nan();
-      continue;
+void DecodeBlocks(const CodeParams& params, const float* HWY_RESTRICT table, SpanScale mode, std::size_t block,
+                  const float* scale_values, float s_t, const std::uint8_t* HWY_RESTRICT codes, CodeLayout layout,
+                  float* HWY_RESTRICT out, std::size_t len, bool stream) {
+  const hn::ScalableTag<float> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  const std::size_t lanes = hn::Lanes(df);
+  WithDecoder(params, table, layout, codes, [&](const auto& values, const auto& reader) {
+    std::size_t b = 0, k = 0;
+    if (block % lanes == 0 && mode != SpanScale::none) {
+      // Whole blocks of whole vectors, without a run's set-up per block (a block is 2-4 vectors).
+      const bool stream_blocks = stream && VectorAligned(df, out);  // then every block is aligned
+      const auto vst = hn::Set(df, s_t);
+      for (; len - b >= block; b += block, ++k) {
+        if (std::isnan(scale_values[k])) {
+          for (std::size_t i = b; i < b + block; ++i) out[i] = detail::canonical_nan();
+          continue;
+        }
+        const auto vs = hn::Set(df, scale_values[k]);
+        for (std::size_t i = b; i < b + block; i += lanes) {
+          auto q = hn::Mul(values.Of(reader.Load(di, i)), vs);
+          if (mode == SpanScale::two_level) q = hn::Mul(q, vst);
+          StoreResult(stream_blocks, q, df, out + i);
+        }
+      }
     }
-    DecodeRun(table, mode, scale_values[k], s_t, codes + b, out + b, n, stream);
-  }
+    for (; b < len; b += block, ++k) {  // other block sizes, and a last partial block
+      const std::size_t n = len - b < block ? len - b : block;
+      if (std::isnan(scale_values[k])) {
+        for (std::size_t i = b; i < b + n; ++i) out[i] = detail::canonical_nan();
+        continue;
+      }
+      DecodeRun(values, mode, scale_values[k], s_t, reader, b, out + b, n, stream);
+    }
+  });
   if (stream) hwy::FlushStream();
 }
 
@@ -347,6 +426,22 @@ CodeParams code_params(const ElementFormat& e, const CastOptions& o) {
     p.subnormal_code_scale = std::ldexp(1.0f, e.mantissa_bits - e.min_exponent());
     p.max_code = detail::max_magnitude_code(e);
   }
+  // The codes whose value is not finite, for decode's table lookups: every magnitude from
+  // special_from on (OCP E5M2's Inf and NaNs, E4M3's NaN magnitude), and at most one more code
+  // (FNUZ's NaN in the place of -0). A format with more falls back to the table for every code.
+  p.special_from = p.sign_mask;
+  p.special_code = ~0u;
+  if (e.kind == ElementKind::minifloat) {
+    auto finite = [&](std::uint32_t c) { return std::isfinite(decode_element(e, c)); };
+    while (p.special_from > 0 && !finite(p.special_from - 1)) --p.special_from;
+    int odd = 0;
+    for (std::uint32_t c = 0; c < (1u << p.bits); ++c) {
+      if ((c & (p.sign_mask - 1)) >= p.special_from || finite(c)) continue;
+      p.special_code = c;
+      ++odd;
+    }
+    if (odd > 1) p.special_from = 0;
+  }
   return p;
 }
 
@@ -355,9 +450,9 @@ std::size_t encode_span(const CodeParams& p, SpanScale mode, float s, float s_t,
   return HWY_DYNAMIC_DISPATCH(EncodeSpan)(p, mode, s, s_t, in, out, layout, n, first);
 }
 
-void decode_span(const float* table, SpanScale mode, float s, float s_t, const std::uint8_t* codes, float* out,
-                 std::size_t n, bool stream) {
-  HWY_DYNAMIC_DISPATCH(DecodeSpan)(table, mode, s, s_t, codes, out, n, stream);
+void decode_span(const CodeParams& p, const float* table, SpanScale mode, float s, float s_t, const std::uint8_t* codes,
+                 CodeLayout layout, float* out, std::size_t n, bool stream) {
+  HWY_DYNAMIC_DISPATCH(DecodeSpan)(p, table, mode, s, s_t, codes, layout, out, n, stream);
 }
 
 void encode_blocks(const BlockParams& bp, const CodeParams& p, const CodeParams& scale_code, const float* in,
@@ -366,9 +461,9 @@ void encode_blocks(const BlockParams& bp, const CodeParams& p, const CodeParams&
   HWY_DYNAMIC_DISPATCH(EncodeBlocks)(bp, p, scale_code, in, out, layout, scale_codes, len, first, o);
 }
 
-void decode_blocks(const float* table, SpanScale mode, std::size_t block, const float* scale_values, float s_t,
-                   const std::uint8_t* codes, float* out, std::size_t len, bool stream) {
-  HWY_DYNAMIC_DISPATCH(DecodeBlocks)(table, mode, block, scale_values, s_t, codes, out, len, stream);
+void decode_blocks(const CodeParams& p, const float* table, SpanScale mode, std::size_t block, const float* scale_values,
+                   float s_t, const std::uint8_t* codes, CodeLayout layout, float* out, std::size_t len, bool stream) {
+  HWY_DYNAMIC_DISPATCH(DecodeBlocks)(p, table, mode, block, scale_values, s_t, codes, layout, out, len, stream);
 }
 
 }  // namespace qcast::kernels

@@ -20,6 +20,8 @@ struct CodeParams {
   float min_normal = 0;          // 2^min_exponent: smaller magnitudes are subnormal codes
   float subnormal_code_scale = 0;  // 2^(mantissa_bits - min_exponent): subnormal value -> its code
   std::uint32_t max_code = 0;      // magnitude code of the largest finite value (minifloats)
+  // Decode: magnitude codes >= special_from, and the code special_code, have no finite value.
+  std::uint32_t special_from = 0, special_code = ~0u;
 };
 
 // How the encode kernels write codes: one byte per code, or two 4-bit codes per byte with the first
@@ -39,10 +41,11 @@ CodeParams code_params(const ElementFormat& e, const CastOptions& o);
 std::size_t encode_span(const CodeParams& p, SpanScale mode, float s, float s_t, const float* in, std::uint8_t* out,
                         CodeLayout layout, std::size_t n, std::uint64_t first);
 
-// out[i] = scaled_output(table[codes[i]]) for i < n; table holds decode_element of every code.
+// out[i] = scaled_output(decode_element(code i)) for i < n, the codes read from `codes` in
+// `layout`; table holds decode_element of every code (p from code_params: the format's fields).
 // stream: streaming stores where out is vector-aligned (stream_stores_pay of the whole output).
-void decode_span(const float* table, SpanScale mode, float s, float s_t, const std::uint8_t* codes, float* out,
-                 std::size_t n, bool stream);
+void decode_span(const CodeParams& p, const float* table, SpanScale mode, float s, float s_t, const std::uint8_t* codes,
+                 CodeLayout layout, float* out, std::size_t n, bool stream);
 
 // A line of len elements in contiguous blocks of f.block_size (block granularity along the last
 // axis): scale_codes[k] and the codes of block k, as qcast::encode writes them; element 0 has flat
@@ -52,7 +55,7 @@ void encode_blocks(const BlockParams& bp, const CodeParams& p, const CodeParams&
                    std::uint8_t* out, CodeLayout layout, std::uint32_t* scale_codes, std::size_t len,
                    std::uint64_t first, const CastOptions& o);
 // Its inverse: scale_values[k] is the decoded scale of block k (NaN: the block decodes to NaN).
-void decode_blocks(const float* table, SpanScale mode, std::size_t block, const float* scale_values, float s_t,
-                   const std::uint8_t* codes, float* out, std::size_t len, bool stream);
+void decode_blocks(const CodeParams& p, const float* table, SpanScale mode, std::size_t block, const float* scale_values,
+                   float s_t, const std::uint8_t* codes, CodeLayout layout, float* out, std::size_t len, bool stream);
 
 }  // namespace qcast::kernels

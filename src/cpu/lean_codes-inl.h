@@ -115,49 +115,6 @@ HWY_INLINE void WithLeanCodeKind(const CodeParams& p, Body&& body) {
   else body(std::false_type{});
 }
 
-// How a kernel writes codes: one byte per code (8-bit formats straight into the packed stream,
-// narrower ones into a buffer the driver packs), or two 4-bit codes per byte, the first in the low
-// nibble as packing.hpp lays them out. Offsets count codes; a nibble writer's offsets are even.
-#if HWY_TARGET == HWY_SCALAR
-constexpr bool kPackNibblesInVectors = false;  // one lane: no pair of codes in a vector
-#else
-constexpr bool kPackNibblesInVectors = true;
-#endif
-
-template <bool kNibbles>
-struct CodeWriter {
-  std::uint8_t* HWY_RESTRICT out;
-
-  template <class DI>
-  HWY_INLINE void Store(DI di, hn::Vec<DI> codes, std::size_t i) const {
-    const hn::RebindToUnsigned<DI> du;
-    if constexpr (kNibbles && kPackNibblesInVectors) {
-      // A pair of codes as one 64-bit lane c0 | c1 << 32: c0 | c1 << 4 in its low byte.
-      const hn::Repartition<std::uint64_t, DI> d64;
-      const auto pair = hn::BitCast(d64, codes);
-      const hn::Rebind<std::uint8_t, decltype(d64)> d8;
-      hn::StoreU(hn::TruncateTo(d8, hn::Or(pair, hn::ShiftRight<28>(pair))), d8, out + i / 2);
-    } else if constexpr (kNibbles) {
-      HWY_ALIGN std::uint32_t lane_codes[HWY_MAX_BYTES / 4];
-      hn::Store(hn::BitCast(du, codes), du, lane_codes);
-      for (std::size_t k = 0; k < hn::Lanes(di); ++k) Scalar(i + k, lane_codes[k]);
-    } else {
-      const hn::Rebind<std::uint8_t, DI> d8;
-      hn::StoreU(hn::TruncateTo(d8, hn::BitCast(du, codes)), d8, out + i);
-    }
-  }
-
-  // One code (the scalar ends of a run). A nibble writer sets its nibble and keeps the other.
-  HWY_INLINE void Scalar(std::size_t i, std::uint32_t code) const {
-    if (!kNibbles) {
-      out[i] = std::uint8_t(code);
-      return;
-    }
-    std::uint8_t& byte = out[i / 2];
-    byte = i % 2 ? std::uint8_t((byte & 0x0F) | (code & 0xF) << 4) : std::uint8_t((byte & 0xF0) | (code & 0xF));
-  }
-};
-
 }  // namespace qcast::kernels::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 

@@ -21,6 +21,11 @@
 #include "qcast/packing.hpp"
 #include "span_kernel.hpp"
 
+// The packed stream's bytes are read and written as machine words here.
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "qcast's code kernels assume a little-endian host"
+#endif
+
 namespace qcast::kernels {
 namespace {
 
@@ -48,6 +53,20 @@ void pack_run(const Code* codes, std::int64_t count, int bits, std::uint8_t* out
     for (; i + 1 < count; i += 2) *out++ = std::uint8_t((codes[i] & 0xF) | (codes[i + 1] & 0xF) << 4);
     if (i < count) *out = std::uint8_t(codes[i] & 0xF);
     return;
+  }
+  if (bits == 6 && sizeof(Code) == 1) {  // eight codes in six bytes, moved together in a 64-bit word
+    for (; i + 8 <= count; i += 8, out += 6) {
+      std::uint64_t x;
+      std::memcpy(&x, codes + i, 8);  // byte k holds code k (little-endian)
+      x &= 0x3F3F3F3F3F3F3F3Full;
+      x = (x & 0x003F003F003F003Full) | (x & 0x3F003F003F003F00ull) >> 2;  // 12 bits per 16-bit lane
+      x = (x & 0x00000FFF00000FFFull) | (x & 0x0FFF00000FFF0000ull) >> 4;  // 24 bits per 32-bit lane
+      x = (x & 0x0000000000FFFFFFull) | (x & 0x00FFFFFF00000000ull) >> 8;  // 48 bits
+      const std::uint32_t low = std::uint32_t(x);  // little-endian, as the stream's bytes
+      const std::uint16_t high = std::uint16_t(x >> 32);
+      std::memcpy(out, &low, 4);
+      std::memcpy(out + 4, &high, 2);
+    }
   }
   if (bits == 6) {  // four codes in three bytes
     for (; i + 4 <= count; i += 4, out += 3) {
@@ -83,7 +102,18 @@ void unpack_run(const std::uint8_t* in, int bits, std::uint8_t* codes, std::int6
     if (i < count) codes[i] = *in & 0xF;
     return;
   }
-  if (bits == 6) {  // three bytes hold four codes
+  if (bits == 6) {  // six bytes hold eight codes: spread in a 64-bit word, the inverse of pack_run's
+    for (; i + 8 <= count; i += 8, in += 6) {
+      std::uint32_t low;
+      std::uint16_t high;
+      std::memcpy(&low, in, 4);  // little-endian, as the stream's bytes
+      std::memcpy(&high, in + 4, 2);
+      std::uint64_t x = low | std::uint64_t(high) << 32;
+      x = (x & 0x0000000000FFFFFFull) | (x & 0x0000FFFFFF000000ull) << 8;  // 24 bits per 32-bit lane
+      x = (x & 0x00000FFF00000FFFull) | (x & 0x00FFF00000FFF000ull) << 4;  // 12 bits per 16-bit lane
+      x = (x & 0x003F003F003F003Full) | (x & 0x0FC00FC00FC00FC0ull) << 2;  // 6 bits per byte
+      std::memcpy(codes + i, &x, 8);
+    }
     for (; i + 4 <= count; i += 4, in += 3) {
       const std::uint32_t v = std::uint32_t(in[0]) | std::uint32_t(in[1]) << 8 | std::uint32_t(in[2]) << 16;
       codes[i] = std::uint8_t(v & 0x3F);
@@ -298,53 +328,71 @@ void decode(const Encoded& e, float* out, int threads) {
     return qcast::decode(e, out);  // the reference reports which part is short
   float table[256];
   for (std::uint32_t c = 0; c < 256; ++c) table[c] = c >> bits ? 0.0f : decode_element(f.element, c);
+  const CodeParams params = code_params(f.element, CastOptions{});
   const bool stream = stream_stores_pay(std::size_t(n) * sizeof(float));
+  // 8-bit and 4-bit codes are read by the kernels straight from the stream (4-bit from an even
+  // element on); other widths are unpacked a chunk at a time into one byte per code first.
+  const CodeLayout code_layout = bits == 4 ? CodeLayout::nibbles : CodeLayout::bytes;
+  auto reads_itself = [&](std::int64_t first) { return bits == 8 || (bits == 4 && first % 2 == 0); };
   // Decodes the contiguous elements [b, end) with one scale, a chunk at a time.
   auto decode_range = [&](SpanScale mode, float s, std::int64_t b, std::int64_t end) {
     std::uint8_t chunk[kChunkCodes + 8];
     for (std::int64_t c = b; c < end; c += kChunkCodes) {
       const std::int64_t m = std::min(kChunkCodes, end - c);
-      decode_span(table, mode, s, e.tensor_scale, unpack_chunk(e, bits, c, m, chunk), out + c, std::size_t(m),
-                  stream);
+      if (reads_itself(c))
+        decode_span(params, table, mode, s, e.tensor_scale, e.codes.data() + c * bits / 8, code_layout, out + c,
+                    std::size_t(m), stream);
+      else
+        decode_span(params, table, mode, s, e.tensor_scale, unpack_chunk(e, bits, c, m, chunk), CodeLayout::bytes,
+                    out + c, std::size_t(m), stream);
     }
   };
   if (!f.is_scaled()) {
-    parallel_ranges(n, threads, 1, [&](std::int64_t b, std::int64_t end) { decode_range(SpanScale::none, 1.0f, b, end); });
+    parallel_octets(n, threads, [&](std::int64_t b, std::int64_t end) { decode_range(SpanScale::none, 1.0f, b, end); });
     return;
   }
   const SpanScale mode = code_mode(f);
   const detail::Group first = layout.group(0);
   if (groups == 1 && first.runs == 1 && first.stride == 1) {  // one scale: element ranges in parallel
     const GroupScale g = group_scale_from_code(f, unpack_code(e.scales.data(), 0, f.scale_storage_bits()));
-    parallel_ranges(n, threads, 1, [&](std::int64_t b, std::int64_t end) {
+    parallel_octets(n, threads, [&](std::int64_t b, std::int64_t end) {
       if (g.kind == GroupScale::Kind::nan) std::fill(out + b, out + end, detail::canonical_nan());
       else decode_range(mode, g.value, b, end);
     });
     return;
   }
   if (along_last_axis(f, e.shape) && n > 0) {  // lines of contiguous blocks
-    std::vector<float> scale_values(static_cast<std::size_t>(groups));
     const int scale_bits = f.scale_storage_bits();
     float scale_table[256];
     if (scale_bits == 8)
       for (std::uint32_t c = 0; c < 256; ++c) scale_table[c] = decode_element(f.scale, c);
-    parallel_ranges(groups, threads, 1, [&](std::int64_t b, std::int64_t end) {
-      for (std::int64_t gi = b; gi < end; ++gi)
-        scale_values[std::size_t(gi)] =
-            scale_bits == 8 ? scale_table[e.scales[std::size_t(gi)]]
-                            : decode_element(f.scale, unpack_code(e.scales.data(), std::size_t(gi), scale_bits));
-    });
     const std::int64_t len = e.shape.back();
     const std::int64_t per_line = (len + f.block_size - 1) / f.block_size;
     const std::int64_t chunk_len = std::min(block_chunk(f.block_size), len);
+    // Straight from the stream where every block starts on a byte (4-bit: even lines and blocks).
+    const bool blocks_read_themselves = bits == 8 || (bits == 4 && len % 2 == 0 && f.block_size % 2 == 0);
     parallel_ranges(n / len, threads, len, [&](std::int64_t b, std::int64_t end) {
-      std::vector<std::uint8_t> chunk(static_cast<std::size_t>(chunk_len + 8));
-      for (std::int64_t line = b; line < end; ++line)
+      std::vector<std::uint8_t> chunk(blocks_read_themselves ? 0 : static_cast<std::size_t>(chunk_len + 8));
+      std::vector<float> line_scales(static_cast<std::size_t>(per_line));  // the decoded scales of one line
+      const std::uint8_t* const scale_codes = e.scales.data();
+      for (std::int64_t line = b; line < end; ++line) {
+        for (std::int64_t k = 0; k < per_line; ++k) {
+          const std::size_t gi = std::size_t(line * per_line + k);
+          line_scales[std::size_t(k)] = scale_bits == 8 ? scale_table[scale_codes[gi]]
+                                                        : decode_element(f.scale, unpack_code(scale_codes, gi, scale_bits));
+        }
         for (std::int64_t s = 0; s < len; s += chunk_len) {  // s is a multiple of the block
           const std::int64_t at = line * len + s, m = std::min(chunk_len, len - s);
-          decode_blocks(table, mode, std::size_t(f.block_size), scale_values.data() + line * per_line + s / f.block_size,
-                        e.tensor_scale, unpack_chunk(e, bits, at, m, chunk.data()), out + at, std::size_t(m), stream);
+          const float* const scales = line_scales.data() + s / f.block_size;
+          if (blocks_read_themselves)
+            decode_blocks(params, table, mode, std::size_t(f.block_size), scales, e.tensor_scale,
+                          e.codes.data() + at * bits / 8, code_layout, out + at, std::size_t(m), stream);
+          else
+            decode_blocks(params, table, mode, std::size_t(f.block_size), scales, e.tensor_scale,
+                          unpack_chunk(e, bits, at, m, chunk.data()), CodeLayout::bytes, out + at, std::size_t(m),
+                          stream);
         }
+      }
     });
     return;
   }

@@ -216,9 +216,17 @@ std::vector<float> grid_ties_and_neighbours(const qcast::ElementFormat& e, float
   return v;
 }
 
+void check_decode_against_reference(const qcast::Encoded& e) {
+  std::vector<float> ref(std::size_t(e.shape[0]) * (e.shape.size() > 1 ? std::size_t(e.shape[1]) : 1));
+  std::vector<float> got(ref.size());
+  qcast::decode(e, ref.data());
+  qcast::kernels::decode(e, got.data(), 2);
+  CHECK(same_bits(got, ref));
+}
+
 }  // namespace
 
-TEST_CASE("kernels::encode equals the reference on every grid value, tie and neighbour of each element format") {
+TEST_CASE("kernels::encode and decode equal the reference on every grid value, tie and neighbour of each element format") {
   for (const auto& target : qcast::kernels::available_targets()) {
     qcast::kernels::use_target(target);
     // Value casts: the element grid itself, with overflow, Inf and (where the format has a NaN
@@ -233,6 +241,7 @@ TEST_CASE("kernels::encode equals the reference on every grid value, tie and nei
         INFO(target << " " << name << " saturate " << saturate);
         const qcast::Encoded ref = qcast::encode(x.data(), {std::int64_t(x.size())}, f, o);
         CHECK(qcast::kernels::encode(x.data(), {std::int64_t(x.size())}, f, o, 2).codes == ref.codes);
+        check_decode_against_reference(ref);  // every code of the format, NaN and Inf codes included
       }
     }
     // Block formats whose scale is exactly 1: each block opens with the largest element value, and
@@ -262,6 +271,7 @@ TEST_CASE("kernels::encode equals the reference on every grid value, tie and nei
       const qcast::Encoded got = qcast::kernels::encode(x.data(), shape, f, {}, 2);
       CHECK(got.codes == ref.codes);
       CHECK(got.scales == ref.scales);
+      check_decode_against_reference(ref);
     }
   }
   qcast::kernels::use_target("");
