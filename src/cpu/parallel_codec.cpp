@@ -48,6 +48,14 @@ void pack_run(const Code* codes, std::int64_t count, int bits, std::uint8_t* out
     std::memcpy(out, codes, std::size_t(count));
     return;
   }
+  if (bits == 8) {  // 8-bit scale codes from 32-bit words (E8M0, UE4M3)
+    for (std::int64_t i = 0; i < count; ++i) out[i] = std::uint8_t(codes[i]);
+    return;
+  }
+  if (bits == 32 && sizeof(Code) == 4) {  // binary32 scales: their 4 little-endian bytes
+    std::memcpy(out, codes, std::size_t(count) * 4);
+    return;
+  }
   std::int64_t i = 0;
   if (bits == 4) {  // two codes per byte, the first in the low nibble
     for (; i + 1 < count; i += 2) *out++ = std::uint8_t((codes[i] & 0xF) | (codes[i + 1] & 0xF) << 4);
