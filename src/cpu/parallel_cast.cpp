@@ -200,23 +200,6 @@ void cast(const float* in, float* out, const Shape& shape, const Format& f, cons
   });
 }
 
-void cast(const void* in, void* out, DType t, const Shape& shape, const Format& f, const CastOptions& o, int threads) {
-  if (t == DType::f32) return cast(static_cast<const float*>(in), static_cast<float*>(out), shape, f, o, threads);
-  detail::check_format(f);
-  threads = resolve_threads(threads);
-  const std::int64_t n = detail::GroupLayout(shape, f).elements();
-  std::vector<float> wide(static_cast<std::size_t>(n));
-  const auto* src = static_cast<const std::uint16_t*>(in);
-  auto* dst = static_cast<std::uint16_t*>(out);
-  parallel_ranges(n, threads, 1, [&](std::int64_t b, std::int64_t e) {
-    widen_span(t, src + b, wide.data() + b, std::size_t(e - b));
-  });
-  cast(wide.data(), wide.data(), shape, f, o, threads);
-  parallel_ranges(n, threads, 1, [&](std::int64_t b, std::int64_t e) {
-    narrow_span(t, wide.data() + b, dst + b, std::size_t(e - b));
-  });
-}
-
 namespace {
 std::int64_t forced_target = 0;  // 0: the best target of this CPU
 }

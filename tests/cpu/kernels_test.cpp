@@ -153,7 +153,7 @@ TEST_CASE("16-bit kernels equal the reference's 16-bit path on every bit pattern
   for (const auto& target : qcast::kernels::available_targets()) {
     qcast::kernels::use_target(target);
     for (qcast::DType t : {qcast::DType::f16, qcast::DType::bf16}) {
-      for (const char* name : {"fp8_e4m3", "mxfp4", "nvfp4", "int4@g32", "fp16", "bf16", "fp32"}) {
+      for (const char* name : {"fp8_e4m3", "mxfp4", "nvfp4", "int4@g32", "int8", "int8@channel", "fp16", "bf16", "fp32"}) {
         const auto f = qcast::parse_format(name);
         std::vector<std::uint16_t> ref(in.size()), got(in.size());
         qcast::cast(in.data(), ref.data(), t, {256, 256}, f);
@@ -166,4 +166,41 @@ TEST_CASE("16-bit kernels equal the reference's 16-bit path on every bit pattern
     }
   }
   qcast::kernels::use_target("");
+}
+
+TEST_CASE("16-bit kernels equal the reference's 16-bit path on lines longer than a tile, for every option") {
+  // The tiled 16-bit cast: lines of 5000 (more than a 4096-element tile, ending in a partial block),
+  // a 1-D tensor that is not a whole number of tiles, one-scale and channel formats (the second
+  // takes the whole-tensor path), every thread count.
+  const auto rows = qcast_test::scaled_normal_rows(37, 5000, 77);
+  std::vector<float> flat(100003);
+  std::mt19937 rng(78);
+  std::normal_distribution<float> normal;
+  for (auto& v : flat) v = normal(rng);
+  const auto options = qcast_test::rounding_and_overflow_options();
+  for (qcast::DType t : {qcast::DType::bf16, qcast::DType::f16}) {
+    for (const std::vector<float>* x : {&rows, static_cast<const std::vector<float>*>(&flat)}) {
+      const qcast::Shape shape = x == &rows ? qcast::Shape{37, 5000} : qcast::Shape{100003};
+      std::vector<std::uint16_t> in(x->size());
+      for (std::size_t i = 0; i < in.size(); ++i) in[i] = qcast::narrow(t, (*x)[i] * (t == qcast::DType::f16 ? 1e-6f : 1.0f));
+      for (const char* name : {"fp8_e4m3", "fp4_e2m1", "int8", "int4", "int8@channel", "mxfp4", "mxfp6_e2m3", "nvfp4",
+                               "int4@g128", "mxint8"}) {
+        const auto f = qcast::parse_format(name);
+        for (std::size_t k = 0; k < options.size(); ++k) {
+          const qcast::CastOptions* o = &options[k];
+          std::vector<std::uint16_t> ref(in.size());
+          qcast::cast(in.data(), ref.data(), t, shape, f, *o);
+          for (int threads : {1, 2, 3}) {
+            std::vector<std::uint16_t> got(in.size());
+            qcast::kernels::cast(in.data(), got.data(), t, shape, f, *o, threads);
+            std::size_t bad = 0;
+            for (std::size_t i = 0; i < in.size(); ++i) bad += ref[i] != got[i];
+            INFO(qcast::dtype_name(t) << " " << name << " shape rank " << shape.size() << " options#" << k
+                                      << " threads " << threads);
+            CHECK(bad == 0);
+          }
+        }
+      }
+    }
+  }
 }

@@ -32,7 +32,7 @@ namespace {
 
 const char* kHelp =
     "usage: qcast bench [--formats a,b,...] [--elements N] [--threads T] [--repeats R] [--device cpu|cuda]\n"
-    "                   [--op cast|encode|decode] [--json]\n"
+    "                   [--op cast|encode|decode] [--dtype f32|bf16|f16] [--json]\n"
     "\n"
     "Measures fake quantization of an N-element float32 tensor (rows of 4096) for each format and\n"
     "prints GB/s (bytes read + written) of: the qcast kernels; memcpy over the same bytes (the limit:\n"
@@ -51,6 +51,9 @@ const char* kHelp =
     "  --op OP         cast (fake quantization, default); encode (float32 -> packed codes + scales,\n"
     "                  timed as kernels::encode_into a reused result) or decode (packed -> float32),\n"
     "                  whose GB/s count the packed bytes; no ATen baseline\n"
+    "  --dtype T       element type of the tensor for --op cast (default f32): bf16 or f16 cast a\n"
+    "                  16-bit tensor (the same samples rounded to it); GB/s and memcpy count its 2-byte\n"
+    "                  elements; no ATen or scalar figure\n"
     "  --json          one JSON object per format instead of the table\n";
 
 // printf into a std::string (LibTorch ships fmt headers of its own, so this TU avoids fmt).
@@ -150,6 +153,7 @@ int bench_command(const std::vector<std::string>& args) {
   int threads = 0, repeats = 5;
   bool json = false, cuda = false;
   std::string op = "cast";
+  qcast::DType dtype = qcast::DType::f32;
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     auto value = [&]() -> const std::string& { return option_value(args, i); };
@@ -170,6 +174,13 @@ int bench_command(const std::vector<std::string>& args) {
     else if (a == "--threads") threads = int(integer(value()));
     else if (a == "--repeats") repeats = int(integer(value()));
     else if (a == "--json") json = true;
+    else if (a == "--dtype") {
+      const std::string d = value();
+      if (d == "f32") dtype = qcast::DType::f32;
+      else if (d == "bf16") dtype = qcast::DType::bf16;
+      else if (d == "f16") dtype = qcast::DType::f16;
+      else throw UsageError{"--dtype must be f32, bf16 or f16, got '" + d + "'"};
+    }
     else if (a == "--op") {
       op = value();
       if (op != "cast" && op != "encode" && op != "decode")
@@ -184,6 +195,8 @@ int bench_command(const std::vector<std::string>& args) {
       cuda = d == "cuda";
     } else throw UsageError{"unknown option '" + a + "'"};
   }
+  if (dtype != qcast::DType::f32 && op != "cast") throw UsageError{"--dtype bf16 and f16 go with --op cast only"};
+  if (dtype != qcast::DType::f32 && cuda) throw UsageError{"--dtype bf16 and f16 are measured on the CPU only"};
   std::vector<qcast::Format> formats;
   for (const auto& n : names) formats.push_back(qcast::parse_format(n));
 #ifdef QCAST_CLI_CUDA
@@ -204,20 +217,35 @@ int bench_command(const std::vector<std::string>& args) {
   fill_normal(x.data.get(), elements, threads);
   const float* in = x.data.get();
   float* out = y.data.get();
-  const double bytes = 2.0 * 4.0 * double(elements);
+  const bool wide = dtype == qcast::DType::f32;
+  const double element_bytes = wide ? 4.0 : 2.0;
+  const double bytes = 2.0 * element_bytes * double(elements);
+  // A 16-bit tensor: the samples rounded to it, in the first half of each float buffer.
+  auto* in16 = reinterpret_cast<std::uint16_t*>(x.data.get());
+  auto* out16 = reinterpret_cast<std::uint16_t*>(y.data.get());
+  if (!wide) {
+    std::vector<std::uint16_t> narrow(static_cast<std::size_t>(elements));
+    for (std::int64_t i = 0; i < elements; ++i) narrow[std::size_t(i)] = qcast::narrow(dtype, in[i]);
+    std::memcpy(in16, narrow.data(), narrow.size() * 2);
+  }
+  auto copy_bytes = [&](int t) {
+    if (wide) split_memcpy(out, in, elements, t);
+    else split_memcpy(out, in, elements / 2, t);  // the same bytes as the 16-bit tensor
+  };
   const qcast::Shape shape{rows, cols};
 
   // The limit: memcpy on one thread or split over the kernel's threads, whichever is faster here
   // (one thread often saturates a small VM; a server needs many).
-  const double memcpy_1_s = median_seconds(repeats, [&] { split_memcpy(out, in, elements, 1); });
-  const double memcpy_t_s = threads > 1 ? median_seconds(repeats, [&] { split_memcpy(out, in, elements, threads); }) : memcpy_1_s;
+  const double memcpy_1_s = median_seconds(repeats, [&] { copy_bytes(1); });
+  const double memcpy_t_s = threads > 1 ? median_seconds(repeats, [&] { copy_bytes(threads); }) : memcpy_1_s;
   const int memcpy_threads = memcpy_t_s < memcpy_1_s ? threads : 1;
-  const std::function<void()> limit = [&] { split_memcpy(out, in, elements, memcpy_threads); };
+  const std::function<void()> limit = [&] { copy_bytes(memcpy_threads); };
   const std::int64_t scalar_rows = std::min<std::int64_t>(rows, (std::int64_t{1} << 22) / cols);
 
   if (!json) {
-    std::printf("%s: %lld elements (float32, rows of %lld), %d threads, ISA %s, median of %d runs\n", op.c_str(),
-                (long long)elements, (long long)cols, threads, qcast::kernels::current_target().c_str(), repeats);
+    std::printf("%s: %lld elements (%s, rows of %lld), %d threads, ISA %s, median of %d runs\n", op.c_str(),
+                (long long)elements, qcast::dtype_name(dtype), (long long)cols, threads,
+                qcast::kernels::current_target().c_str(), repeats);
     std::printf("memcpy: %.2f GB/s on 1 thread, %.2f GB/s on %d; the faster is the limit, timed again beside each "
                 "format\n",
                 bytes / memcpy_1_s / 1e9, bytes / memcpy_t_s / 1e9, threads);
@@ -232,7 +260,10 @@ int bench_command(const std::vector<std::string>& args) {
     const qcast::Format& f = formats[k];
     double q_s = 0, aten_s = 0, scalar_s = 0, fq_s = 0, memcpy_s = 0;
     double op_bytes = bytes, scalar_bytes = 2.0 * 4.0 * double(scalar_rows * cols);
-    if (op == "cast") {
+    if (op == "cast" && !wide) {
+      std::tie(q_s, memcpy_s) = paired_median_seconds(
+          repeats, [&] { qcast::kernels::cast(in16, out16, dtype, shape, f, {}, threads); }, limit);
+    } else if (op == "cast") {
       std::tie(q_s, memcpy_s) =
           paired_median_seconds(repeats, [&] { qcast::kernels::cast(in, out, shape, f, {}, threads); }, limit);
 #ifdef QCAST_CLI_TORCH
@@ -259,21 +290,22 @@ int bench_command(const std::vector<std::string>& args) {
     const double gbps = op_bytes / q_s / 1e9;
     const double memcpy_gbps = bytes / memcpy_s / 1e9;
     const double aten_gbps = aten_s > 0 ? bytes / aten_s / 1e9 : 0;
-    const double scalar_gbps = scalar_bytes / scalar_s / 1e9;
+    const double scalar_gbps = scalar_s > 0 ? scalar_bytes / scalar_s / 1e9 : 0;
     const double fq_gbps = fq_s > 0 ? bytes / fq_s / 1e9 : 0;
     auto opt = [](double v) { return v > 0 ? strf("%.4g", v) : std::string("null"); };
     if (json) {
       std::printf(
-          "{\"format\": \"%s\", \"op\": \"%s\", \"device\": \"cpu\", \"isa\": \"%s\", \"elements\": %lld, \"threads\": %d, "
-          "\"gbps\": %.4g, \"memcpy_gbps\": %.4g, \"aten_gbps\": %s, \"scalar_gbps\": %.4g, \"ratio_memcpy\": %.4g, "
+          "{\"format\": \"%s\", \"op\": \"%s\", \"dtype\": \"%s\", \"device\": \"cpu\", \"isa\": \"%s\", \"elements\": %lld, "
+          "\"threads\": %d, \"gbps\": %.4g, \"memcpy_gbps\": %.4g, \"aten_gbps\": %s, \"scalar_gbps\": %s, \"ratio_memcpy\": %.4g, "
           "\"ratio_aten\": %s, \"fake_quantize_per_channel_gbps\": %s, \"ratio_fake_quantize_per_channel\": %s}\n",
-          names[k].c_str(), op.c_str(), qcast::kernels::current_target().c_str(), (long long)elements, threads, gbps, memcpy_gbps,
-          opt(aten_gbps).c_str(), scalar_gbps, gbps / memcpy_gbps,
+          names[k].c_str(), op.c_str(), qcast::dtype_name(dtype), qcast::kernels::current_target().c_str(),
+          (long long)elements, threads, gbps, memcpy_gbps, opt(aten_gbps).c_str(), opt(scalar_gbps).c_str(), gbps / memcpy_gbps,
           (aten_gbps > 0 ? opt(gbps / aten_gbps) : std::string("null")).c_str(), opt(fq_gbps).c_str(),
           (fq_gbps > 0 ? opt(gbps / fq_gbps) : std::string("null")).c_str());
     } else {
-      std::printf("%-14s %9.2f %9.2f %9s %9.3f %9s %10.2f %10s\n", names[k].c_str(), gbps, memcpy_gbps,
-                  (aten_gbps > 0 ? strf("%.2f", aten_gbps) : std::string("-")).c_str(), scalar_gbps,
+      std::printf("%-14s %9.2f %9.2f %9s %9s %9s %10.2f %10s\n", names[k].c_str(), gbps, memcpy_gbps,
+                  (aten_gbps > 0 ? strf("%.2f", aten_gbps) : std::string("-")).c_str(),
+                  (scalar_gbps > 0 ? strf("%.3f", scalar_gbps) : std::string("-")).c_str(),
                   (fq_gbps > 0 ? strf("%.2f", fq_gbps) : std::string("-")).c_str(), gbps / memcpy_gbps,
                   (aten_gbps > 0 ? strf("%.1fx", gbps / aten_gbps) : std::string("-")).c_str());
     }
