@@ -16,11 +16,13 @@
 #include "qcast/cast.hpp"
 #include "qcast/element_codec.hpp"
 #include "qcast/scaling.hpp"
+#include "code_kernel.hpp"
 #include "span_kernel.hpp"
 
 // Per target (re-included by foreach_target): QuantizeVector, its lean variants, the lean block chunks.
 #include "src/cpu/quantize_vector-inl.h"
 #include "src/cpu/lean_blocks-inl.h"
+#include "src/cpu/lean_codes-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace qcast::kernels::HWY_NAMESPACE {
@@ -223,14 +225,17 @@ void WidenSpan(int bf16, const std::uint16_t* HWY_RESTRICT in, float* HWY_RESTRI
 }
 
 // binary32 to float16 / bfloat16 with ties to even and overflow to Inf (qcast::narrow), exactly.
-// (Highway's DemoteTo truncates on some targets, so neither conversion uses it.)
-void NarrowSpan(int bf16, const SpanParams& fp16, const float* HWY_RESTRICT in, std::uint16_t* HWY_RESTRICT out,
+// (Highway's DemoteTo truncates on some targets, so neither conversion uses it.) float16 codes come
+// from LeanCodes (lean_codes-inl.h) with the Inf code as the largest: IEEE rounding to nearest even
+// overflows to Inf exactly where the rounded code reaches it.
+void NarrowSpan(int bf16, const CodeParams& fp16, const float* HWY_RESTRICT in, std::uint16_t* HWY_RESTRICT out,
                 std::size_t n) {
   const hn::ScalableTag<float> df;
   const hn::RebindToUnsigned<decltype(df)> du;
   const hn::RebindToSigned<decltype(df)> di;
   const hn::Rebind<std::uint16_t, decltype(df)> du16;
   const std::size_t lanes = hn::Lanes(df);
+  const LeanCodes<false> fp16_codes(fp16);
   std::size_t i = 0;
   for (; i + lanes <= n; i += lanes) {
     const auto v = hn::LoadU(df, in + i);
@@ -240,16 +245,8 @@ void NarrowSpan(int bf16, const SpanParams& fp16, const float* HWY_RESTRICT in, 
       const auto odd = hn::And(hn::ShiftRight<16>(bits), hn::Set(du, 1u));
       code = hn::ShiftRight<16>(hn::Add(bits, hn::Add(hn::Set(du, 0x7FFFu), odd)));
       code = hn::IfThenElse(hn::RebindMask(du, hn::IsNaN(v)), hn::Set(du, 0x7FC0u), code);
-    } else {  // round on the fp16 grid (exact), then repack the exact value's bits
-      const auto q = QuantizeVector(df, fp16, v, 0);
-      const auto sign = hn::ShiftRight<16>(hn::And(hn::BitCast(du, q), hn::Set(du, 0x80000000u)));
-      const auto a = hn::Abs(q);
-      const auto normal = hn::Sub(hn::ShiftRight<13>(hn::BitCast(du, a)), hn::Set(du, 112u << 10));
-      const auto subnormal = hn::BitCast(du, hn::ConvertTo(di, hn::Mul(a, hn::Set(df, 16777216.0f))));
-      code = hn::IfThenElse(hn::RebindMask(du, a < hn::Set(df, 6.103515625e-05f)), subnormal, normal);
-      code = hn::IfThenElse(hn::RebindMask(du, hn::IsInf(q)), hn::Set(du, 0x7C00u), code);
-      code = hn::Or(code, sign);
-      code = hn::IfThenElse(hn::RebindMask(du, hn::IsNaN(q)), hn::Set(du, 0x7E00u), code);
+    } else {
+      code = hn::BitCast(du, fp16_codes.Of<false>(v));
     }
     hn::StoreU(hn::DemoteTo(du16, hn::BitCast(di, code)), du16, out + i);  // codes < 2^16: no saturation
   }
@@ -272,10 +269,10 @@ void widen_span(DType t, const std::uint16_t* in, float* out, std::size_t n) {
 }
 
 void narrow_span(DType t, const float* in, std::uint16_t* out, std::size_t n) {
-  static const SpanParams fp16 = [] {
-    CastOptions ieee;
-    ieee.saturate = false;
-    return span_params(elements::fp16, ieee);
+  static const CodeParams fp16 = [] {
+    CodeParams p = code_params(elements::fp16, CastOptions{});
+    p.max_code = detail::inf_code(elements::fp16);  // overflow to Inf (IEEE), not saturation
+    return p;
   }();
   HWY_DYNAMIC_DISPATCH(NarrowSpan)(t == DType::bf16, fp16, in, out, n);
 }
