@@ -156,6 +156,32 @@ TEST_CASE("qcast bench prints one JSON object per format for each op, and reject
   CHECK(bad.output.find("--op must be cast, encode or decode") != std::string::npos);
 }
 
+TEST_CASE("qcast bench --dtype casts 16-bit tensors, and rejects other types and ops") {
+  for (const char* dtype : {"bf16", "f16"}) {
+    const Run r = run(std::string("bench --formats mxfp4,int8@channel --elements 65536 --repeats 1 --threads 1 --json --dtype ") +
+                      dtype);
+    INFO(dtype << "\n" << r.output);
+    REQUIRE(r.code == 0);
+    std::istringstream lines(r.output);
+    std::string line;
+    int objects = 0;
+    while (std::getline(lines, line)) {
+      if (line.empty() || line[0] != '{') continue;
+      ++objects;
+      CHECK(line.find(std::string("\"dtype\": \"") + (dtype == std::string("bf16") ? "bfloat16" : "float16") + "\"") !=
+            std::string::npos);
+      CHECK(line.find("\"scalar_gbps\": null") != std::string::npos);  // not measured for 16-bit tensors
+    }
+    CHECK(objects == 2);
+  }
+  const Run bad = run("bench --dtype f64");
+  CHECK(bad.code == 2);
+  CHECK(bad.output.find("--dtype must be f32, bf16 or f16") != std::string::npos);
+  const Run bad_op = run("bench --dtype bf16 --op encode");
+  CHECK(bad_op.code == 2);
+  CHECK(bad_op.output.find("--op cast only") != std::string::npos);
+}
+
 TEST_CASE("qcast bench --device: cuda measures the GPU or says why it cannot; other devices are rejected") {
   const Run bad = run("bench --device tpu");
   CHECK(bad.code == 2);
