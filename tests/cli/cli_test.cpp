@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <vector>
 #include <string>
 
 #include "../core/bits.hpp"
@@ -36,6 +37,16 @@ Run run(const std::string& args) {
   std::stringstream s;
   s << f.rdbuf();
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, s.str()};
+}
+
+// The lines of a command's output that are JSON objects (bench --json prints one per format).
+std::vector<std::string> json_objects(const std::string& output) {
+  std::istringstream lines(output);
+  std::vector<std::string> objects;
+  std::string line;
+  while (std::getline(lines, line))
+    if (!line.empty() && line[0] == '{') objects.push_back(line);
+  return objects;
 }
 
 }  // namespace
@@ -139,17 +150,13 @@ TEST_CASE("qcast bench prints one JSON object per format for each op, and reject
     const Run r = run(std::string("bench --formats mxfp4,int8 --elements 65536 --repeats 1 --threads 1 --json --op ") + op);
     INFO(op << "\n" << r.output);
     REQUIRE(r.code == 0);
-    std::istringstream lines(r.output);
-    std::string line;
-    int objects = 0;
-    while (std::getline(lines, line)) {
-      if (line.empty() || line[0] != '{') continue;
-      ++objects;
+    const auto objects = json_objects(r.output);
+    for (const auto& line : objects) {
       CHECK(line.find(std::string("\"op\": \"") + op + "\"") != std::string::npos);
       for (const char* key : {"\"gbps\": ", "\"memcpy_gbps\": ", "\"ratio_memcpy\": ", "\"scalar_gbps\": "})
         CHECK(line.find(key) != std::string::npos);
     }
-    CHECK(objects == 2);
+    CHECK(objects.size() == 2);
   }
   const Run bad = run("bench --op squash");
   CHECK(bad.code == 2);
@@ -162,17 +169,13 @@ TEST_CASE("qcast bench --dtype casts 16-bit tensors, and rejects other types and
                       dtype);
     INFO(dtype << "\n" << r.output);
     REQUIRE(r.code == 0);
-    std::istringstream lines(r.output);
-    std::string line;
-    int objects = 0;
-    while (std::getline(lines, line)) {
-      if (line.empty() || line[0] != '{') continue;
-      ++objects;
+    const auto objects = json_objects(r.output);
+    for (const auto& line : objects) {
       CHECK(line.find(std::string("\"dtype\": \"") + (dtype == std::string("bf16") ? "bfloat16" : "float16") + "\"") !=
             std::string::npos);
       CHECK(line.find("\"scalar_gbps\": null") != std::string::npos);  // not measured for 16-bit tensors
     }
-    CHECK(objects == 2);
+    CHECK(objects.size() == 2);
   }
   const Run bad = run("bench --dtype f64");
   CHECK(bad.code == 2);
