@@ -250,7 +250,7 @@ void EncodeBlocks(const BlockParams& bp, const CodeParams& params, const CodePar
                   std::uint32_t* HWY_RESTRICT scale_codes, std::size_t len, std::uint64_t first, const CastOptions& o) {
   const CodeParams p = params;  // a local copy: stores to `out` cannot alias it
   const std::size_t block = std::size_t(bp.format->block_size);
-  const SpanScale mode = bp.format->tensor_scale ? SpanScale::two_level : SpanScale::single;
+  const SpanScale mode = span_scale_mode(*bp.format);
   // The default formats by chunks of blocks as QuantizeBlocks runs them, so that a block costs its
   // vectors and not the set-up of a general run.
   const LeanBlocks c = MakeLeanBlocks(bp);

@@ -56,14 +56,16 @@ struct CodeWriter {
     }
   }
 
-  // One code (the scalar ends of a run). A nibble writer sets its nibble and keeps the other.
+  // One code (the scalar ends of a run). Codes come in increasing order from an even offset, so an
+  // even code writes its whole byte (the high nibble 0, as packing.hpp leaves the half byte after
+  // the last code) and the odd code after it fills the high nibble.
   HWY_INLINE void Scalar(std::size_t i, std::uint32_t code) const {
     if (!kNibbles) {
       out[i] = std::uint8_t(code);
       return;
     }
     std::uint8_t& byte = out[i / 2];
-    byte = i % 2 ? std::uint8_t((byte & 0x0F) | (code & 0xF) << 4) : std::uint8_t((byte & 0xF0) | (code & 0xF));
+    byte = i % 2 ? std::uint8_t((byte & 0x0F) | (code & 0xF) << 4) : std::uint8_t(code & 0xF);
   }
 };
 

@@ -21,17 +21,12 @@
 namespace qcast::kernels {
 namespace {
 
-SpanScale span_mode(const Format& f) {
-  if (!f.is_scaled()) return SpanScale::none;
-  return f.tensor_scale ? SpanScale::two_level : SpanScale::single;
-}
-
 // One group's outputs: SIMD when the group is contiguous and the element format is supported.
 void cast_group(const float* in, float* out, const detail::Group& grp, const Format& f, const GroupScale& g,
                 const CastOptions& o, float s_t, const SpanParams* simd) {
   const bool contiguous = grp.runs == 1 && grp.stride == 1;
   if (simd && contiguous && g.kind == GroupScale::Kind::finite) {
-    quantize_span(*simd, span_mode(f), g.value, s_t, in + grp.base, out + grp.base, std::size_t(grp.count),
+    quantize_span(*simd, span_scale_mode(f), g.value, s_t, in + grp.base, out + grp.base, std::size_t(grp.count),
                   std::uint64_t(grp.base));
     return;
   }

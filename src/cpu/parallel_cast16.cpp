@@ -24,21 +24,28 @@ namespace {
 // Elements per tile: 16 KiB of binary32, a multiple of every block size that divides 4096.
 constexpr std::int64_t kTile = 4096;
 
-// Statistics of a 16-bit tensor (parallel_stats of its widened values), a tile at a time.
+// Statistics of elements [begin, end) of a 16-bit tensor (span_stats of their widened values), a
+// tile at a time through `tile` (kTile floats).
+detail::GroupStats tile_stats(DType t, const std::uint16_t* in, std::int64_t begin, std::int64_t end, float* tile) {
+  detail::GroupStats st;
+  for (std::int64_t c = begin; c < end; c += kTile) {
+    const std::int64_t m = std::min(kTile, end - c);
+    widen_span(t, in + c, tile, std::size_t(m));
+    detail::GroupStats part;
+    span_stats(tile, std::size_t(m), &part.amax, &part.nonfinite);
+    st.amax = std::max(st.amax, part.amax);
+    st.nonfinite = st.nonfinite || part.nonfinite;
+  }
+  return st;
+}
+
+// Statistics of a whole 16-bit tensor (parallel_stats of its widened values).
 detail::GroupStats parallel_stats16(DType t, const std::uint16_t* in, std::int64_t n, int threads) {
   std::vector<detail::GroupStats> partial(std::size_t(std::max(threads, 1)));
   std::atomic<int> slot{0};
   parallel_ranges(n, threads, 1, [&](std::int64_t b, std::int64_t e) {
-    detail::GroupStats& st = partial[std::size_t(slot++)];
-    float tile[kTile];
-    for (std::int64_t c = b; c < e; c += kTile) {
-      const std::int64_t m = std::min(kTile, e - c);
-      widen_span(t, in + c, tile, std::size_t(m));
-      detail::GroupStats part;
-      span_stats(tile, std::size_t(m), &part.amax, &part.nonfinite);
-      st.amax = std::max(st.amax, part.amax);
-      st.nonfinite = st.nonfinite || part.nonfinite;
-    }
+    std::vector<float> tile(static_cast<std::size_t>(kTile));
+    partial[std::size_t(slot++)] = tile_stats(t, in, b, e, tile.data());
   });
   detail::GroupStats total;
   for (const auto& p : partial) {
@@ -99,7 +106,7 @@ bool cast_tiled(DType t, const std::uint16_t* in, std::uint16_t* out, const Shap
   const bool lines_of_blocks = f.granularity == Granularity::block && rank > 0 &&
                                (f.axis < 0 ? f.axis + rank : f.axis) == rank - 1 && groups > 1;
   if (!contiguous_groups && !lines_of_blocks) return false;
-  const SpanScale mode = f.tensor_scale ? SpanScale::two_level : SpanScale::single;
+  const SpanScale mode = span_scale_mode(f);
   const detail::GroupStats stats =
       f.tensor_scale || groups == 1 ? parallel_stats16(t, in, n, threads) : detail::GroupStats{};
   const float amax_t = f.tensor_scale ? stats.amax /* over finite elements */ : 1.0f;
@@ -130,18 +137,10 @@ bool cast_tiled(DType t, const std::uint16_t* in, std::uint16_t* out, const Shap
   // statistics by a pass over its tiles, then its tiles cast with its scale.
   const std::int64_t per_group = n / groups;
   parallel_ranges(groups, threads, per_group, [&](std::int64_t b, std::int64_t e) {
-    std::vector<float> tile(static_cast<std::size_t>(std::min(kTile, per_group)));
+    std::vector<float> tile(static_cast<std::size_t>(kTile));
     for (std::int64_t gi = b; gi < e; ++gi) {
       const detail::Group grp = layout.group(gi);
-      detail::GroupStats st;
-      for (std::int64_t c = grp.base; c < grp.base + grp.count; c += kTile) {
-        const std::int64_t m = std::min(kTile, grp.base + grp.count - c);
-        widen_span(t, in + c, tile.data(), std::size_t(m));
-        detail::GroupStats part;
-        span_stats(tile.data(), std::size_t(m), &part.amax, &part.nonfinite);
-        st.amax = std::max(st.amax, part.amax);
-        st.nonfinite = st.nonfinite || part.nonfinite;
-      }
+      const detail::GroupStats st = tile_stats(t, in, grp.base, grp.base + grp.count, tile.data());
       const GroupScale g = group_scale(f, st.amax, st.nonfinite, amax_t, s_t);
       tiles(t, in, out, grp.base, grp.base + grp.count, kTile, tile.data(),
             [&](float* x, std::size_t m, std::uint64_t first) { cast_tile_of_group(x, m, first, params, mode, g, s_t); });

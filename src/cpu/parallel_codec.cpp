@@ -1,7 +1,8 @@
 // The threaded driver of encode and decode: groups are encoded (decoded) in parallel through the
 // SIMD code kernel, a chunk at a time: 8-bit and 4-bit codes straight into the bit stream, other
-// widths into one byte per code, each chunk then packed into (unpacked from) the stream at once. Chunks written in parallel start at multiples of 8
-// elements, hence on byte boundaries, so no two threads write the same byte.
+// widths into one byte per code, each chunk then packed into (unpacked from) the stream at once.
+// Chunks written in parallel start at multiples of 8 elements, hence on byte boundaries, so no two
+// threads write the same byte.
 // Element formats the code kernel does not cover (wider than 8 bits, unsigned, E8M0 elements) run
 // the scalar reference.
 #include <algorithm>
@@ -28,11 +29,6 @@
 
 namespace qcast::kernels {
 namespace {
-
-SpanScale code_mode(const Format& f) {
-  if (!f.is_scaled()) return SpanScale::none;
-  return f.tensor_scale ? SpanScale::two_level : SpanScale::single;
-}
 
 // Runs body(first, last) over [0, n) in ranges that start at multiples of 8.
 template <class Body>
@@ -225,7 +221,7 @@ void encode_into(Encoded& e, const float* in, const Shape& shape, const Format& 
   e.tensor_scale = s_t;
   const std::int64_t groups = layout.groups();
   std::vector<std::uint32_t> scale_codes(static_cast<std::size_t>(groups));
-  const SpanScale mode = code_mode(f);
+  const SpanScale mode = span_scale_mode(f);
   const std::int64_t per_group = std::max<std::int64_t>(1, n / std::max<std::int64_t>(groups, 1));
   const detail::Group first = layout.group(0);
   const bool one_contiguous_group = groups == 1 && first.runs == 1 && first.stride == 1;
@@ -359,7 +355,7 @@ void decode(const Encoded& e, float* out, int threads) {
     parallel_octets(n, threads, [&](std::int64_t b, std::int64_t end) { decode_range(SpanScale::none, 1.0f, b, end); });
     return;
   }
-  const SpanScale mode = code_mode(f);
+  const SpanScale mode = span_scale_mode(f);
   const detail::Group first = layout.group(0);
   if (groups == 1 && first.runs == 1 && first.stride == 1) {  // one scale: element ranges in parallel
     const GroupScale g = group_scale_from_code(f, unpack_code(e.scales.data(), 0, f.scale_storage_bits()));

@@ -181,7 +181,7 @@ HWY_INLINE std::size_t QuantizeLeanLine(const BlockParams& p, const LeanBlocks& 
 void QuantizeBlocks(const BlockParams& p, const float* HWY_RESTRICT in, float* HWY_RESTRICT out, std::size_t len,
                     std::uint64_t first) {
   const std::size_t block = std::size_t(p.format->block_size);
-  const SpanScale mode = p.format->tensor_scale ? SpanScale::two_level : SpanScale::single;
+  const SpanScale mode = span_scale_mode(*p.format);
   const LeanBlocks c = MakeLeanBlocks(p);
   std::size_t b = 0;
   if (c.scale != LeanBlocks::Scale::none) {

@@ -37,6 +37,13 @@ bool stream_stores_pay(std::size_t bytes);
 
 enum class SpanScale : int { none, single, two_level };
 
+// How a format's groups scale their elements: not at all (value casts), by a group scale, or by a
+// group scale times the tensor scale.
+inline SpanScale span_scale_mode(const Format& f) {
+  if (!f.is_scaled()) return SpanScale::none;
+  return f.tensor_scale ? SpanScale::two_level : SpanScale::single;
+}
+
 // Whether the SIMD kernel reproduces the reference for this element format (otherwise the driver
 // runs the reference): signed minifloats whose grid steps are normal binary32 numbers and whose
 // products stay exact, and signed integers.

@@ -314,6 +314,11 @@ TEST_CASE("kernels::encode / decode of one-scale (per-tensor) formats on finite 
         const qcast::Encoded got = qcast::kernels::encode(x.data(), {300001}, f, {}, threads);
         CHECK(got.codes == ref.codes);
         CHECK(got.scales == ref.scales);
+        // Into a result whose bytes all hold ones: the unused half of the last byte must be cleared too.
+        qcast::Encoded reused = got;
+        std::fill(reused.codes.begin(), reused.codes.end(), std::uint8_t{0xFF});
+        qcast::kernels::encode_into(reused, x.data(), {300001}, f, {}, threads);
+        CHECK(reused.codes == ref.codes);
         qcast::kernels::decode(ref, out.data(), threads);
         CHECK(same_bits(out, ref_out));
       }
