@@ -318,10 +318,43 @@ const std::uint8_t* unpack_chunk(const Encoded& e, int bits, std::int64_t first,
 
 }  // namespace
 
-void decode(const Encoded& e, float* out, int threads) {
+namespace {
+
+// Where decoded values go, a chunk of contiguous elements at a time: write(c, m, fill) has fill(dst,
+// stream) write elements [c, c + m) as binary32 at dst (streaming stores where `stream`).
+// FloatOutput: straight into the float32 result. Narrowed16: into a tile, then narrowed to
+// bfloat16 / float16 (decode to a 16-bit tensor without a whole-tensor float32 copy).
+struct FloatOutput {
+  float* out;
+  bool stream;
+  static constexpr bool kRandomAccess = true;  // the strided-group path writes out[i]
+  template <class Fill>
+  void write(std::int64_t c, std::int64_t, Fill&& fill) const {
+    fill(out + c, stream);
+  }
+};
+
+struct Narrowed16 {
+  DType t;
+  std::uint16_t* out;
+  static constexpr bool kRandomAccess = false;
+  template <class Fill>
+  void write(std::int64_t c, std::int64_t m, Fill&& fill) const {
+    thread_local std::vector<float> tile;
+    if (tile.size() < std::size_t(m)) tile.resize(std::size_t(m));
+    fill(tile.data(), false);
+    narrow_span(t, tile.data(), out + c, std::size_t(m));
+  }
+};
+
+// The compiled decode into `output`; false where it does not run and the caller must decode another
+// way: element formats the code kernel does not cover, short buffers (the reference reports them),
+// and strided groups for an output without random access (Narrowed16).
+template <class Output>
+bool decode_into(const Encoded& e, const Output& output, int threads) {
   const Format& f = e.format;
   detail::check_format(f);
-  if (!code_kernel_supports(f.element)) return qcast::decode(e, out);
+  if (!code_kernel_supports(f.element)) return false;
   threads = resolve_threads(threads);
   const detail::GroupLayout layout(e.shape, f);
   const std::int64_t n = layout.elements();
@@ -329,11 +362,10 @@ void decode(const Encoded& e, float* out, int threads) {
   const std::int64_t groups = f.is_scaled() ? layout.groups() : 0;
   if (e.codes.size() < packed_size(std::size_t(n), bits) ||
       (groups && e.scales.size() < packed_size(std::size_t(groups), f.scale_storage_bits())))
-    return qcast::decode(e, out);  // the reference reports which part is short
+    return false;  // the reference reports which part is short
   float table[256];
   for (std::uint32_t c = 0; c < 256; ++c) table[c] = c >> bits ? 0.0f : decode_element(f.element, c);
   const CodeParams params = code_params(f.element, CastOptions{});
-  const bool stream = stream_stores_pay(std::size_t(n) * sizeof(float));
   // 8-bit and 4-bit codes are read by the kernels straight from the stream (4-bit from an even
   // element on); other widths are unpacked a chunk at a time into one byte per code first.
   const CodeLayout code_layout = bits == 4 ? CodeLayout::nibbles : CodeLayout::bytes;
@@ -343,27 +375,36 @@ void decode(const Encoded& e, float* out, int threads) {
     std::uint8_t chunk[kChunkCodes + 8];
     for (std::int64_t c = b; c < end; c += kChunkCodes) {
       const std::int64_t m = std::min(kChunkCodes, end - c);
-      if (reads_itself(c))
-        decode_span(params, table, mode, s, e.tensor_scale, e.codes.data() + c * bits / 8, code_layout, out + c,
-                    std::size_t(m), stream);
-      else
-        decode_span(params, table, mode, s, e.tensor_scale, unpack_chunk(e, bits, c, m, chunk), CodeLayout::bytes,
-                    out + c, std::size_t(m), stream);
+      output.write(c, m, [&](float* dst, bool stream) {
+        if (reads_itself(c))
+          decode_span(params, table, mode, s, e.tensor_scale, e.codes.data() + c * bits / 8, code_layout, dst,
+                      std::size_t(m), stream);
+        else
+          decode_span(params, table, mode, s, e.tensor_scale, unpack_chunk(e, bits, c, m, chunk), CodeLayout::bytes,
+                      dst, std::size_t(m), stream);
+      });
+    }
+  };
+  // Elements [b, end) of a group whose scale code is NaN.
+  auto fill_nan = [&](std::int64_t b, std::int64_t end) {
+    for (std::int64_t c = b; c < end; c += kChunkCodes) {
+      const std::int64_t m = std::min(kChunkCodes, end - c);
+      output.write(c, m, [&](float* dst, bool) { std::fill(dst, dst + m, detail::canonical_nan()); });
     }
   };
   if (!f.is_scaled()) {
     parallel_octets(n, threads, [&](std::int64_t b, std::int64_t end) { decode_range(SpanScale::none, 1.0f, b, end); });
-    return;
+    return true;
   }
   const SpanScale mode = span_scale_mode(f);
   const detail::Group first = layout.group(0);
   if (groups == 1 && first.runs == 1 && first.stride == 1) {  // one scale: element ranges in parallel
     const GroupScale g = group_scale_from_code(f, unpack_code(e.scales.data(), 0, f.scale_storage_bits()));
     parallel_octets(n, threads, [&](std::int64_t b, std::int64_t end) {
-      if (g.kind == GroupScale::Kind::nan) std::fill(out + b, out + end, detail::canonical_nan());
+      if (g.kind == GroupScale::Kind::nan) fill_nan(b, end);
       else decode_range(mode, g.value, b, end);
     });
-    return;
+    return true;
   }
   if (along_last_axis(f, e.shape) && n > 0) {  // lines of contiguous blocks
     const int scale_bits = f.scale_storage_bits();
@@ -388,35 +429,56 @@ void decode(const Encoded& e, float* out, int threads) {
         for (std::int64_t s = 0; s < len; s += chunk_len) {  // s is a multiple of the block
           const std::int64_t at = line * len + s, m = std::min(chunk_len, len - s);
           const float* const scales = line_scales.data() + s / f.block_size;
-          if (blocks_read_themselves)
-            decode_blocks(params, table, mode, std::size_t(f.block_size), scales, e.tensor_scale,
-                          e.codes.data() + at * bits / 8, code_layout, out + at, std::size_t(m), stream);
-          else
-            decode_blocks(params, table, mode, std::size_t(f.block_size), scales, e.tensor_scale,
-                          unpack_chunk(e, bits, at, m, chunk.data()), CodeLayout::bytes, out + at, std::size_t(m),
-                          stream);
+          output.write(at, m, [&](float* dst, bool stream) {
+            if (blocks_read_themselves)
+              decode_blocks(params, table, mode, std::size_t(f.block_size), scales, e.tensor_scale,
+                            e.codes.data() + at * bits / 8, code_layout, dst, std::size_t(m), stream);
+            else
+              decode_blocks(params, table, mode, std::size_t(f.block_size), scales, e.tensor_scale,
+                            unpack_chunk(e, bits, at, m, chunk.data()), CodeLayout::bytes, dst, std::size_t(m),
+                            stream);
+          });
         }
       }
     });
-    return;
+    return true;
   }
+  // Any other layout, a group at a time; strided groups element by element, for outputs that allow it.
+  const detail::Group last = layout.group(groups - 1);
+  if (!Output::kRandomAccess && !(first.runs == 1 && first.stride == 1 && last.runs == 1 && last.stride == 1))
+    return false;
   const std::int64_t per_group = std::max<std::int64_t>(1, n / std::max<std::int64_t>(groups, 1));
   parallel_ranges(groups, threads, per_group, [&](std::int64_t b, std::int64_t end) {
     for (std::int64_t gi = b; gi < end; ++gi) {
       const detail::Group grp = layout.group(gi);
       const GroupScale g =
           group_scale_from_code(f, unpack_code(e.scales.data(), std::size_t(gi), f.scale_storage_bits()));
-      if (g.kind == GroupScale::Kind::nan) {
-        grp.for_each([&](std::int64_t i) { out[i] = detail::canonical_nan(); });
-      } else if (grp.runs == 1 && grp.stride == 1) {
-        decode_range(mode, g.value, grp.base, grp.base + grp.count);
-      } else {
+      if (grp.runs == 1 && grp.stride == 1) {
+        if (g.kind == GroupScale::Kind::nan) fill_nan(grp.base, grp.base + grp.count);
+        else decode_range(mode, g.value, grp.base, grp.base + grp.count);
+        continue;
+      }
+      if constexpr (Output::kRandomAccess) {
+        float* const out = output.out;
         grp.for_each([&](std::int64_t i) {
-          out[i] = detail::scaled_output(f, table[unpack_code(e.codes.data(), std::size_t(i), bits)], g, e.tensor_scale);
+          out[i] = g.kind == GroupScale::Kind::nan
+                       ? detail::canonical_nan()
+                       : detail::scaled_output(f, table[unpack_code(e.codes.data(), std::size_t(i), bits)], g,
+                                               e.tensor_scale);
         });
       }
     }
   });
+  return true;
+}
+
+}  // namespace
+
+void decode(const Encoded& e, float* out, int threads) {
+  detail::check_format(e.format);
+  const std::int64_t n = detail::GroupLayout(e.shape, e.format).elements();
+  if (!decode_into(e, FloatOutput{out, stream_stores_pay(std::size_t(n) * sizeof(float))}, threads))
+    qcast::decode(e, out);
 }
 
 Encoded encode(const void* in, DType t, const Shape& shape, const Format& f, const CastOptions& o, int threads) {
@@ -433,11 +495,12 @@ Encoded encode(const void* in, DType t, const Shape& shape, const Format& f, con
 
 void decode(const Encoded& e, void* out, DType t, int threads) {
   if (t == DType::f32) return decode(e, static_cast<float*>(out), threads);
+  auto* dst = static_cast<std::uint16_t*>(out);
+  if (decode_into(e, Narrowed16{t, dst}, threads)) return;
   threads = resolve_threads(threads);
   const std::int64_t n = detail::GroupLayout(e.shape, e.format).elements();
   std::vector<float> wide(static_cast<std::size_t>(n));
   decode(e, wide.data(), threads);
-  auto* dst = static_cast<std::uint16_t*>(out);
   parallel_ranges(n, threads, 1, [&](std::int64_t b, std::int64_t end) {
     narrow_span(t, wide.data() + b, dst + b, std::size_t(end - b));
   });

@@ -277,6 +277,33 @@ TEST_CASE("kernels::encode and decode equal the reference on every grid value, t
   qcast::kernels::use_target("");
 }
 
+TEST_CASE("kernels::decode to 16-bit tensors equals the reference narrowed, on lines longer than a chunk") {
+  // Decode to bfloat16 / float16 a chunk at a time (value casts, one scale, lines of blocks; channels
+  // take the whole-tensor path), with NaN and zero groups among them.
+  auto x = codec_values(37, 5000, true);
+  for (const char* name : {"fp8_e4m3", "fp6_e3m2", "int8", "int4", "mxfp4", "mxfp6_e2m3", "nvfp4", "int4@g128",
+                           "mxint8", "int8@channel"}) {
+    const auto f = qcast::parse_format(name);
+    std::vector<float> finite = x;  // value casts to formats without NaN, and integers, take finite data
+    for (auto& v : finite)
+      if (std::isnan(v)) v = 1.0f;
+    const std::vector<float>& in = f.element.has_nan() || f.is_scaled() ? x : finite;
+    const qcast::Encoded ref = qcast::encode(in.data(), {37, 5000}, f);
+    std::vector<float> ref_out(in.size());
+    qcast::decode(ref, ref_out.data());
+    for (qcast::DType t : {qcast::DType::bf16, qcast::DType::f16}) {
+      for (int threads : {1, 2, 3}) {
+        std::vector<std::uint16_t> out(in.size());
+        qcast::kernels::decode(ref, out.data(), t, threads);
+        std::size_t bad = 0;
+        for (std::size_t i = 0; i < in.size(); ++i) bad += out[i] != qcast::narrow(t, ref_out[i]);
+        INFO(name << " " << qcast::dtype_name(t) << " threads " << threads);
+        CHECK(bad == 0);
+      }
+    }
+  }
+}
+
 TEST_CASE("kernels::encode reports the first NaN of a direct cast to a format without NaN, as the reference") {
   std::vector<float> x(100000, 1.0f);
   x[77777] = NAN;

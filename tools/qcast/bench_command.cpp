@@ -51,9 +51,9 @@ const char* kHelp =
     "  --op OP         cast (fake quantization, default); encode (float32 -> packed codes + scales,\n"
     "                  timed as kernels::encode_into a reused result) or decode (packed -> float32),\n"
     "                  whose GB/s count the packed bytes; no ATen baseline\n"
-    "  --dtype T       element type of the tensor for --op cast (default f32): bf16 or f16 cast a\n"
-    "                  16-bit tensor (the same samples rounded to it); GB/s and memcpy count its 2-byte\n"
-    "                  elements; no ATen or scalar figure\n"
+    "  --dtype T       element type of the tensor for --op cast and decode (default f32): bf16 or f16\n"
+    "                  cast (decode to) a 16-bit tensor (cast: the same samples rounded to it); GB/s and\n"
+    "                  memcpy count its 2-byte elements; no ATen or scalar figure\n"
     "  --json          one JSON object per format instead of the table\n";
 
 // printf into a std::string (LibTorch ships fmt headers of its own, so this TU avoids fmt).
@@ -195,7 +195,7 @@ int bench_command(const std::vector<std::string>& args) {
       cuda = d == "cuda";
     } else throw UsageError{"unknown option '" + a + "'"};
   }
-  if (dtype != qcast::DType::f32 && op != "cast") throw UsageError{"--dtype bf16 and f16 go with --op cast only"};
+  if (dtype != qcast::DType::f32 && op == "encode") throw UsageError{"--dtype bf16 and f16 go with --op cast or decode"};
   if (dtype != qcast::DType::f32 && cuda) throw UsageError{"--dtype bf16 and f16 are measured on the CPU only"};
   std::vector<qcast::Format> formats;
   for (const auto& n : names) formats.push_back(qcast::parse_format(n));
@@ -273,7 +273,7 @@ int bench_command(const std::vector<std::string>& args) {
       scalar_s = median_seconds(std::min(repeats, 3), [&] { qcast::cast(in, out, {scalar_rows, cols}, f); });
     } else {  // bytes: float32 on one side, packed codes + scales on the other
       const qcast::Encoded enc = qcast::kernels::encode(in, shape, f, {}, threads);
-      op_bytes = 4.0 * double(elements) + double(enc.codes.size() + enc.scales.size());
+      op_bytes = element_bytes * double(elements) + double(enc.codes.size() + enc.scales.size());
       const qcast::Encoded small = qcast::encode(in, {scalar_rows, cols}, f);
       scalar_bytes = 4.0 * double(scalar_rows * cols) + double(small.codes.size() + small.scales.size());
       if (op == "encode") {
@@ -281,6 +281,9 @@ int bench_command(const std::vector<std::string>& args) {
         std::tie(q_s, memcpy_s) = paired_median_seconds(
             repeats, [&] { qcast::kernels::encode_into(reused, in, shape, f, {}, threads); }, limit);
         scalar_s = median_seconds(std::min(repeats, 3), [&] { (void)qcast::encode(in, {scalar_rows, cols}, f); });
+      } else if (!wide) {
+        std::tie(q_s, memcpy_s) =
+            paired_median_seconds(repeats, [&] { qcast::kernels::decode(enc, out16, dtype, threads); }, limit);
       } else {
         std::tie(q_s, memcpy_s) =
             paired_median_seconds(repeats, [&] { qcast::kernels::decode(enc, out, threads); }, limit);
