@@ -4,7 +4,8 @@
 // options quantize with the span kernel's QuantizeVector and then read the code off the bits of the
 // exact grid value: every non-NaN grid value has exactly one code, so code(Q(v)) is the reference's
 // encode_element(v). 8-bit codes go straight into the packed stream, 4-bit codes in pairs per byte.
-// Decode looks every code up in a table built by the reference decode_element.
+// Decode computes each value from the code's fields and looks up only the codes without a finite
+// value (NaN, Inf) in a table built by the reference decode_element.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "src/cpu/code_kernel.cpp"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
@@ -133,7 +134,9 @@ std::size_t EncodeSpan(const CodeParams& params, SpanScale mode, float s, float 
                        std::uint8_t* HWY_RESTRICT out, CodeLayout layout, std::size_t n, std::uint64_t first) {
   const CodeParams p = params;  // a local copy: stores to `out` cannot alias it
   std::size_t done = 0;
-  WithCodeStream<CodeWriter>(layout, out, [&](const auto& writer) { done = EncodeRun<true>(p, mode, s, s_t, in, writer, 0, n, first); });
+  WithCodeStream<CodeWriter>(layout, out, [&](const auto& writer) {
+    done = EncodeRun<true>(p, mode, s, s_t, in, writer, 0, n, first);
+  });
   return done;
 }
 
@@ -304,7 +307,10 @@ struct CodeValues {
   HWY_INLINE hn::Vec<DF> Of(hn::Vec<DI> code) const {
     const DF df;
     const DI di;
-    if (kInteger) return hn::Mul(hn::ConvertTo(df, hn::ShiftRightSame(hn::ShiftLeftSame(code, sign_shift), sign_shift)), int_down);
+    if (kInteger) {
+      const auto n = hn::ShiftRightSame(hn::ShiftLeftSame(code, sign_shift), sign_shift);  // sign-extended
+      return hn::Mul(hn::ConvertTo(df, n), int_down);
+    }
     const auto m = hn::And(code, magnitude_mask);
     const auto normal = hn::BitCast(df, hn::Add(hn::ShiftLeftSame(m, mantissa_shift), rebias));
     const auto subnormal = hn::Sub(hn::BitCast(df, hn::Or(m, subnormal_base_bits)), subnormal_base);
@@ -312,7 +318,8 @@ struct CodeValues {
     v = hn::BitCast(df, hn::Or(hn::BitCast(di, v), hn::ShiftLeftSame(hn::Xor(code, m), sign_shift)));
     if (!specials) return v;
     const auto special = hn::Or(hn::Not(m < special_from), code == special_code);
-    if (!hn::AllFalse(di, special)) v = hn::IfThenElse(hn::RebindMask(df, special), hn::GatherIndex(df, table, code), v);
+    if (!hn::AllFalse(di, special))
+      v = hn::IfThenElse(hn::RebindMask(df, special), hn::GatherIndex(df, table, code), v);
     return v;
   }
 };
@@ -369,6 +376,8 @@ void DecodeBlocks(const CodeParams& params, const float* HWY_RESTRICT table, Spa
   const hn::ScalableTag<float> df;
   const hn::RebindToSigned<decltype(df)> di;
   const std::size_t lanes = hn::Lanes(df);
+  // A block whose scale code is NaN decodes to NaN.
+  auto nan_block = [&](std::size_t b, std::size_t n) { std::fill(out + b, out + b + n, detail::canonical_nan()); };
   WithDecoder(params, table, layout, codes, [&](const auto& values, const auto& reader) {
     std::size_t b = 0, k = 0;
     if (block % lanes == 0 && mode != SpanScale::none) {
@@ -377,7 +386,7 @@ void DecodeBlocks(const CodeParams& params, const float* HWY_RESTRICT table, Spa
       const auto vst = hn::Set(df, s_t);
       for (; len - b >= block; b += block, ++k) {
         if (std::isnan(scale_values[k])) {
-          for (std::size_t i = b; i < b + block; ++i) out[i] = detail::canonical_nan();
+          nan_block(b, block);
           continue;
         }
         const auto vs = hn::Set(df, scale_values[k]);
@@ -391,7 +400,7 @@ void DecodeBlocks(const CodeParams& params, const float* HWY_RESTRICT table, Spa
     for (; b < len; b += block, ++k) {  // other block sizes, and a last partial block
       const std::size_t n = len - b < block ? len - b : block;
       if (std::isnan(scale_values[k])) {
-        for (std::size_t i = b; i < b + n; ++i) out[i] = detail::canonical_nan();
+        nan_block(b, n);
         continue;
       }
       DecodeRun(values, mode, scale_values[k], s_t, reader, b, out + b, n, stream);
@@ -461,8 +470,9 @@ void encode_blocks(const BlockParams& bp, const CodeParams& p, const CodeParams&
   HWY_DYNAMIC_DISPATCH(EncodeBlocks)(bp, p, scale_code, in, out, layout, scale_codes, len, first, o);
 }
 
-void decode_blocks(const CodeParams& p, const float* table, SpanScale mode, std::size_t block, const float* scale_values,
-                   float s_t, const std::uint8_t* codes, CodeLayout layout, float* out, std::size_t len, bool stream) {
+void decode_blocks(const CodeParams& p, const float* table, SpanScale mode, std::size_t block,
+                   const float* scale_values, float s_t, const std::uint8_t* codes, CodeLayout layout, float* out,
+                   std::size_t len, bool stream) {
   HWY_DYNAMIC_DISPATCH(DecodeBlocks)(p, table, mode, block, scale_values, s_t, codes, layout, out, len, stream);
 }
 

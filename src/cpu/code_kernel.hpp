@@ -55,7 +55,8 @@ void encode_blocks(const BlockParams& bp, const CodeParams& p, const CodeParams&
                    std::uint8_t* out, CodeLayout layout, std::uint32_t* scale_codes, std::size_t len,
                    std::uint64_t first, const CastOptions& o);
 // Its inverse: scale_values[k] is the decoded scale of block k (NaN: the block decodes to NaN).
-void decode_blocks(const CodeParams& p, const float* table, SpanScale mode, std::size_t block, const float* scale_values,
-                   float s_t, const std::uint8_t* codes, CodeLayout layout, float* out, std::size_t len, bool stream);
+void decode_blocks(const CodeParams& p, const float* table, SpanScale mode, std::size_t block,
+                   const float* scale_values, float s_t, const std::uint8_t* codes, CodeLayout layout, float* out,
+                   std::size_t len, bool stream);
 
 }  // namespace qcast::kernels

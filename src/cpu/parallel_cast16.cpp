@@ -143,7 +143,9 @@ bool cast_tiled(DType t, const std::uint16_t* in, std::uint16_t* out, const Shap
       const detail::GroupStats st = tile_stats(t, in, grp.base, grp.base + grp.count, tile.data());
       const GroupScale g = group_scale(f, st.amax, st.nonfinite, amax_t, s_t);
       tiles(t, in, out, grp.base, grp.base + grp.count, kTile, tile.data(),
-            [&](float* x, std::size_t m, std::uint64_t first) { cast_tile_of_group(x, m, first, params, mode, g, s_t); });
+            [&](float* x, std::size_t m, std::uint64_t first) {
+              cast_tile_of_group(x, m, first, params, mode, g, s_t);
+            });
     }
   });
   return true;

@@ -423,8 +423,9 @@ bool decode_into(const Encoded& e, const Output& output, int threads) {
       for (std::int64_t line = b; line < end; ++line) {
         for (std::int64_t k = 0; k < per_line; ++k) {
           const std::size_t gi = std::size_t(line * per_line + k);
-          line_scales[std::size_t(k)] = scale_bits == 8 ? scale_table[scale_codes[gi]]
-                                                        : decode_element(f.scale, unpack_code(scale_codes, gi, scale_bits));
+          line_scales[std::size_t(k)] =
+              scale_bits == 8 ? scale_table[scale_codes[gi]]
+                              : decode_element(f.scale, unpack_code(scale_codes, gi, scale_bits));
         }
         for (std::int64_t s = 0; s < len; s += chunk_len) {  // s is a multiple of the block
           const std::int64_t at = line * len + s, m = std::min(chunk_len, len - s);
