@@ -30,9 +30,12 @@ Encoded encode(const float* in, const Shape& shape, const Format& format, const 
 // encode's time on 64M elements). If it throws, out holds unspecified codes.
 void encode_into(Encoded& out, const float* in, const Shape& shape, const Format& format,
                  const CastOptions& options = {}, int threads = 0);
-// float16 / bfloat16 input (type t), widened exactly first.
+// float16 / bfloat16 input (type t): the codes of its values widened exactly to binary32. Each
+// thread widens a chunk at a time in a buffer of its own (strided groups widen the whole tensor).
 Encoded encode(const void* in, DType t, const Shape& shape, const Format& format, const CastOptions& options = {},
                int threads = 0);
+void encode_into(Encoded& out, const void* in, DType t, const Shape& shape, const Format& format,
+                 const CastOptions& options = {}, int threads = 0);
 
 // The values of encoded codes, the same bits as qcast::decode (prod(encoded.shape) outputs).
 void decode(const Encoded& encoded, float* out, int threads = 0);

@@ -24,37 +24,6 @@ namespace {
 // Elements per tile: 16 KiB of binary32, a multiple of every block size that divides 4096.
 constexpr std::int64_t kTile = 4096;
 
-// Statistics of elements [begin, end) of a 16-bit tensor (span_stats of their widened values), a
-// tile at a time through `tile` (kTile floats).
-detail::GroupStats tile_stats(DType t, const std::uint16_t* in, std::int64_t begin, std::int64_t end, float* tile) {
-  detail::GroupStats st;
-  for (std::int64_t c = begin; c < end; c += kTile) {
-    const std::int64_t m = std::min(kTile, end - c);
-    widen_span(t, in + c, tile, std::size_t(m));
-    detail::GroupStats part;
-    span_stats(tile, std::size_t(m), &part.amax, &part.nonfinite);
-    st.amax = std::max(st.amax, part.amax);
-    st.nonfinite = st.nonfinite || part.nonfinite;
-  }
-  return st;
-}
-
-// Statistics of a whole 16-bit tensor (parallel_stats of its widened values).
-detail::GroupStats parallel_stats16(DType t, const std::uint16_t* in, std::int64_t n, int threads) {
-  std::vector<detail::GroupStats> partial(std::size_t(std::max(threads, 1)));
-  std::atomic<int> slot{0};
-  parallel_ranges(n, threads, 1, [&](std::int64_t b, std::int64_t e) {
-    std::vector<float> tile(static_cast<std::size_t>(kTile));
-    partial[std::size_t(slot++)] = tile_stats(t, in, b, e, tile.data());
-  });
-  detail::GroupStats total;
-  for (const auto& p : partial) {
-    total.amax = std::max(total.amax, p.amax);
-    total.nonfinite = total.nonfinite || p.nonfinite;
-  }
-  return total;
-}
-
 // Runs cast_tile(tile, count, first) on tiles [first, first + count) of [begin, end), the tile's
 // binary32 values in `tile` and its results written back from there.
 template <class CastTile>
@@ -140,7 +109,7 @@ bool cast_tiled(DType t, const std::uint16_t* in, std::uint16_t* out, const Shap
     std::vector<float> tile(static_cast<std::size_t>(kTile));
     for (std::int64_t gi = b; gi < e; ++gi) {
       const detail::Group grp = layout.group(gi);
-      const detail::GroupStats st = tile_stats(t, in, grp.base, grp.base + grp.count, tile.data());
+      const detail::GroupStats st = widened_stats(t, in, grp.base, grp.base + grp.count);
       const GroupScale g = group_scale(f, st.amax, st.nonfinite, amax_t, s_t);
       tiles(t, in, out, grp.base, grp.base + grp.count, kTile, tile.data(),
             [&](float* x, std::size_t m, std::uint64_t first) {
@@ -152,6 +121,26 @@ bool cast_tiled(DType t, const std::uint16_t* in, std::uint16_t* out, const Shap
 }
 
 }  // namespace
+
+detail::GroupStats widened_stats(DType t, const std::uint16_t* in, std::int64_t begin, std::int64_t end) {
+  detail::GroupStats st;
+  span_stats16(t, in + begin, std::size_t(end - begin), &st.amax, &st.nonfinite);
+  return st;
+}
+
+detail::GroupStats parallel_stats16(DType t, const std::uint16_t* in, std::int64_t n, int threads) {
+  std::vector<detail::GroupStats> partial(std::size_t(std::max(threads, 1)));
+  std::atomic<int> slot{0};
+  parallel_ranges(n, threads, 1, [&](std::int64_t b, std::int64_t e) {
+    partial[std::size_t(slot++)] = widened_stats(t, in, b, e);
+  });
+  detail::GroupStats total;
+  for (const auto& p : partial) {
+    total.amax = std::max(total.amax, p.amax);
+    total.nonfinite = total.nonfinite || p.nonfinite;
+  }
+  return total;
+}
 
 void cast(const void* in, void* out, DType t, const Shape& shape, const Format& f, const CastOptions& o, int threads) {
   if (t == DType::f32) return cast(static_cast<const float*>(in), static_cast<float*>(out), shape, f, o, threads);

@@ -160,25 +160,54 @@ std::string nan_message(const Format& f, std::int64_t i) {
   return "element " + std::to_string(i) + " is NaN, which " + format_name(f) + " cannot encode";
 }
 
-}  // namespace
-
-Encoded encode(const float* in, const Shape& shape, const Format& f, const CastOptions& o, int threads) {
-  Encoded e;
-  encode_into(e, in, shape, f, o, threads);
-  return e;
-}
-
-// Every byte of codes and scales is written below (packing writes whole bytes), so buffers of the
-// right size are reused as they are.
-void encode_into(Encoded& e, const float* in, const Shape& shape, const Format& f, const CastOptions& o, int threads) {
-  detail::check_format(f);
-  if (!code_kernel_supports(f.element)) {
-    e = qcast::encode(in, shape, f, o);
-    return;
+// Where encode reads binary32 values, a chunk of contiguous elements at a time: at(c, m) points to
+// elements [c, c + m) as binary32, valid until the next call. FloatInput: the float32 tensor itself.
+// Widened16: a bfloat16 / float16 tensor, each chunk widened (exactly) into a per-thread tile, so
+// the tensor is read once, without a whole-tensor float32 copy.
+struct FloatInput {
+  const float* in;
+  static constexpr bool kRandomAccess = true;  // the strided-group path reads in[i]
+  const float* at(std::int64_t c, std::int64_t) const { return in + c; }
+  detail::GroupStats stats(std::int64_t n, int threads) const { return parallel_stats(in, n, threads); }
+  GroupScale group_scale_of(const detail::Group& grp, const Format& f, float amax_t, float s_t) const {
+    return contiguous_group_scale(in, grp, f, amax_t, s_t);
   }
+};
+
+struct Widened16 {
+  DType t;
+  const std::uint16_t* in;
+  static constexpr bool kRandomAccess = false;
+  const float* at(std::int64_t c, std::int64_t m) const {
+    thread_local std::vector<float> tile;
+    if (tile.size() < std::size_t(m)) tile.resize(std::size_t(m));
+    widen_span(t, in + c, tile.data(), std::size_t(m));
+    return tile.data();
+  }
+  detail::GroupStats stats(std::int64_t n, int threads) const { return parallel_stats16(t, in, n, threads); }
+  GroupScale group_scale_of(const detail::Group& grp, const Format& f, float amax_t, float s_t) const {
+    const detail::GroupStats st = widened_stats(t, in, grp.base, grp.base + grp.count);
+    return group_scale(f, st.amax, st.nonfinite, amax_t, s_t);
+  }
+};
+
+// The compiled encode of `input` into e; false where it does not run and the caller must encode
+// another way: element formats the code kernel does not cover, and strided groups for an input
+// without random access (Widened16). Every byte of codes and scales is written (packing writes whole
+// bytes), so buffers of the right size are reused as they are.
+template <class Input>
+bool encode_with(Encoded& e, const Input& input, const Shape& shape, const Format& f, const CastOptions& o,
+                 int threads) {
+  detail::check_format(f);
+  if (!code_kernel_supports(f.element)) return false;
   threads = resolve_threads(threads);
   const detail::GroupLayout layout(shape, f);
   const std::int64_t n = layout.elements();
+  const std::int64_t groups = f.is_scaled() ? layout.groups() : 0;
+  const bool contiguous_groups = groups == 0 || (layout.group(0).runs == 1 && layout.group(0).stride == 1 &&
+                                                 layout.group(groups - 1).runs == 1 &&
+                                                 layout.group(groups - 1).stride == 1);
+  if (!Input::kRandomAccess && !contiguous_groups && !along_last_axis(f, shape)) return false;
   const int bits = f.element.bits();
   const CodeParams params = code_params(f.element, o);
   e.format = f;
@@ -197,8 +226,8 @@ void encode_into(Encoded& e, const float* in, const Shape& shape, const Format& 
     for (std::int64_t c = b; c < end; c += kChunkCodes) {
       const std::int64_t m = std::min(kChunkCodes, end - c);
       std::uint8_t* const stream = packed + c * bits / 8;
-      const std::size_t done = encode_span(params, mode, s, s_t, in + c, packs_itself ? stream : chunk, code_layout,
-                                           std::size_t(m), std::uint64_t(c));
+      const std::size_t done = encode_span(params, mode, s, s_t, input.at(c, m), packs_itself ? stream : chunk,
+                                           code_layout, std::size_t(m), std::uint64_t(c));
       if (std::int64_t(done) < m) return c + std::int64_t(done);
       if (!packs_itself) pack_run(chunk, m, bits, stream);
     }
@@ -214,22 +243,21 @@ void encode_into(Encoded& e, const float* in, const Shape& shape, const Format& 
     });
     if (first_nan.load() < n) throw std::domain_error(nan_message(f, first_nan.load()));
     e.scales.clear();
-    return;
+    return true;
   }
-  const float amax_t = f.tensor_scale ? parallel_stats(in, n, threads).amax : 1.0f;
+  const detail::Group first = layout.group(0);
+  const bool one_contiguous_group = groups == 1 && first.runs == 1 && first.stride == 1;
+  // One statistics pass serves the tensor scale and the scale of a single contiguous group.
+  const detail::GroupStats whole = f.tensor_scale || one_contiguous_group ? input.stats(n, threads)
+                                                                          : detail::GroupStats{};
+  const float amax_t = f.tensor_scale ? whole.amax /* over finite elements */ : 1.0f;
   const float s_t = f.tensor_scale ? tensor_scale_of(f, amax_t) : 1.0f;
   e.tensor_scale = s_t;
-  const std::int64_t groups = layout.groups();
   std::vector<std::uint32_t> scale_codes(static_cast<std::size_t>(groups));
   const SpanScale mode = span_scale_mode(f);
   const std::int64_t per_group = std::max<std::int64_t>(1, n / std::max<std::int64_t>(groups, 1));
-  const detail::Group first = layout.group(0);
-  const bool one_contiguous_group = groups == 1 && first.runs == 1 && first.stride == 1;
   GroupScale single;  // one scale (per-tensor formats): reduce in parallel, then encode ranges in parallel
-  if (one_contiguous_group) {
-    const detail::GroupStats st = parallel_stats(in, n, threads);
-    single = group_scale(f, st.amax, st.nonfinite, amax_t, s_t);
-  }
+  if (one_contiguous_group) single = group_scale(f, whole.amax, whole.nonfinite, amax_t, s_t);
   const std::int64_t len = shape.empty() ? 1 : shape.back();
   if (!one_contiguous_group && along_last_axis(f, shape) && n > 0 && len % 8 == 0) {  // lines of blocks
     const std::int64_t per_line = (len + f.block_size - 1) / f.block_size;
@@ -249,7 +277,7 @@ void encode_into(Encoded& e, const float* in, const Shape& shape, const Format& 
         for (std::int64_t s = 0; s < len; s += chunk_len) {  // s is a multiple of the block
           const std::int64_t at = line * len + s, m = std::min(chunk_len, len - s);
           std::uint8_t* const stream = packed + at * bits / 8;
-          encode_blocks(bp, params, scale_code, in + at, blocks_pack_themselves ? stream : chunk.data(),
+          encode_blocks(bp, params, scale_code, input.at(at, m), blocks_pack_themselves ? stream : chunk.data(),
                         blocks_pack_themselves ? code_layout : CodeLayout::bytes,
                         scale_codes.data() + line * per_line + s / f.block_size, std::size_t(m), std::uint64_t(at), o);
           if (!blocks_pack_themselves) pack_run(chunk.data(), m, bits, stream);
@@ -260,48 +288,98 @@ void encode_into(Encoded& e, const float* in, const Shape& shape, const Format& 
     parallel_octets(n, threads, [&](std::int64_t b, std::int64_t end) {
       encode_range(mode, single.value, s_t, b, end);  // a finite group holds no NaN
     });
-  } else {  // any layout (chunks of its groups may not start on a byte): one byte per code, packed after
-    std::vector<std::uint8_t> whole(static_cast<std::size_t>(n));
-    std::uint8_t* const codes = whole.data();
-    parallel_ranges(groups, threads, per_group, [&](std::int64_t b, std::int64_t end) {
-      for (std::int64_t gi = b; gi < end; ++gi) {
-        const detail::Group grp = layout.group(gi);
-        const bool contiguous = grp.runs == 1 && grp.stride == 1;
-        GroupScale g;
-        if (one_contiguous_group) {
-          g = single;
-        } else if (contiguous) {
-          g = contiguous_group_scale(in, grp, f, amax_t, s_t);
-        } else {
-          const detail::GroupStats st = detail::group_stats(in, grp);
-          g = group_scale(f, st.amax, st.nonfinite, amax_t, s_t);
-        }
-        scale_codes[std::size_t(gi)] = g.code;
-        if (contiguous && g.kind == GroupScale::Kind::finite) {
-          encode_span(params, mode, g.value, s_t, in + grp.base, codes + grp.base, CodeLayout::bytes,
-                      std::size_t(grp.count), std::uint64_t(grp.base));  // a finite group holds no NaN
-          continue;
-        }
-        grp.for_each([&](std::int64_t i) {  // qcast::encode's element loop
-          float v;
-          switch (g.kind) {
-            case GroupScale::Kind::nan: v = 0.0f; break;
-            case GroupScale::Kind::finite: v = detail::scaled_input(f, in[i], g, s_t); break;
-            default: v = std::copysign(0.0f, in[i]);
-          }
-          codes[i] = std::uint8_t(encode_element(f.element, v, o, std::uint64_t(i)));
-        });
+  } else {  // any other layout: a group at a time
+    if (!Input::kRandomAccess && !contiguous_groups) return false;
+    // The reference's element loop (qcast::encode) for a group whose scale is not finite.
+    auto encode_element_of = [&](const GroupScale& g, float x, std::int64_t i) {
+      float v;
+      switch (g.kind) {
+        case GroupScale::Kind::nan: v = 0.0f; break;
+        case GroupScale::Kind::finite: v = detail::scaled_input(f, x, g, s_t); break;
+        default: v = std::copysign(0.0f, x);
       }
-    });
-    parallel_octets(n, threads, [&](std::int64_t b, std::int64_t end) {
-      pack_run(codes + b, end - b, bits, packed + b * bits / 8);
-    });
+      return std::uint8_t(encode_element(f.element, v, o, std::uint64_t(i)));
+    };
+    auto scale_of = [&](const detail::Group& grp) {
+      if (one_contiguous_group) return single;
+      if (grp.runs == 1 && grp.stride == 1) return input.group_scale_of(grp, f, amax_t, s_t);
+      if constexpr (Input::kRandomAccess) {
+        const detail::GroupStats st = detail::group_stats(input.in, grp);
+        return group_scale(f, st.amax, st.nonfinite, amax_t, s_t);
+      }
+      return GroupScale{};  // not reached: strided groups return above for inputs without random access
+    };
+    // Contiguous groups that all start on a multiple of 8 elements (per channel along the first axis
+    // of rows of 8k, blocks of a 1-D tensor, a non-finite single group) own whole bytes of the stream:
+    // encoded into it a chunk at a time, as ranges of one scale are.
+    bool byte_aligned = contiguous_groups;
+    for (std::int64_t gi = 0; byte_aligned && gi < groups; ++gi) byte_aligned = layout.group(gi).base % 8 == 0;
+    if (byte_aligned) {
+      parallel_ranges(groups, threads, per_group, [&](std::int64_t b, std::int64_t end) {
+        std::uint8_t chunk[kChunkCodes];
+        for (std::int64_t gi = b; gi < end; ++gi) {
+          const detail::Group grp = layout.group(gi);
+          const GroupScale g = scale_of(grp);
+          scale_codes[std::size_t(gi)] = g.code;
+          if (g.kind == GroupScale::Kind::finite) {  // a finite group holds no NaN
+            encode_range(mode, g.value, s_t, grp.base, grp.base + grp.count);
+            continue;
+          }
+          for (std::int64_t c = grp.base; c < grp.base + grp.count; c += kChunkCodes) {
+            const std::int64_t m = std::min(kChunkCodes, grp.base + grp.count - c);
+            const float* const x = input.at(c, m);
+            for (std::int64_t j = 0; j < m; ++j) chunk[j] = encode_element_of(g, x[j], c + j);
+            pack_run(chunk, m, bits, packed + c * bits / 8);
+          }
+        }
+      });
+    } else {  // groups may share a byte: one byte per code (8-bit: the stream itself), packed after
+      std::vector<std::uint8_t> whole_codes(bits == 8 ? 0 : static_cast<std::size_t>(n));
+      std::uint8_t* const codes = bits == 8 ? packed : whole_codes.data();
+      parallel_ranges(groups, threads, per_group, [&](std::int64_t b, std::int64_t end) {
+        for (std::int64_t gi = b; gi < end; ++gi) {
+          const detail::Group grp = layout.group(gi);
+          const GroupScale g = scale_of(grp);
+          scale_codes[std::size_t(gi)] = g.code;
+          if (grp.runs == 1 && grp.stride == 1) {
+            for (std::int64_t c = grp.base; c < grp.base + grp.count; c += kChunkCodes) {
+              const std::int64_t m = std::min(kChunkCodes, grp.base + grp.count - c);
+              const float* const x = input.at(c, m);
+              if (g.kind == GroupScale::Kind::finite)  // a finite group holds no NaN
+                encode_span(params, mode, g.value, s_t, x, codes + c, CodeLayout::bytes, std::size_t(m),
+                            std::uint64_t(c));
+              else
+                for (std::int64_t j = 0; j < m; ++j) codes[c + j] = encode_element_of(g, x[j], c + j);
+            }
+          } else if constexpr (Input::kRandomAccess) {
+            grp.for_each([&](std::int64_t i) { codes[i] = encode_element_of(g, input.in[i], i); });
+          }
+        }
+      });
+      if (bits != 8)
+        parallel_octets(n, threads, [&](std::int64_t b, std::int64_t end) {
+          pack_run(codes + b, end - b, bits, packed + b * bits / 8);
+        });
+    }
   }
   const int scale_bits = f.scale_storage_bits();
   e.scales.resize(packed_size(std::size_t(groups), scale_bits));
   parallel_octets(groups, threads, [&](std::int64_t b, std::int64_t end) {
     pack_run(scale_codes.data() + b, end - b, scale_bits, e.scales.data() + b * scale_bits / 8);
   });
+  return true;
+}
+
+}  // namespace
+
+Encoded encode(const float* in, const Shape& shape, const Format& f, const CastOptions& o, int threads) {
+  Encoded e;
+  encode_into(e, in, shape, f, o, threads);
+  return e;
+}
+
+void encode_into(Encoded& e, const float* in, const Shape& shape, const Format& f, const CastOptions& o, int threads) {
+  if (!encode_with(e, FloatInput{in}, shape, f, o, threads)) e = qcast::encode(in, shape, f, o);
 }
 
 namespace {
@@ -483,15 +561,24 @@ void decode(const Encoded& e, float* out, int threads) {
 }
 
 Encoded encode(const void* in, DType t, const Shape& shape, const Format& f, const CastOptions& o, int threads) {
-  if (t == DType::f32) return encode(static_cast<const float*>(in), shape, f, o, threads);
+  Encoded e;
+  encode_into(e, in, t, shape, f, o, threads);
+  return e;
+}
+
+void encode_into(Encoded& e, const void* in, DType t, const Shape& shape, const Format& f, const CastOptions& o,
+                 int threads) {
+  if (t == DType::f32) return encode_into(e, static_cast<const float*>(in), shape, f, o, threads);
+  const auto* src = static_cast<const std::uint16_t*>(in);
+  if (encode_with(e, Widened16{t, src}, shape, f, o, threads)) return;
+  // Strided groups, and formats the code kernel does not cover: widen the whole tensor first.
   threads = resolve_threads(threads);
   const std::int64_t n = detail::GroupLayout(shape, f).elements();
   std::vector<float> wide(static_cast<std::size_t>(n));
-  const auto* src = static_cast<const std::uint16_t*>(in);
   parallel_ranges(n, threads, 1, [&](std::int64_t b, std::int64_t end) {
     widen_span(t, src + b, wide.data() + b, std::size_t(end - b));
   });
-  return encode(wide.data(), shape, f, o, threads);
+  encode_into(e, wide.data(), shape, f, o, threads);
 }
 
 void decode(const Encoded& e, void* out, DType t, int threads) {

@@ -51,7 +51,7 @@ const char* kHelp =
     "  --op OP         cast (fake quantization, default); encode (float32 -> packed codes + scales,\n"
     "                  timed as kernels::encode_into a reused result) or decode (packed -> float32),\n"
     "                  whose GB/s count the packed bytes; no ATen baseline\n"
-    "  --dtype T       element type of the tensor for --op cast and decode (default f32): bf16 or f16\n"
+    "  --dtype T       element type of the tensor (default f32): bf16 or f16\n"
     "                  cast (decode to) a 16-bit tensor (cast: the same samples rounded to it); GB/s and\n"
     "                  memcpy count its 2-byte elements; no ATen or scalar figure\n"
     "  --json          one JSON object per format instead of the table\n";
@@ -195,7 +195,6 @@ int bench_command(const std::vector<std::string>& args) {
       cuda = d == "cuda";
     } else throw UsageError{"unknown option '" + a + "'"};
   }
-  if (dtype != qcast::DType::f32 && op == "encode") throw UsageError{"--dtype bf16 and f16 go with --op cast or decode"};
   if (dtype != qcast::DType::f32 && cuda) throw UsageError{"--dtype bf16 and f16 are measured on the CPU only"};
   std::vector<qcast::Format> formats;
   for (const auto& n : names) formats.push_back(qcast::parse_format(n));
@@ -271,13 +270,20 @@ int bench_command(const std::vector<std::string>& args) {
       if (names[k] == "int8@channel") fq_s = aten_fake_quantize_per_channel_seconds(in, out, rows, cols, timed);
 #endif
       scalar_s = median_seconds(std::min(repeats, 3), [&] { qcast::cast(in, out, {scalar_rows, cols}, f); });
-    } else {  // bytes: float32 on one side, packed codes + scales on the other
-      const qcast::Encoded enc = qcast::kernels::encode(in, shape, f, {}, threads);
+    } else {  // bytes: the tensor on one side, packed codes + scales on the other
+      const qcast::Encoded enc = wide ? qcast::kernels::encode(in, shape, f, {}, threads)
+                                      : qcast::kernels::encode(in16, dtype, shape, f, {}, threads);
       op_bytes = element_bytes * double(elements) + double(enc.codes.size() + enc.scales.size());
-      const qcast::Encoded small = qcast::encode(in, {scalar_rows, cols}, f);
-      scalar_bytes = 4.0 * double(scalar_rows * cols) + double(small.codes.size() + small.scales.size());
-      if (op == "encode") {
-        qcast::Encoded reused;  // the steady state of a loop over tensors of one size
+      qcast::Encoded small;  // the scalar reference's share (float32 only)
+      if (wide) {
+        small = qcast::encode(in, {scalar_rows, cols}, f);
+        scalar_bytes = 4.0 * double(scalar_rows * cols) + double(small.codes.size() + small.scales.size());
+      }
+      qcast::Encoded reused;  // encode: the steady state of a loop over tensors of one size
+      if (op == "encode" && !wide) {
+        std::tie(q_s, memcpy_s) = paired_median_seconds(
+            repeats, [&] { qcast::kernels::encode_into(reused, in16, dtype, shape, f, {}, threads); }, limit);
+      } else if (op == "encode") {
         std::tie(q_s, memcpy_s) = paired_median_seconds(
             repeats, [&] { qcast::kernels::encode_into(reused, in, shape, f, {}, threads); }, limit);
         scalar_s = median_seconds(std::min(repeats, 3), [&] { (void)qcast::encode(in, {scalar_rows, cols}, f); });
