@@ -31,7 +31,7 @@ Encoded encode(const float* in, const Shape& shape, const Format& format, const 
 void encode_into(Encoded& out, const float* in, const Shape& shape, const Format& format,
                  const CastOptions& options = {}, int threads = 0);
 // float16 / bfloat16 input (type t): the codes of its values widened exactly to binary32. Each
-// thread widens a chunk at a time in a buffer of its own (strided groups widen the whole tensor).
+// thread widens a chunk at a time in a buffer of its own; strided groups element by element.
 Encoded encode(const void* in, DType t, const Shape& shape, const Format& format, const CastOptions& options = {},
                int threads = 0);
 void encode_into(Encoded& out, const void* in, DType t, const Shape& shape, const Format& format,

@@ -12,6 +12,7 @@
 #include <numeric>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "code_kernel.hpp"
@@ -161,39 +162,48 @@ std::string nan_message(const Format& f, std::int64_t i) {
 }
 
 // Where encode reads binary32 values, a chunk of contiguous elements at a time: at(c, m) points to
-// elements [c, c + m) as binary32, valid until the next call. FloatInput: the float32 tensor itself.
-// Widened16: a bfloat16 / float16 tensor, each chunk widened (exactly) into a per-thread tile, so
-// the tensor is read once, without a whole-tensor float32 copy.
+// elements [c, c + m) as binary32, valid until the next call; value(i) is element i (strided groups).
+// FloatInput: the float32 tensor itself. Widened16: a bfloat16 / float16 tensor, each chunk widened
+// (exactly) into a per-thread tile, so the tensor is read once, without a whole-tensor float32 copy.
 struct FloatInput {
   const float* in;
-  static constexpr bool kRandomAccess = true;  // the strided-group path reads in[i]
   const float* at(std::int64_t c, std::int64_t) const { return in + c; }
+  float value(std::int64_t i) const { return in[i]; }
   detail::GroupStats stats(std::int64_t n, int threads) const { return parallel_stats(in, n, threads); }
   GroupScale group_scale_of(const detail::Group& grp, const Format& f, float amax_t, float s_t) const {
     return contiguous_group_scale(in, grp, f, amax_t, s_t);
   }
+  detail::GroupStats strided_stats(const detail::Group& grp) const { return detail::group_stats(in, grp); }
 };
 
 struct Widened16 {
   DType t;
   const std::uint16_t* in;
-  static constexpr bool kRandomAccess = false;
   const float* at(std::int64_t c, std::int64_t m) const {
     thread_local std::vector<float> tile;
     if (tile.size() < std::size_t(m)) tile.resize(std::size_t(m));
     widen_span(t, in + c, tile.data(), std::size_t(m));
     return tile.data();
   }
+  float value(std::int64_t i) const { return widen(t, in[i]); }
   detail::GroupStats stats(std::int64_t n, int threads) const { return parallel_stats16(t, in, n, threads); }
   GroupScale group_scale_of(const detail::Group& grp, const Format& f, float amax_t, float s_t) const {
     const detail::GroupStats st = widened_stats(t, in, grp.base, grp.base + grp.count);
     return group_scale(f, st.amax, st.nonfinite, amax_t, s_t);
   }
+  detail::GroupStats strided_stats(const detail::Group& grp) const {  // detail::group_stats of the values
+    detail::GroupStats st;
+    grp.for_each([&](std::int64_t i) {
+      const float a = std::fabs(value(i));
+      if (!std::isfinite(a)) st.nonfinite = true;
+      else if (a > st.amax) st.amax = a;
+    });
+    return st;
+  }
 };
 
 // The compiled encode of `input` into e; false where it does not run and the caller must encode
-// another way: element formats the code kernel does not cover, and strided groups for an input
-// without random access (Widened16). Every byte of codes and scales is written (packing writes whole
+// another way: element formats the code kernel does not cover. Every byte of codes and scales is written (packing writes whole
 // bytes), so buffers of the right size are reused as they are.
 template <class Input>
 bool encode_with(Encoded& e, const Input& input, const Shape& shape, const Format& f, const CastOptions& o,
@@ -207,7 +217,6 @@ bool encode_with(Encoded& e, const Input& input, const Shape& shape, const Forma
   const bool contiguous_groups = groups == 0 || (layout.group(0).runs == 1 && layout.group(0).stride == 1 &&
                                                  layout.group(groups - 1).runs == 1 &&
                                                  layout.group(groups - 1).stride == 1);
-  if (!Input::kRandomAccess && !contiguous_groups && !along_last_axis(f, shape)) return false;
   const int bits = f.element.bits();
   const CodeParams params = code_params(f.element, o);
   e.format = f;
@@ -289,7 +298,6 @@ bool encode_with(Encoded& e, const Input& input, const Shape& shape, const Forma
       encode_range(mode, single.value, s_t, b, end);  // a finite group holds no NaN
     });
   } else {  // any other layout: a group at a time
-    if (!Input::kRandomAccess && !contiguous_groups) return false;
     // The reference's element loop (qcast::encode) for a group whose scale is not finite.
     auto encode_element_of = [&](const GroupScale& g, float x, std::int64_t i) {
       float v;
@@ -303,11 +311,8 @@ bool encode_with(Encoded& e, const Input& input, const Shape& shape, const Forma
     auto scale_of = [&](const detail::Group& grp) {
       if (one_contiguous_group) return single;
       if (grp.runs == 1 && grp.stride == 1) return input.group_scale_of(grp, f, amax_t, s_t);
-      if constexpr (Input::kRandomAccess) {
-        const detail::GroupStats st = detail::group_stats(input.in, grp);
-        return group_scale(f, st.amax, st.nonfinite, amax_t, s_t);
-      }
-      return GroupScale{};  // not reached: strided groups return above for inputs without random access
+      const detail::GroupStats st = input.strided_stats(grp);
+      return group_scale(f, st.amax, st.nonfinite, amax_t, s_t);
     };
     // Contiguous groups that all start on a multiple of 8 elements (per channel along the first axis
     // of rows of 8k, blocks of a 1-D tensor, a non-finite single group) own whole bytes of the stream:
@@ -351,8 +356,8 @@ bool encode_with(Encoded& e, const Input& input, const Shape& shape, const Forma
               else
                 for (std::int64_t j = 0; j < m; ++j) codes[c + j] = encode_element_of(g, x[j], c + j);
             }
-          } else if constexpr (Input::kRandomAccess) {
-            grp.for_each([&](std::int64_t i) { codes[i] = encode_element_of(g, input.in[i], i); });
+          } else {
+            grp.for_each([&](std::int64_t i) { codes[i] = encode_element_of(g, input.value(i), i); });
           }
         }
       });
@@ -399,13 +404,14 @@ const std::uint8_t* unpack_chunk(const Encoded& e, int bits, std::int64_t first,
 namespace {
 
 // Where decoded values go, a chunk of contiguous elements at a time: write(c, m, fill) has fill(dst,
-// stream) write elements [c, c + m) as binary32 at dst (streaming stores where `stream`).
-// FloatOutput: straight into the float32 result. Narrowed16: into a tile, then narrowed to
-// bfloat16 / float16 (decode to a 16-bit tensor without a whole-tensor float32 copy).
+// stream) write elements [c, c + m) as binary32 at dst (streaming stores where `stream`). Strided
+// groups: FloatOutput's elements are stored one by one; Narrowed16::put_group takes a group's values
+// in grp.for_each order and narrows them at once. FloatOutput: straight into the float32 result. Narrowed16: into
+// a tile, then narrowed to bfloat16 / float16 (decode to a 16-bit tensor without a whole-tensor
+// float32 copy).
 struct FloatOutput {
   float* out;
   bool stream;
-  static constexpr bool kRandomAccess = true;  // the strided-group path writes out[i]
   template <class Fill>
   void write(std::int64_t c, std::int64_t, Fill&& fill) const {
     fill(out + c, stream);
@@ -415,7 +421,14 @@ struct FloatOutput {
 struct Narrowed16 {
   DType t;
   std::uint16_t* out;
-  static constexpr bool kRandomAccess = false;
+  void put_group(const detail::Group& grp, const float* values) const {  // narrowed at once, then scattered
+    thread_local std::vector<std::uint16_t> narrowed;
+    const std::size_t m = std::size_t(grp.runs * grp.count);
+    if (narrowed.size() < m) narrowed.resize(m);
+    narrow_span(t, values, narrowed.data(), m);
+    const std::uint16_t* v = narrowed.data();
+    grp.for_each([&](std::int64_t i) { out[i] = *v++; });
+  }
   template <class Fill>
   void write(std::int64_t c, std::int64_t m, Fill&& fill) const {
     thread_local std::vector<float> tile;
@@ -426,8 +439,7 @@ struct Narrowed16 {
 };
 
 // The compiled decode into `output`; false where it does not run and the caller must decode another
-// way: element formats the code kernel does not cover, short buffers (the reference reports them),
-// and strided groups for an output without random access (Narrowed16).
+// way: element formats the code kernel does not cover, and short buffers (the reference reports them).
 template <class Output>
 bool decode_into(const Encoded& e, const Output& output, int threads) {
   const Format& f = e.format;
@@ -522,12 +534,10 @@ bool decode_into(const Encoded& e, const Output& output, int threads) {
     });
     return true;
   }
-  // Any other layout, a group at a time; strided groups element by element, for outputs that allow it.
-  const detail::Group last = layout.group(groups - 1);
-  if (!Output::kRandomAccess && !(first.runs == 1 && first.stride == 1 && last.runs == 1 && last.stride == 1))
-    return false;
+  // Any other layout, a group at a time; strided groups element by element.
   const std::int64_t per_group = std::max<std::int64_t>(1, n / std::max<std::int64_t>(groups, 1));
   parallel_ranges(groups, threads, per_group, [&](std::int64_t b, std::int64_t end) {
+    std::vector<float> values;  // a strided group's values
     for (std::int64_t gi = b; gi < end; ++gi) {
       const detail::Group grp = layout.group(gi);
       const GroupScale g =
@@ -537,14 +547,18 @@ bool decode_into(const Encoded& e, const Output& output, int threads) {
         else decode_range(mode, g.value, grp.base, grp.base + grp.count);
         continue;
       }
-      if constexpr (Output::kRandomAccess) {
-        float* const out = output.out;
-        grp.for_each([&](std::int64_t i) {
-          out[i] = g.kind == GroupScale::Kind::nan
-                       ? detail::canonical_nan()
-                       : detail::scaled_output(f, table[unpack_code(e.codes.data(), std::size_t(i), bits)], g,
-                                               e.tensor_scale);
-        });
+      auto value = [&](std::int64_t i) {
+        return g.kind == GroupScale::Kind::nan
+                   ? detail::canonical_nan()
+                   : detail::scaled_output(f, table[unpack_code(e.codes.data(), std::size_t(i), bits)], g,
+                                           e.tensor_scale);
+      };
+      if constexpr (std::is_same_v<Output, FloatOutput>) {
+        grp.for_each([&](std::int64_t i) { output.out[i] = value(i); });
+      } else {
+        values.clear();
+        grp.for_each([&](std::int64_t i) { values.push_back(value(i)); });
+        output.put_group(grp, values.data());
       }
     }
   });
@@ -571,7 +585,7 @@ void encode_into(Encoded& e, const void* in, DType t, const Shape& shape, const 
   if (t == DType::f32) return encode_into(e, static_cast<const float*>(in), shape, f, o, threads);
   const auto* src = static_cast<const std::uint16_t*>(in);
   if (encode_with(e, Widened16{t, src}, shape, f, o, threads)) return;
-  // Strided groups, and formats the code kernel does not cover: widen the whole tensor first.
+  // Formats the code kernel does not cover: the reference encode of the widened tensor.
   threads = resolve_threads(threads);
   const std::int64_t n = detail::GroupLayout(shape, f).elements();
   std::vector<float> wide(static_cast<std::size_t>(n));

@@ -286,11 +286,11 @@ TEST_CASE("kernels::encode and decode equal the reference on every grid value, t
 }
 
 TEST_CASE("kernels::decode to 16-bit tensors equals the reference narrowed, on lines longer than a chunk") {
-  // Decode to bfloat16 / float16 a chunk at a time (value casts, one scale, lines of blocks; channels
-  // take the whole-tensor path), with NaN and zero groups among them.
+  // Decode to bfloat16 / float16 a chunk at a time (value casts, one scale, lines of blocks, channels),
+  // strided groups an element at a time, with NaN and zero groups among them.
   auto x = codec_values(37, 5000, true);
   for (const char* name : {"fp8_e4m3", "fp6_e3m2", "int8", "int4", "mxfp4", "mxfp6_e2m3", "nvfp4", "int4@g128",
-                           "mxint8", "int8@channel"}) {
+                           "mxint8", "int8@channel", "int8@channel:axis=0", "int4@g128:axis=0"}) {
     const auto f = qcast::parse_format(name);
     std::vector<float> finite = x;  // value casts to formats without NaN, and integers, take finite data
     for (auto& v : finite)
@@ -314,7 +314,7 @@ TEST_CASE("kernels::decode to 16-bit tensors equals the reference narrowed, on l
 
 TEST_CASE("kernels::encode of 16-bit tensors equals the reference on the widened values, a chunk at a time") {
   // Encode from bfloat16 / float16 widens a chunk at a time (value casts, one scale, lines of blocks,
-  // contiguous groups); strided groups widen the whole tensor. Lines longer than a chunk, of odd
+  // contiguous groups), strided groups an element at a time. Lines longer than a chunk, of odd
   // length (the any-layout path), NaN and zero groups, stochastic and non-saturating options,
   // encode_into a reused result, on every target.
   std::vector<qcast::CastOptions> options(3);
@@ -335,7 +335,8 @@ TEST_CASE("kernels::encode of 16-bit tensors equals the reference on the widened
         finite_wide[i] = qcast::widen(t, finite16[i]);
       }
       for (const char* name : {"fp8_e4m3", "fp6_e3m2", "int8", "int4", "mxfp4", "mxfp6_e2m3", "nvfp4", "int4@g128",
-                               "mxint8", "int8@channel", "int4@channel", "fp8_e4m3@channel", "int4@g128:axis=0"}) {
+                               "mxint8", "int8@channel", "int4@channel", "fp8_e4m3@channel", "int4@g128:axis=0",
+                               "int8@channel:axis=0"}) {
         const auto f = qcast::parse_format(name);
         // Value casts to formats without NaN take finite data.
         const bool nan_ok = f.element.has_nan() || f.is_scaled();
