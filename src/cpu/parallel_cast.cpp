@@ -181,6 +181,7 @@ void cast(const float* in, float* out, const Shape& shape, const Format& f, cons
       return;
     }
   }
+  if (simd && cast_column_groups(in, out, shape, f, params, amax_t, s_t, threads)) return;
   const std::int64_t per_group = std::max<std::int64_t>(1, n / std::max<std::int64_t>(groups, 1));
   parallel_ranges(groups, threads, per_group, [&](std::int64_t b, std::int64_t e) {
     for (std::int64_t gi = b; gi < e; ++gi) {

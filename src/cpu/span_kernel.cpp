@@ -28,21 +28,59 @@ HWY_BEFORE_NAMESPACE();
 namespace qcast::kernels::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-HWY_INLINE void QuantizeRun(const SpanParams& params, SpanScale mode, float s, float s_t,
-                            const float* HWY_RESTRICT in, float* HWY_RESTRICT out, std::size_t n, std::uint64_t first) {
+// One scale for the whole run (ScaleInput: a multiply where the divisor is a power of two).
+struct UniformScaler {
+  SpanScale mode;
+  float s, s_t;
+  ScaleInput in;
+  UniformScaler(SpanScale m, float s_, float st) : mode(m), s(s_), s_t(st), in(m, s_, st) {}
+  template <class DF, class V>
+  HWY_INLINE V In(DF df, V v, std::size_t) const {
+    return in.Apply(df, v);
+  }
+  template <class DF, class V>
+  HWY_INLINE V Out(DF df, V q, std::size_t) const {
+    if (mode == SpanScale::single) return hn::Mul(q, hn::Set(df, s));
+    if (mode == SpanScale::two_level) return hn::Mul(hn::Mul(q, hn::Set(df, s)), hn::Set(df, s_t));
+    return q;
+  }
+  float In1(float x, std::size_t) const { return mode == SpanScale::none ? x : x / in.divisor; }
+  float Out1(float q, std::size_t) const {
+    if (mode == SpanScale::single) return q * s;
+    if (mode == SpanScale::two_level) return (q * s) * s_t;
+    return q;
+  }
+};
+
+// A scale per element (column groups): element i is divided by divisor[i] (s·s_t for two-level
+// formats; a multiply by inverse[i] where every divisor is a power of two with a normal inverse)
+// and scaled back by scale[i] (then s_t), as detail::scaled_input / scaled_output do.
+struct ColumnScaler {
+  const float* scale;
+  const float* divisor;
+  const float* inverse;  // null: divide
+  bool two_level;
+  float s_t;
+  template <class DF, class V>
+  HWY_INLINE V In(DF df, V v, std::size_t i) const {
+    return inverse ? hn::Mul(v, hn::LoadU(df, inverse + i)) : hn::Div(v, hn::LoadU(df, divisor + i));
+  }
+  template <class DF, class V>
+  HWY_INLINE V Out(DF df, V q, std::size_t i) const {
+    const V r = hn::Mul(q, hn::LoadU(df, scale + i));
+    return two_level ? hn::Mul(r, hn::Set(df, s_t)) : r;
+  }
+  float In1(float x, std::size_t i) const { return x / divisor[i]; }
+  float Out1(float q, std::size_t i) const { return two_level ? (q * scale[i]) * s_t : q * scale[i]; }
+};
+
+template <class Scaler>
+HWY_INLINE void QuantizeRun(const SpanParams& params, const Scaler& scaler, const float* HWY_RESTRICT in,
+                            float* HWY_RESTRICT out, std::size_t n, std::uint64_t first) {
   const SpanParams p = params;  // a local copy: stores to `out` cannot alias it, so it stays in registers
   const hn::ScalableTag<float> df;
   const std::size_t lanes = hn::Lanes(df);
   const bool stream = p.stream_stores && VectorAligned(df, out);
-  const ScaleInput scale(mode, s, s_t);
-  const auto vs = hn::Set(df, s);
-  const auto vst = hn::Set(df, s_t);
-  const auto scale_in = [&](hn::Vec<decltype(df)> v) { return scale.Apply(df, v); };
-  const auto scale_out = [&](hn::Vec<decltype(df)> q) {
-    if (mode == SpanScale::single) return hn::Mul(q, vs);
-    if (mode == SpanScale::two_level) return hn::Mul(hn::Mul(q, vs), vst);
-    return q;
-  };
   std::size_t i = 0;
   if (LeanQuantizerApplies(p)) {
     const hn::RebindToSigned<decltype(df)> di;
@@ -51,39 +89,58 @@ HWY_INLINE void QuantizeRun(const SpanParams& params, SpanScale mode, float s, f
     const auto min_e = hn::Set(di, p.min_exponent + 127);
     const auto mantissa_bits = hn::Set(di, p.mantissa_bits);
     for (; i + lanes <= n; i += lanes) {
-      const auto v = scale_in(hn::LoadU(df, in + i));
-      StoreResult(stream, scale_out(QuantizeVectorLean(df, v, max, two_max, min_e, mantissa_bits)), df, out + i);
+      const auto v = scaler.In(df, hn::LoadU(df, in + i), i);
+      StoreResult(stream, scaler.Out(df, QuantizeVectorLean(df, v, max, two_max, min_e, mantissa_bits), i), df,
+                  out + i);
     }
   } else if (p.integer && p.rounding == Rounding::nearest_even) {  // integers saturate: the lean form applies
     const auto two_max = hn::Set(df, 2 * p.max_value);
     const auto up = hn::Set(df, p.int_up), down = hn::Set(df, p.int_down), int_max = hn::Set(df, p.int_max);
     for (; i + lanes <= n; i += lanes) {
-      const auto v = scale_in(hn::LoadU(df, in + i));
-      StoreResult(stream, scale_out(QuantizeVectorLeanInt(df, v, two_max, up, down, int_max)), df, out + i);
+      const auto v = scaler.In(df, hn::LoadU(df, in + i), i);
+      StoreResult(stream, scaler.Out(df, QuantizeVectorLeanInt(df, v, two_max, up, down, int_max), i), df, out + i);
     }
   }
   for (; i + lanes <= n; i += lanes) {
     const std::uint64_t index = first + i;
     // A vector whose indices cross a multiple of 2^32 takes the one-lane path (hi word not uniform).
     if (p.rounding == Rounding::stochastic && (index >> 32) != ((index + lanes - 1) >> 32)) break;
-    StoreResult(stream, scale_out(QuantizeVector(df, p, scale_in(hn::LoadU(df, in + i)), index)), df, out + i);
+    StoreResult(stream, scaler.Out(df, QuantizeVector(df, p, scaler.In(df, hn::LoadU(df, in + i), i), index), i), df,
+                out + i);
   }
   // The tail (and any vector that crossed 2^32) one lane at a time, by the same formula.
   const hn::CappedTag<float, 1> d1;
-  for (; i < n; ++i) {
-    const float x = in[i];
-    const float v = mode == SpanScale::none ? x : x / scale.divisor;
-    float q = hn::GetLane(QuantizeVector(d1, p, hn::Set(d1, v), first + i));
-    if (mode == SpanScale::single) q = q * s;
-    if (mode == SpanScale::two_level) q = (q * s) * s_t;
-    out[i] = q;
-  }
+  for (; i < n; ++i)
+    out[i] = scaler.Out1(hn::GetLane(QuantizeVector(d1, p, hn::Set(d1, scaler.In1(in[i], i)), first + i)), i);
   if (stream) hwy::FlushStream();  // streaming stores are weakly ordered: visible before we return
 }
 
 void QuantizeSpan(const SpanParams& p, SpanScale mode, float s, float s_t, const float* HWY_RESTRICT in,
                   float* HWY_RESTRICT out, std::size_t n, std::uint64_t first) {
-  QuantizeRun(p, mode, s, s_t, in, out, n, first);
+  QuantizeRun(p, UniformScaler(mode, s, s_t), in, out, n, first);
+}
+
+void QuantizeColumns(const SpanParams& p, const ColumnScales& c, const float* HWY_RESTRICT in,
+                     float* HWY_RESTRICT out, std::size_t n, std::uint64_t first) {
+  QuantizeRun(p, ColumnScaler{c.scale, c.divisor, c.inverse, c.two_level, c.s_t}, in, out, n, first);
+}
+
+// acc[k] = max(acc[k], magnitude bits of in[k]) for k < n: the running amax of column groups, read
+// as MagnitudeMaxBits reads one (>= 0x7F800000: a NaN or Inf in the column).
+void ColumnMaxBits(const float* HWY_RESTRICT in, std::int32_t* HWY_RESTRICT acc, std::size_t n) {
+  const hn::ScalableTag<float> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  const std::size_t lanes = hn::Lanes(df);
+  const auto magnitude = hn::Set(di, 0x7FFFFFFF);
+  std::size_t k = 0;
+  for (; k + lanes <= n; k += lanes)
+    hn::StoreU(hn::Max(hn::LoadU(di, acc + k), hn::And(hn::BitCast(di, hn::LoadU(df, in + k)), magnitude)), di,
+               acc + k);
+  for (; k < n; ++k) {
+    std::int32_t bits;
+    std::memcpy(&bits, in + k, 4);
+    acc[k] = std::max(acc[k], bits & 0x7FFFFFFF);
+  }
 }
 
 // Largest finite magnitude of in[0, n) and whether any element is NaN or Inf (group_stats).
@@ -139,7 +196,7 @@ HWY_INLINE void QuantizeBlockGeneral(const BlockParams& p, SpanScale mode, const
     case GroupScale::Kind::zero:
       for (std::size_t i = 0; i < n; ++i) out[i] = std::copysign(0.0f, in[i]);
       break;
-    default: QuantizeRun(p.element, mode, g.value, p.s_t, in, out, n, first);
+    default: QuantizeRun(p.element, UniformScaler(mode, g.value, p.s_t), in, out, n, first);
   }
 }
 
@@ -291,6 +348,17 @@ HWY_EXPORT(QuantizeBlocks);
 HWY_EXPORT(WidenSpan);
 HWY_EXPORT(NarrowSpan);
 HWY_EXPORT(Stats16);
+HWY_EXPORT(QuantizeColumns);
+HWY_EXPORT(ColumnMaxBits);
+
+void quantize_columns(const SpanParams& p, const ColumnScales& c, const float* in, float* out, std::size_t n,
+                      std::uint64_t first) {
+  HWY_DYNAMIC_DISPATCH(QuantizeColumns)(p, c, in, out, n, first);
+}
+
+void column_max_bits(const float* in, std::int32_t* acc, std::size_t n) {
+  HWY_DYNAMIC_DISPATCH(ColumnMaxBits)(in, acc, n);
+}
 
 void widen_span(DType t, const std::uint16_t* in, float* out, std::size_t n) {
   HWY_DYNAMIC_DISPATCH(WidenSpan)(t == DType::bf16, in, out, n);

@@ -68,6 +68,28 @@ BlockParams block_params(const Format& f, const CastOptions& o, float amax_t, fl
 // Elements [0, len) of one line, blocks of f.block_size; element 0 has flat index `first`.
 void quantize_blocks(const BlockParams& p, const float* in, float* out, std::size_t len, std::uint64_t first);
 
+// Column groups (groups strided across rows: blocks along a non-last axis, channels along the last
+// axis): a row of n contiguous elements, element k with its group's scale[k]; divisor[k] = scale[k]
+// (times s_t for two-level formats), inverse[k] = 1 / divisor[k] or inverse null (divide).
+struct ColumnScales {
+  const float* scale = nullptr;
+  const float* divisor = nullptr;
+  const float* inverse = nullptr;
+  bool two_level = false;
+  float s_t = 1;
+};
+// out[k] = scaled_output(Q(scaled_input(in[k]))) with element k's scale; element 0 has flat index
+// `first` (stochastic rounding). Every scale finite and nonzero.
+void quantize_columns(const SpanParams& p, const ColumnScales& c, const float* in, float* out, std::size_t n,
+                      std::uint64_t first);
+// acc[k] = max(acc[k], bits of |in[k]|) for k < n (the magnitude bits as an integer).
+void column_max_bits(const float* in, std::int32_t* acc, std::size_t n);
+// The cast of a tensor whose groups are strided across rows (src/cpu/parallel_columns.cpp): blocks
+// along a non-last axis, channels along the last axis of a tensor of rank >= 2. False for other
+// layouts. params: span_params of the element format; amax_t and s_t as for group_scale.
+bool cast_column_groups(const float* in, float* out, const Shape& shape, const Format& f, const SpanParams& params,
+                        float amax_t, float s_t, int threads);
+
 // float16 / bfloat16 storage: exact widening, and narrowing as qcast::narrow does.
 void widen_span(DType t, const std::uint16_t* in, float* out, std::size_t n);
 void narrow_span(DType t, const float* in, std::uint16_t* out, std::size_t n);
