@@ -409,6 +409,29 @@ void DecodeBlocks(const CodeParams& params, const float* HWY_RESTRICT table, Spa
   if (stream) hwy::FlushStream();
 }
 
+// A row of column groups: element i decodes with its own scale, (q * scale_values[i]) then * s_t
+// (detail::scaled_output).
+void DecodeColumns(const CodeParams& params, const float* HWY_RESTRICT table, const float* HWY_RESTRICT scale_values,
+                   bool two_level, float s_t, const std::uint8_t* HWY_RESTRICT codes, CodeLayout layout,
+                   float* HWY_RESTRICT out, std::size_t n) {
+  const hn::ScalableTag<float> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  const std::size_t lanes = hn::Lanes(df);
+  WithDecoder(params, table, layout, codes, [&](const auto& values, const auto& reader) {
+    const auto vst = hn::Set(df, s_t);
+    std::size_t i = 0;
+    for (; i + lanes <= n; i += lanes) {
+      auto q = hn::Mul(values.Of(reader.Load(di, i)), hn::LoadU(df, scale_values + i));
+      if (two_level) q = hn::Mul(q, vst);
+      hn::StoreU(q, df, out + i);
+    }
+    for (; i < n; ++i) {
+      const float q = table[reader.Scalar(i)] * scale_values[i];
+      out[i] = two_level ? q * s_t : q;
+    }
+  });
+}
+
 }  // namespace qcast::kernels::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
@@ -418,6 +441,7 @@ HWY_EXPORT(EncodeSpan);
 HWY_EXPORT(DecodeSpan);
 HWY_EXPORT(EncodeBlocks);
 HWY_EXPORT(DecodeBlocks);
+HWY_EXPORT(DecodeColumns);
 
 bool code_kernel_supports(const ElementFormat& e) { return e.bits() <= 8 && span_kernel_supports(e); }
 
@@ -474,6 +498,11 @@ void decode_blocks(const CodeParams& p, const float* table, SpanScale mode, std:
                    const float* scale_values, float s_t, const std::uint8_t* codes, CodeLayout layout, float* out,
                    std::size_t len, bool stream) {
   HWY_DYNAMIC_DISPATCH(DecodeBlocks)(p, table, mode, block, scale_values, s_t, codes, layout, out, len, stream);
+}
+
+void decode_columns(const CodeParams& p, const float* table, const float* scale_values, bool two_level, float s_t,
+                    const std::uint8_t* codes, CodeLayout layout, float* out, std::size_t n) {
+  HWY_DYNAMIC_DISPATCH(DecodeColumns)(p, table, scale_values, two_level, s_t, codes, layout, out, n);
 }
 
 }  // namespace qcast::kernels

@@ -59,4 +59,9 @@ void decode_blocks(const CodeParams& p, const float* table, SpanScale mode, std:
                    const float* scale_values, float s_t, const std::uint8_t* codes, CodeLayout layout, float* out,
                    std::size_t len, bool stream);
 
+// A row of column groups (column_layout.hpp): out[i] = scaled_output(value of code i) with element
+// i's decoded scale scale_values[i] (then s_t where two_level); codes read from `codes` in `layout`.
+void decode_columns(const CodeParams& p, const float* table, const float* scale_values, bool two_level, float s_t,
+                    const std::uint8_t* codes, CodeLayout layout, float* out, std::size_t n);
+
 }  // namespace qcast::kernels

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "code_kernel.hpp"
+#include "column_layout.hpp"
 #include "parallel_ranges.hpp"
 #include "qcast/element_codec.hpp"
 #include "qcast/format_names.hpp"
@@ -528,6 +529,41 @@ bool decode_into(const Encoded& e, const Output& output, int threads) {
               decode_blocks(params, table, mode, std::size_t(f.block_size), scales, e.tensor_scale,
                             unpack_chunk(e, bits, at, m, chunk.data()), CodeLayout::bytes, dst, std::size_t(m),
                             stream);
+          });
+        }
+      }
+    });
+    return true;
+  }
+  if (const ColumnLayout cols(e.shape, f); cols.bands > 0) {  // groups strided across rows: column bands
+    const int scale_bits = f.scale_storage_bits();
+    const bool two_level = f.tensor_scale;
+    const std::int64_t w = cols.chunk_columns(threads, 32768);
+    const std::int64_t chunks = (cols.width + w - 1) / w;
+    parallel_ranges(cols.bands * chunks, threads, cols.max_rows * w, [&](std::int64_t tb, std::int64_t te) {
+      std::vector<float> scale(static_cast<std::size_t>(w));
+      std::vector<std::int64_t> nan_columns;  // columns whose scale code is NaN decode to NaN
+      std::vector<std::uint8_t> chunk(static_cast<std::size_t>(w + 8));
+      for (std::int64_t t = tb; t < te; ++t) {
+        const Band band = cols.band(t / chunks);
+        const std::int64_t k0 = (t % chunks) * w, m = std::min(w, cols.width - k0);
+        nan_columns.clear();
+        for (std::int64_t k = 0; k < m; ++k) {
+          const GroupScale g = group_scale_from_code(
+              f, unpack_code(e.scales.data(), std::size_t(band.group0 + k0 + k), scale_bits));
+          scale[std::size_t(k)] = g.kind == GroupScale::Kind::nan ? 1.0f : g.value;
+          if (g.kind == GroupScale::Kind::nan) nan_columns.push_back(k);
+        }
+        for (std::int64_t r = 0; r < band.rows; ++r) {
+          const std::int64_t at = band.base + r * cols.width + k0;
+          output.write(at, m, [&](float* dst, bool) {
+            if (reads_itself(at))
+              decode_columns(params, table, scale.data(), two_level, e.tensor_scale, e.codes.data() + at * bits / 8,
+                             code_layout, dst, std::size_t(m));
+            else
+              decode_columns(params, table, scale.data(), two_level, e.tensor_scale,
+                             unpack_chunk(e, bits, at, m, chunk.data()), CodeLayout::bytes, dst, std::size_t(m));
+            for (std::int64_t k : nan_columns) dst[k] = detail::canonical_nan();
           });
         }
       }

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <vector>
 
+#include "column_layout.hpp"
 #include "parallel_ranges.hpp"
 #include "span_kernel.hpp"
 
@@ -30,48 +31,6 @@ bool inverse_is_exact(float d) {
          (ib & 0x7F800000u) != 0x7F800000u;
 }
 
-// Elements of a band: `rows` rows of `width` contiguous elements, one after the other from `base`.
-struct Band {
-  std::int64_t base = 0, rows = 0;
-};
-
-// The band geometry of a layout whose groups are strided across rows, or bands == 0.
-struct ColumnLayout {
-  std::int64_t bands = 0, width = 0, max_rows = 0;
-  std::int64_t outer = 1, len = 1, block = 0, blocks_per_line = 1;
-  bool per_channel = false;
-
-  ColumnLayout(const Shape& shape, const Format& f) {
-    const int rank = int(shape.size());
-    if (rank < 2) return;
-    const int axis = f.axis < 0 ? f.axis + rank : f.axis;
-    if (axis < 0 || axis >= rank) return;
-    std::int64_t inner = 1;
-    for (int i = 0; i < axis; ++i) outer *= shape[std::size_t(i)];
-    for (int i = axis + 1; i < rank; ++i) inner *= shape[std::size_t(i)];
-    len = shape[std::size_t(axis)];
-    if (outer * len * inner == 0) return;
-    if (f.granularity == Granularity::block && axis < rank - 1) {
-      block = f.block_size;
-      blocks_per_line = (len + block - 1) / block;
-      bands = outer * blocks_per_line;
-      width = inner;
-      max_rows = std::min(block, len);
-    } else if (f.granularity == Granularity::channel && axis == rank - 1 && outer > 1) {
-      per_channel = true;
-      bands = 1;
-      width = len;
-      max_rows = outer;
-    }
-  }
-
-  Band band(std::int64_t i) const {
-    if (per_channel) return Band{0, outer};
-    const std::int64_t o = i / blocks_per_line, b = i % blocks_per_line;
-    return Band{(o * len + b * block) * width, std::min(block, len - b * block)};
-  }
-};
-
 }  // namespace
 
 bool cast_column_groups(const float* in, float* out, const Shape& shape, const Format& f, const SpanParams& params,
@@ -81,13 +40,7 @@ bool cast_column_groups(const float* in, float* out, const Shape& shape, const F
   // Columns per chunk: for blocks, a chunk of the band's rows (up to 128 KiB) stays in L2 between
   // the statistics pass and the quantizing pass; one band of channels spans every row, so its
   // columns are split among the threads instead.
-  std::int64_t w = layout.width;
-  if (layout.per_channel) {
-    w = (layout.width + threads - 1) / threads;
-  } else if (layout.max_rows * layout.width > 32768) {
-    w = 32768 / layout.max_rows;
-  }
-  w = std::min(layout.width, std::max<std::int64_t>(16, (w + 15) / 16 * 16));
+  const std::int64_t w = layout.chunk_columns(threads, 32768);
   const std::int64_t chunks = (layout.width + w - 1) / w;
   const bool two_level = f.tensor_scale;
   parallel_ranges(layout.bands * chunks, threads, layout.max_rows * w, [&](std::int64_t tb, std::int64_t te) {

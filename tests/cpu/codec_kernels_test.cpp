@@ -118,6 +118,44 @@ TEST_CASE("kernels::encode and decode equal the reference on lines longer than a
   qcast::kernels::use_target("");
 }
 
+TEST_CASE("kernels::encode and decode equal the reference on column groups (strided across rows)") {
+  // Blocks along a non-last axis and channels along the last axis: decode by column bands. Rows of
+  // odd length put 4-bit and 6-bit rows off a byte boundary; columns hold a NaN, an Inf, zeros.
+  struct Case {
+    qcast::Shape shape;
+    std::vector<const char*> formats;
+  };
+  const std::vector<Case> cases = {
+      {{3, 70, 1100}, {"e2m1@g32:scale=e8m0:axis=1", "e2m1@g16+tensor:axis=1", "int4@g128:axis=1"}},
+      {{300, 41}, {"e4m3@g32:scale=e8m0:axis=0", "e2m3@g32:scale=e8m0:axis=0", "int4@g64:axis=0",
+                   "e2m1@g16+tensor:axis=0"}},
+      {{500, 37}, {"int8@channel:axis=1", "e4m3@channel:axis=-1", "int4@channel:axis=1", "e3m2@channel:axis=1"}},
+      {{4, 50, 33}, {"int8@channel:axis=2", "e5m2@g16:scale=e8m0:axis=1"}},
+  };
+  std::vector<qcast::CastOptions> options(2);
+  options[1].rounding = qcast::Rounding::stochastic;
+  options[1].seed = 5;
+  for (const auto& c : cases) {
+    const std::int64_t cols = c.shape.back();
+    std::int64_t n = 1;
+    for (auto d : c.shape) n *= d;
+    auto x = qcast_test::scaled_normal_rows(int(n / cols), int(cols), 93);
+    for (std::int64_t r = 0; r < n / cols; ++r) x[std::size_t(r * cols + 3)] = 0.0f;  // a column of zeros
+    x[std::size_t(11 * cols + 5)] = std::numeric_limits<float>::quiet_NaN();
+    x[std::size_t(17 * cols + 7)] = -INFINITY;
+    for (const auto& target : qcast::kernels::available_targets()) {
+      qcast::kernels::use_target(target);
+      for (const char* name : c.formats) {
+        for (std::size_t k = 0; k < options.size(); ++k) {
+          INFO(target << " " << name << " rank " << c.shape.size() << " options#" << k);
+          check_codec_against_reference(x, c.shape, qcast::parse_format(name), options[k]);
+        }
+      }
+    }
+  }
+  qcast::kernels::use_target("");
+}
+
 TEST_CASE("kernels::encode equals the reference where blocks of every kind follow each other in a line") {
   const int rows = 12, cols = 2168;  // more than a chunk of blocks, a partial last block; a whole number of bytes (encode_blocks)
   for (bool extremes : {false, true}) {
