@@ -59,8 +59,8 @@ HWY_INLINE hn::Vec<hn::RebindToUnsigned<DF>> CodeOfValue(DF df, const CodeParams
 
 // The vectors of a run by LeanCodes (lean_codes-inl.h): codes straight from the scaled values.
 // Returns the offset after the last whole vector, or, with kReportNan, of the first NaN (*nan set).
-template <bool kReportNan, bool kInteger, class Writer>
-HWY_INLINE std::size_t EncodeLeanVectors(const CodeParams& p, const ScaleInput& scale, const float* HWY_RESTRICT in,
+template <bool kReportNan, bool kInteger, class Scale, class Writer>
+HWY_INLINE std::size_t EncodeLeanVectors(const CodeParams& p, const Scale& scale, const float* HWY_RESTRICT in,
                                          const Writer& out, std::size_t at, std::size_t n, bool* nan) {
   const hn::ScalableTag<float> df;
   const hn::RebindToSigned<decltype(df)> di;
@@ -68,7 +68,7 @@ HWY_INLINE std::size_t EncodeLeanVectors(const CodeParams& p, const ScaleInput& 
   const LeanCodes<kInteger> codes(p);
   std::size_t i = 0;
   for (; i + lanes <= n; i += lanes) {
-    const auto v = scale.Apply(df, hn::LoadU(df, in + i));
+    const auto v = scale.Apply(df, hn::LoadU(df, in + i), i);
     if (kReportNan) {
       const auto is_nan = hn::IsNaN(v);
       if (!hn::AllFalse(df, is_nan)) {
@@ -84,14 +84,13 @@ HWY_INLINE std::size_t EncodeLeanVectors(const CodeParams& p, const ScaleInput& 
 
 // kCheckNan: whether a NaN can reach a format without NaN codes here (direct casts); a finite
 // group's elements are all finite, so the block path skips the test. Codes go to out at offsets
-// at + i.
-template <bool kCheckNan, class Writer>
-HWY_INLINE std::size_t EncodeRun(const CodeParams& p, SpanScale mode, float s, float s_t, const float* HWY_RESTRICT in,
+// at + i. scale: ScaleInput (one scale) or ColumnInput (one per element), applied to element i.
+template <bool kCheckNan, class Scale, class Writer>
+HWY_INLINE std::size_t EncodeRun(const CodeParams& p, const Scale& scale, const float* HWY_RESTRICT in,
                                  const Writer& out, std::size_t at, std::size_t n, std::uint64_t first) {
   const hn::ScalableTag<float> df;
   const hn::RebindToSigned<decltype(df)> di;
   const std::size_t lanes = hn::Lanes(df);
-  const ScaleInput scale(mode, s, s_t);
   const bool report_nan = kCheckNan && !p.has_nan;
   std::size_t i = 0;
   if (LeanCodesApply(p)) {
@@ -111,7 +110,7 @@ HWY_INLINE std::size_t EncodeRun(const CodeParams& p, SpanScale mode, float s, f
     for (; i + lanes <= n; i += lanes) {
       const std::uint64_t index = first + i;
       if (p.element.rounding == Rounding::stochastic && (index >> 32) != ((index + lanes - 1) >> 32)) break;
-      const auto v = scale.Apply(df, hn::LoadU(df, in + i));
+      const auto v = scale.Apply(df, hn::LoadU(df, in + i), i);
       const auto q = lean ? QuantizeVectorLean(df, v, max, two_max, min_e, mantissa_bits)
                           : QuantizeVector(df, p.element, v, index);
       if (report_nan) {
@@ -123,7 +122,7 @@ HWY_INLINE std::size_t EncodeRun(const CodeParams& p, SpanScale mode, float s, f
   }
   const hn::CappedTag<float, 1> d1;
   for (; i < n; ++i) {
-    const auto q = QuantizeVector(d1, p.element, scale.Apply(d1, hn::Set(d1, in[i])), first + i);
+    const auto q = QuantizeVector(d1, p.element, scale.Apply(d1, hn::Set(d1, in[i]), i), first + i);
     if (report_nan && std::isnan(hn::GetLane(q))) return i;
     out.Scalar(at + i, hn::GetLane(CodeOfValue(d1, p, q)));
   }
@@ -135,9 +134,19 @@ std::size_t EncodeSpan(const CodeParams& params, SpanScale mode, float s, float 
   const CodeParams p = params;  // a local copy: stores to `out` cannot alias it
   std::size_t done = 0;
   WithCodeStream<CodeWriter>(layout, out, [&](const auto& writer) {
-    done = EncodeRun<true>(p, mode, s, s_t, in, writer, 0, n, first);
+    done = EncodeRun<true>(p, ScaleInput(mode, s, s_t), in, writer, 0, n, first);
   });
   return done;
+}
+
+// A row of column groups: element i scaled by its own divisor. Every scale is finite, so the
+// elements are too (no NaN to report); the caller writes the codes of columns with other scales.
+void EncodeColumns(const CodeParams& params, const ColumnScales& c, const float* HWY_RESTRICT in,
+                   std::uint8_t* HWY_RESTRICT out, CodeLayout layout, std::size_t n, std::uint64_t first) {
+  const CodeParams p = params;  // a local copy: stores to `out` cannot alias it
+  WithCodeStream<CodeWriter>(layout, out, [&](const auto& writer) {
+    EncodeRun<false>(p, ColumnInput{c.divisor, c.inverse}, in, writer, 0, n, first);
+  });
 }
 
 // The scale of one block and its code (group_scale, exactly): the OCP floor rule from the bits of
@@ -180,7 +189,7 @@ HWY_INLINE void EncodeBlockGeneral(const BlockParams& bp, const CodeParams& p, c
   const GroupScale g = BlockScaleAndCode(bp, scale_code, amax, nonfinite);
   *scale_code_out = g.code;
   if (g.kind == GroupScale::Kind::finite) {
-    EncodeRun<false>(p, mode, g.value, bp.s_t, in, out, at, n, first);  // a finite block holds no NaN
+    EncodeRun<false>(p, ScaleInput(mode, g.value, bp.s_t), in, out, at, n, first);  // a finite block: no NaN
     return;
   }
   for (std::size_t i = 0; i < n; ++i) {  // qcast::encode's element loop for the other kinds
@@ -438,6 +447,7 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 namespace qcast::kernels {
 HWY_EXPORT(EncodeSpan);
+HWY_EXPORT(EncodeColumns);
 HWY_EXPORT(DecodeSpan);
 HWY_EXPORT(EncodeBlocks);
 HWY_EXPORT(DecodeBlocks);
@@ -481,6 +491,11 @@ CodeParams code_params(const ElementFormat& e, const CastOptions& o) {
 std::size_t encode_span(const CodeParams& p, SpanScale mode, float s, float s_t, const float* in, std::uint8_t* out,
                         CodeLayout layout, std::size_t n, std::uint64_t first) {
   return HWY_DYNAMIC_DISPATCH(EncodeSpan)(p, mode, s, s_t, in, out, layout, n, first);
+}
+
+void encode_columns(const CodeParams& p, const ColumnScales& c, const float* in, std::uint8_t* out, CodeLayout layout,
+                    std::size_t n, std::uint64_t first) {
+  HWY_DYNAMIC_DISPATCH(EncodeColumns)(p, c, in, out, layout, n, first);
 }
 
 void decode_span(const CodeParams& p, const float* table, SpanScale mode, float s, float s_t, const std::uint8_t* codes,

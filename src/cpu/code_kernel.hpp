@@ -59,6 +59,10 @@ void decode_blocks(const CodeParams& p, const float* table, SpanScale mode, std:
                    const float* scale_values, float s_t, const std::uint8_t* codes, CodeLayout layout, float* out,
                    std::size_t len, bool stream);
 
+// A row of column groups (column_layout.hpp): code i = encode_element(in[i] / c.divisor[i]) (the
+// scales of ColumnScales, all finite), written to out in `layout`; element i has flat index first + i.
+void encode_columns(const CodeParams& p, const ColumnScales& c, const float* in, std::uint8_t* out, CodeLayout layout,
+                    std::size_t n, std::uint64_t first);
 // A row of column groups (column_layout.hpp): out[i] = scaled_output(value of code i) with element
 // i's decoded scale scale_values[i] (then s_t where two_level); codes read from `codes` in `layout`.
 void decode_columns(const CodeParams& p, const float* table, const float* scale_values, bool two_level, float s_t,

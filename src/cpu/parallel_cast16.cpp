@@ -4,8 +4,9 @@
 // narrow) moved five times the bytes and ran 8-10x slower. Tiles lie within one group: value casts,
 // one scale for the tensor (from a statistics pass over the 16-bit input), blocks along the last
 // axis, and any layout of contiguous groups (per channel along the first axis), each group's
-// statistics from a pass over its tiles. Strided groups, and element formats without a SIMD
-// kernel, take the whole-tensor path. Widening is exact and the cast of a tile is that of its elements in the
+// statistics from a pass over its tiles. Groups strided across rows (blocks along a non-last axis,
+// channels along the last) go by column bands a row at a time (parallel_columns.cpp); other strided
+// groups, and element formats without a SIMD kernel, take the whole-tensor path. Widening is exact and the cast of a tile is that of its elements in the
 // tensor (the same scales, the same flat indices for the stochastic draws), so the results are
 // those of the binary32 cast of the widened tensor, narrowed.
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "column_layout.hpp"
 #include "parallel_ranges.hpp"
 #include "qcast/kernels.hpp"
 #include "span_kernel.hpp"
@@ -40,13 +42,10 @@ void tiles(DType t, const std::uint16_t* in, std::uint16_t* out, std::int64_t be
 // A tile of one group, cast with the group's scale as detail::cast_group does.
 void cast_tile_of_group(float* x, std::size_t m, std::uint64_t first, const SpanParams& params, SpanScale mode,
                         const GroupScale& g, float s_t) {
-  switch (g.kind) {
-    case GroupScale::Kind::finite: quantize_span(params, mode, g.value, s_t, x, x, m, first); break;
-    case GroupScale::Kind::nan: std::fill(x, x + m, detail::canonical_nan()); break;
-    case GroupScale::Kind::zero:
-      for (std::size_t i = 0; i < m; ++i) x[i] = std::copysign(0.0f, x[i]);
-      break;
-    default: break;  // passthrough: the values themselves
+  if (g.kind == GroupScale::Kind::finite) {
+    quantize_span(params, mode, g.value, s_t, x, x, m, first);
+  } else {
+    for (std::size_t i = 0; i < m; ++i) x[i] = non_finite_group_value(g.kind, x[i]);
   }
 }
 
@@ -74,7 +73,8 @@ bool cast_tiled(DType t, const std::uint16_t* in, std::uint16_t* out, const Shap
   const int rank = int(shape.size());
   const bool lines_of_blocks = f.granularity == Granularity::block && rank > 0 &&
                                (f.axis < 0 ? f.axis + rank : f.axis) == rank - 1 && groups > 1;
-  if (!contiguous_groups && !lines_of_blocks) return false;
+  const bool column_groups = !contiguous_groups && !lines_of_blocks && ColumnLayout(shape, f).bands > 0;
+  if (!contiguous_groups && !lines_of_blocks && !column_groups) return false;
   const SpanScale mode = span_scale_mode(f);
   const detail::GroupStats stats =
       f.tensor_scale || groups == 1 ? parallel_stats16(t, in, n, threads) : detail::GroupStats{};
@@ -90,6 +90,7 @@ bool cast_tiled(DType t, const std::uint16_t* in, std::uint16_t* out, const Shap
     });
     return true;
   }
+  if (column_groups) return cast_column_groups16(t, in, out, shape, f, params, amax_t, s_t, threads);
   if (lines_of_blocks) {  // tiles of whole blocks along each line (the last may end in a partial block)
     const std::int64_t len = shape.back();
     const std::int64_t tile_len = std::max<std::int64_t>(1, kTile / f.block_size) * f.block_size;

@@ -17,6 +17,7 @@
 
 #include "code_kernel.hpp"
 #include "column_layout.hpp"
+#include "column_scales.hpp"
 #include "parallel_ranges.hpp"
 #include "qcast/element_codec.hpp"
 #include "qcast/format_names.hpp"
@@ -203,6 +204,84 @@ struct Widened16 {
   }
 };
 
+// qcast::encode's element code for element i (value x) of a group with scale g: x scaled where g is
+// finite; 0 under a NaN scale (the scale carries the NaN); a signed zero under the other kinds.
+std::uint8_t element_code_of(const Format& f, const GroupScale& g, float s_t, float x, const CastOptions& o,
+                             std::int64_t i) {
+  float v;
+  switch (g.kind) {
+    case GroupScale::Kind::nan: v = 0.0f; break;
+    case GroupScale::Kind::finite: v = detail::scaled_input(f, x, g, s_t); break;
+    default: v = std::copysign(0.0f, x);
+  }
+  return std::uint8_t(encode_element(f.element, v, o, std::uint64_t(i)));
+}
+
+// Encode of groups strided across rows (column_layout.hpp), band by band a chunk of columns at a
+// time as cast_column_groups runs them: every column's amax over the chunk's rows in one pass, the
+// scales (codes into scale_codes by group), then each row's codes with a scale per element
+// (encode_columns). Rows are contiguous runs of flat indices, so stochastic rounding draws the
+// reference's numbers.
+template <class Input>
+void encode_column_bands(const Input& input, const ColumnLayout& cols, std::int64_t n, const Format& f,
+                         const CastOptions& o, const CodeParams& params, float amax_t, float s_t, int threads,
+                         std::uint8_t* packed, std::uint32_t* scale_codes) {
+  const int bits = f.element.bits();
+  const std::int64_t w = cols.chunk_columns(threads, 32768);
+  const std::int64_t chunks = (cols.width + w - 1) / w;
+  // Where rows are multiples of 8 elements, every row chunk starts on a byte of the stream (chunks
+  // are multiples of 16 columns): 8-bit and 4-bit codes go straight in, other widths are packed a
+  // row chunk at a time. Otherwise two threads' rows may share a byte: one byte per code for the
+  // whole tensor (8-bit: the stream itself), packed after.
+  const bool rows_on_bytes = bits == 8 || cols.width % 8 == 0;
+  const bool packs_itself = bits == 8 || bits == 4;
+  const CodeLayout stream_layout = bits == 4 ? CodeLayout::nibbles : CodeLayout::bytes;
+  std::vector<std::uint8_t> whole_codes(rows_on_bytes ? 0 : static_cast<std::size_t>(n));
+  parallel_ranges(cols.bands * chunks, threads, cols.max_rows * w, [&](std::int64_t tb, std::int64_t te) {
+    std::vector<std::int32_t> amax_bits(static_cast<std::size_t>(w));
+    ColumnChunkScales scales(w);
+    std::vector<std::uint8_t> row_codes(static_cast<std::size_t>(w));
+    for (std::int64_t t = tb; t < te; ++t) {
+      const Band band = cols.band(t / chunks);
+      const std::int64_t k0 = (t % chunks) * w, m = std::min(w, cols.width - k0);
+      auto row = [&](std::int64_t r) { return band.base + r * cols.width + k0; };
+      std::fill(amax_bits.begin(), amax_bits.begin() + m, 0);
+      for (std::int64_t r = 0; r < band.rows; ++r)
+        column_max_bits(input.at(row(r), m), amax_bits.data(), std::size_t(m));
+      scales.set(f, amax_bits.data(), m, amax_t, s_t);
+      std::copy(scales.code.begin(), scales.code.begin() + m, scale_codes + band.group0 + k0);
+      const ColumnScales cs = scales.view(f.tensor_scale, s_t);
+      for (std::int64_t r = 0; r < band.rows; ++r) {
+        const std::int64_t at = row(r);
+        // The row's codes: in the stream, in row_codes (packed after), or in the whole-tensor bytes.
+        const bool in_stream = rows_on_bytes && packs_itself;
+        std::uint8_t* const dst = !rows_on_bytes ? whole_codes.data() + at
+                                  : in_stream    ? packed + at * bits / 8
+                                                 : row_codes.data();
+        const CodeLayout layout = in_stream ? stream_layout : CodeLayout::bytes;
+        encode_columns(params, cs, input.at(at, m), dst, layout, std::size_t(m), std::uint64_t(at));
+        for (std::size_t j = 0; j < scales.special.size(); ++j) {  // columns whose scale is not finite
+          const std::int64_t k = scales.special[j];
+          GroupScale g;
+          g.kind = scales.special_kind[j];
+          const std::uint8_t code = element_code_of(f, g, s_t, input.value(at + k), o, at + k);
+          if (layout == CodeLayout::nibbles) {  // k is the offset from a byte boundary
+            std::uint8_t& byte = dst[k / 2];
+            byte = k % 2 ? std::uint8_t((byte & 0x0F) | code << 4) : std::uint8_t((byte & 0xF0) | code);
+          } else {
+            dst[k] = code;
+          }
+        }
+        if (rows_on_bytes && !packs_itself) pack_run(row_codes.data(), m, bits, packed + at * bits / 8);
+      }
+    }
+  });
+  if (!rows_on_bytes)
+    parallel_octets(n, threads, [&](std::int64_t b, std::int64_t end) {
+      pack_run(whole_codes.data() + b, end - b, bits, packed + b * bits / 8);
+    });
+}
+
 // The compiled encode of `input` into e; false where it does not run and the caller must encode
 // another way: element formats the code kernel does not cover. Every byte of codes and scales is written (packing writes whole
 // bytes), so buffers of the right size are reused as they are.
@@ -298,16 +377,11 @@ bool encode_with(Encoded& e, const Input& input, const Shape& shape, const Forma
     parallel_octets(n, threads, [&](std::int64_t b, std::int64_t end) {
       encode_range(mode, single.value, s_t, b, end);  // a finite group holds no NaN
     });
+  } else if (const ColumnLayout cols(shape, f); cols.bands > 0) {  // groups strided across rows
+    encode_column_bands(input, cols, n, f, o, params, amax_t, s_t, threads, packed, scale_codes.data());
   } else {  // any other layout: a group at a time
-    // The reference's element loop (qcast::encode) for a group whose scale is not finite.
     auto encode_element_of = [&](const GroupScale& g, float x, std::int64_t i) {
-      float v;
-      switch (g.kind) {
-        case GroupScale::Kind::nan: v = 0.0f; break;
-        case GroupScale::Kind::finite: v = detail::scaled_input(f, x, g, s_t); break;
-        default: v = std::copysign(0.0f, x);
-      }
-      return std::uint8_t(encode_element(f.element, v, o, std::uint64_t(i)));
+      return element_code_of(f, g, s_t, x, o, i);
     };
     auto scale_of = [&](const detail::Group& grp) {
       if (one_contiguous_group) return single;

@@ -6,7 +6,8 @@
 // column's amax at once (an elementwise integer max, as BlockAmax reads one amax), the scales follow
 // per column, and a second pass quantizes each row with a scale per element (quantize_columns).
 // Rows are contiguous runs of flat indices, so stochastic rounding draws the reference's numbers;
-// the chunk stays in cache between the two passes for blocks.
+// the chunk stays in cache between the two passes for blocks. bfloat16 / float16 tensors run the
+// same loop on rows widened into a per-thread tile and narrowed back.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -14,21 +15,117 @@
 #include <vector>
 
 #include "column_layout.hpp"
+#include "column_scales.hpp"
 #include "parallel_ranges.hpp"
 #include "span_kernel.hpp"
 
 namespace qcast::kernels {
+ColumnChunkScales::ColumnChunkScales(std::int64_t columns)
+    : scale(std::size_t(columns)), divisor(scale.size()), inverse(scale.size()), code(scale.size()) {}
+
+void ColumnChunkScales::set(const Format& f, const std::int32_t* amax_bits, std::int64_t m, float amax_t,
+                            float s_t) {
+  exact_inverse = true;
+  special.clear();
+  special_kind.clear();
+  // A binary32 scale (int8@channel) is d = amax / max itself and its code d's bits, wherever d is
+  // finite and positive: group_scale's encode and decode of d are the identity there.
+  const bool fp32_scale = f.scale == elements::fp32;
+  const float max_elem = float(f.element.max_value());
+  for (std::int64_t k = 0; k < m; ++k) {
+    const std::size_t j = std::size_t(k);
+    const bool nonfinite = amax_bits[j] >= 0x7F800000;
+    float amax;
+    std::memcpy(&amax, &amax_bits[j], 4);
+    GroupScale g;
+    float d = 0.0f;
+    if (fp32_scale && !nonfinite && amax > 0.0f && (!f.tensor_scale || amax_t != 0.0f))
+      d = f.tensor_scale ? (amax / max_elem) / s_t : amax / max_elem;
+    if (d > 0.0f && d <= 3.4028235e38f) {
+      g.value = d;
+      std::memcpy(&g.code, &d, 4);
+    } else if (nonfinite || !floor_scale_from_bits(f, amax, g)) {
+      g = group_scale(f, amax, nonfinite, amax_t, s_t);
+    }
+    code[j] = g.code;
+    float s = 1.0f;
+    if (g.kind == GroupScale::Kind::finite) {
+      s = g.value;
+    } else {
+      special.push_back(k);
+      special_kind.push_back(g.kind);
+    }
+    scale[j] = s;
+    divisor[j] = f.tensor_scale ? s * s_t : s;
+    inverse[j] = 1.0f / divisor[j];
+    exact_inverse = exact_inverse && reciprocal_is_exact(divisor[j]);
+  }
+}
+
 namespace {
 
-// Whether x * (1 / d) equals x / d for every x: d and 1 / d both normal powers of two (ScaleInput's
-// test).
-bool inverse_is_exact(float d) {
-  const float inv = 1.0f / d;
-  std::uint32_t db, ib;
-  std::memcpy(&db, &d, 4);
-  std::memcpy(&ib, &inv, 4);
-  return (db & 0x7F800000u) && (db & 0x7FFFFFu) == 0 && (ib & 0x7F800000u) && (ib & 0x7FFFFFu) == 0 &&
-         (ib & 0x7F800000u) != 0x7F800000u;
+// Where the band loop reads a row chunk as binary32 and writes its cast: read(at, m) points to
+// elements [at, at + m), target(at) to where their results go, commit(at, m) stores them.
+// FloatRows: the float32 tensors themselves (in may equal out). Rows16: a bfloat16 / float16 tensor,
+// the row widened (exactly) into a per-thread tile, cast there in place and narrowed back.
+struct FloatRows {
+  const float* in;
+  float* out;
+  const float* read(std::int64_t at, std::int64_t) { return in + at; }
+  float* target(std::int64_t at) { return out + at; }
+  void commit(std::int64_t, std::int64_t) {}
+};
+
+struct Rows16 {
+  DType t;
+  const std::uint16_t* in;
+  std::uint16_t* out;
+  std::vector<float> tile;
+  const float* read(std::int64_t at, std::int64_t m) {
+    widen_span(t, in + at, tile.data(), std::size_t(m));
+    return tile.data();
+  }
+  float* target(std::int64_t) { return tile.data(); }  // the row just read, cast in place
+  void commit(std::int64_t at, std::int64_t m) { narrow_span(t, tile.data(), out + at, std::size_t(m)); }
+};
+
+// The band loop; make_rows(w) gives a thread its row access for chunks of up to w columns.
+template <class MakeRows>
+void cast_bands(const ColumnLayout& layout, const Format& f, const SpanParams& params, float amax_t, float s_t,
+                int threads, MakeRows&& make_rows) {
+  // Columns per chunk: for blocks, a chunk of the band's rows (up to 128 KiB) stays in L2 between
+  // the statistics pass and the quantizing pass; one band of channels spans every row, so its
+  // columns are split among the threads instead.
+  const std::int64_t w = layout.chunk_columns(threads, 32768);
+  const std::int64_t chunks = (layout.width + w - 1) / w;
+  parallel_ranges(layout.bands * chunks, threads, layout.max_rows * w, [&](std::int64_t tb, std::int64_t te) {
+    auto rows = make_rows(w);
+    std::vector<std::int32_t> amax_bits(static_cast<std::size_t>(w));
+    ColumnChunkScales scales(w);
+    std::vector<float> saved;  // a row's inputs in the special columns, kept before the row is cast (in == out)
+    for (std::int64_t t = tb; t < te; ++t) {
+      const Band band = layout.band(t / chunks);
+      const std::int64_t k0 = (t % chunks) * w, m = std::min(w, layout.width - k0);
+      auto row = [&](std::int64_t r) { return band.base + r * layout.width + k0; };
+      std::fill(amax_bits.begin(), amax_bits.begin() + m, 0);
+      for (std::int64_t r = 0; r < band.rows; ++r)
+        column_max_bits(rows.read(row(r), m), amax_bits.data(), std::size_t(m));
+      scales.set(f, amax_bits.data(), m, amax_t, s_t);
+      const std::vector<std::int64_t>& special = scales.special;
+      saved.resize(special.size());
+      const ColumnScales cs = scales.view(f.tensor_scale, s_t);
+      for (std::int64_t r = 0; r < band.rows; ++r) {
+        const std::int64_t at = row(r);
+        const float* const x = rows.read(at, m);
+        for (std::size_t j = 0; j < special.size(); ++j) saved[j] = x[special[j]];
+        float* const y = rows.target(at);
+        quantize_columns(params, cs, x, y, std::size_t(m), std::uint64_t(at));
+        for (std::size_t j = 0; j < special.size(); ++j)
+          y[special[j]] = non_finite_group_value(scales.special_kind[j], saved[j]);
+        rows.commit(at, m);
+      }
+    }
+  });
 }
 
 }  // namespace
@@ -37,63 +134,16 @@ bool cast_column_groups(const float* in, float* out, const Shape& shape, const F
                         float amax_t, float s_t, int threads) {
   const ColumnLayout layout(shape, f);
   if (layout.bands == 0) return false;
-  // Columns per chunk: for blocks, a chunk of the band's rows (up to 128 KiB) stays in L2 between
-  // the statistics pass and the quantizing pass; one band of channels spans every row, so its
-  // columns are split among the threads instead.
-  const std::int64_t w = layout.chunk_columns(threads, 32768);
-  const std::int64_t chunks = (layout.width + w - 1) / w;
-  const bool two_level = f.tensor_scale;
-  parallel_ranges(layout.bands * chunks, threads, layout.max_rows * w, [&](std::int64_t tb, std::int64_t te) {
-    std::vector<std::int32_t> amax_bits(static_cast<std::size_t>(w));
-    std::vector<float> scale(static_cast<std::size_t>(w)), divisor(scale.size()), inverse(scale.size());
-    std::vector<std::int64_t> special;  // columns whose scale is not finite: NaN, zero, passthrough
-    std::vector<GroupScale> special_scale;
-    std::vector<float> saved;           // their inputs, kept before the rows are overwritten (in == out)
-    for (std::int64_t t = tb; t < te; ++t) {
-      const Band band = layout.band(t / chunks);
-      const std::int64_t k0 = (t % chunks) * w, m = std::min(w, layout.width - k0);
-      auto row = [&](std::int64_t r) { return band.base + r * layout.width + k0; };
-      std::fill(amax_bits.begin(), amax_bits.begin() + m, 0);
-      for (std::int64_t r = 0; r < band.rows; ++r) column_max_bits(in + row(r), amax_bits.data(), std::size_t(m));
-      bool exact_inverse = true;
-      special.clear();
-      special_scale.clear();
-      for (std::int64_t k = 0; k < m; ++k) {
-        const bool nonfinite = amax_bits[std::size_t(k)] >= 0x7F800000;
-        float amax;
-        std::memcpy(&amax, &amax_bits[std::size_t(k)], 4);
-        GroupScale g;
-        if (nonfinite || !floor_scale_from_bits(f, amax, g)) g = group_scale(f, amax, nonfinite, amax_t, s_t);
-        float s = 1.0f;
-        if (g.kind == GroupScale::Kind::finite) {
-          s = g.value;
-        } else {
-          special.push_back(k);
-          special_scale.push_back(g);
-        }
-        scale[std::size_t(k)] = s;
-        divisor[std::size_t(k)] = two_level ? s * s_t : s;
-        inverse[std::size_t(k)] = 1.0f / divisor[std::size_t(k)];
-        exact_inverse = exact_inverse && inverse_is_exact(divisor[std::size_t(k)]);
-      }
-      const std::size_t ns = special.size();
-      saved.resize(ns * std::size_t(band.rows));
-      for (std::int64_t r = 0; r < band.rows; ++r)
-        for (std::size_t j = 0; j < ns; ++j) saved[std::size_t(r) * ns + j] = in[row(r) + special[j]];
-      const ColumnScales cs{scale.data(), divisor.data(), exact_inverse ? inverse.data() : nullptr, two_level, s_t};
-      for (std::int64_t r = 0; r < band.rows; ++r)
-        quantize_columns(params, cs, in + row(r), out + row(r), std::size_t(m), std::uint64_t(row(r)));
-      for (std::int64_t r = 0; r < band.rows; ++r)  // detail::cast_group for the non-finite kinds
-        for (std::size_t j = 0; j < ns; ++j) {
-          const float x = saved[std::size_t(r) * ns + j];
-          float& y = out[row(r) + special[j]];
-          switch (special_scale[j].kind) {
-            case GroupScale::Kind::nan: y = detail::canonical_nan(); break;
-            case GroupScale::Kind::zero: y = std::copysign(0.0f, x); break;
-            default: y = x;  // passthrough
-          }
-        }
-    }
+  cast_bands(layout, f, params, amax_t, s_t, threads, [&](std::int64_t) { return FloatRows{in, out}; });
+  return true;
+}
+
+bool cast_column_groups16(DType t, const std::uint16_t* in, std::uint16_t* out, const Shape& shape, const Format& f,
+                          const SpanParams& params, float amax_t, float s_t, int threads) {
+  const ColumnLayout layout(shape, f);
+  if (layout.bands == 0) return false;
+  cast_bands(layout, f, params, amax_t, s_t, threads, [&](std::int64_t w) {
+    return Rows16{t, in, out, std::vector<float>(static_cast<std::size_t>(w))};
   });
   return true;
 }

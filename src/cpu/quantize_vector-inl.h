@@ -205,17 +205,30 @@ struct ScaleInput {
   float divisor, inverse;
   bool power_of_two;
   ScaleInput(SpanScale m, float s, float s_t)
-      : mode(m), divisor(m == SpanScale::two_level ? s * s_t : s), inverse(1.0f / divisor) {
-    std::uint32_t div_bits, inv_bits;
-    std::memcpy(&div_bits, &divisor, 4);
-    std::memcpy(&inv_bits, &inverse, 4);
-    power_of_two = (div_bits & 0x7F800000u) && (div_bits & 0x7FFFFFu) == 0 && (inv_bits & 0x7F800000u) &&
-                   (inv_bits & 0x7FFFFFu) == 0 && (inv_bits & 0x7F800000u) != 0x7F800000u;
-  }
+      : mode(m),
+        divisor(m == SpanScale::two_level ? s * s_t : s),
+        inverse(1.0f / divisor),
+        power_of_two(reciprocal_is_exact(divisor)) {}
   template <class DF, class V>
   HWY_INLINE V Apply(DF df, V v) const {
     if (mode == SpanScale::none) return v;
     return power_of_two ? hn::Mul(v, hn::Set(df, inverse)) : hn::Div(v, hn::Set(df, divisor));
+  }
+  // The vector of elements [i, i + lanes) of a run: the same scale for all.
+  template <class DF, class V>
+  HWY_INLINE V Apply(DF df, V v, std::size_t) const {
+    return Apply(df, v);
+  }
+};
+
+// A divisor per element (column groups, ColumnScales): element i becomes x / divisor[i], or
+// x * inverse[i] where inverse is set (every reciprocal exact, reciprocal_is_exact).
+struct ColumnInput {
+  const float* divisor;
+  const float* inverse;  // null: divide
+  template <class DF, class V>
+  HWY_INLINE V Apply(DF df, V v, std::size_t i) const {
+    return inverse ? hn::Mul(v, hn::LoadU(df, inverse + i)) : hn::Div(v, hn::LoadU(df, divisor + i));
   }
 };
 

@@ -63,7 +63,7 @@ struct ColumnScaler {
   float s_t;
   template <class DF, class V>
   HWY_INLINE V In(DF df, V v, std::size_t i) const {
-    return inverse ? hn::Mul(v, hn::LoadU(df, inverse + i)) : hn::Div(v, hn::LoadU(df, divisor + i));
+    return ColumnInput{divisor, inverse}.Apply(df, v, i);
   }
   template <class DF, class V>
   HWY_INLINE V Out(DF df, V q, std::size_t i) const {
@@ -186,17 +186,10 @@ HWY_INLINE void QuantizeBlockGeneral(const BlockParams& p, SpanScale mode, const
     return;
   }
   const GroupScale g = BlockScale(p, amax);
-  switch (g.kind) {
-    case GroupScale::Kind::nan:
-      for (std::size_t i = 0; i < n; ++i) out[i] = detail::canonical_nan();
-      break;
-    case GroupScale::Kind::passthrough:
-      for (std::size_t i = 0; i < n; ++i) out[i] = in[i];
-      break;
-    case GroupScale::Kind::zero:
-      for (std::size_t i = 0; i < n; ++i) out[i] = std::copysign(0.0f, in[i]);
-      break;
-    default: QuantizeRun(p.element, UniformScaler(mode, g.value, p.s_t), in, out, n, first);
+  if (g.kind == GroupScale::Kind::finite) {
+    QuantizeRun(p.element, UniformScaler(mode, g.value, p.s_t), in, out, n, first);
+  } else {
+    for (std::size_t i = 0; i < n; ++i) out[i] = non_finite_group_value(g.kind, in[i]);
   }
 }
 

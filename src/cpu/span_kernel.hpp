@@ -1,6 +1,7 @@
 // Parameters of the SIMD span kernel (src/cpu/span_kernel.cpp): a contiguous run of elements that
 // share one scale, quantized to one element format.
 #pragma once
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -89,6 +90,9 @@ void column_max_bits(const float* in, std::int32_t* acc, std::size_t n);
 // layouts. params: span_params of the element format; amax_t and s_t as for group_scale.
 bool cast_column_groups(const float* in, float* out, const Shape& shape, const Format& f, const SpanParams& params,
                         float amax_t, float s_t, int threads);
+// The same of a bfloat16 / float16 tensor (type t): the cast of its widened values, narrowed.
+bool cast_column_groups16(DType t, const std::uint16_t* in, std::uint16_t* out, const Shape& shape, const Format& f,
+                          const SpanParams& params, float amax_t, float s_t, int threads);
 
 // float16 / bfloat16 storage: exact widening, and narrowing as qcast::narrow does.
 void widen_span(DType t, const std::uint16_t* in, float* out, std::size_t n);
@@ -110,6 +114,28 @@ inline bool floor_scale_from_bits(const Format& f, float amax, GroupScale& g) {
   const std::uint32_t s_bits = k >= -126 ? std::uint32_t(k + 127) << 23 : 0x00400000u >> (-127 - k);
   std::memcpy(&g.value, &s_bits, 4);
   return true;
+}
+
+// Whether x * (1 / d) equals x / d for every x: d and 1 / d both normal powers of two (x / 2^k and
+// x * 2^-k are the same correctly rounded value). The kernels then multiply by the reciprocal.
+inline bool reciprocal_is_exact(float d) {
+  const float inv = 1.0f / d;
+  std::uint32_t db, ib;
+  std::memcpy(&db, &d, 4);
+  std::memcpy(&ib, &inv, 4);
+  const std::uint32_t exp_mask = 0x7F800000u, frac_mask = 0x7FFFFFu;
+  return (db & exp_mask) != 0 && (db & frac_mask) == 0 && (ib & exp_mask) != 0 && (ib & exp_mask) != exp_mask &&
+         (ib & frac_mask) == 0;
+}
+
+// What element x of a group becomes under a scale of a non-finite kind (detail::cast_group): NaN
+// for a NaN scale, a signed zero for a zero scale, x itself for passthrough.
+inline float non_finite_group_value(GroupScale::Kind kind, float x) {
+  switch (kind) {
+    case GroupScale::Kind::nan: return detail::canonical_nan();
+    case GroupScale::Kind::zero: return std::copysign(0.0f, x);
+    default: return x;  // passthrough
+  }
 }
 
 // Largest finite |in[i]| over i < n, and whether any is NaN or Inf.

@@ -119,8 +119,11 @@ TEST_CASE("kernels::encode and decode equal the reference on lines longer than a
 }
 
 TEST_CASE("kernels::encode and decode equal the reference on column groups (strided across rows)") {
-  // Blocks along a non-last axis and channels along the last axis: decode by column bands. Rows of
-  // odd length put 4-bit and 6-bit rows off a byte boundary; columns hold a NaN, an Inf, zeros.
+  // Blocks along a non-last axis and channels along the last axis: encode and decode by column
+  // bands. Rows of odd length put 4-bit and 6-bit rows off a byte boundary (encode: one byte per code,
+  // packed after); rows of 8k elements start on bytes (encode: 4-bit codes straight into the stream,
+  // 6-bit packed a row chunk at a time), in several column chunks per band. Columns hold a NaN, an
+  // Inf, zeros, subnormals.
   struct Case {
     qcast::Shape shape;
     std::vector<const char*> formats;
@@ -131,6 +134,8 @@ TEST_CASE("kernels::encode and decode equal the reference on column groups (stri
                    "e2m1@g16+tensor:axis=0"}},
       {{500, 37}, {"int8@channel:axis=1", "e4m3@channel:axis=-1", "int4@channel:axis=1", "e3m2@channel:axis=1"}},
       {{4, 50, 33}, {"int8@channel:axis=2", "e5m2@g16:scale=e8m0:axis=1"}},
+      {{256, 1104}, {"int4@g128:axis=0", "e2m3@g32:scale=e8m0:axis=0", "e2m1@g16+tensor:axis=0"}},
+      {{600, 64}, {"int4@channel:axis=1", "e3m2@channel:axis=1", "int8@channel:axis=1"}},
   };
   std::vector<qcast::CastOptions> options(2);
   options[1].rounding = qcast::Rounding::stochastic;
@@ -140,7 +145,10 @@ TEST_CASE("kernels::encode and decode equal the reference on column groups (stri
     std::int64_t n = 1;
     for (auto d : c.shape) n *= d;
     auto x = qcast_test::scaled_normal_rows(int(n / cols), int(cols), 93);
-    for (std::int64_t r = 0; r < n / cols; ++r) x[std::size_t(r * cols + 3)] = 0.0f;  // a column of zeros
+    for (std::int64_t r = 0; r < n / cols; ++r) {
+      x[std::size_t(r * cols + 3)] = 0.0f;                   // a column of zeros
+      x[std::size_t(r * cols + 9)] = 3e-39f * float(r % 5);  // of subnormals: a subnormal binary32 scale
+    }
     x[std::size_t(11 * cols + 5)] = std::numeric_limits<float>::quiet_NaN();
     x[std::size_t(17 * cols + 7)] = -INFINITY;
     for (const auto& target : qcast::kernels::available_targets()) {
@@ -352,7 +360,7 @@ TEST_CASE("kernels::decode to 16-bit tensors equals the reference narrowed, on l
 
 TEST_CASE("kernels::encode of 16-bit tensors equals the reference on the widened values, a chunk at a time") {
   // Encode from bfloat16 / float16 widens a chunk at a time (value casts, one scale, lines of blocks,
-  // contiguous groups), strided groups an element at a time. Lines longer than a chunk, of odd
+  // contiguous groups, rows of column groups), other strided groups an element at a time. Lines longer than a chunk, of odd
   // length (the any-layout path), NaN and zero groups, stochastic and non-saturating options,
   // encode_into a reused result, on every target.
   std::vector<qcast::CastOptions> options(3);
@@ -374,7 +382,7 @@ TEST_CASE("kernels::encode of 16-bit tensors equals the reference on the widened
       }
       for (const char* name : {"fp8_e4m3", "fp6_e3m2", "int8", "int4", "mxfp4", "mxfp6_e2m3", "nvfp4", "int4@g128",
                                "mxint8", "int8@channel", "int4@channel", "fp8_e4m3@channel", "int4@g128:axis=0",
-                               "int8@channel:axis=0"}) {
+                               "int8@channel:axis=0", "e3m2@g32:scale=e8m0:axis=0", "fp6_e2m3@channel:axis=1"}) {
         const auto f = qcast::parse_format(name);
         // Value casts to formats without NaN take finite data.
         const bool nan_ok = f.element.has_nan() || f.is_scaled();

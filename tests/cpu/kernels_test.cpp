@@ -208,7 +208,8 @@ TEST_CASE("16-bit kernels equal the reference's 16-bit path on every bit pattern
   for (const auto& target : qcast::kernels::available_targets()) {
     qcast::kernels::use_target(target);
     for (qcast::DType t : {qcast::DType::f16, qcast::DType::bf16}) {
-      for (const char* name : {"fp8_e4m3", "mxfp4", "nvfp4", "int4@g32", "int8", "int8@channel", "fp16", "bf16", "fp32"}) {
+      for (const char* name : {"fp8_e4m3", "mxfp4", "nvfp4", "int4@g32", "int8", "int8@channel", "fp16", "bf16", "fp32",
+                               "int4@g32:axis=0", "e2m1@g16+tensor:axis=0", "int8@channel:axis=1"}) {
         const auto f = qcast::parse_format(name);
         std::vector<std::uint16_t> ref(in.size()), got(in.size());
         qcast::cast(in.data(), ref.data(), t, {256, 256}, f);
@@ -225,8 +226,9 @@ TEST_CASE("16-bit kernels equal the reference's 16-bit path on every bit pattern
 
 TEST_CASE("16-bit kernels equal the reference's 16-bit path on lines longer than a tile, for every option") {
   // The tiled 16-bit cast: lines of 5000 (more than a 4096-element tile, ending in a partial block),
-  // a 1-D tensor that is not a whole number of tiles, one-scale and channel formats (the second
-  // takes the whole-tensor path), every thread count.
+  // a 1-D tensor that is not a whole number of tiles, one-scale and channel formats, column groups
+  // (blocks along the first axis, channels along the last: a row at a time by column bands), every
+  // thread count, and in place.
   const auto rows = qcast_test::scaled_normal_rows(37, 5000, 77);
   std::vector<float> flat(100003);
   std::mt19937 rng(78);
@@ -239,7 +241,9 @@ TEST_CASE("16-bit kernels equal the reference's 16-bit path on lines longer than
       std::vector<std::uint16_t> in(x->size());
       for (std::size_t i = 0; i < in.size(); ++i) in[i] = qcast::narrow(t, (*x)[i] * (t == qcast::DType::f16 ? 1e-6f : 1.0f));
       for (const char* name : {"fp8_e4m3", "fp4_e2m1", "int8", "int4", "int8@channel", "mxfp4", "mxfp6_e2m3", "nvfp4",
-                               "int4@g128", "mxint8"}) {
+                               "int4@g128", "mxint8", "int4@g128:axis=0", "e2m1@g32:scale=e8m0:axis=0",
+                               "e2m1@g16+tensor:axis=0", "int8@channel:axis=-1"}) {
+        if (shape.size() == 1 && std::string(name).find("axis") != std::string::npos) continue;  // rank 2 only
         const auto f = qcast::parse_format(name);
         for (std::size_t k = 0; k < options.size(); ++k) {
           const qcast::CastOptions* o = &options[k];
@@ -254,6 +258,10 @@ TEST_CASE("16-bit kernels equal the reference's 16-bit path on lines longer than
                                       << " threads " << threads);
             CHECK(bad == 0);
           }
+          std::vector<std::uint16_t> in_place = in;
+          qcast::kernels::cast(in_place.data(), in_place.data(), t, shape, f, *o, 2);
+          INFO(qcast::dtype_name(t) << " " << name << " shape rank " << shape.size() << " options#" << k << " in place");
+          CHECK(in_place == ref);
         }
       }
     }
