@@ -24,10 +24,12 @@ namespace {
 // One group's outputs: SIMD when the group is contiguous and the element format is supported.
 void cast_group(const float* in, float* out, const detail::Group& grp, const Format& f, const GroupScale& g,
                 const CastOptions& o, float s_t, const SpanParams* simd) {
-  const bool contiguous = grp.runs == 1 && grp.stride == 1;
-  if (simd && contiguous && g.kind == GroupScale::Kind::finite) {
-    quantize_span(*simd, span_scale_mode(f), g.value, s_t, in + grp.base, out + grp.base, std::size_t(grp.count),
-                  std::uint64_t(grp.base));
+  if (simd && grp.stride == 1 && g.kind == GroupScale::Kind::finite) {  // contiguous runs: one span each
+    for (std::int64_t r = 0; r < grp.runs; ++r) {
+      const std::int64_t b = grp.base + r * grp.run_stride;
+      quantize_span(*simd, span_scale_mode(f), g.value, s_t, in + b, out + b, std::size_t(grp.count),
+                    std::uint64_t(b));
+    }
     return;
   }
   detail::cast_group(in, out, grp, f, g, o, s_t);
@@ -36,9 +38,15 @@ void cast_group(const float* in, float* out, const detail::Group& grp, const For
 }  // namespace
 
 GroupScale contiguous_group_scale(const float* in, const detail::Group& grp, const Format& f, float amax_t, float s_t) {
-  float amax;
-  bool nonfinite;
-  span_stats(in + grp.base, std::size_t(grp.count), &amax, &nonfinite);
+  float amax = 0;
+  bool nonfinite = false;
+  for (std::int64_t r = 0; r < grp.runs; ++r) {
+    float run_amax;
+    bool run_nonfinite;
+    span_stats(in + grp.base + r * grp.run_stride, std::size_t(grp.count), &run_amax, &run_nonfinite);
+    amax = std::max(amax, run_amax);
+    nonfinite = nonfinite || run_nonfinite;
+  }
   GroupScale g;
   if (!nonfinite && floor_scale_from_bits(f, amax, g)) return g;
   return group_scale(f, amax, nonfinite, amax_t, s_t);
@@ -186,7 +194,7 @@ void cast(const float* in, float* out, const Shape& shape, const Format& f, cons
   parallel_ranges(groups, threads, per_group, [&](std::int64_t b, std::int64_t e) {
     for (std::int64_t gi = b; gi < e; ++gi) {
       const detail::Group grp = layout.group(gi);
-      if (grp.runs == 1 && grp.stride == 1) {
+      if (grp.stride == 1) {  // contiguous runs
         cast_group(in, out, grp, f, contiguous_group_scale(in, grp, f, amax_t, s_t), o, s_t, simd);
         continue;
       }

@@ -68,13 +68,16 @@ bool cast_tiled(DType t, const std::uint16_t* in, std::uint16_t* out, const Shap
   }
   const std::int64_t groups = layout.groups();
   const detail::Group first_group = layout.group(0), last_group = layout.group(groups - 1);
-  const bool contiguous_groups = first_group.runs == 1 && first_group.stride == 1 && last_group.runs == 1 &&
-                                 last_group.stride == 1;
+  // Groups of contiguous runs: one run (blocks along the last axis, channels along the first) or one
+  // per outer index (channels along a middle axis).
+  const bool run_groups = first_group.stride == 1 && last_group.stride == 1;
   const int rank = int(shape.size());
   const bool lines_of_blocks = f.granularity == Granularity::block && rank > 0 &&
                                (f.axis < 0 ? f.axis + rank : f.axis) == rank - 1 && groups > 1;
-  const bool column_groups = !contiguous_groups && !lines_of_blocks && ColumnLayout(shape, f).bands > 0;
-  if (!contiguous_groups && !lines_of_blocks && !column_groups) return false;
+  // Channels along the last axis are runs of one element: those go by column bands, as do blocks
+  // along a non-last axis.
+  const bool column_groups = !lines_of_blocks && ColumnLayout(shape, f).bands > 0;
+  if (!run_groups && !lines_of_blocks && !column_groups) return false;
   const SpanScale mode = span_scale_mode(f);
   const detail::GroupStats stats =
       f.tensor_scale || groups == 1 ? parallel_stats16(t, in, n, threads) : detail::GroupStats{};
@@ -103,19 +106,21 @@ bool cast_tiled(DType t, const std::uint16_t* in, std::uint16_t* out, const Shap
     });
     return true;
   }
-  // Contiguous groups (per channel along the first axis, blocks of a 1-D tensor, ...): each group's
-  // statistics by a pass over its tiles, then its tiles cast with its scale.
+  // Groups of contiguous runs (per channel along the first or a middle axis, blocks of a 1-D tensor,
+  // ...): each group's statistics by a pass over its runs, then their tiles cast with its scale.
   const std::int64_t per_group = n / groups;
   parallel_ranges(groups, threads, per_group, [&](std::int64_t b, std::int64_t e) {
     std::vector<float> tile(static_cast<std::size_t>(kTile));
     for (std::int64_t gi = b; gi < e; ++gi) {
       const detail::Group grp = layout.group(gi);
-      const detail::GroupStats st = widened_stats(t, in, grp.base, grp.base + grp.count);
+      const detail::GroupStats st = widened_group_stats(t, in, grp);
       const GroupScale g = group_scale(f, st.amax, st.nonfinite, amax_t, s_t);
-      tiles(t, in, out, grp.base, grp.base + grp.count, kTile, tile.data(),
-            [&](float* x, std::size_t m, std::uint64_t first) {
-              cast_tile_of_group(x, m, first, params, mode, g, s_t);
-            });
+      for (std::int64_t r = 0; r < grp.runs; ++r) {
+        const std::int64_t run = grp.base + r * grp.run_stride;
+        tiles(t, in, out, run, run + grp.count, kTile, tile.data(), [&](float* x, std::size_t m, std::uint64_t first) {
+          cast_tile_of_group(x, m, first, params, mode, g, s_t);
+        });
+      }
     }
   });
   return true;
@@ -126,6 +131,17 @@ bool cast_tiled(DType t, const std::uint16_t* in, std::uint16_t* out, const Shap
 detail::GroupStats widened_stats(DType t, const std::uint16_t* in, std::int64_t begin, std::int64_t end) {
   detail::GroupStats st;
   span_stats16(t, in + begin, std::size_t(end - begin), &st.amax, &st.nonfinite);
+  return st;
+}
+
+detail::GroupStats widened_group_stats(DType t, const std::uint16_t* in, const detail::Group& grp) {
+  detail::GroupStats st;
+  for (std::int64_t r = 0; r < grp.runs; ++r) {
+    const std::int64_t run = grp.base + r * grp.run_stride;
+    const detail::GroupStats part = widened_stats(t, in, run, run + grp.count);
+    st.amax = std::max(st.amax, part.amax);
+    st.nonfinite = st.nonfinite || part.nonfinite;
+  }
   return st;
 }
 

@@ -190,7 +190,7 @@ struct Widened16 {
   float value(std::int64_t i) const { return widen(t, in[i]); }
   detail::GroupStats stats(std::int64_t n, int threads) const { return parallel_stats16(t, in, n, threads); }
   GroupScale group_scale_of(const detail::Group& grp, const Format& f, float amax_t, float s_t) const {
-    const detail::GroupStats st = widened_stats(t, in, grp.base, grp.base + grp.count);
+    const detail::GroupStats st = widened_group_stats(t, in, grp);
     return group_scale(f, st.amax, st.nonfinite, amax_t, s_t);
   }
   detail::GroupStats strided_stats(const detail::Group& grp) const {  // detail::group_stats of the values
@@ -294,9 +294,6 @@ bool encode_with(Encoded& e, const Input& input, const Shape& shape, const Forma
   const detail::GroupLayout layout(shape, f);
   const std::int64_t n = layout.elements();
   const std::int64_t groups = f.is_scaled() ? layout.groups() : 0;
-  const bool contiguous_groups = groups == 0 || (layout.group(0).runs == 1 && layout.group(0).stride == 1 &&
-                                                 layout.group(groups - 1).runs == 1 &&
-                                                 layout.group(groups - 1).stride == 1);
   const int bits = f.element.bits();
   const CodeParams params = code_params(f.element, o);
   e.format = f;
@@ -380,20 +377,27 @@ bool encode_with(Encoded& e, const Input& input, const Shape& shape, const Forma
   } else if (const ColumnLayout cols(shape, f); cols.bands > 0) {  // groups strided across rows
     encode_column_bands(input, cols, n, f, o, params, amax_t, s_t, threads, packed, scale_codes.data());
   } else {  // any other layout: a group at a time
-    auto encode_element_of = [&](const GroupScale& g, float x, std::int64_t i) {
-      return element_code_of(f, g, s_t, x, o, i);
-    };
     auto scale_of = [&](const detail::Group& grp) {
       if (one_contiguous_group) return single;
-      if (grp.runs == 1 && grp.stride == 1) return input.group_scale_of(grp, f, amax_t, s_t);
+      if (grp.stride == 1) return input.group_scale_of(grp, f, amax_t, s_t);  // contiguous runs
       const detail::GroupStats st = input.strided_stats(grp);
       return group_scale(f, st.amax, st.nonfinite, amax_t, s_t);
     };
-    // Contiguous groups that all start on a multiple of 8 elements (per channel along the first axis
-    // of rows of 8k, blocks of a 1-D tensor, a non-finite single group) own whole bytes of the stream:
-    // encoded into it a chunk at a time, as ranges of one scale are.
-    bool byte_aligned = contiguous_groups;
-    for (std::int64_t gi = 0; byte_aligned && gi < groups; ++gi) byte_aligned = layout.group(gi).base % 8 == 0;
+    // Codes of the contiguous elements [c, c + m) of a group whose scale is not finite.
+    auto encode_non_finite = [&](const GroupScale& g, std::int64_t c, std::int64_t m, std::uint8_t* dst) {
+      const float* const x = input.at(c, m);
+      for (std::int64_t j = 0; j < m; ++j) dst[j] = element_code_of(f, g, s_t, x[j], o, c + j);
+    };
+    // Groups of contiguous runs whose runs all start and end on a multiple of 8 elements (per channel
+    // along the first axis of rows of 8k or along a middle axis with 8k inner elements, blocks of a
+    // 1-D tensor, a non-finite single group) own whole bytes of the stream: each run is encoded
+    // into it a chunk at a time, as ranges of one scale are. (A group's last run may end the tensor.)
+    bool byte_aligned = true;
+    for (std::int64_t gi = 0; byte_aligned && gi < groups; ++gi) {
+      const detail::Group grp = layout.group(gi);
+      byte_aligned = grp.stride == 1 && grp.base % 8 == 0 &&
+                     (grp.runs == 1 || (grp.run_stride % 8 == 0 && grp.count % 8 == 0));
+    }
     if (byte_aligned) {
       parallel_ranges(groups, threads, per_group, [&](std::int64_t b, std::int64_t end) {
         std::uint8_t chunk[kChunkCodes];
@@ -401,15 +405,17 @@ bool encode_with(Encoded& e, const Input& input, const Shape& shape, const Forma
           const detail::Group grp = layout.group(gi);
           const GroupScale g = scale_of(grp);
           scale_codes[std::size_t(gi)] = g.code;
-          if (g.kind == GroupScale::Kind::finite) {  // a finite group holds no NaN
-            encode_range(mode, g.value, s_t, grp.base, grp.base + grp.count);
-            continue;
-          }
-          for (std::int64_t c = grp.base; c < grp.base + grp.count; c += kChunkCodes) {
-            const std::int64_t m = std::min(kChunkCodes, grp.base + grp.count - c);
-            const float* const x = input.at(c, m);
-            for (std::int64_t j = 0; j < m; ++j) chunk[j] = encode_element_of(g, x[j], c + j);
-            pack_run(chunk, m, bits, packed + c * bits / 8);
+          for (std::int64_t r = 0; r < grp.runs; ++r) {
+            const std::int64_t run = grp.base + r * grp.run_stride;
+            if (g.kind == GroupScale::Kind::finite) {  // a finite group holds no NaN
+              encode_range(mode, g.value, s_t, run, run + grp.count);
+              continue;
+            }
+            for (std::int64_t c = run; c < run + grp.count; c += kChunkCodes) {
+              const std::int64_t m = std::min(kChunkCodes, run + grp.count - c);
+              encode_non_finite(g, c, m, chunk);
+              pack_run(chunk, m, bits, packed + c * bits / 8);
+            }
           }
         }
       });
@@ -421,18 +427,20 @@ bool encode_with(Encoded& e, const Input& input, const Shape& shape, const Forma
           const detail::Group grp = layout.group(gi);
           const GroupScale g = scale_of(grp);
           scale_codes[std::size_t(gi)] = g.code;
-          if (grp.runs == 1 && grp.stride == 1) {
-            for (std::int64_t c = grp.base; c < grp.base + grp.count; c += kChunkCodes) {
-              const std::int64_t m = std::min(kChunkCodes, grp.base + grp.count - c);
-              const float* const x = input.at(c, m);
+          if (grp.stride != 1) {
+            grp.for_each([&](std::int64_t i) { codes[i] = element_code_of(f, g, s_t, input.value(i), o, i); });
+            continue;
+          }
+          for (std::int64_t r = 0; r < grp.runs; ++r) {
+            const std::int64_t run = grp.base + r * grp.run_stride;
+            for (std::int64_t c = run; c < run + grp.count; c += kChunkCodes) {
+              const std::int64_t m = std::min(kChunkCodes, run + grp.count - c);
               if (g.kind == GroupScale::Kind::finite)  // a finite group holds no NaN
-                encode_span(params, mode, g.value, s_t, x, codes + c, CodeLayout::bytes, std::size_t(m),
+                encode_span(params, mode, g.value, s_t, input.at(c, m), codes + c, CodeLayout::bytes, std::size_t(m),
                             std::uint64_t(c));
               else
-                for (std::int64_t j = 0; j < m; ++j) codes[c + j] = encode_element_of(g, x[j], c + j);
+                encode_non_finite(g, c, m, codes + c);
             }
-          } else {
-            grp.for_each([&](std::int64_t i) { codes[i] = encode_element_of(g, input.value(i), i); });
           }
         }
       });
@@ -644,7 +652,8 @@ bool decode_into(const Encoded& e, const Output& output, int threads) {
     });
     return true;
   }
-  // Any other layout, a group at a time; strided groups element by element.
+  // Any other layout, a group at a time: contiguous runs (channels along the first or a middle axis)
+  // a chunk at a time, other strided groups element by element.
   const std::int64_t per_group = std::max<std::int64_t>(1, n / std::max<std::int64_t>(groups, 1));
   parallel_ranges(groups, threads, per_group, [&](std::int64_t b, std::int64_t end) {
     std::vector<float> values;  // a strided group's values
@@ -652,9 +661,12 @@ bool decode_into(const Encoded& e, const Output& output, int threads) {
       const detail::Group grp = layout.group(gi);
       const GroupScale g =
           group_scale_from_code(f, unpack_code(e.scales.data(), std::size_t(gi), f.scale_storage_bits()));
-      if (grp.runs == 1 && grp.stride == 1) {
-        if (g.kind == GroupScale::Kind::nan) fill_nan(grp.base, grp.base + grp.count);
-        else decode_range(mode, g.value, grp.base, grp.base + grp.count);
+      if (grp.stride == 1) {
+        for (std::int64_t r = 0; r < grp.runs; ++r) {
+          const std::int64_t run = grp.base + r * grp.run_stride;
+          if (g.kind == GroupScale::Kind::nan) fill_nan(run, run + grp.count);
+          else decode_range(mode, g.value, run, run + grp.count);
+        }
         continue;
       }
       auto value = [&](std::int64_t i) {

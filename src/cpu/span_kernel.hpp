@@ -143,7 +143,9 @@ void span_stats(const float* in, std::size_t n, float* amax, bool* nonfinite);
 // The same of float16 / bfloat16 values (type t), from their bits: those of their widened values.
 void span_stats16(DType t, const std::uint16_t* in, std::size_t n, float* amax, bool* nonfinite);
 
-// The scale of a contiguous group, with its statistics from span_stats (group_scale, exactly).
+// The scale of a group of contiguous runs (stride 1: one run for blocks along the last axis and
+// channels along the first, one per outer index for channels along a middle axis), with its
+// statistics from span_stats over each run (group_scale, exactly).
 GroupScale contiguous_group_scale(const float* in, const detail::Group& grp, const Format& f, float amax_t,
                                   float s_t);
 // Statistics of in[0, n) reduced over threads (detail::group_stats of one contiguous group).
@@ -151,6 +153,8 @@ detail::GroupStats parallel_stats(const float* in, std::int64_t n, int threads);
 // The same of a bfloat16 / float16 tensor: elements [begin, end) (span_stats16), and the whole of
 // in[0, n) reduced over threads.
 detail::GroupStats widened_stats(DType t, const std::uint16_t* in, std::int64_t begin, std::int64_t end);
+// The statistics of a group of contiguous runs of a bfloat16 / float16 tensor (span_stats16 of each).
+detail::GroupStats widened_group_stats(DType t, const std::uint16_t* in, const detail::Group& grp);
 detail::GroupStats parallel_stats16(DType t, const std::uint16_t* in, std::int64_t n, int threads);
 
 }  // namespace qcast::kernels

@@ -191,6 +191,25 @@ TEST_CASE("qcast bench --dtype casts, encodes and decodes 16-bit tensors, and re
   }
 }
 
+TEST_CASE("qcast bench --shape measures a tensor of that shape and rejects malformed shapes") {
+  const Run r = run("bench --shape 4,16,64 --formats int8@channel:axis=1,int4@g32:axis=0 --repeats 1 --threads 1 --json");
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  const auto objects = json_objects(r.output);
+  REQUIRE(objects.size() == 2);
+  for (const auto& line : objects) {
+    CHECK(line.find("\"elements\": 4096, \"shape\": [4, 16, 64]") != std::string::npos);
+    CHECK(line.find("\"aten_gbps\": null") != std::string::npos);  // the ATen compositions are 2-D only
+  }
+  for (const char* shape : {"4,0,64", "4,x", ""}) {
+    const Run bad = run(std::string("bench --shape '") + shape + "'");
+    INFO(shape << "\n" << bad.output);
+    CHECK(bad.code == 2);
+    CHECK((bad.output.find("--shape needs a positive integer") != std::string::npos ||
+           bad.output.find("--shape needs at least one dimension") != std::string::npos));
+  }
+}
+
 TEST_CASE("qcast bench --device: cuda measures the GPU or says why it cannot; other devices are rejected") {
   const Run bad = run("bench --device tpu");
   CHECK(bad.code == 2);

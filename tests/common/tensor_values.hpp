@@ -71,4 +71,16 @@ inline std::vector<float> mixed_block_rows(int rows, int cols, int block, bool w
   return x;
 }
 
+// A tensor of `outer` x `channels` x `inner` elements for channels along the middle axis: each
+// (outer, channel) run of `inner` values at its own magnitude, the special rows of add_special_rows
+// over the first runs (a NaN in channel 1, Inf in channels 2 and 3, ...), and channel 5 zero in
+// every run (a passthrough group). channels >= 8.
+inline std::vector<float> channel_run_values(int outer, int channels, int inner, unsigned seed) {
+  auto x = scaled_normal_rows(outer * channels, inner, seed);
+  add_special_rows(x, inner, true);
+  for (int o = 0; o < outer; ++o)
+    for (int i = 0; i < inner; ++i) x[(std::size_t(o) * channels + 5) * inner + i] = 0.0f;
+  return x;
+}
+
 }  // namespace qcast_test

@@ -164,6 +164,52 @@ TEST_CASE("kernels::encode and decode equal the reference on column groups (stri
   qcast::kernels::use_target("");
 }
 
+TEST_CASE("kernels::encode and decode equal the reference on channels along a middle axis (contiguous runs)") {
+  // Each channel is `outer` runs of `inner` elements, encoded and decoded a run at a time. Runs of 72
+  // own whole bytes (encode writes 4-bit and 6-bit codes straight into the stream); runs of 37 share
+  // bytes (one byte per code, packed after); runs of 9000 span several chunks; rank 4 (NCHW). A
+  // NaN, an Inf and a zero channel; float32 and the 16-bit entry points.
+  std::vector<qcast::CastOptions> options(2);
+  options[1].rounding = qcast::Rounding::stochastic;
+  options[1].seed = 11;
+  for (const qcast::Shape& shape : {qcast::Shape{3, 12, 72}, qcast::Shape{3, 12, 37}, qcast::Shape{2, 8, 9000},
+                                    qcast::Shape{2, 9, 6, 10}}) {
+    const std::int64_t inner = shape.size() == 4 ? shape[2] * shape[3] : shape[2];
+    const auto x = qcast_test::channel_run_values(int(shape[0]), int(shape[1]), int(inner), 98);
+    for (const auto& target : qcast::kernels::available_targets()) {
+      qcast::kernels::use_target(target);
+      for (const char* name : {"int8@channel:axis=1", "int4@channel:axis=1", "e4m3@channel:axis=1", "e3m2@channel:axis=1"}) {
+        const qcast::Format f = qcast::parse_format(name);
+        for (std::size_t k = 0; k < options.size(); ++k) {
+          INFO(target << " " << name << " inner " << inner << " options#" << k);
+          check_codec_against_reference(x, shape, f, options[k]);
+          for (qcast::DType t : {qcast::DType::bf16, qcast::DType::f16}) {
+            std::vector<std::uint16_t> x16(x.size());
+            std::vector<float> wide(x.size());
+            for (std::size_t i = 0; i < x.size(); ++i) {
+              x16[i] = qcast::narrow(t, x[i]);
+              wide[i] = qcast::widen(t, x16[i]);
+            }
+            const qcast::Encoded ref = qcast::encode(wide.data(), shape, f, options[k]);
+            const qcast::Encoded got = qcast::kernels::encode(x16.data(), t, shape, f, options[k], 3);
+            INFO(qcast::dtype_name(t));
+            CHECK(first_difference(got.codes, ref.codes) == -1);
+            CHECK(first_difference(got.scales, ref.scales) == -1);
+            std::vector<float> ref_out(x.size());
+            qcast::decode(ref, ref_out.data());
+            std::vector<std::uint16_t> out16(x.size());
+            qcast::kernels::decode(ref, out16.data(), t, 3);
+            std::size_t bad = 0;
+            for (std::size_t i = 0; i < x.size(); ++i) bad += out16[i] != qcast::narrow(t, ref_out[i]);
+            CHECK(bad == 0);
+          }
+        }
+      }
+    }
+  }
+  qcast::kernels::use_target("");
+}
+
 TEST_CASE("kernels::encode equals the reference where blocks of every kind follow each other in a line") {
   const int rows = 12, cols = 2168;  // more than a chunk of blocks, a partial last block; a whole number of bytes (encode_blocks)
   for (bool extremes : {false, true}) {

@@ -31,10 +31,10 @@ namespace qcast_cli {
 namespace {
 
 const char* kHelp =
-    "usage: qcast bench [--formats a,b,...] [--elements N] [--threads T] [--repeats R] [--device cpu|cuda]\n"
-    "                   [--op cast|encode|decode] [--dtype f32|bf16|f16] [--json]\n"
+    "usage: qcast bench [--formats a,b,...] [--elements N | --shape D0,D1,...] [--threads T] [--repeats R]\n"
+    "                   [--device cpu|cuda] [--op cast|encode|decode] [--dtype f32|bf16|f16] [--json]\n"
     "\n"
-    "Measures fake quantization of an N-element float32 tensor (rows of 4096) for each format and\n"
+    "Measures fake quantization of an N-element float32 tensor (rows of 4096, or --shape) for each format and\n"
     "prints GB/s (bytes read + written) of: the qcast kernels; memcpy over the same bytes (the limit:\n"
     "on one thread or split over T, whichever is faster, timed in alternation with each format); the\n"
     "same math composed from ATen ops (as the Python peers compute it); the scalar reference (on at\n"
@@ -44,6 +44,9 @@ const char* kHelp =
     "\n"
     "  --formats LIST  comma-separated format names (default: the MX, NVFP4, FP8/6/4 and INT formats)\n"
     "  --elements N    tensor size (default 67108864 = 64M)\n"
+    "  --shape LIST    the tensor's shape instead (CPU), e.g. 64,256,4096 for per-channel formats along a\n"
+    "                  middle axis (int8@channel:axis=1); ATen baselines only for 2-D shapes, the scalar\n"
+    "                  reference on the leading slices up to 4M elements\n"
     "  --threads T     threads for qcast and ATen (default: all cores)\n"
     "  --repeats R     timed runs per figure (default 5)\n"
     "  --device D      cpu (default) or cuda (the current GPU: GB/s against a device-to-device copy of\n"
@@ -150,6 +153,7 @@ int bench_command(const std::vector<std::string>& args) {
                                     "nvfp4",      "fp8_e4m3",   "fp8_e5m2",   "fp6_e2m3",   "fp4_e2m1", "int8",
                                     "int4@g128",  "int8@channel"};
   std::int64_t elements = std::int64_t{1} << 26;
+  qcast::Shape shape;  // --shape; empty: rows of 4096
   int threads = 0, repeats = 5;
   bool json = false, cuda = false;
   std::string op = "cast";
@@ -171,6 +175,11 @@ int bench_command(const std::vector<std::string>& args) {
       return 0;
     } else if (a == "--formats") names = split(value());
     else if (a == "--elements") elements = integer(value());
+    else if (a == "--shape") {
+      shape.clear();
+      for (const auto& d : split(value())) shape.push_back(integer(d));
+      if (shape.empty()) throw UsageError{"--shape needs at least one dimension, e.g. 64,256,4096"};
+    }
     else if (a == "--threads") threads = int(integer(value()));
     else if (a == "--repeats") repeats = int(integer(value()));
     else if (a == "--json") json = true;
@@ -196,6 +205,7 @@ int bench_command(const std::vector<std::string>& args) {
     } else throw UsageError{"unknown option '" + a + "'"};
   }
   if (dtype != qcast::DType::f32 && cuda) throw UsageError{"--dtype bf16 and f16 are measured on the CPU only"};
+  if (!shape.empty() && cuda) throw UsageError{"--shape is measured on the CPU only (--device cuda takes --elements)"};
   std::vector<qcast::Format> formats;
   for (const auto& n : names) formats.push_back(qcast::parse_format(n));
 #ifdef QCAST_CLI_CUDA
@@ -209,9 +219,12 @@ int bench_command(const std::vector<std::string>& args) {
     return median_seconds(repeats, fn);
   };
 
-  const std::int64_t cols = 4096;
-  const std::int64_t rows = std::max<std::int64_t>(1, elements / cols);
-  elements = rows * cols;
+  if (shape.empty()) shape = {std::max<std::int64_t>(1, elements / 4096), 4096};
+  elements = 1;
+  for (auto d : shape) elements *= d;
+  const std::int64_t cols = shape.back(), rows = elements / cols;
+  // The ATen compositions see the tensor as rows x cols, as the format's axis does only in 2-D.
+  [[maybe_unused]] const bool aten_shape = shape.size() == 2;
   FloatBuffer x{std::size_t(elements)}, y{std::size_t(elements)};
   fill_normal(x.data.get(), elements, threads);
   const float* in = x.data.get();
@@ -231,7 +244,6 @@ int bench_command(const std::vector<std::string>& args) {
     if (wide) split_memcpy(out, in, elements, t);
     else split_memcpy(out, in, elements / 2, t);  // the same bytes as the 16-bit tensor
   };
-  const qcast::Shape shape{rows, cols};
 
   // The limit: memcpy on one thread or split over the kernel's threads, whichever is faster here
   // (one thread often saturates a small VM; a server needs many).
@@ -239,11 +251,20 @@ int bench_command(const std::vector<std::string>& args) {
   const double memcpy_t_s = threads > 1 ? median_seconds(repeats, [&] { copy_bytes(threads); }) : memcpy_1_s;
   const int memcpy_threads = memcpy_t_s < memcpy_1_s ? threads : 1;
   const std::function<void()> limit = [&] { copy_bytes(memcpy_threads); };
-  const std::int64_t scalar_rows = std::min<std::int64_t>(rows, (std::int64_t{1} << 22) / cols);
+  // The scalar reference on the leading slices of the first axis, up to 4M elements.
+  qcast::Shape scalar_shape = shape;
+  scalar_shape[0] = std::min<std::int64_t>(shape[0], std::max<std::int64_t>(1, (std::int64_t{1} << 22) / (elements / shape[0])));
+  std::int64_t scalar_elements = 1;
+  for (auto d : scalar_shape) scalar_elements *= d;
+  std::string shape_text, shape_json;
+  for (auto d : shape) {
+    shape_text += (shape_text.empty() ? "" : "x") + std::to_string(d);
+    shape_json += (shape_json.empty() ? "" : ", ") + std::to_string(d);
+  }
 
   if (!json) {
-    std::printf("%s: %lld elements (%s, rows of %lld), %d threads, ISA %s, median of %d runs\n", op.c_str(),
-                (long long)elements, qcast::dtype_name(dtype), (long long)cols, threads,
+    std::printf("%s: %lld elements (%s, shape %s), %d threads, ISA %s, median of %d runs\n", op.c_str(),
+                (long long)elements, qcast::dtype_name(dtype), shape_text.c_str(), threads,
                 qcast::kernels::current_target().c_str(), repeats);
     std::printf("memcpy: %.2f GB/s on 1 thread, %.2f GB/s on %d; the faster is the limit, timed again beside each "
                 "format\n",
@@ -258,7 +279,7 @@ int bench_command(const std::vector<std::string>& args) {
   for (std::size_t k = 0; k < formats.size(); ++k) {
     const qcast::Format& f = formats[k];
     double q_s = 0, aten_s = 0, scalar_s = 0, fq_s = 0, memcpy_s = 0;
-    double op_bytes = bytes, scalar_bytes = 2.0 * 4.0 * double(scalar_rows * cols);
+    double op_bytes = bytes, scalar_bytes = 2.0 * 4.0 * double(scalar_elements);
     if (op == "cast" && !wide) {
       std::tie(q_s, memcpy_s) = paired_median_seconds(
           repeats, [&] { qcast::kernels::cast(in16, out16, dtype, shape, f, {}, threads); }, limit);
@@ -266,18 +287,19 @@ int bench_command(const std::vector<std::string>& args) {
       std::tie(q_s, memcpy_s) =
           paired_median_seconds(repeats, [&] { qcast::kernels::cast(in, out, shape, f, {}, threads); }, limit);
 #ifdef QCAST_CLI_TORCH
-      aten_s = aten_fake_quantize_seconds(in, out, rows, cols, f, timed);
-      if (names[k] == "int8@channel") fq_s = aten_fake_quantize_per_channel_seconds(in, out, rows, cols, timed);
+      if (aten_shape) aten_s = aten_fake_quantize_seconds(in, out, rows, cols, f, timed);
+      if (aten_shape && names[k] == "int8@channel")
+        fq_s = aten_fake_quantize_per_channel_seconds(in, out, rows, cols, timed);
 #endif
-      scalar_s = median_seconds(std::min(repeats, 3), [&] { qcast::cast(in, out, {scalar_rows, cols}, f); });
+      scalar_s = median_seconds(std::min(repeats, 3), [&] { qcast::cast(in, out, scalar_shape, f); });
     } else {  // bytes: the tensor on one side, packed codes + scales on the other
       const qcast::Encoded enc = wide ? qcast::kernels::encode(in, shape, f, {}, threads)
                                       : qcast::kernels::encode(in16, dtype, shape, f, {}, threads);
       op_bytes = element_bytes * double(elements) + double(enc.codes.size() + enc.scales.size());
       qcast::Encoded small;  // the scalar reference's share (float32 only)
       if (wide) {
-        small = qcast::encode(in, {scalar_rows, cols}, f);
-        scalar_bytes = 4.0 * double(scalar_rows * cols) + double(small.codes.size() + small.scales.size());
+        small = qcast::encode(in, scalar_shape, f);
+        scalar_bytes = 4.0 * double(scalar_elements) + double(small.codes.size() + small.scales.size());
       }
       qcast::Encoded reused;  // encode: the steady state of a loop over tensors of one size
       if (op == "encode" && !wide) {
@@ -286,7 +308,7 @@ int bench_command(const std::vector<std::string>& args) {
       } else if (op == "encode") {
         std::tie(q_s, memcpy_s) = paired_median_seconds(
             repeats, [&] { qcast::kernels::encode_into(reused, in, shape, f, {}, threads); }, limit);
-        scalar_s = median_seconds(std::min(repeats, 3), [&] { (void)qcast::encode(in, {scalar_rows, cols}, f); });
+        scalar_s = median_seconds(std::min(repeats, 3), [&] { (void)qcast::encode(in, scalar_shape, f); });
       } else if (!wide) {
         std::tie(q_s, memcpy_s) =
             paired_median_seconds(repeats, [&] { qcast::kernels::decode(enc, out16, dtype, threads); }, limit);
@@ -305,10 +327,11 @@ int bench_command(const std::vector<std::string>& args) {
     if (json) {
       std::printf(
           "{\"format\": \"%s\", \"op\": \"%s\", \"dtype\": \"%s\", \"device\": \"cpu\", \"isa\": \"%s\", \"elements\": %lld, "
+          "\"shape\": [%s], "
           "\"threads\": %d, \"gbps\": %.4g, \"memcpy_gbps\": %.4g, \"aten_gbps\": %s, \"scalar_gbps\": %s, \"ratio_memcpy\": %.4g, "
           "\"ratio_aten\": %s, \"fake_quantize_per_channel_gbps\": %s, \"ratio_fake_quantize_per_channel\": %s}\n",
           names[k].c_str(), op.c_str(), qcast::dtype_name(dtype), qcast::kernels::current_target().c_str(),
-          (long long)elements, threads, gbps, memcpy_gbps, opt(aten_gbps).c_str(), opt(scalar_gbps).c_str(), gbps / memcpy_gbps,
+          (long long)elements, shape_json.c_str(), threads, gbps, memcpy_gbps, opt(aten_gbps).c_str(), opt(scalar_gbps).c_str(), gbps / memcpy_gbps,
           (aten_gbps > 0 ? opt(gbps / aten_gbps) : std::string("null")).c_str(), opt(fq_gbps).c_str(),
           (fq_gbps > 0 ? opt(gbps / fq_gbps) : std::string("null")).c_str());
     } else {
@@ -322,7 +345,7 @@ int bench_command(const std::vector<std::string>& args) {
   }
   if (!json)
     std::printf("\nGB/s count bytes read + written; 'scalar' is the reference on %lld elements, one thread.\n",
-                (long long)(scalar_rows * cols));
+                (long long)scalar_elements);
   return 0;
 }
 
