@@ -227,8 +227,6 @@ void encode_column_bands(const Input& input, const ColumnLayout& cols, std::int6
                          const CastOptions& o, const CodeParams& params, float amax_t, float s_t, int threads,
                          std::uint8_t* packed, std::uint32_t* scale_codes) {
   const int bits = f.element.bits();
-  const std::int64_t w = cols.chunk_columns(threads, 32768);
-  const std::int64_t chunks = (cols.width + w - 1) / w;
   // Where rows are multiples of 8 elements, every row chunk starts on a byte of the stream (chunks
   // are multiples of 16 columns): 8-bit and 4-bit codes go straight in, other widths are packed a
   // row chunk at a time. Otherwise two threads' rows may share a byte: one byte per code for the
@@ -237,43 +235,38 @@ void encode_column_bands(const Input& input, const ColumnLayout& cols, std::int6
   const bool packs_itself = bits == 8 || bits == 4;
   const CodeLayout stream_layout = bits == 4 ? CodeLayout::nibbles : CodeLayout::bytes;
   std::vector<std::uint8_t> whole_codes(rows_on_bytes ? 0 : static_cast<std::size_t>(n));
-  parallel_ranges(cols.bands * chunks, threads, cols.max_rows * w, [&](std::int64_t tb, std::int64_t te) {
-    std::vector<std::int32_t> amax_bits(static_cast<std::size_t>(w));
-    ColumnChunkScales scales(w);
-    std::vector<std::uint8_t> row_codes(static_cast<std::size_t>(w));
-    for (std::int64_t t = tb; t < te; ++t) {
-      const Band band = cols.band(t / chunks);
-      const std::int64_t k0 = (t % chunks) * w, m = std::min(w, cols.width - k0);
-      auto row = [&](std::int64_t r) { return band.base + r * cols.width + k0; };
-      std::fill(amax_bits.begin(), amax_bits.begin() + m, 0);
-      for (std::int64_t r = 0; r < band.rows; ++r)
-        column_max_bits(input.at(row(r), m), amax_bits.data(), std::size_t(m));
-      scales.set(f, amax_bits.data(), m, amax_t, s_t);
-      std::copy(scales.code.begin(), scales.code.begin() + m, scale_codes + band.group0 + k0);
-      const ColumnScales cs = scales.view(f.tensor_scale, s_t);
-      for (std::int64_t r = 0; r < band.rows; ++r) {
-        const std::int64_t at = row(r);
-        // The row's codes: in the stream, in row_codes (packed after), or in the whole-tensor bytes.
-        const bool in_stream = rows_on_bytes && packs_itself;
-        std::uint8_t* const dst = !rows_on_bytes ? whole_codes.data() + at
-                                  : in_stream    ? packed + at * bits / 8
-                                                 : row_codes.data();
-        const CodeLayout layout = in_stream ? stream_layout : CodeLayout::bytes;
-        encode_columns(params, cs, input.at(at, m), dst, layout, std::size_t(m), std::uint64_t(at));
-        for (std::size_t j = 0; j < scales.special.size(); ++j) {  // columns whose scale is not finite
-          const std::int64_t k = scales.special[j];
-          GroupScale g;
-          g.kind = scales.special_kind[j];
-          const std::uint8_t code = element_code_of(f, g, s_t, input.value(at + k), o, at + k);
-          if (layout == CodeLayout::nibbles) {  // k is the offset from a byte boundary
-            std::uint8_t& byte = dst[k / 2];
-            byte = k % 2 ? std::uint8_t((byte & 0x0F) | code << 4) : std::uint8_t((byte & 0xF0) | code);
-          } else {
-            dst[k] = code;
-          }
+  struct Rows {  // a thread's view of the input, and its buffer for a row chunk's codes
+    const Input& input;
+    std::vector<std::uint8_t> codes;
+    const float* read(std::int64_t at, std::int64_t m) const { return input.at(at, m); }
+  };
+  auto make_rows = [&](std::int64_t w) { return Rows{input, std::vector<std::uint8_t>(static_cast<std::size_t>(w))}; };
+  for_each_column_chunk(cols, f, amax_t, s_t, threads, make_rows,
+                        [&](Rows& rows, const Band& band, std::int64_t k0, std::int64_t m, const ColumnChunkScales& scales) {
+    std::copy(scales.code.begin(), scales.code.begin() + m, scale_codes + band.group0 + k0);
+    const ColumnScales cs = scales.view(f.tensor_scale, s_t);
+    for (std::int64_t r = 0; r < band.rows; ++r) {
+      const std::int64_t at = band.base + r * cols.width + k0;
+      // The row's codes: in the stream, in rows.codes (packed after), or in the whole-tensor bytes.
+      const bool in_stream = rows_on_bytes && packs_itself;
+      std::uint8_t* const dst = !rows_on_bytes ? whole_codes.data() + at
+                                : in_stream    ? packed + at * bits / 8
+                                               : rows.codes.data();
+      const CodeLayout layout = in_stream ? stream_layout : CodeLayout::bytes;
+      encode_columns(params, cs, rows.read(at, m), dst, layout, std::size_t(m), std::uint64_t(at));
+      for (std::size_t j = 0; j < scales.special.size(); ++j) {  // columns whose scale is not finite
+        const std::int64_t k = scales.special[j];
+        GroupScale g;
+        g.kind = scales.special_kind[j];
+        const std::uint8_t code = element_code_of(f, g, s_t, input.value(at + k), o, at + k);
+        if (layout == CodeLayout::nibbles) {  // k is the offset from a byte boundary
+          std::uint8_t& byte = dst[k / 2];
+          byte = k % 2 ? std::uint8_t((byte & 0x0F) | code << 4) : std::uint8_t((byte & 0xF0) | code);
+        } else {
+          dst[k] = code;
         }
-        if (rows_on_bytes && !packs_itself) pack_run(row_codes.data(), m, bits, packed + at * bits / 8);
       }
+      if (rows_on_bytes && !packs_itself) pack_run(rows.codes.data(), m, bits, packed + at * bits / 8);
     }
   });
   if (!rows_on_bytes)

@@ -71,6 +71,7 @@ namespace {
 struct FloatRows {
   const float* in;
   float* out;
+  std::vector<float> saved;  // a row's inputs in the special columns, kept before it is cast (in == out)
   const float* read(std::int64_t at, std::int64_t) { return in + at; }
   float* target(std::int64_t at) { return out + at; }
   void commit(std::int64_t, std::int64_t) {}
@@ -81,6 +82,7 @@ struct Rows16 {
   const std::uint16_t* in;
   std::uint16_t* out;
   std::vector<float> tile;
+  std::vector<float> saved;
   const float* read(std::int64_t at, std::int64_t m) {
     widen_span(t, in + at, tile.data(), std::size_t(m));
     return tile.data();
@@ -89,41 +91,25 @@ struct Rows16 {
   void commit(std::int64_t at, std::int64_t m) { narrow_span(t, tile.data(), out + at, std::size_t(m)); }
 };
 
-// The band loop; make_rows(w) gives a thread its row access for chunks of up to w columns.
+// The band loop with a thread's Rows from make_rows(w): each row of a chunk cast with a scale per
+// column, then the special columns patched as detail::cast_group writes them.
 template <class MakeRows>
 void cast_bands(const ColumnLayout& layout, const Format& f, const SpanParams& params, float amax_t, float s_t,
                 int threads, MakeRows&& make_rows) {
-  // Columns per chunk: for blocks, a chunk of the band's rows (up to 128 KiB) stays in L2 between
-  // the statistics pass and the quantizing pass; one band of channels spans every row, so its
-  // columns are split among the threads instead.
-  const std::int64_t w = layout.chunk_columns(threads, 32768);
-  const std::int64_t chunks = (layout.width + w - 1) / w;
-  parallel_ranges(layout.bands * chunks, threads, layout.max_rows * w, [&](std::int64_t tb, std::int64_t te) {
-    auto rows = make_rows(w);
-    std::vector<std::int32_t> amax_bits(static_cast<std::size_t>(w));
-    ColumnChunkScales scales(w);
-    std::vector<float> saved;  // a row's inputs in the special columns, kept before the row is cast (in == out)
-    for (std::int64_t t = tb; t < te; ++t) {
-      const Band band = layout.band(t / chunks);
-      const std::int64_t k0 = (t % chunks) * w, m = std::min(w, layout.width - k0);
-      auto row = [&](std::int64_t r) { return band.base + r * layout.width + k0; };
-      std::fill(amax_bits.begin(), amax_bits.begin() + m, 0);
-      for (std::int64_t r = 0; r < band.rows; ++r)
-        column_max_bits(rows.read(row(r), m), amax_bits.data(), std::size_t(m));
-      scales.set(f, amax_bits.data(), m, amax_t, s_t);
-      const std::vector<std::int64_t>& special = scales.special;
-      saved.resize(special.size());
-      const ColumnScales cs = scales.view(f.tensor_scale, s_t);
-      for (std::int64_t r = 0; r < band.rows; ++r) {
-        const std::int64_t at = row(r);
-        const float* const x = rows.read(at, m);
-        for (std::size_t j = 0; j < special.size(); ++j) saved[j] = x[special[j]];
-        float* const y = rows.target(at);
-        quantize_columns(params, cs, x, y, std::size_t(m), std::uint64_t(at));
-        for (std::size_t j = 0; j < special.size(); ++j)
-          y[special[j]] = non_finite_group_value(scales.special_kind[j], saved[j]);
-        rows.commit(at, m);
-      }
+  for_each_column_chunk(layout, f, amax_t, s_t, threads, make_rows,
+                        [&](auto& rows, const Band& band, std::int64_t k0, std::int64_t m, const ColumnChunkScales& scales) {
+    const std::vector<std::int64_t>& special = scales.special;
+    rows.saved.resize(special.size());
+    const ColumnScales cs = scales.view(f.tensor_scale, s_t);
+    for (std::int64_t r = 0; r < band.rows; ++r) {
+      const std::int64_t at = band.base + r * layout.width + k0;
+      const float* const x = rows.read(at, m);
+      for (std::size_t j = 0; j < special.size(); ++j) rows.saved[j] = x[special[j]];
+      float* const y = rows.target(at);
+      quantize_columns(params, cs, x, y, std::size_t(m), std::uint64_t(at));
+      for (std::size_t j = 0; j < special.size(); ++j)
+        y[special[j]] = non_finite_group_value(scales.special_kind[j], rows.saved[j]);
+      rows.commit(at, m);
     }
   });
 }
@@ -134,7 +120,7 @@ bool cast_column_groups(const float* in, float* out, const Shape& shape, const F
                         float amax_t, float s_t, int threads) {
   const ColumnLayout layout(shape, f);
   if (layout.bands == 0) return false;
-  cast_bands(layout, f, params, amax_t, s_t, threads, [&](std::int64_t) { return FloatRows{in, out}; });
+  cast_bands(layout, f, params, amax_t, s_t, threads, [&](std::int64_t) { return FloatRows{in, out, {}}; });
   return true;
 }
 
@@ -143,7 +129,7 @@ bool cast_column_groups16(DType t, const std::uint16_t* in, std::uint16_t* out, 
   const ColumnLayout layout(shape, f);
   if (layout.bands == 0) return false;
   cast_bands(layout, f, params, amax_t, s_t, threads, [&](std::int64_t w) {
-    return Rows16{t, in, out, std::vector<float>(static_cast<std::size_t>(w))};
+    return Rows16{t, in, out, std::vector<float>(static_cast<std::size_t>(w)), {}};
   });
   return true;
 }
