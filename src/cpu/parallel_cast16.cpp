@@ -3,12 +3,12 @@
 // back, so the tensor crosses memory once each way; a whole-tensor binary32 copy (widen, cast,
 // narrow) moved five times the bytes and ran 8-10x slower. Tiles lie within one group: value casts,
 // one scale for the tensor (from a statistics pass over the 16-bit input), blocks along the last
-// axis, and any layout of contiguous groups (per channel along the first axis), each group's
-// statistics from a pass over its tiles. Groups strided across rows (blocks along a non-last axis,
-// channels along the last) go by column bands a row at a time (parallel_columns.cpp); other strided
-// groups, and element formats without a SIMD kernel, take the whole-tensor path. Widening is exact and the cast of a tile is that of its elements in the
-// tensor (the same scales, the same flat indices for the stochastic draws), so the results are
-// those of the binary32 cast of the widened tensor, narrowed.
+// axis, and groups of contiguous runs (channels along the first or a middle axis), each group's
+// statistics from a pass over its runs. Groups strided across rows (blocks along a non-last axis,
+// channels along the last) go by column bands a row at a time (parallel_columns.cpp); element
+// formats without a SIMD kernel take the whole-tensor path. Widening is exact and the cast of a
+// tile is that of its elements in the tensor (the same scales, the same flat indices for the
+// stochastic draws), so the results are those of the binary32 cast of the widened tensor, narrowed.
 #include <algorithm>
 #include <atomic>
 #include <cmath>

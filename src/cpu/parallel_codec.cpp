@@ -242,7 +242,8 @@ void encode_column_bands(const Input& input, const ColumnLayout& cols, std::int6
   };
   auto make_rows = [&](std::int64_t w) { return Rows{input, std::vector<std::uint8_t>(static_cast<std::size_t>(w))}; };
   for_each_column_chunk(cols, f, amax_t, s_t, threads, make_rows,
-                        [&](Rows& rows, const Band& band, std::int64_t k0, std::int64_t m, const ColumnChunkScales& scales) {
+                        [&](Rows& rows, const Band& band, std::int64_t k0, std::int64_t m,
+                            const ColumnChunkScales& scales) {
     std::copy(scales.code.begin(), scales.code.begin() + m, scale_codes + band.group0 + k0);
     const ColumnScales cs = scales.view(f.tensor_scale, s_t);
     for (std::int64_t r = 0; r < band.rows; ++r) {

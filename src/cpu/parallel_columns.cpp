@@ -20,6 +20,7 @@
 #include "span_kernel.hpp"
 
 namespace qcast::kernels {
+
 ColumnChunkScales::ColumnChunkScales(std::int64_t columns)
     : scale(std::size_t(columns)), divisor(scale.size()), inverse(scale.size()), code(scale.size()) {}
 
@@ -97,7 +98,8 @@ template <class MakeRows>
 void cast_bands(const ColumnLayout& layout, const Format& f, const SpanParams& params, float amax_t, float s_t,
                 int threads, MakeRows&& make_rows) {
   for_each_column_chunk(layout, f, amax_t, s_t, threads, make_rows,
-                        [&](auto& rows, const Band& band, std::int64_t k0, std::int64_t m, const ColumnChunkScales& scales) {
+                        [&](auto& rows, const Band& band, std::int64_t k0, std::int64_t m,
+                            const ColumnChunkScales& scales) {
     const std::vector<std::int64_t>& special = scales.special;
     rows.saved.resize(special.size());
     const ColumnScales cs = scales.view(f.tensor_scale, s_t);

@@ -178,7 +178,8 @@ TEST_CASE("kernels::encode and decode equal the reference on channels along a mi
     const auto x = qcast_test::channel_run_values(int(shape[0]), int(shape[1]), int(inner), 98);
     for (const auto& target : qcast::kernels::available_targets()) {
       qcast::kernels::use_target(target);
-      for (const char* name : {"int8@channel:axis=1", "int4@channel:axis=1", "e4m3@channel:axis=1", "e3m2@channel:axis=1"}) {
+      for (const char* name :
+           {"int8@channel:axis=1", "int4@channel:axis=1", "e4m3@channel:axis=1", "e3m2@channel:axis=1"}) {
         const qcast::Format f = qcast::parse_format(name);
         for (std::size_t k = 0; k < options.size(); ++k) {
           INFO(target << " " << name << " inner " << inner << " options#" << k);

@@ -253,7 +253,8 @@ int bench_command(const std::vector<std::string>& args) {
   const std::function<void()> limit = [&] { copy_bytes(memcpy_threads); };
   // The scalar reference on the leading slices of the first axis, up to 4M elements.
   qcast::Shape scalar_shape = shape;
-  scalar_shape[0] = std::min<std::int64_t>(shape[0], std::max<std::int64_t>(1, (std::int64_t{1} << 22) / (elements / shape[0])));
+  const std::int64_t slice = elements / shape[0];
+  scalar_shape[0] = std::min<std::int64_t>(shape[0], std::max<std::int64_t>(1, (std::int64_t{1} << 22) / slice));
   std::int64_t scalar_elements = 1;
   for (auto d : scalar_shape) scalar_elements *= d;
   std::string shape_text, shape_json;
