@@ -4,6 +4,7 @@
 #pragma once
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <random>
 #include <vector>
@@ -82,5 +83,25 @@ inline std::vector<float> channel_run_values(int outer, int channels, int inner,
     for (int i = 0; i < inner; ++i) x[(std::size_t(o) * channels + 5) * inner + i] = 0.0f;
   return x;
 }
+
+// The cases of the tests of channels along a middle axis: runs of 72 (whole bytes of 4-bit and
+// 6-bit codes), of odd length, longer than a 4096-element tile or chunk, and a rank-4 (NCHW) tensor,
+// each with its channel_run_values; and the per-channel formats they take along axis 1.
+struct ChannelRunCase {
+  std::vector<std::int64_t> shape;
+  std::int64_t inner = 0;
+  std::vector<float> values;
+};
+inline std::vector<ChannelRunCase> channel_run_cases(unsigned seed) {
+  std::vector<ChannelRunCase> cases;
+  for (const std::vector<std::int64_t>& shape : {std::vector<std::int64_t>{3, 12, 72}, {3, 12, 37}, {2, 8, 9000},
+                                                 {2, 9, 6, 10}}) {
+    const std::int64_t inner = shape.size() == 4 ? shape[2] * shape[3] : shape[2];
+    cases.push_back({shape, inner, channel_run_values(int(shape[0]), int(shape[1]), int(inner), seed)});
+  }
+  return cases;
+}
+inline constexpr const char* kChannelRunFormats[] = {"int8@channel:axis=1", "int4@channel:axis=1",
+                                                     "e4m3@channel:axis=1", "e3m2@channel:axis=1"};
 
 }  // namespace qcast_test

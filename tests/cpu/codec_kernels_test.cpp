@@ -172,14 +172,13 @@ TEST_CASE("kernels::encode and decode equal the reference on channels along a mi
   std::vector<qcast::CastOptions> options(2);
   options[1].rounding = qcast::Rounding::stochastic;
   options[1].seed = 11;
-  for (const qcast::Shape& shape : {qcast::Shape{3, 12, 72}, qcast::Shape{3, 12, 37}, qcast::Shape{2, 8, 9000},
-                                    qcast::Shape{2, 9, 6, 10}}) {
-    const std::int64_t inner = shape.size() == 4 ? shape[2] * shape[3] : shape[2];
-    const auto x = qcast_test::channel_run_values(int(shape[0]), int(shape[1]), int(inner), 98);
+  for (const auto& c : qcast_test::channel_run_cases(98)) {
+    const qcast::Shape& shape = c.shape;
+    const std::int64_t inner = c.inner;
+    const std::vector<float>& x = c.values;
     for (const auto& target : qcast::kernels::available_targets()) {
       qcast::kernels::use_target(target);
-      for (const char* name :
-           {"int8@channel:axis=1", "int4@channel:axis=1", "e4m3@channel:axis=1", "e3m2@channel:axis=1"}) {
+      for (const char* name : qcast_test::kChannelRunFormats) {
         const qcast::Format f = qcast::parse_format(name);
         for (std::size_t k = 0; k < options.size(); ++k) {
           INFO(target << " " << name << " inner " << inner << " options#" << k);
