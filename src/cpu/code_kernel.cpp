@@ -180,7 +180,7 @@ HWY_INLINE GroupScale BlockScaleAndCode(const BlockParams& bp, const CodeParams&
 // One block by the general path: statistics, scale and code (into *scale_code_out), element codes
 // (to out at offsets at + i).
 template <class Writer>
-HWY_INLINE void EncodeBlockGeneral(const BlockParams& bp, const CodeParams& p, const CodeParams& scale_code,
+HWY_NOINLINE void EncodeBlockGeneral(const BlockParams& bp, const CodeParams& p, const CodeParams& scale_code,
                                    SpanScale mode, const float* HWY_RESTRICT in, const Writer& out, std::size_t at,
                                    std::uint32_t* scale_code_out, std::size_t n, std::uint64_t first,
                                    const CastOptions& o) {
@@ -222,8 +222,9 @@ HWY_INLINE void LeanScaleCodes(const LeanBlocks& c, const Format& f, const CodeP
 }
 
 // The whole blocks of a line from its start by the lean chunks (lean_blocks-inl.h), their codes
-// by LeanCodes; returns the offset of the first element left (a last partial block).
-template <bool kDivide, bool kInteger, class Writer>
+// by LeanCodes; returns the offset of the first element left (a last partial block). kVectors:
+// see WithLeanVariant.
+template <bool kDivide, bool kInteger, std::size_t kVectors, class Writer>
 HWY_INLINE std::size_t EncodeLeanLine(const BlockParams& bp, const LeanBlocks& c, const CodeParams& p,
                                       const CodeParams& scale_code, SpanScale mode, const float* HWY_RESTRICT in,
                                       const Writer& out, std::uint32_t* HWY_RESTRICT scale_codes, std::size_t len,
@@ -237,18 +238,26 @@ HWY_INLINE std::size_t EncodeLeanLine(const BlockParams& bp, const LeanBlocks& c
   std::size_t b = 0, k = 0;
   while (len - b >= block) {
     const std::size_t nb = std::min(kLeanChunkBlocks, (len - b) / block);
-    LeanBlockScales(c, in + b, block, nb, chunk);
+    const bool all_lean = LeanBlockScales<kVectors>(c, in + b, block, nb, chunk);
     LeanScaleCodes(c, *bp.format, scale_code, chunk, nb, scale_codes + k);
+    auto lean_block = [&](std::size_t j, std::size_t at) {
+      // x / s: a division for minifloat scales; for 2^k the exact product with 2^-k (the same value).
+      const auto factor = hn::Set(df, chunk.in_factor[j]);
+      const std::size_t n = kVectors ? kVectors * lanes : block;
+      for (std::size_t i = 0; i < n; i += lanes) {
+        const auto x = hn::LoadU(df, in + at + i);
+        out.Store(di, codes.template Of<true>(kDivide ? hn::Div(x, factor) : hn::Mul(x, factor)), at + i);
+      }
+    };
+    if (all_lean) {  // the common chunk: no test per block
+      for (std::size_t j = 0; j < nb; ++j, ++k, b += block) lean_block(j, b);
+      continue;
+    }
     for (std::size_t j = 0; j < nb; ++j, ++k, b += block) {
       if (chunk.in_factor[j] == 0.0f) {
         EncodeBlockGeneral(bp, p, scale_code, mode, in + b, out, b, scale_codes + k, block, first + b, o);
-        continue;
-      }
-      // x / s: a division for minifloat scales; for 2^k the exact product with 2^-k (the same value).
-      const auto factor = hn::Set(df, chunk.in_factor[j]);
-      for (std::size_t i = 0; i < block; i += lanes) {
-        const auto x = hn::LoadU(df, in + b + i);
-        out.Store(di, codes.template Of<true>(kDivide ? hn::Div(x, factor) : hn::Mul(x, factor)), b + i);
+      } else {
+        lean_block(j, b);
       }
     }
   }
@@ -269,9 +278,9 @@ void EncodeBlocks(const BlockParams& bp, const CodeParams& params, const CodePar
   WithCodeStream<CodeWriter>(layout, out, [&](const auto& writer) {
     std::size_t b = 0;
     if (c.scale != LeanBlocks::Scale::none && LeanCodesApply(p)) {
-      WithLeanVariant(c, [&](auto divide, auto integer) {
-        b = EncodeLeanLine<decltype(divide)::value, decltype(integer)::value>(bp, c, p, scale_code, mode, in, writer,
-                                                                              scale_codes, len, first, o);
+      WithLeanVariant(c, block, [&](auto divide, auto integer, auto vectors) {
+        b = EncodeLeanLine<decltype(divide)::value, decltype(integer)::value, decltype(vectors)::value>(
+            bp, c, p, scale_code, mode, in, writer, scale_codes, len, first, o);
       });
     }
     for (std::size_t k = b / block; b < len; b += block, ++k) {  // the general path, and a last partial block

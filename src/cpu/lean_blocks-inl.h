@@ -141,8 +141,48 @@ struct LeanChunkScales {
   HWY_ALIGN float out_scale[kLeanChunkBlocks];
 };
 
-// Blocks [0, nb) of `block` elements at in (nb <= kLeanChunkBlocks).
-HWY_INLINE void LeanBlockScales(const LeanBlocks& c, const float* HWY_RESTRICT in, std::size_t block, std::size_t nb,
+// The largest magnitude bits of K consecutive blocks of kVectors vectors each (K a power of two up
+// to the lane count L), as one vector: block i's partial maxima in lanes [i L/K, (i + 1) L/K). K = 1
+// is the max of the block's vectors; two halves combine by the max of their even and odd lanes
+// (ConcatEven / ConcatOdd keep the blocks in order), so K = L gives lane i = block i's maximum with
+// L - 1 combining steps instead of a horizontal reduction per block.
+template <std::size_t K, std::size_t kVectors>
+HWY_INLINE hn::Vec<hn::ScalableTag<std::int32_t>> BlocksMaxBits(const float* HWY_RESTRICT in) {
+  const hn::ScalableTag<float> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  const std::size_t lanes = hn::Lanes(df);
+  if constexpr (K == 1) {
+    const auto magnitude = hn::Set(di, 0x7FFFFFFF);
+    auto m = hn::And(hn::BitCast(di, hn::LoadU(df, in)), magnitude);
+    for (std::size_t k = 1; k < kVectors; ++k) {
+      m = hn::Max(m, hn::And(hn::BitCast(di, hn::LoadU(df, in + k * lanes)), magnitude));
+    }
+    return m;
+  } else {
+#if HWY_TARGET != HWY_SCALAR  // one lane: K is 1
+    const auto lo = BlocksMaxBits<K / 2, kVectors>(in);
+    const auto hi = BlocksMaxBits<K / 2, kVectors>(in + K / 2 * kVectors * lanes);
+    return hn::Max(hn::ConcatEven(di, hi, lo), hn::ConcatOdd(di, hi, lo));
+#endif
+  }
+}
+
+// The largest magnitude bits of one block (MagnitudeMaxBits). kVectors > 0: the block is that many
+// whole vectors (a loop the compiler unrolls); 0: any length.
+template <std::size_t kVectors>
+HWY_INLINE std::int32_t BlockMaxBits(const float* HWY_RESTRICT in, std::size_t block) {
+  if constexpr (kVectors == 0) {
+    return MagnitudeMaxBits(in, block);
+  } else {
+    const hn::ScalableTag<std::int32_t> di;
+    return hn::GetLane(hn::MaxOfLanes(di, BlocksMaxBits<1, kVectors>(in)));
+  }
+}
+
+// Blocks [0, nb) of `block` elements at in (nb <= kLeanChunkBlocks); kVectors as for
+// BlockMaxBits. Returns whether every block takes the lean path (no in_factor[j] == 0).
+template <std::size_t kVectors = 0>
+HWY_INLINE bool LeanBlockScales(const LeanBlocks& c, const float* HWY_RESTRICT in, std::size_t block, std::size_t nb,
                                 LeanChunkScales& out) {
   const hn::ScalableTag<float> df;
   const hn::RebindToSigned<decltype(df)> di;
@@ -150,13 +190,23 @@ HWY_INLINE void LeanBlockScales(const LeanBlocks& c, const float* HWY_RESTRICT i
   // Pass 1: each block's largest magnitude as bits (NaN and Inf compare above every finite value).
   // Lanes past nb read as 0, a block for the general path that nobody visits.
   HWY_ALIGN std::int32_t amax_bits[kLeanChunkBlocks];
-  for (std::size_t j = 0; j < nb; ++j) amax_bits[j] = MagnitudeMaxBits(in + j * block, block);
+  std::size_t first_single = 0;
+#if !HWY_HAVE_SCALABLE
+  if constexpr (kVectors > 0) {
+    constexpr std::size_t kLanes = HWY_LANES(float);
+    for (; first_single + kLanes <= nb; first_single += kLanes)
+      hn::Store(BlocksMaxBits<kLanes, kVectors>(in + first_single * block), di, amax_bits + first_single);
+  }
+#endif
+  for (std::size_t j = first_single; j < nb; ++j) amax_bits[j] = BlockMaxBits<kVectors>(in + j * block, block);
   const std::size_t padded = (nb + lanes - 1) / lanes * lanes;
   for (std::size_t j = nb; j < padded; ++j) amax_bits[j] = 0;
   // Pass 2: the scales of a vector of blocks at once.
   const auto inf_bits = hn::Set(di, 0x7F800000);
+  auto general = hn::FirstN(df, 0);  // blocks for the general path
   for (std::size_t j = 0; j < padded; j += lanes) {
     const auto bits = hn::Load(di, amax_bits + j);
+    const auto valid = hn::FirstN(df, nb - j);
     if (c.scale == LeanBlocks::Scale::pow2_floor) {
       // floor_scale_from_bits: amax normal and finite; k = exponent(amax) - emax_elem, clamped.
       auto k = hn::Sub(hn::ShiftRight<23>(bits), hn::Set(di, 127 + c.elem_emax));
@@ -164,6 +214,7 @@ HWY_INLINE void LeanBlockScales(const LeanBlocks& c, const float* HWY_RESTRICT i
       const auto ok = hn::And(hn::And(bits > hn::Set(di, 0x007FFFFF), bits < inf_bits),
                               hn::And(k > hn::Set(di, -127), k < hn::Set(di, 127)));
       const auto inv = hn::BitCast(df, hn::ShiftLeft<23>(hn::Sub(hn::Set(di, 127), k)));
+      general = hn::Or(general, hn::AndNot(hn::RebindMask(df, ok), valid));
       hn::Store(hn::IfThenElseZero(hn::RebindMask(df, ok), inv), df, out.in_factor + j);
       hn::Store(hn::BitCast(df, hn::ShiftLeft<23>(hn::Add(k, hn::Set(di, 127)))), df, out.out_scale + j);
     } else {
@@ -178,10 +229,12 @@ HWY_INLINE void LeanBlockScales(const LeanBlocks& c, const float* HWY_RESTRICT i
                                                             hn::Set(di, c.scale_mantissa_bits));
       const auto divisor = hn::Mul(s_b, vs_t);
       const auto ok = hn::And(hn::RebindMask(df, bits < inf_bits), divisor > hn::Zero(df));
+      general = hn::Or(general, hn::AndNot(ok, valid));
       hn::Store(hn::IfThenElseZero(ok, divisor), df, out.in_factor + j);
       hn::Store(s_b, df, out.out_scale + j);
     }
   }
+  return hn::AllFalse(df, general);
 }
 
 // The element quantizer of the lean blocks, its constants as vectors made once per line (held in
@@ -208,12 +261,13 @@ struct LeanElements {
 
   // Calls sink(offset, q) for each vector of one block's unscaled grid values q (offsets from the
   // block's first element), the block's x scaled by in_factor as LeanBlockScales set it.
-  template <class Sink>
+  template <std::size_t kVectors = 0, class Sink>
   HWY_INLINE void Block(const float* HWY_RESTRICT x, std::size_t block, float in_factor, Sink&& sink) const {
     const DF df;
     const std::size_t lanes = hn::Lanes(df);
     const auto factor = hn::Set(df, in_factor);
-    for (std::size_t i = 0; i < block; i += lanes) {
+    const std::size_t n = kVectors ? kVectors * lanes : block;
+    for (std::size_t i = 0; i < n; i += lanes) {
       const auto x_i = hn::LoadU(df, x + i);
       // x / s: a division for minifloat scales; for 2^k the exact product with 2^-k (the same value).
       const auto v = kDivide ? hn::Div(x_i, factor) : hn::Mul(x_i, factor);
@@ -226,15 +280,23 @@ struct LeanElements {
   }
 };
 
-// Calls body(kDivide, kInteger) with the two as std::integral_constant, so that a caller picks the
-// instantiation of its element loop once per line and not per vector.
+// Calls body(kDivide, kInteger, kVectors) with the three as std::integral_constant, so that a
+// caller picks the instantiation of its element loop once per line and not per vector. kVectors:
+// the vectors of a block where that is 2 or 4 (NVFP4 blocks on SSE4 and AVX2, MX blocks on AVX2 and
+// AVX-512), whose blocks then run as straight-line code; else 0 (a loop over the block).
 template <class Body>
-HWY_INLINE void WithLeanVariant(const LeanBlocks& c, Body&& body) {
+HWY_INLINE void WithLeanVariant(const LeanBlocks& c, std::size_t block, Body&& body) {
+  const std::size_t vectors = block / hn::Lanes(hn::ScalableTag<float>());
+  auto with_vectors = [&](auto divide, auto integer) {
+    if (vectors == 2) body(divide, integer, std::integral_constant<std::size_t, 2>{});
+    else if (vectors == 4) body(divide, integer, std::integral_constant<std::size_t, 4>{});
+    else body(divide, integer, std::integral_constant<std::size_t, 0>{});
+  };
   const bool divide = c.scale == LeanBlocks::Scale::divide;
-  if (divide && c.integer) body(std::true_type{}, std::true_type{});
-  else if (divide) body(std::true_type{}, std::false_type{});
-  else if (c.integer) body(std::false_type{}, std::true_type{});
-  else body(std::false_type{}, std::false_type{});
+  if (divide && c.integer) with_vectors(std::true_type{}, std::true_type{});
+  else if (divide) with_vectors(std::true_type{}, std::false_type{});
+  else if (c.integer) with_vectors(std::false_type{}, std::true_type{});
+  else with_vectors(std::false_type{}, std::false_type{});
 }
 
 }  // namespace qcast::kernels::HWY_NAMESPACE

@@ -178,7 +178,7 @@ HWY_INLINE GroupScale BlockScale(const BlockParams& p, float amax) {
 
 // One block by the general path: its statistics, group_scale and the span kernel (or the
 // special kinds of scale).
-HWY_INLINE void QuantizeBlockGeneral(const BlockParams& p, SpanScale mode, const float* HWY_RESTRICT in,
+HWY_NOINLINE void QuantizeBlockGeneral(const BlockParams& p, SpanScale mode, const float* HWY_RESTRICT in,
                                      float* HWY_RESTRICT out, std::size_t n, std::uint64_t first) {
   float amax = 0;
   if (BlockAmax(in, n, &amax)) {
@@ -194,8 +194,8 @@ HWY_INLINE void QuantizeBlockGeneral(const BlockParams& p, SpanScale mode, const
 }
 
 // The whole blocks of a line from its start by the lean chunks (lean_blocks-inl.h); returns the
-// offset of the first element left (a last partial block).
-template <bool kDivide, bool kInteger>
+// offset of the first element left (a last partial block). kVectors: see WithLeanVariant.
+template <bool kDivide, bool kInteger, std::size_t kVectors>
 HWY_INLINE std::size_t QuantizeLeanLine(const BlockParams& p, const LeanBlocks& c, SpanScale mode,
                                         const float* HWY_RESTRICT in, float* HWY_RESTRICT out, std::size_t len,
                                         std::uint64_t first) {
@@ -208,20 +208,27 @@ HWY_INLINE std::size_t QuantizeLeanLine(const BlockParams& p, const LeanBlocks& 
   std::size_t b = 0;
   while (len - b >= block) {
     const std::size_t nb = std::min(kLeanChunkBlocks, (len - b) / block);
-    LeanBlockScales(c, in + b, block, nb, chunk);
-    for (std::size_t j = 0; j < nb; ++j, b += block) {
-      if (chunk.in_factor[j] == 0.0f) {
-        QuantizeBlockGeneral(p, mode, in + b, out + b, block, first + b);
-        continue;
-      }
+    const bool all_lean = LeanBlockScales<kVectors>(c, in + b, block, nb, chunk);
+    auto lean_block = [&](std::size_t j, std::size_t at) {
       const auto s = hn::Set(df, chunk.out_scale[j]);
-      float* HWY_RESTRICT y = out + b;
-      elements.Block(in + b, block, chunk.in_factor[j], [&](std::size_t i, auto q) {
+      float* HWY_RESTRICT y = out + at;
+      elements.template Block<kVectors>(in + at, block, chunk.in_factor[j], [&](std::size_t i, auto q) {
         // detail::scaled_output: q * s, or (q * s_b) * s_t (s_t is 1 for one level: exact).
         q = hn::Mul(q, s);
         if (kDivide) q = hn::Mul(q, vs_t);
         StoreResult(stream, q, df, y + i);
       });
+    };
+    if (all_lean) {  // the common chunk: no test per block
+      for (std::size_t j = 0; j < nb; ++j, b += block) lean_block(j, b);
+      continue;
+    }
+    for (std::size_t j = 0; j < nb; ++j, b += block) {
+      if (chunk.in_factor[j] == 0.0f) {
+        QuantizeBlockGeneral(p, mode, in + b, out + b, block, first + b);
+      } else {
+        lean_block(j, b);
+      }
     }
   }
   if (stream) hwy::FlushStream();
@@ -235,8 +242,9 @@ void QuantizeBlocks(const BlockParams& p, const float* HWY_RESTRICT in, float* H
   const LeanBlocks c = MakeLeanBlocks(p);
   std::size_t b = 0;
   if (c.scale != LeanBlocks::Scale::none) {
-    WithLeanVariant(c, [&](auto divide, auto integer) {
-      b = QuantizeLeanLine<decltype(divide)::value, decltype(integer)::value>(p, c, mode, in, out, len, first);
+    WithLeanVariant(c, block, [&](auto divide, auto integer, auto vectors) {
+      b = QuantizeLeanLine<decltype(divide)::value, decltype(integer)::value, decltype(vectors)::value>(
+          p, c, mode, in, out, len, first);
     });
   }
   for (; b < len; b += block) {  // the general path, and a last partial block
