@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "qcast/kernels.hpp"
+#include "canonical_layout.hpp"
 #include "parallel_ranges.hpp"
 #include "span_kernel.hpp"
 
@@ -135,8 +136,12 @@ BlockParams block_params(const Format& f, const CastOptions& o, float amax_t, fl
   return p;
 }
 
-void cast(const float* in, float* out, const Shape& shape, const Format& f, const CastOptions& o, int threads) {
-  detail::check_format(f);
+void cast(const float* in, float* out, const Shape& given_shape, const Format& given_format, const CastOptions& o,
+          int threads) {
+  detail::check_format(given_format);
+  const CanonicalLayout canonical = canonical_layout(given_shape, given_format);
+  const Shape& shape = canonical.shape;
+  const Format& f = canonical.format;
   threads = resolve_threads(threads);
   const detail::GroupLayout layout(shape, f);
   const std::int64_t n = layout.elements();

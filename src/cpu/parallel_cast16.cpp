@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "canonical_layout.hpp"
 #include "column_layout.hpp"
 #include "parallel_ranges.hpp"
 #include "qcast/kernels.hpp"
@@ -165,7 +166,8 @@ void cast(const void* in, void* out, DType t, const Shape& shape, const Format& 
   threads = resolve_threads(threads);
   const auto* src = static_cast<const std::uint16_t*>(in);
   auto* dst = static_cast<std::uint16_t*>(out);
-  if (cast_tiled(t, src, dst, shape, f, o, threads)) return;
+  const CanonicalLayout canonical = canonical_layout(shape, f);  // the float32 cast below takes it itself
+  if (cast_tiled(t, src, dst, canonical.shape, canonical.format, o, threads)) return;
   const std::int64_t n = detail::GroupLayout(shape, f).elements();
   std::vector<float> wide(static_cast<std::size_t>(n));
   parallel_ranges(n, threads, 1, [&](std::int64_t b, std::int64_t e) {

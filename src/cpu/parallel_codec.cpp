@@ -17,6 +17,7 @@
 
 #include "code_kernel.hpp"
 #include "column_layout.hpp"
+#include "canonical_layout.hpp"
 #include "column_scales.hpp"
 #include "parallel_ranges.hpp"
 #include "qcast/element_codec.hpp"
@@ -460,8 +461,20 @@ Encoded encode(const float* in, const Shape& shape, const Format& f, const CastO
   return e;
 }
 
+// encode_with on the canonical layout; the result keeps the shape and format as given.
+template <class Input>
+bool encode_canonical(Encoded& e, const Input& input, const Shape& shape, const Format& f, const CastOptions& o,
+                      int threads) {
+  detail::check_format(f);
+  const CanonicalLayout canonical = canonical_layout(shape, f);
+  if (!encode_with(e, input, canonical.shape, canonical.format, o, threads)) return false;
+  e.shape = shape;
+  e.format = f;
+  return true;
+}
+
 void encode_into(Encoded& e, const float* in, const Shape& shape, const Format& f, const CastOptions& o, int threads) {
-  if (!encode_with(e, FloatInput{in}, shape, f, o, threads)) e = qcast::encode(in, shape, f, o);
+  if (!encode_canonical(e, FloatInput{in}, shape, f, o, threads)) e = qcast::encode(in, shape, f, o);
 }
 
 namespace {
@@ -519,11 +532,13 @@ struct Narrowed16 {
 // way: element formats the code kernel does not cover, and short buffers (the reference reports them).
 template <class Output>
 bool decode_into(const Encoded& e, const Output& output, int threads) {
-  const Format& f = e.format;
-  detail::check_format(f);
+  detail::check_format(e.format);
+  const CanonicalLayout canonical = canonical_layout(e.shape, e.format);
+  const Shape& shape = canonical.shape;
+  const Format& f = canonical.format;
   if (!code_kernel_supports(f.element)) return false;
   threads = resolve_threads(threads);
-  const detail::GroupLayout layout(e.shape, f);
+  const detail::GroupLayout layout(shape, f);
   const std::int64_t n = layout.elements();
   const int bits = f.element.bits();
   const std::int64_t groups = f.is_scaled() ? layout.groups() : 0;
@@ -573,12 +588,12 @@ bool decode_into(const Encoded& e, const Output& output, int threads) {
     });
     return true;
   }
-  if (along_last_axis(f, e.shape) && n > 0) {  // lines of contiguous blocks
+  if (along_last_axis(f, shape) && n > 0) {  // lines of contiguous blocks
     const int scale_bits = f.scale_storage_bits();
     float scale_table[256];
     if (scale_bits == 8)
       for (std::uint32_t c = 0; c < 256; ++c) scale_table[c] = decode_element(f.scale, c);
-    const std::int64_t len = e.shape.back();
+    const std::int64_t len = shape.back();
     const std::int64_t per_line = (len + f.block_size - 1) / f.block_size;
     const std::int64_t chunk_len = std::min(block_chunk(f.block_size), len);
     // Straight from the stream where every block starts on a byte (4-bit: even lines and blocks).
@@ -611,7 +626,7 @@ bool decode_into(const Encoded& e, const Output& output, int threads) {
     });
     return true;
   }
-  if (const ColumnLayout cols(e.shape, f); cols.bands > 0) {  // groups strided across rows: column bands
+  if (const ColumnLayout cols(shape, f); cols.bands > 0) {  // groups strided across rows: column bands
     const int scale_bits = f.scale_storage_bits();
     const bool two_level = f.tensor_scale;
     const std::int64_t w = cols.chunk_columns(threads, 32768);
@@ -700,7 +715,7 @@ void encode_into(Encoded& e, const void* in, DType t, const Shape& shape, const 
                  int threads) {
   if (t == DType::f32) return encode_into(e, static_cast<const float*>(in), shape, f, o, threads);
   const auto* src = static_cast<const std::uint16_t*>(in);
-  if (encode_with(e, Widened16{t, src}, shape, f, o, threads)) return;
+  if (encode_canonical(e, Widened16{t, src}, shape, f, o, threads)) return;
   // Formats the code kernel does not cover: the reference encode of the widened tensor.
   threads = resolve_threads(threads);
   const std::int64_t n = detail::GroupLayout(shape, f).elements();

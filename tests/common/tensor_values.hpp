@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <utility>
 #include <vector>
 
 namespace qcast_test {
@@ -103,5 +104,42 @@ inline std::vector<ChannelRunCase> channel_run_cases(unsigned seed) {
 }
 inline constexpr const char* kChannelRunFormats[] = {"int8@channel:axis=1", "int4@channel:axis=1",
                                                      "e4m3@channel:axis=1", "e3m2@channel:axis=1"};
+
+// Shapes with dimensions of size 1 around a format's axis, each with its format. The kernels' drivers
+// dispatch them as the shape without those dimensions (src/cpu/canonical_layout.hpp): [64, 24, 1, 1]
+// per channel is the column-group case [64, 24]; [1, 24, 40] has one run per channel; [1, 24, 1]
+// one element per channel; blocks along a middle axis with nothing after it are lines of blocks;
+// an axis of size 1 is kept ([1, 1, 40] in blocks along it: one element a block, 40 columns).
+// Values: scaled rows of the last dimension with the special rows (NaN, Inf, zeros, subnormals).
+struct UnitDimCase {
+  std::vector<std::int64_t> shape;
+  const char* format;
+  std::vector<float> values;
+};
+inline std::vector<UnitDimCase> unit_dim_cases(unsigned seed) {
+  const std::pair<std::vector<std::int64_t>, const char*> layouts[] = {
+      {{64, 24, 1, 1}, "int8@channel:axis=1"},
+      {{64, 24, 1, 1}, "e3m2@channel:axis=-3"},
+      {{1, 24, 40}, "int4@channel:axis=1"},
+      {{1, 24, 1}, "e4m3@channel:axis=-2"},
+      {{3, 1, 37}, "int8@channel:axis=1"},
+      {{40, 1, 64}, "mxfp4"},
+      {{2, 48, 1, 1}, "fp4_e2m1@g16+tensor:scale=ue4m3:axis=1"},  // NVFP4 along axis 1
+      {{64, 1, 1}, "int4@g32:axis=0"},
+      {{1, 1, 40}, "e2m1@g16:scale=ue4m3:axis=1"},
+      {{1, 72, 1, 16}, "fp6_e2m3@g32:scale=e8m0:axis=1"}};
+  std::vector<UnitDimCase> cases;
+  for (const auto& [shape, format] : layouts) {
+    std::int64_t n = 1;
+    for (auto d : shape) n *= d;
+    const int cols = int(shape.back() > 1 ? shape.back() : 8);
+    const int rows = int((n + cols - 1) / cols) < 8 ? 8 : int((n + cols - 1) / cols);
+    auto x = scaled_normal_rows(rows, cols, seed++);
+    add_special_rows(x, cols, true);
+    x.resize(std::size_t(n));
+    cases.push_back({shape, format, x});
+  }
+  return cases;
+}
 
 }  // namespace qcast_test

@@ -164,6 +164,40 @@ TEST_CASE("kernels::encode and decode equal the reference on column groups (stri
   qcast::kernels::use_target("");
 }
 
+TEST_CASE("kernels::encode and decode equal the reference on shapes with dimensions of size 1 around the axis") {
+  // Encoded as the shape without the unit dimensions (canonical_layout.hpp), the result must still
+  // carry the shape and format as given; decode takes the given ones back.
+  std::vector<qcast::CastOptions> options(2);
+  options[1].rounding = qcast::Rounding::stochastic;
+  options[1].seed = 12;
+  for (const auto& c : qcast_test::unit_dim_cases(32)) {
+    const qcast::Format f = qcast::parse_format(c.format);
+    for (const auto& target : qcast::kernels::available_targets()) {
+      qcast::kernels::use_target(target);
+      for (std::size_t k = 0; k < options.size(); ++k) {
+        INFO(target << " " << c.format << " shape rank " << c.shape.size() << " options#" << k);
+        check_codec_against_reference(c.values, c.shape, f, options[k]);
+        const qcast::Encoded got = qcast::kernels::encode(c.values.data(), c.shape, f, options[k], 2);
+        CHECK(got.shape == c.shape);
+        CHECK(got.format == f);
+        std::vector<std::uint16_t> x16(c.values.size());
+        std::vector<float> wide(c.values.size());
+        for (std::size_t i = 0; i < x16.size(); ++i) {
+          x16[i] = qcast::narrow(qcast::DType::f16, c.values[i]);
+          wide[i] = qcast::widen(qcast::DType::f16, x16[i]);
+        }
+        const qcast::Encoded ref16 = qcast::encode(wide.data(), c.shape, f, options[k]);
+        const qcast::Encoded got16 = qcast::kernels::encode(x16.data(), qcast::DType::f16, c.shape, f, options[k], 3);
+        CHECK(first_difference(got16.codes, ref16.codes) == -1);
+        CHECK(first_difference(got16.scales, ref16.scales) == -1);
+        CHECK(got16.shape == c.shape);
+        CHECK(got16.format == f);
+      }
+    }
+  }
+  qcast::kernels::use_target("");
+}
+
 TEST_CASE("kernels::encode and decode equal the reference on channels along a middle axis (contiguous runs)") {
   // Each channel is `outer` runs of `inner` elements, encoded and decoded a run at a time. Runs of 72
   // own whole bytes (encode writes 4-bit and 6-bit codes straight into the stream); runs of 37 share

@@ -166,6 +166,35 @@ TEST_CASE("channels along a middle axis (groups of contiguous runs) equal the re
   qcast::kernels::use_target("");
 }
 
+TEST_CASE("shapes with dimensions of size 1 around the axis equal the reference") {
+  // The drivers take these as the shape without the unit dimensions (canonical_layout.hpp); the
+  // results must be those of the shape as given, on every target, 1-3 threads, every option, and
+  // through the 16-bit entry point.
+  const auto options = qcast_test::rounding_and_overflow_options();
+  for (const auto& c : qcast_test::unit_dim_cases(31)) {
+    const qcast::Format f = qcast::parse_format(c.format);
+    for (const auto& target : qcast::kernels::available_targets()) {
+      qcast::kernels::use_target(target);
+      for (std::size_t k = 0; k < options.size(); ++k) {
+        for (int threads : {1, 2, 3}) {
+          INFO(target << " " << c.format << " shape rank " << c.shape.size() << " options#" << k << " threads "
+                      << threads);
+          CHECK(mismatches(c.values, c.shape, f, options[k], threads) == 0);
+        }
+        std::vector<std::uint16_t> x16(c.values.size()), ref(c.values.size()), got(c.values.size());
+        for (std::size_t i = 0; i < x16.size(); ++i) x16[i] = qcast::narrow(qcast::DType::bf16, c.values[i]);
+        qcast::cast(x16.data(), ref.data(), qcast::DType::bf16, c.shape, f, options[k]);
+        qcast::kernels::cast(x16.data(), got.data(), qcast::DType::bf16, c.shape, f, options[k], 3);
+        std::size_t bad = 0;
+        for (std::size_t i = 0; i < x16.size(); ++i) bad += got[i] != ref[i];
+        INFO(target << " " << c.format << " options#" << k << " bf16");
+        CHECK(bad == 0);
+      }
+    }
+  }
+  qcast::kernels::use_target("");
+}
+
 TEST_CASE("block kernels equal the reference where blocks of every kind follow each other in a line") {
   // Lines of 2168 elements: more than one chunk of blocks in the lean path, and a partial last block.
   const int rows = 12, cols = 2168;
