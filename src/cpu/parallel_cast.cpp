@@ -87,7 +87,7 @@ bool span_kernel_supports(const ElementFormat& e) {
   if (!e.is_signed) return false;
   if (e.kind == ElementKind::integer) return e.integer_bits <= 16 && e.fraction_bits <= 24;
   if (e.kind != ElementKind::minifloat) return false;
-  // Grid steps must be normal binary32 values, r = |v| / ulp < 2^22 (so r + 0.5 is exact), and
+  // Grid steps must be normal binary32 values, r = |v| / ulp < 2^22 (r and its fraction exact), and
   // 2 * max must be finite.
   return e.mantissa_bits <= 20 && e.min_exponent() - e.mantissa_bits >= -126 && e.max_exponent() <= 125;
 }

@@ -34,7 +34,12 @@ template <class DF, class V>
 HWY_INLINE V RoundMode(DF df, const SpanParams& p, V r, std::uint64_t index) {
   switch (p.rounding) {
     case Rounding::nearest_even: return hn::Round(r);
-    case Rounding::nearest_away: return hn::Floor(hn::Add(r, hn::Set(df, 0.5f)));  // r < 2^22: exact
+    case Rounding::nearest_away: {
+      // Trunc(r) + (r - Trunc(r) >= 1/2), the fraction exact. (Floor(r + 0.5) is not: for
+      // r = 0.5 - 2^-25 the sum rounds to 1 in binary32.)
+      const V whole = hn::Trunc(r);
+      return hn::Add(whole, hn::IfThenElseZero(hn::Sub(r, whole) >= hn::Set(df, 0.5f), hn::Set(df, 1.0f)));
+    }
     case Rounding::toward_zero: return hn::Trunc(r);
     default: {
       const hn::RebindToUnsigned<DF> du;

@@ -197,7 +197,10 @@ __device__ inline float decode_general(const ElementParams& f, std::uint32_t cod
 __device__ __forceinline__ float round_float(const ElementParams& p, float r, std::uint64_t index) {
   switch (p.rounding) {
     case Rounding::nearest_even: return rintf(r);
-    case Rounding::nearest_away: return floorf(r + 0.5f);  // r < 2^22: exact
+    case Rounding::nearest_away: {  // the fraction r - trunc(r) is exact; r + 0.5 is not (r = 0.5 - 2^-25)
+      const float whole = truncf(r);
+      return r - whole >= 0.5f ? whole + 1.0f : whole;
+    }
     case Rounding::toward_zero: return truncf(r);
     default: {
       const float u24 = float(stochastic_bits(p.seed, index) >> 8);
