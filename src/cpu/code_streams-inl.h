@@ -41,9 +41,11 @@ struct CodeWriter {
   HWY_INLINE void Store(DI di, hn::Vec<DI> codes, std::size_t i) const {
     const hn::RebindToUnsigned<DI> du;
     if constexpr (kNibbles && kNibblePairsInVectors) {
-      // A pair of codes as one 64-bit lane c0 | c1 << 32: c0 | c1 << 4 in its low byte.
+      // A pair of codes as one 64-bit lane c0 | c1 << 32: c0 | c1 << 4 in its low byte. The mask
+      // keeps a code wider than 4 bits (the don't-care code of a NaN lane that the caller patches
+      // afterwards, e.g. a column group with a NaN) out of its neighbour's nibble.
       const hn::Repartition<std::uint64_t, DI> d64;
-      const auto pair = hn::BitCast(d64, codes);
+      const auto pair = hn::BitCast(d64, hn::And(codes, hn::Set(di, 0xF)));
       const hn::Rebind<std::uint8_t, decltype(d64)> d8;
       hn::StoreU(hn::TruncateTo(d8, hn::Or(pair, hn::ShiftRight<28>(pair))), d8, out + i / 2);
     } else if constexpr (kNibbles) {

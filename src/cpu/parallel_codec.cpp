@@ -278,8 +278,9 @@ void encode_column_bands(const Input& input, const ColumnLayout& cols, std::int6
 }
 
 // The compiled encode of `input` into e; false where it does not run and the caller must encode
-// another way: element formats the code kernel does not cover. Every byte of codes and scales is written (packing writes whole
-// bytes), so buffers of the right size are reused as they are.
+// another way: element formats the code kernel does not cover, and two-level scales whose divisors
+// can round to 0 (below). Every byte of codes and scales is written (packing writes whole bytes),
+// so buffers of the right size are reused as they are.
 template <class Input>
 bool encode_with(Encoded& e, const Input& input, const Shape& shape, const Format& f, const CastOptions& o,
                  int threads) {
@@ -333,6 +334,12 @@ bool encode_with(Encoded& e, const Input& input, const Shape& shape, const Forma
                                                                           : detail::GroupStats{};
   const float amax_t = f.tensor_scale ? whole.amax /* over finite elements */ : 1.0f;
   const float s_t = f.tensor_scale ? tensor_scale_of(f, amax_t) : 1.0f;
+  // A two-level scale so small that a group's divisor s · s_t can round to 0 (binary32 or bfloat16
+  // block scales put s_t near amax_t / (max_elem · 2^128)) turns an element that is exactly 0 into
+  // 0 / 0 = NaN, which the reference encodes as a NaN code or rejects (elements without one). The
+  // paths below take a finite group's scaled values to be numbers, so such tensors go to the
+  // reference.
+  if (f.tensor_scale && amax_t != 0.0f && float(f.scale.min_subnormal()) * s_t == 0.0f) return false;
   e.tensor_scale = s_t;
   std::vector<std::uint32_t> scale_codes(static_cast<std::size_t>(groups));
   const SpanScale mode = span_scale_mode(f);

@@ -10,6 +10,7 @@
 #include <random>
 #include <string>
 
+#include "common/cast_options.hpp"
 #include "common/reference_errors.hpp"
 #include "common/streaming.hpp"
 #include "common/tensor_values.hpp"
@@ -364,18 +365,23 @@ TEST_CASE("kernels::encode and decode equal the reference on every grid value, t
   for (const auto& target : qcast::kernels::available_targets()) {
     qcast::kernels::use_target(target);
     // Value casts: the element grid itself, with overflow, Inf and (where the format has a NaN
-    // code) NaN; saturating and not.
+    // code) NaN; every rounding mode, saturating and not. The neighbours of a tie are where a
+    // rounding shortcut goes wrong: r = 0.5 - 2^-25 (below the first tie, in units of the grid step)
+    // made r + 0.5 round up to 1 in binary32, so Floor(r + 0.5) rounded it away from zero.
     for (const char* name : {"fp8_e4m3", "fp8_e5m2", "fp8_e4m3fnuz", "fp6_e2m3", "fp6_e3m2", "fp4_e2m1"}) {
       const qcast::Format f = qcast::parse_format(name);
       std::vector<float> x = grid_ties_and_neighbours(f.element, INFINITY, true);
       if (f.element.has_nan()) x.push_back(std::numeric_limits<float>::quiet_NaN());
-      for (bool saturate : {true, false}) {
-        qcast::CastOptions o;
-        o.saturate = saturate;
-        INFO(target << " " << name << " saturate " << saturate);
-        const qcast::Encoded ref = qcast::encode(x.data(), {std::int64_t(x.size())}, f, o);
-        CHECK(first_difference(qcast::kernels::encode(x.data(), {std::int64_t(x.size())}, f, o, 2).codes, ref.codes) == -1);
+      const qcast::Shape shape{std::int64_t(x.size())};
+      for (const qcast::CastOptions& o : qcast_test::rounding_and_overflow_options()) {
+        INFO(target << " " << name << " rounding " << int(o.rounding) << " saturate " << o.saturate.value_or(true));
+        const qcast::Encoded ref = qcast::encode(x.data(), shape, f, o);
+        CHECK(first_difference(qcast::kernels::encode(x.data(), shape, f, o, 2).codes, ref.codes) == -1);
         check_decode_against_reference(ref);  // every code of the format, NaN and Inf codes included
+        std::vector<float> cast_ref(x.size()), cast_got(x.size());
+        qcast::cast(x.data(), cast_ref.data(), shape, f, o);
+        qcast::kernels::cast(x.data(), cast_got.data(), shape, f, o, 2);
+        CHECK(same_bits(cast_got, cast_ref));
       }
     }
     // Block formats whose scale is exactly 1: each block opens with the largest element value, and
@@ -513,6 +519,63 @@ TEST_CASE("kernels::encode reports the first NaN of a direct cast to a format wi
     REQUIRE(!ref_what.empty());
     CHECK_THROWS_WITH(qcast::kernels::encode(x.data(), {100000}, f, {}, 2), ref_what);
   }
+}
+
+TEST_CASE("kernels::encode equals the reference where a two-level divisor s * s_t rounds to zero") {
+  // Binary32 block scales put s_t = amax_t / (max_elem * FLT_MAX): for a tensor of small values the
+  // product s * s_t underflows to 0, and an element that is exactly 0 scales to 0 / 0 = NaN. The
+  // reference then rejects an element format without a NaN code and encodes the NaN code of one
+  // that has it; the kernels must do the same.
+  std::vector<float> x(4096);
+  std::mt19937 rng(57);
+  std::normal_distribution<float> normal;
+  for (auto& v : x) v = normal(rng) * 1e-9f;
+  x[100] = 0.0f;
+  const qcast::Shape shape{16, 256};
+  for (const auto& target : qcast::kernels::available_targets()) {
+    qcast::kernels::use_target(target);
+    for (const char* name : {"int8@g16+tensor:scale=fp32", "e2m1nosp@g32+tensor:scale=bf16"}) {
+      const auto f = qcast::parse_format(name);
+      const std::string ref_what = qcast_test::reference_encode_error(x, shape, f);
+      INFO(target << " " << name);
+      REQUIRE(!ref_what.empty());
+      CHECK_THROWS_WITH(qcast::kernels::encode(x.data(), shape, f, {}, 2), ref_what);
+    }
+    const auto f = qcast::parse_format("e4m3@g16+tensor:scale=fp32");  // has a NaN code
+    const qcast::Encoded ref = qcast::encode(x.data(), shape, f);
+    const qcast::Encoded got = qcast::kernels::encode(x.data(), shape, f, {}, 2);
+    INFO(target);
+    CHECK(first_difference(got.codes, ref.codes) == -1);
+    CHECK(first_difference(got.scales, ref.scales) == -1);
+  }
+  qcast::kernels::use_target("");
+}
+
+TEST_CASE("kernels::encode of 4-bit column groups with a NaN column leaves the neighbouring codes alone") {
+  // Blocks along axis 0 in rows of 792 elements (a multiple of 8: codes go straight into the
+  // stream). Column 12 holds a NaN; under the rounding modes that quantize before coding, its lane's
+  // code came out wider than 4 bits and spilled into column 13's nibble before column 12 was patched.
+  std::vector<float> x(2 * 792);
+  std::mt19937 rng(58);
+  std::normal_distribution<float> normal;
+  for (auto& v : x) v = normal(rng);
+  x[12] = NAN;
+  x[792 + 500] = -NAN;
+  std::vector<qcast::CastOptions> options(3);
+  options[1].rounding = qcast::Rounding::toward_zero;
+  options[2].rounding = qcast::Rounding::stochastic;
+  options[2].seed = 5;
+  for (const auto& target : qcast::kernels::available_targets()) {
+    qcast::kernels::use_target(target);
+    for (const char* name : {"fp4_e2m1@g32:scale=e8m0:axis=0", "int4@g32:axis=0"}) {
+      const auto f = qcast::parse_format(name);
+      for (std::size_t k = 0; k < options.size(); ++k) {
+        INFO(target << " " << name << " options#" << k);
+        check_codec_against_reference(x, {2, 792}, f, options[k]);
+      }
+    }
+  }
+  qcast::kernels::use_target("");
 }
 
 TEST_CASE("kernels::decode rejects short code buffers as the reference does") {
