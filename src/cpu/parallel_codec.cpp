@@ -15,9 +15,9 @@
 #include <type_traits>
 #include <vector>
 
+#include "canonical_layout.hpp"
 #include "code_kernel.hpp"
 #include "column_layout.hpp"
-#include "canonical_layout.hpp"
 #include "column_scales.hpp"
 #include "parallel_ranges.hpp"
 #include "qcast/element_codec.hpp"
