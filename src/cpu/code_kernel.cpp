@@ -240,7 +240,8 @@ HWY_INLINE std::size_t EncodeLeanLine(const BlockParams& bp, const LeanBlocks& c
     const std::size_t nb = std::min(kLeanChunkBlocks, (len - b) / block);
     const bool all_lean = LeanBlockScales<kVectors>(c, in + b, block, nb, chunk);
     LeanScaleCodes(c, *bp.format, scale_code, chunk, nb, scale_codes + k);
-    auto lean_block = [&](std::size_t j, std::size_t at) {
+    auto lean_block = [&](std::size_t j) {
+      const std::size_t at = b + j * block;
       // x / s: a division for minifloat scales; for 2^k the exact product with 2^-k (the same value).
       const auto factor = hn::Set(df, chunk.in_factor[j]);
       const std::size_t n = kVectors ? kVectors * lanes : block;
@@ -249,17 +250,12 @@ HWY_INLINE std::size_t EncodeLeanLine(const BlockParams& bp, const LeanBlocks& c
         out.Store(di, codes.template Of<true>(kDivide ? hn::Div(x, factor) : hn::Mul(x, factor)), at + i);
       }
     };
-    if (all_lean) {  // the common chunk: no test per block
-      for (std::size_t j = 0; j < nb; ++j, ++k, b += block) lean_block(j, b);
-      continue;
-    }
-    for (std::size_t j = 0; j < nb; ++j, ++k, b += block) {
-      if (chunk.in_factor[j] == 0.0f) {
-        EncodeBlockGeneral(bp, p, scale_code, mode, in + b, out, b, scale_codes + k, block, first + b, o);
-      } else {
-        lean_block(j, b);
-      }
-    }
+    ForEachChunkBlock(all_lean, chunk, nb, lean_block, [&](std::size_t j) {
+      const std::size_t at = b + j * block;
+      EncodeBlockGeneral(bp, p, scale_code, mode, in + at, out, at, scale_codes + k + j, block, first + at, o);
+    });
+    b += nb * block;
+    k += nb;
   }
   return b;
 }

@@ -237,6 +237,25 @@ HWY_INLINE bool LeanBlockScales(const LeanBlocks& c, const float* HWY_RESTRICT i
   return hn::AllFalse(df, general);
 }
 
+// Visits blocks [0, nb) of a chunk whose scales LeanBlockScales set: lean(j) for the blocks of the
+// lean path, general(j) for those it left to the general path (in_factor[j] == 0). all_lean (its
+// result) skips the test of each block in the common chunk. Shared by the cast and encode lines.
+template <class Lean, class General>
+HWY_INLINE void ForEachChunkBlock(bool all_lean, const LeanChunkScales& chunk, std::size_t nb, Lean&& lean,
+                                  General&& general) {
+  if (all_lean) {
+    for (std::size_t j = 0; j < nb; ++j) lean(j);
+    return;
+  }
+  for (std::size_t j = 0; j < nb; ++j) {
+    if (chunk.in_factor[j] == 0.0f) {
+      general(j);
+    } else {
+      lean(j);
+    }
+  }
+}
+
 // The element quantizer of the lean blocks, its constants as vectors made once per line (held in
 // registers: read from LeanBlocks in the loop, they would be reloaded after every store of a
 // float, which the compiler must assume may alias them).

@@ -209,7 +209,8 @@ HWY_INLINE std::size_t QuantizeLeanLine(const BlockParams& p, const LeanBlocks& 
   while (len - b >= block) {
     const std::size_t nb = std::min(kLeanChunkBlocks, (len - b) / block);
     const bool all_lean = LeanBlockScales<kVectors>(c, in + b, block, nb, chunk);
-    auto lean_block = [&](std::size_t j, std::size_t at) {
+    auto lean_block = [&](std::size_t j) {
+      const std::size_t at = b + j * block;
       const auto s = hn::Set(df, chunk.out_scale[j]);
       float* HWY_RESTRICT y = out + at;
       elements.template Block<kVectors>(in + at, block, chunk.in_factor[j], [&](std::size_t i, auto q) {
@@ -219,17 +220,11 @@ HWY_INLINE std::size_t QuantizeLeanLine(const BlockParams& p, const LeanBlocks& 
         StoreResult(stream, q, df, y + i);
       });
     };
-    if (all_lean) {  // the common chunk: no test per block
-      for (std::size_t j = 0; j < nb; ++j, b += block) lean_block(j, b);
-      continue;
-    }
-    for (std::size_t j = 0; j < nb; ++j, b += block) {
-      if (chunk.in_factor[j] == 0.0f) {
-        QuantizeBlockGeneral(p, mode, in + b, out + b, block, first + b);
-      } else {
-        lean_block(j, b);
-      }
-    }
+    ForEachChunkBlock(all_lean, chunk, nb, lean_block, [&](std::size_t j) {
+      const std::size_t at = b + j * block;
+      QuantizeBlockGeneral(p, mode, in + at, out + at, block, first + at);
+    });
+    b += nb * block;
   }
   if (stream) hwy::FlushStream();
   return b;
