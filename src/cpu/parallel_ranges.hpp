@@ -1,17 +1,18 @@
 // Work splitting of the compiled kernels' drivers (parallel_cast.cpp, parallel_codec.cpp).
 #pragma once
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
-#include <exception>
 #include <thread>
-#include <vector>
+#include <type_traits>
+
+#include "worker_pool.hpp"
 
 namespace qcast::kernels {
 
 constexpr std::int64_t kMinElementsPerThread = 1 << 16;
 
-// Runs body(begin, end) over [0, count) split into `threads` contiguous ranges.
+// Runs body(begin, end) over [0, count) split into up to `threads` contiguous ranges (no more than
+// one per kMinElementsPerThread of work), on the worker pool (worker_pool.hpp).
 template <class Body>
 inline void parallel_ranges(std::int64_t count, int threads, std::int64_t work_per_item, Body&& body) {
   const std::int64_t useful = std::max<std::int64_t>(1, count * work_per_item / kMinElementsPerThread);
@@ -20,21 +21,15 @@ inline void parallel_ranges(std::int64_t count, int threads, std::int64_t work_p
     body(std::int64_t{0}, count);
     return;
   }
-  std::vector<std::thread> pool;
-  std::exception_ptr error;
-  std::atomic<bool> failed{false};
-  for (int k = 0; k < t; ++k) {
-    const std::int64_t b = count * k / t, e = count * (k + 1) / t;
-    pool.emplace_back([&, b, e] {
-      try {
-        body(b, e);
-      } catch (...) {
-        if (!failed.exchange(true)) error = std::current_exception();
-      }
-    });
-  }
-  for (auto& th : pool) th.join();
-  if (error) std::rethrow_exception(error);
+  struct Ranges {
+    std::remove_reference_t<Body>* body;
+    std::int64_t count;
+    int t;
+  } ranges{&body, count, t};
+  run_tasks(t, t, [](void* context, int k) {
+    const Ranges& r = *static_cast<const Ranges*>(context);
+    (*r.body)(r.count * k / r.t, r.count * (k + 1) / r.t);
+  }, &ranges);
 }
 
 inline int resolve_threads(int threads) {
