@@ -13,8 +13,9 @@ namespace qcast::kernels {
 
 // threads <= 0: std::thread::hardware_concurrency(). The calling thread works too; the others come
 // from a pool of worker threads that the first parallel call starts and that lasts until the
-// process ends (idle workers poll for 100 us, then sleep). Tensors under 64K elements a thread use
-// fewer threads. Safe to call from several threads at once and in a child process after fork().
+// process ends (idle workers, up to one per hardware thread, poll for 100 us, then sleep).
+// Tensors under 64K elements a thread use fewer threads. Safe to call from several threads at
+// once and in a child process after fork().
 void cast(const float* in, float* out, const Shape& shape, const Format& format, const CastOptions& options = {},
           int threads = 0);
 
