@@ -22,6 +22,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 
 #include "src/cpu/quantize_vector-inl.h"
@@ -85,7 +86,7 @@ HWY_INLINE LeanBlocks MakeLeanBlocks(const BlockParams& p) {
       c.scale = LeanBlocks::Scale::divide;
       c.scale_is_fp32 = p.scale_path == BlockParams::ScalePath::fp32;
       c.s_t = f.tensor_scale ? p.s_t : 1.0f;  // one level: x / (s * 1) and (q * s) * 1 are x / s and q * s
-      c.scale_max = p.scale.max_value;
+      c.scale_max = c.scale_is_fp32 ? std::numeric_limits<float>::max() : p.scale.max_value;
       c.scale_min_e = p.scale.min_exponent + 127;
       c.scale_mantissa_bits = p.scale.mantissa_bits;
       break;
@@ -224,7 +225,8 @@ HWY_INLINE bool LeanBlockScales(const LeanBlocks& c, const float* HWY_RESTRICT i
       const auto vs_t = hn::Set(df, c.s_t);
       const auto d = hn::Div(hn::Div(amax, hn::Set(df, c.max)), vs_t);
       const auto s_max = hn::Set(df, c.scale_max);
-      const auto s_b = c.scale_is_fp32 ? d
+      // binary32 scales saturate too: a d past FLT_MAX (s_t subnormal or 0) is FLT_MAX; NaN stays.
+      const auto s_b = c.scale_is_fp32 ? hn::IfThenElse(hn::Gt(d, s_max), s_max, d)
                                        : QuantizeVectorLean(df, d, s_max, hn::Add(s_max, s_max), hn::Set(di, c.scale_min_e),
                                                             hn::Set(di, c.scale_mantissa_bits));
       const auto divisor = hn::Mul(s_b, vs_t);

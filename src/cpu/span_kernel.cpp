@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "qcast/cast.hpp"
 #include "qcast/element_codec.hpp"
@@ -162,7 +163,8 @@ HWY_INLINE GroupScale BlockScale(const BlockParams& p, float amax) {
       const float max_elem = p.element.max_value;
       const float d = f.tensor_scale ? (amax / max_elem) / p.s_t : amax / max_elem;
       if (p.scale_path == BlockParams::ScalePath::fp32) {
-        g.value = d;
+        // encode_element(fp32, d), saturating: d itself, a d past FLT_MAX (s_t subnormal or 0) to FLT_MAX
+        g.value = d > std::numeric_limits<float>::max() ? std::numeric_limits<float>::max() : d;
       } else {
         const hn::CappedTag<float, 1> d1;
         g.value = hn::GetLane(QuantizeVector(d1, p.scale, hn::Set(d1, d), 0));

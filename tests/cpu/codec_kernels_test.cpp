@@ -551,6 +551,54 @@ TEST_CASE("kernels::encode equals the reference where a two-level divisor s * s_
   qcast::kernels::use_target("");
 }
 
+TEST_CASE("kernels equal the reference where a binary32 block scale d = (amax / max) / s_t overflows") {
+  // With binary32 block scales, s_t = amax_t / (max_elem * FLT_MAX) is subnormal for a tensor of
+  // small values, and a block's d = (amax / max_elem) / s_t can exceed FLT_MAX. The reference
+  // encodes d with saturation, so the scale is FLT_MAX, not Inf (q * Inf would be NaN, or 0 * Inf).
+  // Tensors over binades 2^-26 .. 2^-14 put s_t from a few ulps of the smallest subnormal up, and
+  // 2^-30 makes it 0 (NaN scales, the other case of group_scale).
+  std::mt19937 rng(59);
+  std::normal_distribution<float> normal;
+  std::vector<qcast::CastOptions> options(3);
+  options[1].rounding = qcast::Rounding::stochastic;  // the general block path
+  options[1].seed = 11;
+  options[2].rounding = qcast::Rounding::toward_zero;
+  const qcast::Shape shape{8, 96};
+  for (const auto& target : qcast::kernels::available_targets()) {
+    qcast::kernels::use_target(target);
+    for (int e : {-30, -26, -23, -21, -20, -18, -14}) {
+      std::vector<float> x(8 * 96);
+      for (auto& v : x) v = std::ldexp(normal(rng), e);
+      for (const char* name : {"int2@g32+tensor:scale=fp32", "int8@g16+tensor:scale=fp32", "fp4_e2m1@g16+tensor:scale=fp32",
+                               "fp8_e4m3@g32+tensor:scale=fp32"}) {
+        const auto f = qcast::parse_format(name);
+        for (std::size_t k = 0; k < options.size(); ++k) {
+          INFO(target << " " << name << " 2^" << e << " options#" << k);
+          std::vector<float> ref(x.size()), got(x.size());
+          qcast::cast(x.data(), ref.data(), shape, f, options[k]);
+          qcast::kernels::cast(x.data(), got.data(), shape, f, options[k], 2);
+          CHECK(same_bits(got, ref));
+          std::string ref_what;
+          qcast::Encoded ref_codes;
+          try {
+            ref_codes = qcast::encode(x.data(), shape, f, options[k]);
+          } catch (const std::exception& error) {
+            ref_what = error.what();
+          }
+          if (!ref_what.empty()) {
+            CHECK_THROWS_WITH(qcast::kernels::encode(x.data(), shape, f, options[k], 2), ref_what);
+          } else {
+            const qcast::Encoded got_codes = qcast::kernels::encode(x.data(), shape, f, options[k], 2);
+            CHECK(first_difference(got_codes.codes, ref_codes.codes) == -1);
+            CHECK(first_difference(got_codes.scales, ref_codes.scales) == -1);
+          }
+        }
+      }
+    }
+  }
+  qcast::kernels::use_target("");
+}
+
 TEST_CASE("kernels::encode of 4-bit column groups with a NaN column leaves the neighbouring codes alone") {
   // Blocks along axis 0 in rows of 792 elements (a multiple of 8: codes go straight into the
   // stream). Column 12 holds a NaN; under the rounding modes that quantize before coding, its lane's
