@@ -115,6 +115,7 @@ class Pool {
       }
       ++workers_;
     }
+    if (workers_ == 0) return;  // none could start: the caller runs every task, nobody would dequeue it
     jobs_.push_back(job);
     posted_.fetch_add(1, std::memory_order_release);
     // Wake as many sleepers as the job has tasks for; polling workers see posted_ change.
