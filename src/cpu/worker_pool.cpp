@@ -177,28 +177,17 @@ Pool& pool() {
 
 void run_tasks(int count, int threads, void (*task)(void* context, int k), void* context) {
   if (count <= 0) return;
-  if (count == 1 || threads <= 1 || task_depth > 0) {  // on this thread, in order
-    std::exception_ptr error;
-    ++task_depth;
-    for (int k = 0; k < count; ++k) {
-      try {
-        task(context, k);
-      } catch (...) {
-        if (!error) error = std::current_exception();
-      }
-    }
-    --task_depth;
-    if (error) std::rethrow_exception(error);
-    return;
-  }
   auto job = std::make_shared<Job>();
   job->task = task;
   job->context = context;
   job->count = count;
-  pool().post(job, std::min(count, threads) - 1);
+  const int helpers = std::min(count, threads) - 1;
+  // From inside a task, or with nothing to share: every task on this thread, in order.
+  const bool shared = helpers > 0 && task_depth == 0;
+  if (shared) pool().post(job, helpers);
   while (job->run_one()) {
   }
-  job->wait(std::min(count, threads) <= polling_threads());
+  if (shared) job->wait(helpers + 1 <= polling_threads());
   if (job->error) std::rethrow_exception(job->error);
 }
 

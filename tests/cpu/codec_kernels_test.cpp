@@ -555,8 +555,8 @@ TEST_CASE("kernels equal the reference where a binary32 block scale d = (amax / 
   // With binary32 block scales, s_t = amax_t / (max_elem * FLT_MAX) is subnormal for a tensor of
   // small values, and a block's d = (amax / max_elem) / s_t can exceed FLT_MAX. The reference
   // encodes d with saturation, so the scale is FLT_MAX, not Inf (q * Inf would be NaN, or 0 * Inf).
-  // Tensors over binades 2^-26 .. 2^-14 put s_t from a few ulps of the smallest subnormal up, and
-  // 2^-30 makes it 0 (NaN scales, the other case of group_scale).
+  // Tensors over binades 2^-30 .. 2^-14 put s_t, by format, at a few ulps of the smallest
+  // subnormal or at 0 (then a block of amax 0 has d = 0 / 0: a NaN scale, as group_scale gives).
   std::mt19937 rng(59);
   std::normal_distribution<float> normal;
   std::vector<qcast::CastOptions> options(3);
