@@ -67,8 +67,13 @@ inline float scaled_input(const Format& f, float x, const GroupScale& g, float s
   return f.tensor_scale ? x / (g.value * s_t) : x / g.value;
 }
 
+// q * s, or (q * s_b) * s_t. The only NaN a finite q can give here is Inf * 0, where q * s_b
+// overflows and s_t is 0 (a two-level format whose max_elem * max_scale overflows binary32, such as
+// binary32 block scales); it is the canonical NaN, as every other NaN output is, whatever the
+// platform's default NaN (x86: 0xFFC00000).
 inline float scaled_output(const Format& f, float q, const GroupScale& g, float s_t) {
-  return f.tensor_scale ? (q * g.value) * s_t : q * g.value;
+  const float y = f.tensor_scale ? (q * g.value) * s_t : q * g.value;
+  return std::isnan(y) ? canonical_nan() : y;
 }
 
 inline void check_format(const Format& f) {

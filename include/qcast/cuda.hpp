@@ -30,7 +30,9 @@ void cast(const void* in, void* out, DType t, const Shape& shape, const Format& 
 // scale_storage_bits) bytes at scales; unused for direct casts) of prod(shape) values of type t,
 // the same bytes as qcast::encode. Returns the tensor scale s_t (1 for single-level formats).
 // Throws std::domain_error naming the element when a direct cast to a format without NaN meets a
-// NaN, as qcast::encode does; codes are then unspecified.
+// NaN, and the reference's error where a scaled format cannot encode a group (a NaN or Inf under a
+// scale without NaN; a zero over a two-level divisor s * s_t that rounded to 0, which is 0 / 0), as
+// qcast::encode does; codes are then unspecified.
 float encode(const void* in, DType t, const Shape& shape, const Format& format, std::uint8_t* codes,
              std::uint8_t* scales, const CastOptions& options = {}, void* stream = nullptr);
 

@@ -162,6 +162,7 @@ void cast(const float* in, float* out, const Shape& given_shape, const Format& g
   }
   const float amax_t = f.tensor_scale ? parallel_stats(in, n, threads).amax  /* over finite elements */ : 1.0f;
   const float s_t = f.tensor_scale ? tensor_scale_of(f, amax_t) : 1.0f;
+  if (divisor_may_vanish(f, amax_t, s_t)) return qcast::cast(in, out, given_shape, given_format, o);
   const std::int64_t groups = layout.groups();
   if (groups == 1) {  // one scale: reduce in parallel, then quantize element ranges in parallel
     const detail::Group whole = layout.group(0);

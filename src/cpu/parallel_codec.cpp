@@ -334,12 +334,7 @@ bool encode_with(Encoded& e, const Input& input, const Shape& shape, const Forma
                                                                           : detail::GroupStats{};
   const float amax_t = f.tensor_scale ? whole.amax /* over finite elements */ : 1.0f;
   const float s_t = f.tensor_scale ? tensor_scale_of(f, amax_t) : 1.0f;
-  // A two-level scale so small that a group's divisor s · s_t can round to 0 (binary32 or bfloat16
-  // block scales put s_t near amax_t / (max_elem · 2^128)) turns an element that is exactly 0 into
-  // 0 / 0 = NaN, which the reference encodes as a NaN code or rejects (elements without one). The
-  // paths below take a finite group's scaled values to be numbers, so such tensors go to the
-  // reference.
-  if (f.tensor_scale && amax_t != 0.0f && float(f.scale.min_subnormal()) * s_t == 0.0f) return false;
+  if (divisor_may_vanish(f, amax_t, s_t)) return false;
   e.tensor_scale = s_t;
   std::vector<std::uint32_t> scale_codes(static_cast<std::size_t>(groups));
   const SpanScale mode = span_scale_mode(f);
@@ -552,6 +547,7 @@ bool decode_into(const Encoded& e, const Output& output, int threads) {
   if (e.codes.size() < packed_size(std::size_t(n), bits) ||
       (groups && e.scales.size() < packed_size(std::size_t(groups), f.scale_storage_bits())))
     return false;  // the reference reports which part is short
+  if (divisor_may_vanish(f, 1.0f, e.tensor_scale)) return false;  // q * s * 0 may be Inf * 0
   float table[256];
   for (std::uint32_t c = 0; c < 256; ++c) table[c] = c >> bits ? 0.0f : decode_element(f.element, c);
   const CodeParams params = code_params(f.element, CastOptions{});

@@ -45,6 +45,15 @@ inline SpanScale span_scale_mode(const Format& f) {
   return f.tensor_scale ? SpanScale::two_level : SpanScale::single;
 }
 
+// Whether a two-level tensor scale s_t is so small that a group's divisor s · s_t can round to 0
+// (binary32 or bfloat16 block scales put s_t near amax_t / (max_elem · 2^128), or 0): x / 0 and
+// (q · s) · 0 then give NaNs, which the reference makes canonical (detail::scaled_output) and
+// rejects in an element format without a NaN code. The kernels take a finite group's values to be
+// numbers, so such tensors go to the reference.
+inline bool divisor_may_vanish(const Format& f, float amax_t, float s_t) {
+  return f.tensor_scale && amax_t != 0.0f && float(f.scale.min_subnormal()) * s_t == 0.0f;
+}
+
 // Whether the SIMD kernel reproduces the reference for this element format (otherwise the driver
 // runs the reference): signed minifloats whose grid steps are normal binary32 numbers and whose
 // products stay exact, and signed integers.

@@ -9,10 +9,12 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "launch.hpp"
 #include "params.hpp"
 #include "group_kernels.cuh"
+#include "packed_codes_device.cuh"
 #include "qcast/cuda.hpp"
 
 namespace qcast::cuda_detail {
@@ -33,67 +35,11 @@ CodeTable code_table(const ElementFormat& f) {
   return t;
 }
 
-// Writes the codes of elements [8o, 8o + count) (count <= 8) at byte 8o * bits / 8 = o * bits.
-__device__ __forceinline__ void store_codes(std::uint8_t* codes, std::int64_t o, int bits, const std::uint32_t c[8],
-                                            int count) {
-  std::uint8_t* dst = codes + o * bits;
-  const int bytes = (count * bits + 7) / 8;
-  if (bits <= 8) {
-    unsigned long long acc = 0;
-    for (int k = 0; k < count; ++k) acc |= (unsigned long long)c[k] << (k * bits);
-    if (count == 8 && bits == 8 && (reinterpret_cast<std::uintptr_t>(dst) & 7) == 0) {
-      *reinterpret_cast<unsigned long long*>(dst) = acc;
-    } else if (count == 8 && bits == 4 && (reinterpret_cast<std::uintptr_t>(dst) & 3) == 0) {
-      *reinterpret_cast<unsigned*>(dst) = unsigned(acc);
-    } else {
-      for (int b = 0; b < bytes; ++b) dst[b] = std::uint8_t(acc >> (8 * b));
-    }
-    return;
-  }
-  std::uint8_t buf[32] = {};
-  for (int k = 0; k < count; ++k) {
-    const int bit = k * bits;
-    for (int done = 0; done < bits; ++done)
-      buf[(bit + done) >> 3] |= std::uint8_t(((c[k] >> done) & 1u) << ((bit + done) & 7));
-  }
-  for (int b = 0; b < bytes; ++b) dst[b] = buf[b];
-}
-
-__device__ __forceinline__ void load_codes(const std::uint8_t* codes, std::int64_t o, int bits, std::uint32_t c[8],
-                                           int count) {
-  const std::uint8_t* src = codes + o * bits;
-  const int bytes = (count * bits + 7) / 8;
-  if (bits <= 8) {
-    unsigned long long acc = 0;
-    for (int b = 0; b < bytes; ++b) acc |= (unsigned long long)src[b] << (8 * b);
-    const std::uint32_t mask = (1u << bits) - 1;
-    for (int k = 0; k < 8; ++k) c[k] = std::uint32_t(acc >> (k * bits)) & mask;
-    return;
-  }
-  for (int k = 0; k < 8; ++k) {
-    std::uint32_t v = 0;
-    const int bit = k * bits;
-    if (k < count)
-      for (int done = 0; done < bits; ++done) v |= std::uint32_t((src[(bit + done) >> 3] >> ((bit + done) & 7)) & 1u) << done;
-    c[k] = v;
-  }
-}
-
-__device__ __forceinline__ void store_scale(std::uint8_t* scales, std::int64_t g, int storage_bytes, std::uint32_t code) {
-  for (int b = 0; b < storage_bytes; ++b) scales[g * storage_bytes + b] = std::uint8_t(code >> (8 * b));
-}
-
-__device__ __forceinline__ std::uint32_t load_scale(const std::uint8_t* scales, std::int64_t g, int storage_bytes) {
-  std::uint32_t code = 0;
-  for (int b = 0; b < storage_bytes; ++b) code |= std::uint32_t(scales[g * storage_bytes + b]) << (8 * b);
-  return code;
-}
-
 // Direct formats and groups from a scale array: eight elements per thread.
 template <DType T>
 __global__ void encode_kernel(const Elem<T>* in, std::uint8_t* codes, ElementParams e, ScaleParams s, LayoutParams l,
                               const DeviceGroupScale* scales, const unsigned* stats,
-                              unsigned long long* nan_index) {
+                              unsigned long long* nan_index, int* element_nan) {
   const std::int64_t stride = std::int64_t(gridDim.x) * blockDim.x;
   const std::int64_t octets = (l.elements + 7) / 8;
   const TensorScale t = tensor_scale(s, stats);
@@ -111,8 +57,7 @@ __global__ void encode_kernel(const Elem<T>* in, std::uint8_t* codes, ElementPar
         c[k] = encode(e, x, std::uint64_t(i));
       } else {
         const DeviceGroupScale g = scales[group_of(l, i)];
-        const ScaledInput scaled(g.value, t.s_t, s.two_level);
-        c[k] = encode(e, code_input_in_group(g, scaled, x), std::uint64_t(i));
+        c[k] = code_in_group(e, g, ScaledInput(g.value, t.s_t, s.two_level), x, i, element_nan);
       }
     }
     store_codes(codes, o, e.bits, c, count);
@@ -130,30 +75,47 @@ __global__ void pack_scales_kernel(const DeviceGroupScale* scales, std::int64_t 
 template <DType T, int TPG, bool Lean>
 __global__ void encode_block_kernel(const Elem<T>* in, std::uint8_t* codes, std::uint8_t* scale_codes, ElementParams e,
                                     ScaleParams s, int storage_bytes, std::int64_t octets, const unsigned* stats,
-                                    int* error) {
+                                    int* error, int* element_nan) {
   const TensorScale t = tensor_scale(s, stats);
   for_each_block_octet<T, TPG, Lean>(in, octets, s, t, error, [&](std::int64_t o, float* v, const DeviceGroupScale& g) {
     if ((threadIdx.x & 31) % TPG == 0) store_scale(scale_codes, o / TPG, storage_bytes, g.code);
     const ScaledInput scaled(g.value, t.s_t, s.two_level);
     std::uint32_t c[8];
-    for (int k = 0; k < 8; ++k) {
-      const float x = code_input_in_group(g, scaled, v[k]);
-      c[k] = Lean ? code_of_value(e, quantize_lean(e, x)) : encode(e, x, std::uint64_t(8 * o + k));
-    }
+    for (int k = 0; k < 8; ++k) c[k] = code_in_group<Lean>(e, g, scaled, v[k], 8 * o + k, element_nan);
     store_codes(codes, o, e.bits, c, 8);
   });
 }
 
+// error[0]: the scale error flag, error[1]: the element NaN flag (encode_typed's stats[2..3]).
 template <DType T, int TPG>
 void launch_encode_blocks(const Elem<T>* in, std::uint8_t* codes, std::uint8_t* scale_codes, const ElementParams& e,
                           const ScaleParams& s, int storage_bytes, std::int64_t octets, const unsigned* stats,
                           int* error, cudaStream_t stream) {
   if (e.lean && simple_scale(s))
-    encode_block_kernel<T, TPG, true>
-        <<<grid_for(octets), kThreads, 0, stream>>>(in, codes, scale_codes, e, s, storage_bytes, octets, stats, error);
+    encode_block_kernel<T, TPG, true><<<grid_for(octets), kThreads, 0, stream>>>(
+        in, codes, scale_codes, e, s, storage_bytes, octets, stats, error, error + 1);
   else
-    encode_block_kernel<T, TPG, false>
-        <<<grid_for(octets), kThreads, 0, stream>>>(in, codes, scale_codes, e, s, storage_bytes, octets, stats, error);
+    encode_block_kernel<T, TPG, false><<<grid_for(octets), kThreads, 0, stream>>>(
+        in, codes, scale_codes, e, s, storage_bytes, octets, stats, error, error + 1);
+}
+
+// Throws the reference's error for a call whose device pass met an element NaN that the element
+// format cannot encode (code_in_group): the reference encodes a host copy of the input and throws
+// the first error in its order of groups, which may also be a NaN group's.
+template <DType T>
+[[noreturn]] void throw_reference_error(const Elem<T>* in, const Shape& shape, const Format& f, const CastOptions& o,
+                                        std::int64_t n, cudaStream_t stream) {
+  std::vector<Elem<T>> host(static_cast<std::size_t>(n));
+  check(cudaMemcpyAsync(host.data(), in, host.size() * sizeof(Elem<T>), cudaMemcpyDeviceToHost, stream),
+        "cudaMemcpyAsync");
+  check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+  std::vector<float> x(host.size());
+  for (std::size_t i = 0; i < host.size(); ++i) {
+    if constexpr (T == DType::f32) x[i] = host[i];
+    else x[i] = widen(T, host[i]);
+  }
+  qcast::encode(x.data(), shape, f, o);
+  throw std::logic_error("qcast::cuda::encode: the device met a NaN element that the reference encodes");
 }
 
 template <DType T>
@@ -165,7 +127,8 @@ float encode_typed(const void* in_v, const Shape& shape, const Format& f, std::u
   if (n == 0) return f.tensor_scale ? tensor_scale_of(f, 0.0f) : 1.0f;
   const ElementParams e = element_params(f.element, o);
   const ScaleParams s = scale_params(f);
-  // stats[0..1] tensor statistics, [2] the scale error flag, [4..5] the first NaN index (64 bits).
+  // stats[0..1] tensor statistics, [2] the scale error flag, [3] the element NaN flag of scaled
+  // formats (code_in_group), [4..5] the first NaN index of direct formats (64 bits).
   Scratch scratch(8 * sizeof(unsigned), stream);
   unsigned* stats = scratch.as<unsigned>();
   int* error = reinterpret_cast<int*>(stats + 2);
@@ -202,7 +165,8 @@ float encode_typed(const void* in_v, const Shape& shape, const Format& f, std::u
     }
     if (f.is_scaled())
       pack_scales_kernel<<<grid_for(l.groups), kThreads, 0, stream>>>(scales, l.groups, storage_bytes, scale_codes);
-    encode_kernel<T><<<grid_for((n + 7) / 8), kThreads, 0, stream>>>(in, codes, e, s, l, scales, stats, nan_index);
+    encode_kernel<T><<<grid_for((n + 7) / 8), kThreads, 0, stream>>>(in, codes, e, s, l, scales, stats, nan_index,
+                                                                      error + 1);
     check(cudaGetLastError(), "encode kernels");
   }
   unsigned host[8];
@@ -213,6 +177,7 @@ float encode_typed(const void* in_v, const Shape& shape, const Format& f, std::u
   if (first_nan != ~0ull)
     throw std::domain_error("element " + std::to_string(first_nan) + " is NaN, which " + format_name(f) +
                             " cannot encode");
+  if (host[3]) throw_reference_error<T>(in, shape, f, o, n, stream);
   if (host[2])
     throw std::domain_error("a group holds NaN or Inf, which the scale format of " + format_name(f) + " cannot encode");
   if (!f.tensor_scale) return 1.0f;
@@ -253,7 +218,7 @@ __global__ void decode_kernel(const std::uint8_t* codes, const std::uint8_t* sca
           s = use_scale_table ? shared_scales[code] : decode_general(scale, code);
           cached_group = g;
         }
-        y[k] = isnan(s) ? canonical_nan() : scaled_output(y[k], s, s_t, two_level);
+        y[k] = decoded_in_group(y[k], s, s_t, two_level);
       }
     }
     if (count == 8 && vector_out) {

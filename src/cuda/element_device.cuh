@@ -10,6 +10,7 @@
 #pragma once
 #include <cstdint>
 
+#include "device_or_host.hpp"
 #include "qcast/rounding.hpp"
 
 namespace qcast::cuda_detail {
@@ -39,9 +40,7 @@ struct ElementParams {
   float int_up = 1, int_down = 1, int_max = 0;
 };
 
-__device__ __forceinline__ std::uint32_t bits_of(float x) { return __float_as_uint(x); }
-__device__ __forceinline__ float float_of(std::uint32_t u) { return __uint_as_float(u); }
-__device__ __forceinline__ float canonical_nan() { return __uint_as_float(0x7FC00000u); }
+QCAST_DEVICE QCAST_FORCEINLINE float canonical_nan() { return float_of(0x7FC00000u); }
 
 // The stochastic draw of element `index`: the core's own function (qcast/rounding.hpp), compiled
 // for the device too.
@@ -50,13 +49,13 @@ using detail::stochastic_bits;
 // ---------------------------------------------------------------------------------------------
 // The general path: the reference (qcast/element_codec.hpp) in double.
 
-__device__ __forceinline__ int floor_log2(double a) {
+QCAST_DEVICE QCAST_FORCEINLINE int floor_log2(double a) {
   int e;
   frexp(a, &e);
   return e - 1;
 }
 
-__device__ inline double round_to_integer(double r, Rounding mode, double u) {
+QCAST_DEVICE inline double round_to_integer(double r, Rounding mode, double u) {
   const double lower = floor(r);
   const double frac = r - lower;
   switch (mode) {
@@ -71,11 +70,11 @@ __device__ inline double round_to_integer(double r, Rounding mode, double u) {
   return lower;
 }
 
-__device__ inline double draw(const ElementParams& f, std::uint64_t index) {
+QCAST_DEVICE inline double draw(const ElementParams& f, std::uint64_t index) {
   return f.rounding == Rounding::stochastic ? detail::stochastic_uniform(f.seed, index) : 0.0;
 }
 
-__device__ inline std::uint32_t encode_integer(const ElementParams& f, float x, double u) {
+QCAST_DEVICE inline std::uint32_t encode_integer(const ElementParams& f, float x, double u) {
   const std::int64_t qmax = f.integer_max;
   const std::int64_t qmin = f.is_signed ? -qmax : 0;
   std::int64_t q;
@@ -92,7 +91,7 @@ __device__ inline std::uint32_t encode_integer(const ElementParams& f, float x, 
   return std::uint32_t(q) & mask;
 }
 
-__device__ inline std::uint32_t encode_exponent(const ElementParams& f, float x, double u) {
+QCAST_DEVICE inline std::uint32_t encode_exponent(const ElementParams& f, float x, double u) {
   if (isnan(x)) return f.nan_code;
   if (isinf(x)) return x > 0 && !f.saturate ? f.nan_code : (x > 0 ? std::uint32_t(f.max_exponent_field) : 0u);
   if (!(x > 0)) return 0;
@@ -108,7 +107,7 @@ __device__ inline std::uint32_t encode_exponent(const ElementParams& f, float x,
   return std::uint32_t(e + f.bias);
 }
 
-__device__ inline std::uint32_t minifloat_magnitude_code(const ElementParams& f, double v) {
+QCAST_DEVICE inline std::uint32_t minifloat_magnitude_code(const ElementParams& f, double v) {
   if (v == 0.0) return 0;
   const int e = floor_log2(v);
   if (e < f.min_exponent) return std::uint32_t(ldexp(v, f.mantissa_bits - f.min_exponent));
@@ -116,7 +115,7 @@ __device__ inline std::uint32_t minifloat_magnitude_code(const ElementParams& f,
   return (std::uint32_t(e + f.bias) << f.mantissa_bits) | mant;
 }
 
-__device__ inline std::uint32_t encode_minifloat(const ElementParams& f, float x, double u) {
+QCAST_DEVICE inline std::uint32_t encode_minifloat(const ElementParams& f, float x, double u) {
   if (isnan(x)) return f.nan_code;
   const bool negative = signbit(x);
   if (negative && !f.is_signed) return 0;
@@ -142,7 +141,7 @@ __device__ inline std::uint32_t encode_minifloat(const ElementParams& f, float x
 }
 
 // encode_element for a non-NaN x, or a NaN where the format has a NaN code (callers check).
-__device__ inline std::uint32_t encode_general(const ElementParams& f, float x, std::uint64_t index) {
+QCAST_DEVICE inline std::uint32_t encode_general(const ElementParams& f, float x, std::uint64_t index) {
   const double u = draw(f, index);
   switch (f.kind) {
     case Kind::integer: return encode_integer(f, x, u);
@@ -151,7 +150,7 @@ __device__ inline std::uint32_t encode_general(const ElementParams& f, float x, 
   }
 }
 
-__device__ inline float decode_general(const ElementParams& f, std::uint32_t code) {
+QCAST_DEVICE inline float decode_general(const ElementParams& f, std::uint32_t code) {
   const std::uint32_t all = f.bits >= 32 ? 0xFFFFFFFFu : (1u << f.bits) - 1;
   code &= all;
   switch (f.kind) {
@@ -194,7 +193,7 @@ __device__ inline float decode_general(const ElementParams& f, std::uint32_t cod
 // ---------------------------------------------------------------------------------------------
 // The float path (QuantizeVector of the CPU kernels, one lane).
 
-__device__ __forceinline__ float round_float(const ElementParams& p, float r, std::uint64_t index) {
+QCAST_DEVICE QCAST_FORCEINLINE float round_float(const ElementParams& p, float r, std::uint64_t index) {
   switch (p.rounding) {
     case Rounding::nearest_even: return rintf(r);
     case Rounding::nearest_away: {  // the fraction r - trunc(r) is exact; r + 0.5 is not (r = 0.5 - 2^-25)
@@ -211,7 +210,7 @@ __device__ __forceinline__ float round_float(const ElementParams& p, float r, st
   }
 }
 
-__device__ __forceinline__ float quantize_fast(const ElementParams& p, float v, std::uint64_t index) {
+QCAST_DEVICE QCAST_FORCEINLINE float quantize_fast(const ElementParams& p, float v, std::uint64_t index) {
   const std::uint32_t sign = bits_of(v) & 0x80000000u;
   const float a = fminf(fabsf(v), p.f_max + p.f_max);  // Inf lands beyond max
   float q;
@@ -233,7 +232,7 @@ __device__ __forceinline__ float quantize_fast(const ElementParams& p, float v, 
 
 // quantize_fast for lean parameters (QuantizeVectorLean / LeanInt of the CPU kernels): Inf and
 // overflow both become max, so one fminf replaces their selects.
-__device__ __forceinline__ float quantize_lean(const ElementParams& p, float v) {
+QCAST_DEVICE QCAST_FORCEINLINE float quantize_lean(const ElementParams& p, float v) {
   const float a = fminf(fabsf(v), p.f_max + p.f_max);
   if (p.kind == Kind::integer) {  // QuantizeVectorLeanInt: integers always saturate
     const float q = fminf(rintf(a * p.int_up), p.int_max) * p.int_down;
@@ -247,7 +246,7 @@ __device__ __forceinline__ float quantize_lean(const ElementParams& p, float v) 
 }
 
 // quantize_element: Q(x) as binary32.
-__device__ __forceinline__ float quantize(const ElementParams& p, float x, std::uint64_t index) {
+QCAST_DEVICE QCAST_FORCEINLINE float quantize(const ElementParams& p, float x, std::uint64_t index) {
   if (p.lean) return quantize_lean(p, x);
   if (p.fast) return quantize_fast(p, x, index);
   if (isnan(x)) return canonical_nan();
@@ -258,13 +257,13 @@ __device__ __forceinline__ float quantize(const ElementParams& p, float x, std::
 
 // The code of a value q already on the grid of a fast-path format (Q's output): reads the
 // exponent and mantissa fields off its binary32 bits instead of rounding again.
-__device__ __forceinline__ std::uint32_t code_of_value(const ElementParams& p, float q) {
+QCAST_DEVICE QCAST_FORCEINLINE std::uint32_t code_of_value(const ElementParams& p, float q) {
   if (isnan(q)) return p.nan_code;
   const std::uint32_t b = bits_of(q);
   const bool negative = b >> 31;
   const std::uint32_t magnitude_bits = b & 0x7FFFFFFFu;
   if (p.kind == Kind::integer) {
-    const std::int32_t n = std::int32_t(__uint_as_float(magnitude_bits) * p.int_up);
+    const std::int32_t n = std::int32_t(float_of(magnitude_bits) * p.int_up);
     const std::uint32_t mask = (1u << p.bits) - 1;
     return std::uint32_t(negative ? -n : n) & mask;
   }
@@ -273,7 +272,7 @@ __device__ __forceinline__ std::uint32_t code_of_value(const ElementParams& p, f
   if (magnitude_bits == 0) return sign;  // fnuz zeros carry no sign (Q dropped it)
   const int e = int(magnitude_bits >> 23) - 127;
   if (e < p.min_exponent) {  // subnormal code: |q| / 2^(min_exponent - mantissa_bits), exact
-    const float steps = __uint_as_float(magnitude_bits) * float_of(std::uint32_t(p.mantissa_bits - p.min_exponent + 127) << 23);
+    const float steps = float_of(magnitude_bits) * float_of(std::uint32_t(p.mantissa_bits - p.min_exponent + 127) << 23);
     return sign | std::uint32_t(steps);
   }
   const std::uint32_t mant = (magnitude_bits >> (23 - p.mantissa_bits)) & ((1u << p.mantissa_bits) - 1);
@@ -281,7 +280,7 @@ __device__ __forceinline__ std::uint32_t code_of_value(const ElementParams& p, f
 }
 
 // encode_element (NaN where the format has no NaN code is the caller's to report).
-__device__ __forceinline__ std::uint32_t encode(const ElementParams& p, float x, std::uint64_t index) {
+QCAST_DEVICE QCAST_FORCEINLINE std::uint32_t encode(const ElementParams& p, float x, std::uint64_t index) {
   if (p.lean) return code_of_value(p, quantize_lean(p, x));
   if (p.fast) return code_of_value(p, quantize_fast(p, x, index));
   return encode_general(p, x, index);

@@ -42,19 +42,6 @@ __global__ void tensor_stats_kernel(const typename Storage<T>::type* in, std::in
   }
 }
 
-// amax_t and s_t of a two-level format from the tensor statistics (tensor_scale_of).
-struct TensorScale {
-  float amax_t = 1.0f, s_t = 1.0f;
-};
-__device__ __forceinline__ TensorScale tensor_scale(const ScaleParams& s, const unsigned* stats) {
-  TensorScale t;
-  if (s.two_level) {
-    t.amax_t = float_of(stats[0]);
-    t.s_t = t.amax_t / s.tensor_divisor;
-  }
-  return t;
-}
-
 // The one group of a per-tensor format.
 static __global__ void tensor_group_scale_kernel(ScaleParams s, const unsigned* stats, DeviceGroupScale* scales,
                                                   int* error) {
@@ -122,31 +109,6 @@ __device__ __forceinline__ void for_each_block_octet(const typename Storage<T>::
     float v[8];
     DeviceGroupScale g;
     if (block_octet<T, TPG, Simple>(in, o, octets, s, t, error, v, g)) body(o, v, g);
-  }
-}
-
-// The output of one element of a group whose scale is g (detail::cast_group). Lean: the element
-// parameters are lean (quantize_lean), which drops the other quantizers from the kernel.
-template <bool Lean = false>
-__device__ __forceinline__ float cast_in_group(const ElementParams& e, const ScaleParams& s, const DeviceGroupScale& g,
-                                               const ScaledInput& scaled, float s_t, float x, std::int64_t i) {
-  switch (g.kind) {
-    case GroupKind::nan: return canonical_nan();
-    case GroupKind::passthrough: return x;
-    case GroupKind::zero: return copysignf(0.0f, x);
-    default: {
-      const float q = Lean ? quantize_lean(e, scaled(x)) : quantize(e, scaled(x), std::uint64_t(i));
-      return scaled_output(q, g.value, s_t, s.two_level);
-    }
-  }
-}
-
-// The value an element code must hold in a group whose scale is g (qcast::encode).
-__device__ __forceinline__ float code_input_in_group(const DeviceGroupScale& g, const ScaledInput& scaled, float x) {
-  switch (g.kind) {
-    case GroupKind::nan: return 0.0f;  // the scale carries the NaN
-    case GroupKind::finite: return scaled(x);
-    default: return copysignf(0.0f, x);
   }
 }
 

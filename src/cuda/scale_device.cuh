@@ -1,5 +1,6 @@
-// A group's scale on the device (qcast::group_scale of scaling.hpp), and which group an element
-// belongs to (detail::GroupLayout).
+// A group's scale on the device (qcast::group_scale of scaling.hpp), an element's value in its
+// group (detail::scaled_input, scaled_output), and which group an element belongs to
+// (detail::GroupLayout). Compiles as host C++ too (device_or_host.hpp).
 #pragma once
 #include <cstdint>
 
@@ -29,7 +30,7 @@ struct DeviceGroupScale {
   GroupKind kind;
 };
 
-__device__ inline int pow2_scale_exponent(const ScaleParams& p, float amax) {
+QCAST_DEVICE inline int pow2_scale_exponent(const ScaleParams& p, float amax) {
   const double a = amax;
   switch (p.rule) {
     case ScaleRule::ceil: {
@@ -53,9 +54,9 @@ __device__ inline int pow2_scale_exponent(const ScaleParams& p, float amax) {
 }
 
 // floor(log2(a)) of a finite a > 0 from its bits, subnormals included.
-__device__ __forceinline__ int floor_log2_bits(float a) {
+QCAST_DEVICE QCAST_FORCEINLINE int floor_log2_bits(float a) {
   const std::uint32_t b = bits_of(a);
-  return b >= 0x00800000u ? int(b >> 23) - 127 : (31 - __clz(int(b))) - 149;
+  return b >= 0x00800000u ? int(b >> 23) - 127 : (31 - leading_zeros(b)) - 149;
 }
 
 // Whether group_scale<true> applies: the OCP floor rule, a binary32 scale, or a float scale on the
@@ -68,11 +69,11 @@ inline bool simple_scale(const ScaleParams& p) {
 // group_scale(f, amax, nonfinite, amax_t, s_t). A NaN that the scale format cannot hold sets
 // *error (the reference throws there); the result is then a NaN group.
 template <bool Simple = false>
-__device__ inline DeviceGroupScale group_scale(const ScaleParams& p, float amax, bool nonfinite, float amax_t,
-                                               float s_t, int* error) {
+QCAST_DEVICE inline DeviceGroupScale group_scale(const ScaleParams& p, float amax, bool nonfinite, float amax_t,
+                                                 float s_t, int* error) {
   DeviceGroupScale g{1.0f, 0u, GroupKind::finite};
   if (nonfinite) {
-    if (!p.scale.has_nan) atomicExch(error, 1);
+    if (!p.scale.has_nan) raise_error(error);
     return {canonical_nan(), p.scale.nan_code, GroupKind::nan};
   }
   if (p.two_level && amax_t == 0.0f) return {0.0f, 0u, GroupKind::passthrough};
@@ -91,7 +92,7 @@ __device__ inline DeviceGroupScale group_scale(const ScaleParams& p, float amax,
   if (amax == 0.0f && !p.two_level) return {0.0f, 0u, GroupKind::passthrough};
   const float d = p.two_level ? (amax / p.max_elem) / s_t : amax / p.max_elem;
   if (isnan(d) && !p.scale.has_nan) {
-    atomicExch(error, 1);
+    raise_error(error);
     return {canonical_nan(), 0u, GroupKind::nan};
   }
   if (p.fp32) {  // encode_element(fp32, d), saturating: d itself, +Inf to the largest finite value
@@ -109,26 +110,85 @@ __device__ inline DeviceGroupScale group_scale(const ScaleParams& p, float amax,
   return g;
 }
 
+// amax_t and s_t of a two-level format from the tensor statistics (tensor_scale_of).
+struct TensorScale {
+  float amax_t = 1.0f, s_t = 1.0f;
+};
+QCAST_DEVICE QCAST_FORCEINLINE TensorScale tensor_scale(const ScaleParams& s, const unsigned* stats) {
+  TensorScale t;
+  if (s.two_level) {
+    t.amax_t = float_of(stats[0]);
+    t.s_t = t.amax_t / s.tensor_divisor;
+  }
+  return t;
+}
+
 // x -> the value on the element grid (detail::scaled_input): x / s or x / (s * s_t). A power-of-two
 // divisor with a normal reciprocal becomes a multiplication by it: the same correctly rounded value.
 struct ScaledInput {
   float divisor, inverse;
   bool multiply;
-  __device__ ScaledInput(float s, float s_t, bool two_level) {
+  QCAST_DEVICE ScaledInput(float s, float s_t, bool two_level) {
     divisor = two_level ? s * s_t : s;
     // 2^m with a normal 2^-m: biased exponent field 1..253, mantissa zero; 2^-m read off the bits.
     const std::uint32_t d = bits_of(divisor), field = (d >> 23) & 0xFFu;
     multiply = !(d & 0x807FFFFFu) && field >= 1 && field <= 253;
     inverse = float_of((254u - field) << 23);
   }
-  __device__ float operator()(float x) const { return multiply ? x * inverse : x / divisor; }
+  QCAST_DEVICE float operator()(float x) const { return multiply ? x * inverse : x / divisor; }
 };
 
 // A NaN q gives the canonical NaN, as on the CPU: a GPU product of a NaN is 0x7FFFFFFF, whereas x86
 // passes the NaN operand (0x7FC00000) through.
-__device__ __forceinline__ float scaled_output(float q, float s, float s_t, bool two_level) {
+QCAST_DEVICE QCAST_FORCEINLINE float scaled_output(float q, float s, float s_t, bool two_level) {
   const float y = two_level ? (q * s) * s_t : q * s;
   return isnan(y) ? canonical_nan() : y;
+}
+
+// The value of an element whose code decodes to v, in a group whose scale code decodes to s
+// (qcast::decode): a NaN scale makes every element of its group NaN.
+QCAST_DEVICE QCAST_FORCEINLINE float decoded_in_group(float v, float s, float s_t, bool two_level) {
+  return isnan(s) ? canonical_nan() : scaled_output(v, s, s_t, two_level);
+}
+
+// The output of one element of a group whose scale is g (detail::cast_group). Lean: the element
+// parameters are lean (quantize_lean), which drops the other quantizers from the kernel.
+template <bool Lean = false>
+QCAST_DEVICE QCAST_FORCEINLINE float cast_in_group(const ElementParams& e, const ScaleParams& s,
+                                                   const DeviceGroupScale& g, const ScaledInput& scaled, float s_t,
+                                                   float x, std::int64_t i) {
+  switch (g.kind) {
+    case GroupKind::nan: return canonical_nan();
+    case GroupKind::passthrough: return x;
+    case GroupKind::zero: return copysignf(0.0f, x);
+    default: {
+      const float q = Lean ? quantize_lean(e, scaled(x)) : quantize(e, scaled(x), std::uint64_t(i));
+      return scaled_output(q, g.value, s_t, s.two_level);
+    }
+  }
+}
+
+// The value an element code must hold in a group whose scale is g (qcast::encode).
+QCAST_DEVICE QCAST_FORCEINLINE float code_input_in_group(const DeviceGroupScale& g, const ScaledInput& scaled,
+                                                         float x) {
+  switch (g.kind) {
+    case GroupKind::nan: return 0.0f;  // the scale carries the NaN
+    case GroupKind::finite: return scaled(x);
+    default: return copysignf(0.0f, x);
+  }
+}
+
+// The code of element x (flat index i) in a group whose scale is g (qcast::encode). Lean: lean
+// element parameters. A finite group's x / s is NaN only where the divisor s · s_t rounded to 0 and
+// x is 0 (tiny tensors under binary32 or bfloat16 block scales); an element format without a NaN
+// code cannot take it, which sets *element_nan: the reference throws there.
+template <bool Lean = false>
+QCAST_DEVICE QCAST_FORCEINLINE std::uint32_t code_in_group(const ElementParams& e, const DeviceGroupScale& g,
+                                                           const ScaledInput& scaled, float x, std::int64_t i,
+                                                           int* element_nan) {
+  const float v = code_input_in_group(g, scaled, x);
+  if (isnan(v) && !e.has_nan) raise_error(element_nan);
+  return Lean ? code_of_value(e, quantize_lean(e, v)) : encode(e, v, std::uint64_t(i));
 }
 
 // The group of flat element i (GroupLayout's numbering).
@@ -138,7 +198,7 @@ struct LayoutParams {
   std::int64_t len = 1, inner = 1, blocks_per_line = 1, block_size = 1;
 };
 
-__device__ __forceinline__ std::int64_t group_of(const LayoutParams& l, std::int64_t i) {
+QCAST_DEVICE QCAST_FORCEINLINE std::int64_t group_of(const LayoutParams& l, std::int64_t i) {
   switch (l.granularity) {
     case Granularity::tensor: return 0;
     case Granularity::channel: return (i / l.inner) % l.len;
@@ -161,7 +221,7 @@ struct DeviceGroup {
   std::int64_t base = 0, runs = 1, run_stride = 0, count = 0, stride = 1;
 };
 
-__device__ inline DeviceGroup group_members(const LayoutParams& l, std::int64_t g) {
+QCAST_DEVICE inline DeviceGroup group_members(const LayoutParams& l, std::int64_t g) {
   DeviceGroup r;
   switch (l.granularity) {
     case Granularity::tensor: r.count = l.elements; break;

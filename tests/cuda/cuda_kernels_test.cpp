@@ -263,3 +263,41 @@ TEST_CASE("cuda entry points reject invalid formats and axes as the reference do
   CHECK_THROWS_AS(qcast::cuda::cast(in.get(), out.get(), qcast::DType::f32, {8, 8}, qcast::parse_format("mxfp4:axis=2")),
                   std::invalid_argument);
 }
+
+TEST_CASE("cuda kernels equal the reference where a two-level divisor s * s_t rounds to 0") {
+  // Binary32 block scales put s_t = amax_t / float(max_elem * FLT_MAX) at 0 (the product overflows)
+  // or, for int2 (max 1), at a few subnormal ulps for a tensor of small values. A zero element then
+  // meets 0 / 0: the reference encodes its NaN code or, in formats without one, throws; cast and
+  // decode give the canonical NaN where (q * s) * 0 is Inf * 0. tests/cuda/device_math_test.cpp
+  // checks the device functions on the host; this checks the kernels' error path on the device.
+  const qcast::Shape shape{8, 96};
+  std::vector<float> x(8 * 96);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = i % 7 == 0 ? 0.0f : std::ldexp(float(i % 13) - 6.0f, -24);
+  const DeviceBuffer<float> in(x);
+  for (const char* name : {"int2@g32+tensor:scale=fp32", "int8@g16+tensor:scale=fp32", "fp4_e2m1@g16+tensor:scale=fp32",
+                           "fp8_e4m3@g32+tensor:scale=bf16", "fp8_e5m2@g16+tensor:scale=fp32"}) {
+    INFO(name);
+    const auto f = qcast::parse_format(name);
+    std::vector<float> ref(x.size());
+    qcast::cast(x.data(), ref.data(), shape, f);
+    DeviceBuffer<float> out(x.size());
+    qcast::cuda::cast(in.get(), out.get(), qcast::DType::f32, shape, f);
+    CHECK(differing(out.to_host(), ref) == 0);
+    std::string ref_what;
+    qcast::Encoded enc;
+    try {
+      enc = qcast::encode(x.data(), shape, f);
+    } catch (const std::exception& error) {
+      ref_what = error.what();
+    }
+    DeviceBuffer<std::uint8_t> codes(qcast::packed_size(x.size(), f.element.bits())),
+        scales(qcast::packed_size(std::size_t(qcast::detail::GroupLayout(shape, f).groups()), f.scale_storage_bits()));
+    if (!ref_what.empty()) {
+      CHECK_THROWS_WITH(qcast::cuda::encode(in.get(), qcast::DType::f32, shape, f, codes.get(), scales.get()), ref_what);
+      continue;
+    }
+    qcast::cuda::encode(in.get(), qcast::DType::f32, shape, f, codes.get(), scales.get());
+    CHECK(codes.to_host() == enc.codes);
+    CHECK(scales.to_host() == enc.scales);
+  }
+}
