@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/cast_options.hpp"
+#include "common/differing.hpp"
 #include "common/reference_errors.hpp"
 #include "common/tensor_values.hpp"
 #include "device_buffer.hpp"
@@ -19,6 +20,7 @@
 #include "qcast/kernels.hpp"
 
 using qcast_test::DeviceBuffer;
+using qcast_test::differing;
 
 namespace {
 
@@ -39,13 +41,6 @@ std::vector<std::string> test_format_names() {
         "int4@g8", "e3m4fnuzb5", "uint8", "e8m0", "bf16", "fp16", "e2m5@g128:scale=fp16"})
     names.push_back(extra);
   return names;
-}
-
-template <class T>
-std::size_t differing(const std::vector<T>& a, const std::vector<T>& b) {
-  std::size_t bad = a.size() == b.size() ? 0 : a.size() + b.size();
-  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) bad += std::memcmp(&a[i], &b[i], sizeof(T)) != 0;
-  return bad;
 }
 
 std::vector<std::uint16_t> narrowed(qcast::DType t, const std::vector<float>& x) {

@@ -22,12 +22,14 @@
 #include <vector>
 
 #include "common/cast_options.hpp"
+#include "common/differing.hpp"
 #include "common/tensor_values.hpp"
 #include "packed_codes_device.cuh"
 #include "params.hpp"
 #include "qcast/format_names.hpp"
 
 namespace cd = qcast::cuda_detail;
+using qcast_test::differing;
 
 namespace {
 
@@ -462,13 +464,6 @@ std::vector<float> device_decode(const qcast::Encoded& enc) {
     }
   }
   return y;
-}
-
-template <class T>
-std::size_t differing(const std::vector<T>& a, const std::vector<T>& b) {
-  std::size_t bad = a.size() == b.size() ? 0 : a.size() + b.size();
-  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) bad += std::memcmp(&a[i], &b[i], sizeof(T)) != 0;
-  return bad;
 }
 
 }  // namespace
