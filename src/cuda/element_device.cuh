@@ -6,7 +6,8 @@
 // - the general path, the reference's double arithmetic, for every other format (exponent-only
 //   elements, unsigned, wide or subnormal-step minifloats).
 // Device code is compiled with -fmad=false so that no multiply-add is fused: every product and
-// sum rounds as it does on the CPU.
+// sum rounds as it does on the CPU. Compiles as host C++ too (device_or_host.hpp), for
+// tests/cuda/device_math_test.cpp.
 #pragma once
 #include <cstdint>
 
