@@ -67,10 +67,10 @@ inline float scaled_input(const Format& f, float x, const GroupScale& g, float s
   return f.tensor_scale ? x / (g.value * s_t) : x / g.value;
 }
 
-// q * s, or (q * s_b) * s_t. The only NaN a finite q can give here is Inf * 0, where q * s_b
-// overflows and s_t is 0 (a two-level format whose max_elem * max_scale overflows binary32, such as
-// binary32 block scales); it is the canonical NaN, as every other NaN output is, whatever the
-// platform's default NaN (x86: 0xFFC00000).
+// q * s, or (q * s_b) * s_t. A non-NaN q gives a NaN here only as Inf * 0: s_t is 0 (a tensor of
+// tiny values under binary32 or bfloat16 block scales), x / (s_b * 0) is ±Inf, and an element
+// format that keeps Inf makes q = ±Inf. That NaN is the canonical one, as every other NaN output
+// is, whatever the platform's default NaN (x86: 0xFFC00000).
 inline float scaled_output(const Format& f, float q, const GroupScale& g, float s_t) {
   const float y = f.tensor_scale ? (q * g.value) * s_t : q * g.value;
   return std::isnan(y) ? canonical_nan() : y;

@@ -2,6 +2,7 @@
 // int4@g128, ...) are values of this type; see format_names.hpp for the text form.
 #pragma once
 #include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -92,6 +93,12 @@ struct Format {
       return "block size must be 1..1048576";
     if (tensor_scale && granularity != Granularity::block) return "a tensor scale needs block granularity";
     if (tensor_scale && scale.kind == ElementKind::exponent) return "two-level scaling needs a float block scale";
+    // s_t = amax_t / float(max_elem * max_scale): where that product overflows binary32 (binary32 or
+    // bfloat16 block scales over elements larger than 1), s_t is 0 for every tensor and every output
+    // NaN. docs/design/0001-format-model.md says why such formats are rejected rather than redefined.
+    if (tensor_scale && !(float(element.max_value() * scale.max_value()) < std::numeric_limits<float>::infinity()))
+      return "two-level scaling needs max_elem * max_scale within binary32, or s_t = amax_t / (max_elem * "
+             "max_scale) is 0 for every tensor; use a narrower block scale such as ue4m3";
     const bool pow2_scale = scale.kind == ElementKind::exponent;
     if (pow2_scale && rule == ScaleRule::amax) return "power-of-two scales take rule floor, ceil, rceil or even";
     if (!pow2_scale && rule != ScaleRule::amax) return "float scales take rule amax";

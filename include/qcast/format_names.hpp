@@ -212,7 +212,9 @@ inline std::string format_name(const Format& f) {
       if (f.tensor_scale) s += "+tensor";
       break;
   }
-  if (f.scale != elements::fp32) s += ":scale=" + element_name(f.scale);
+  // The scale a name without ':scale=' gets, as parse_format assigns it: ue4m3 under '+tensor'.
+  const ElementFormat default_scale = f.tensor_scale ? elements::ue4m3 : elements::fp32;
+  if (f.scale != default_scale) s += ":scale=" + element_name(f.scale);
   if (f.rule != Format::default_rule(f.scale)) s += std::string(":rule=") + detail::rule_name(f.rule);
   if (f.has_axis() && f.axis != Format::default_axis(f.granularity)) s += ":axis=" + std::to_string(f.axis);
   return s;

@@ -46,7 +46,8 @@ inline SpanScale span_scale_mode(const Format& f) {
 }
 
 // Whether a two-level tensor scale s_t is so small that a group's divisor s · s_t can round to 0
-// (binary32 or bfloat16 block scales put s_t near amax_t / (max_elem · 2^128), or 0): x / 0 and
+// (binary32 or bfloat16 block scales over elements of max <= 1 put s_t near
+// amax_t / (max_elem · 2^128), which a tensor of small values takes to a subnormal or 0): x / 0 and
 // (q · s) · 0 then give NaNs, which the reference makes canonical (detail::scaled_output) and
 // rejects in an element format without a NaN code. The kernels take a finite group's values to be
 // numbers, so such tensors go to the reference.

@@ -27,7 +27,7 @@ TEST_CASE("generic names round-trip") {
   for (const char* s : {"e3m4", "e3m4fn", "e5m2fnuzb15", "ue5m3", "e4m3nospb5", "int4@g128:axis=0",
                         "uint8", "int8f6@g32:scale=e8m0", "e2m1@g32:scale=e8m0:rule=rceil", "e2m1@g32:scale=e8m0:rule=ceil",
                         "fp8_e4m3@channel", "fp8_e4m3@tensor", "e2m1@g16:scale=ue4m3", "e2m1@g16+tensor",
-                        "e2m1@g16+tensor:scale=bf16", "fp8_e4m3@g32:scale=e8m0:rule=even", "int8@none", "e8m0", "e5m0b20",
+                        "e2m1@g16+tensor:scale=fp16", "int2@g32+tensor:scale=fp32", "fp8_e4m3@g32:scale=e8m0:rule=even", "int8@none", "e8m0", "e5m0b20",
                         "fp6_e2m3@g64:scale=e8m0", "e2m1@g32:scale=e8m0:axis=-2", "fp8_e4m3@channel:axis=1"}) {
     INFO(s);
     const qcast::Format f = qcast::parse_format(s);
@@ -39,6 +39,44 @@ TEST_CASE("generic names round-trip") {
   CHECK(qcast::format_name(qcast::parse_format("e4m3fn")) == "fp8_e4m3");
   CHECK(qcast::parse_format("e2m1").element.specials == qcast::Specials::ieee);  // generic default
   CHECK(qcast::format_name(qcast::parse_format("int4@g128:axis=-1")) == "int4@g128");
+  CHECK(qcast::format_name(qcast::parse_format("e2m1@g16+tensor:scale=ue4m3:axis=0")) == "e2m1@g16+tensor:axis=0");
+  CHECK(qcast::format_name(qcast::parse_format("int2@g32+tensor:scale=fp32")) == "int2@g32+tensor:scale=fp32");
+}
+
+TEST_CASE("every valid combination of element, granularity, scale, rule and axis round-trips") {
+  int valid = 0;
+  for (const char* element : {"fp4_e2m1", "e2m1", "fp8_e4m3", "e4m3fnb16", "int2", "int4f3", "int8", "uint4", "bf16"})
+    for (const char* granularity : {"", "@none", "@tensor", "@channel", "@g16", "@g16+tensor"})
+      for (const char* scale : {"", ":scale=fp32", ":scale=ue4m3", ":scale=e8m0", ":scale=bf16", ":scale=fp16"})
+        for (const char* rule : {"", ":rule=amax", ":rule=rceil"})
+          for (const char* axis : {"", ":axis=0", ":axis=-1", ":axis=1"}) {
+            const std::string name = std::string(element) + granularity + scale + rule + axis;
+            qcast::Format f;
+            try {
+              f = qcast::parse_format(name);
+            } catch (const qcast::FormatError&) {
+              continue;
+            }
+            ++valid;
+            INFO(name << " -> " << qcast::format_name(f));
+            CHECK(qcast::parse_format(qcast::format_name(f)) == f);
+          }
+  CHECK(valid > 300);
+}
+
+TEST_CASE("a two-level format whose max_elem * max_scale overflows binary32 is rejected") {
+  // s_t = amax_t / float(max_elem * max_scale) would be 0 for every tensor (docs/design/0001).
+  for (const char* s : {"int8@g16+tensor:scale=fp32", "fp4_e2m1@g16+tensor:scale=bf16", "fp6_e2m3@g16+tensor:scale=bf16",
+                        "fp8_e4m3@g32+tensor:scale=fp32"}) {
+    INFO(s);
+    CHECK_THROWS_WITH(qcast::parse_format(s), Catch::Matchers::Contains("max_elem * max_scale"));
+  }
+  // Finite products stay valid, however close to FLT_MAX (int2: max 1; e4m3fnb16: max 0.875).
+  for (const char* s : {"int2@g32+tensor:scale=fp32", "e4m3fnb16@g16+tensor:scale=fp32", "e4m3fnb16@g16+tensor:scale=bf16",
+                        "fp4_e2m1@g16+tensor:scale=fp16"}) {
+    INFO(s);
+    CHECK_NOTHROW(qcast::parse_format(s));
+  }
 }
 
 TEST_CASE("bad names are errors that list the valid names") {

@@ -522,10 +522,10 @@ TEST_CASE("kernels::encode reports the first NaN of a direct cast to a format wi
 }
 
 TEST_CASE("kernels::encode equals the reference where a two-level divisor s * s_t rounds to zero") {
-  // Binary32 block scales put s_t = amax_t / (max_elem * FLT_MAX): for a tensor of small values the
-  // product s * s_t underflows to 0, and an element that is exactly 0 scales to 0 / 0 = NaN. The
-  // reference then rejects an element format without a NaN code and encodes the NaN code of one
-  // that has it; the kernels must do the same.
+  // Binary32 block scales over elements of max <= 1 put s_t = amax_t / (max_elem * FLT_MAX): for a
+  // tensor of small values the product s * s_t underflows to 0, and an element that is exactly 0
+  // scales to 0 / 0 = NaN. The reference then rejects an element format without a NaN code and
+  // encodes the NaN code of one that has it; the kernels must do the same.
   std::vector<float> x(4096);
   std::mt19937 rng(57);
   std::normal_distribution<float> normal;
@@ -534,14 +534,14 @@ TEST_CASE("kernels::encode equals the reference where a two-level divisor s * s_
   const qcast::Shape shape{16, 256};
   for (const auto& target : qcast::kernels::available_targets()) {
     qcast::kernels::use_target(target);
-    for (const char* name : {"int8@g16+tensor:scale=fp32", "e2m1nosp@g32+tensor:scale=bf16"}) {
+    for (const char* name : {"int8f7@g16+tensor:scale=fp32", "e2m1nospb4@g32+tensor:scale=bf16"}) {
       const auto f = qcast::parse_format(name);
       const std::string ref_what = qcast_test::reference_encode_error(x, shape, f);
       INFO(target << " " << name);
       REQUIRE(!ref_what.empty());
       CHECK_THROWS_WITH(qcast::kernels::encode(x.data(), shape, f, {}, 2), ref_what);
     }
-    const auto f = qcast::parse_format("e4m3@g16+tensor:scale=fp32");  // has a NaN code
+    const auto f = qcast::parse_format("e4m3fnb16@g16+tensor:scale=fp32");  // has a NaN code
     const qcast::Encoded ref = qcast::encode(x.data(), shape, f);
     const qcast::Encoded got = qcast::kernels::encode(x.data(), shape, f, {}, 2);
     INFO(target);
@@ -552,8 +552,8 @@ TEST_CASE("kernels::encode equals the reference where a two-level divisor s * s_
 }
 
 TEST_CASE("kernels equal the reference where a binary32 block scale d = (amax / max) / s_t overflows") {
-  // With binary32 block scales, s_t = amax_t / (max_elem * FLT_MAX) is subnormal for a tensor of
-  // small values, and a block's d = (amax / max_elem) / s_t can exceed FLT_MAX. The reference
+  // With binary32 block scales (over elements of max <= 1, as wider ones are rejected),
+  // s_t = amax_t / (max_elem * FLT_MAX) is subnormal for a tensor of small values, and a block's d = (amax / max_elem) / s_t can exceed FLT_MAX. The reference
   // encodes d with saturation, so the scale is FLT_MAX, not Inf (q * Inf would be NaN, or 0 * Inf).
   // Tensors over binades 2^-30 .. 2^-14 put s_t, by format, at a few ulps of the smallest
   // subnormal or at 0 (then a block of amax 0 has d = 0 / 0: a NaN scale, as group_scale gives).
@@ -569,8 +569,8 @@ TEST_CASE("kernels equal the reference where a binary32 block scale d = (amax / 
     for (int e : {-30, -26, -23, -21, -20, -18, -14}) {
       std::vector<float> x(8 * 96);
       for (auto& v : x) v = std::ldexp(normal(rng), e);
-      for (const char* name : {"int2@g32+tensor:scale=fp32", "int8@g16+tensor:scale=fp32", "fp4_e2m1@g16+tensor:scale=fp32",
-                               "fp8_e4m3@g32+tensor:scale=fp32"}) {
+      for (const char* name : {"int2@g32+tensor:scale=fp32", "int8f7@g16+tensor:scale=fp32", "e2m1nospb4@g16+tensor:scale=fp32",
+                               "e4m3fnb16@g32+tensor:scale=fp32"}) {
         const auto f = qcast::parse_format(name);
         for (std::size_t k = 0; k < options.size(); ++k) {
           INFO(target << " " << name << " 2^" << e << " options#" << k);

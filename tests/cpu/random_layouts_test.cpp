@@ -44,7 +44,7 @@ struct RandomCase {
 RandomCase draw_case(std::mt19937& rng) {
   static const char* const elements[] = {"e2m1",  "e3m2", "e2m3", "e4m3",   "e5m2",     "e4m3fn", "e4m3fnuz",
                                          "int4",  "int8", "int3", "int6",   "int8f6",   "e3m4",   "e2m1nosp",
-                                         "uint4", "bf16", "fp16", "e5m2b11", "e5m2fnuz"};
+                                         "uint4", "bf16", "fp16", "e5m2b11", "e5m2fnuz", "int4f3", "e4m3fnb16"};
   static const char* const granularities[] = {"",     "@tensor", "@channel",    "@g16",        "@g32",
                                               "@g8",  "@g24",    "@g16+tensor", "@g32+tensor", "@none"};
   static const char* const scales[] = {"", ":scale=e8m0", ":scale=ue4m3", ":scale=fp32", ":scale=e5m2", ":scale=bf16"};

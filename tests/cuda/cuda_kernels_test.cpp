@@ -260,8 +260,9 @@ TEST_CASE("cuda entry points reject invalid formats and axes as the reference do
 }
 
 TEST_CASE("cuda kernels equal the reference where a two-level divisor s * s_t rounds to 0") {
-  // Binary32 block scales put s_t = amax_t / float(max_elem * FLT_MAX) at 0 (the product overflows)
-  // or, for int2 (max 1), at a few subnormal ulps for a tensor of small values. A zero element then
+  // Binary32 and bfloat16 block scales over elements of max <= 1 (wider ones are rejected) put
+  // s_t = amax_t / float(max_elem * max_scale) at a few subnormal ulps, or at 0, for a tensor of
+  // small values. A zero element then
   // meets 0 / 0: the reference encodes its NaN code or, in formats without one, throws; cast and
   // decode give the canonical NaN where (q * s) * 0 is Inf * 0. tests/cuda/device_math_test.cpp
   // checks the device functions on the host; this checks the kernels' error path on the device.
@@ -269,8 +270,8 @@ TEST_CASE("cuda kernels equal the reference where a two-level divisor s * s_t ro
   std::vector<float> x(8 * 96);
   for (std::size_t i = 0; i < x.size(); ++i) x[i] = i % 7 == 0 ? 0.0f : std::ldexp(float(i % 13) - 6.0f, -24);
   const DeviceBuffer<float> in(x);
-  for (const char* name : {"int2@g32+tensor:scale=fp32", "int8@g16+tensor:scale=fp32", "fp4_e2m1@g16+tensor:scale=fp32",
-                           "fp8_e4m3@g32+tensor:scale=bf16", "fp8_e5m2@g16+tensor:scale=fp32"}) {
+  for (const char* name : {"int2@g32+tensor:scale=fp32", "int8f7@g16+tensor:scale=fp32", "e2m1nospb4@g16+tensor:scale=fp32",
+                           "e4m3fnb16@g32+tensor:scale=bf16", "e5m2b31@g16+tensor:scale=fp32"}) {
     INFO(name);
     const auto f = qcast::parse_format(name);
     std::vector<float> ref(x.size());
