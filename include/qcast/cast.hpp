@@ -81,12 +81,32 @@ inline void check_format(const Format& f) {
   if (!why.empty()) throw std::invalid_argument("invalid format " + format_name(f) + ": " + why);
 }
 
+// The format and the options of a cast or encode together.
+inline void check_format(const Format& f, const CastOptions& o) {
+  check_format(f);
+  if (!o.tensor_amax) return;
+  if (!f.tensor_scale)
+    throw std::invalid_argument("a tensor_amax is given, but " + format_name(f) +
+                                " has no tensor scale (two-level formats: nvfp4, ...@gK+tensor)");
+  const float a = *o.tensor_amax;
+  if (!(std::isfinite(a) && a > 0.0f))
+    throw std::invalid_argument("tensor_amax must be finite and > 0, got " + std::to_string(a));
+}
+
+// amax_t of a two-level format: CastOptions::tensor_amax where given, else the largest finite |x|
+// of the n values (measure()); 1 for other formats.
+template <class Measure>
+float tensor_amax_of(const Format& f, const CastOptions& o, Measure&& measure) {
+  if (!f.tensor_scale) return 1.0f;
+  return o.tensor_amax ? *o.tensor_amax : float(measure());
+}
+
 // Calls fn(group index, group, its scale, s_t) for every group of a scaled format: the tensor scale
 // of a two-level format first, then each group's statistics and scale (the walk cast and encode
 // share). Returns s_t (1 for single-level formats).
 template <class Fn>
-float for_each_group_scale(const float* in, const GroupLayout& layout, const Format& f, Fn&& fn) {
-  const float amax_t = f.tensor_scale ? finite_amax(in, layout.elements()) : 1.0f;
+float for_each_group_scale(const float* in, const GroupLayout& layout, const Format& f, const CastOptions& o, Fn&& fn) {
+  const float amax_t = tensor_amax_of(f, o, [&] { return finite_amax(in, layout.elements()); });
   const float s_t = f.tensor_scale ? tensor_scale_of(f, amax_t) : 1.0f;
   for (std::int64_t gi = 0, groups = layout.groups(); gi < groups; ++gi) {
     const Group grp = layout.group(gi);
@@ -119,14 +139,14 @@ inline void cast_group(const float* in, float* out, const Group& grp, const Form
 // scaled back. in and out may be the same array. This is the scalar reference; the compiled
 // kernels (qcast/kernels.hpp) give the same bits faster.
 inline void cast(const float* in, float* out, const Shape& shape, const Format& f, const CastOptions& o = {}) {
-  detail::check_format(f);
+  detail::check_format(f, o);
   const detail::GroupLayout layout(shape, f);
   const std::int64_t n = layout.elements();
   if (!f.is_scaled()) {
     for (std::int64_t i = 0; i < n; ++i) out[i] = quantize_element(f.element, in[i], o, std::uint64_t(i));
     return;
   }
-  detail::for_each_group_scale(in, layout, f, [&](std::int64_t, const detail::Group& grp, const GroupScale& g, float s_t) {
+  detail::for_each_group_scale(in, layout, f, o, [&](std::int64_t, const detail::Group& grp, const GroupScale& g, float s_t) {
     detail::cast_group(in, out, grp, f, g, o, s_t);
   });
 }
@@ -135,7 +155,7 @@ inline void cast(const float* in, float* out, const Shape& shape, const Format& 
 // integer codes have no -0 (a -0 of cast decodes as +0), and that a direct cast to a format
 // without NaN (fp6, fp4, integers) cannot hold a NaN input: that throws std::domain_error.
 inline Encoded encode(const float* in, const Shape& shape, const Format& f, const CastOptions& o = {}) {
-  detail::check_format(f);
+  detail::check_format(f, o);
   const detail::GroupLayout layout(shape, f);
   const std::int64_t n = layout.elements();
   const int bits = f.element.bits();
@@ -154,7 +174,7 @@ inline Encoded encode(const float* in, const Shape& shape, const Format& f, cons
   }
   e.scales.assign(packed_size(std::size_t(layout.groups()), f.scale_storage_bits()), 0);
   e.tensor_scale = detail::for_each_group_scale(
-      in, layout, f, [&](std::int64_t gi, const detail::Group& grp, const GroupScale& g, float s_t) {
+      in, layout, f, o, [&](std::int64_t gi, const detail::Group& grp, const GroupScale& g, float s_t) {
         pack_code(e.scales.data(), std::size_t(gi), f.scale_storage_bits(), g.code);
         grp.for_each([&](std::int64_t i) {
           const float x = in[i];

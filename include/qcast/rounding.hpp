@@ -25,6 +25,13 @@ struct CastOptions {
   // Unset: the format's own convention (ElementFormat::saturates_by_default): saturating for every
   // format except the IEEE storage types fp16, bf16 and fp32, which convert as IEEE 754 does.
   std::optional<bool> saturate;
+  // Two-level formats (nvfp4, ...@gK+tensor) only: the amax_t from which the tensor scale
+  // s_t = amax_t / (max_elem * max_scale) is derived, such as one measured in calibration (a static
+  // tensor scale, as deployed NVFP4 activations use). Unset: the largest finite |x| of the tensor
+  // itself, which costs a pass over it before any output. Must be finite and > 0. Values larger
+  // than it saturate the block scale (and then the element, by `saturate`); every cast, encode
+  // and kernel gives the same bits for the same tensor_amax as for a measured one of that value.
+  std::optional<float> tensor_amax;
 };
 
 namespace detail {

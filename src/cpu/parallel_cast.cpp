@@ -138,7 +138,7 @@ BlockParams block_params(const Format& f, const CastOptions& o, float amax_t, fl
 
 void cast(const float* in, float* out, const Shape& given_shape, const Format& given_format, const CastOptions& o,
           int threads) {
-  detail::check_format(given_format);
+  detail::check_format(given_format, o);
   const CanonicalLayout canonical = canonical_layout(given_shape, given_format);
   const Shape& shape = canonical.shape;
   const Format& f = canonical.format;
@@ -160,7 +160,7 @@ void cast(const float* in, float* out, const Shape& given_shape, const Format& g
     });
     return;
   }
-  const float amax_t = f.tensor_scale ? parallel_stats(in, n, threads).amax  /* over finite elements */ : 1.0f;
+  const float amax_t = detail::tensor_amax_of(f, o, [&] { return parallel_stats(in, n, threads).amax; });
   const float s_t = f.tensor_scale ? tensor_scale_of(f, amax_t) : 1.0f;
   if (divisor_may_vanish(f, amax_t, s_t)) return qcast::cast(in, out, given_shape, given_format, o);
   const std::int64_t groups = layout.groups();

@@ -80,9 +80,10 @@ bool cast_tiled(DType t, const std::uint16_t* in, std::uint16_t* out, const Shap
   const bool column_groups = !lines_of_blocks && ColumnLayout(shape, f).bands > 0;
   if (!run_groups && !lines_of_blocks && !column_groups) return false;
   const SpanScale mode = span_scale_mode(f);
-  const detail::GroupStats stats =
-      f.tensor_scale || groups == 1 ? parallel_stats16(t, in, n, threads) : detail::GroupStats{};
-  const float amax_t = f.tensor_scale ? stats.amax /* over finite elements */ : 1.0f;
+  const detail::GroupStats stats = (f.tensor_scale && !o.tensor_amax) || groups == 1
+                                       ? parallel_stats16(t, in, n, threads)
+                                       : detail::GroupStats{};
+  const float amax_t = detail::tensor_amax_of(f, o, [&] { return stats.amax; /* over finite elements */ });
   const float s_t = f.tensor_scale ? tensor_scale_of(f, amax_t) : 1.0f;
   if (groups == 1) {  // one scale from the statistics pass; element ranges in parallel
     const GroupScale g = group_scale(f, stats.amax, stats.nonfinite, amax_t, s_t);
@@ -162,7 +163,7 @@ detail::GroupStats parallel_stats16(DType t, const std::uint16_t* in, std::int64
 
 void cast(const void* in, void* out, DType t, const Shape& shape, const Format& f, const CastOptions& o, int threads) {
   if (t == DType::f32) return cast(static_cast<const float*>(in), static_cast<float*>(out), shape, f, o, threads);
-  detail::check_format(f);
+  detail::check_format(f, o);
   threads = resolve_threads(threads);
   const auto* src = static_cast<const std::uint16_t*>(in);
   auto* dst = static_cast<std::uint16_t*>(out);

@@ -284,7 +284,7 @@ void encode_column_bands(const Input& input, const ColumnLayout& cols, std::int6
 template <class Input>
 bool encode_with(Encoded& e, const Input& input, const Shape& shape, const Format& f, const CastOptions& o,
                  int threads) {
-  detail::check_format(f);
+  detail::check_format(f, o);
   if (!code_kernel_supports(f.element)) return false;
   threads = resolve_threads(threads);
   const detail::GroupLayout layout(shape, f);
@@ -330,9 +330,10 @@ bool encode_with(Encoded& e, const Input& input, const Shape& shape, const Forma
   const detail::Group first = layout.group(0);
   const bool one_contiguous_group = groups == 1 && first.runs == 1 && first.stride == 1;
   // One statistics pass serves the tensor scale and the scale of a single contiguous group.
-  const detail::GroupStats whole = f.tensor_scale || one_contiguous_group ? input.stats(n, threads)
-                                                                          : detail::GroupStats{};
-  const float amax_t = f.tensor_scale ? whole.amax /* over finite elements */ : 1.0f;
+  const detail::GroupStats whole = (f.tensor_scale && !o.tensor_amax) || one_contiguous_group
+                                       ? input.stats(n, threads)
+                                       : detail::GroupStats{};
+  const float amax_t = detail::tensor_amax_of(f, o, [&] { return whole.amax; /* over finite elements */ });
   const float s_t = f.tensor_scale ? tensor_scale_of(f, amax_t) : 1.0f;
   if (divisor_may_vanish(f, amax_t, s_t)) return false;
   e.tensor_scale = s_t;
@@ -467,7 +468,7 @@ Encoded encode(const float* in, const Shape& shape, const Format& f, const CastO
 template <class Input>
 bool encode_canonical(Encoded& e, const Input& input, const Shape& shape, const Format& f, const CastOptions& o,
                       int threads) {
-  detail::check_format(f);
+  detail::check_format(f, o);
   const CanonicalLayout canonical = canonical_layout(shape, f);
   if (!encode_with(e, input, canonical.shape, canonical.format, o, threads)) return false;
   e.shape = shape;

@@ -4,7 +4,8 @@
 //   one fused pass, k/8 threads per block of k, the block maximum by warp shuffles;
 // - every other layout: the scales of all groups first (one warp per group), then one thread per
 //   element reading its group's scale.
-// Two-level formats (NVFP4) start with a pass over the tensor for amax_t.
+// Two-level formats (NVFP4) start with a pass over the tensor for amax_t, unless it is given
+// (CastOptions::tensor_amax).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -94,11 +95,12 @@ void cast_typed(const void* in_v, void* out_v, const Shape& shape, const Format&
     check(cudaGetLastError(), "direct cast kernel");
     return;
   }
-  const ScaleParams s = scale_params(f);
+  const ScaleParams s = scale_params(f, o.tensor_amax);
   // stats[0..1]: tensor statistics; stats[2]: error flag (a NaN group under a scale without NaN).
-  // The MX formats need neither: they skip the allocation and the memset, whose host-side cost is
-  // a few percent of a 64M-element cast.
-  const bool needs_stats = s.two_level || f.granularity == Granularity::tensor;
+  // The MX formats, and two-level ones with a given amax_t, need neither: they skip the allocation
+  // and the memset, whose host-side cost is a few percent of a 64M-element cast, and the
+  // statistics pass, which reads the whole tensor once more.
+  const bool needs_stats = (s.two_level && !s.amax_t_given) || f.granularity == Granularity::tensor;
   const bool needs_scratch = needs_stats || !s.scale.has_nan;
   Scratch scratch(needs_scratch ? 4 * sizeof(unsigned) : 0, stream);
   unsigned* stats = scratch.as<unsigned>();
@@ -147,7 +149,7 @@ namespace qcast::cuda {
 
 void cast(const void* in, void* out, DType t, const Shape& shape, const Format& format, const CastOptions& options,
           void* stream) {
-  detail::check_format(format);
+  detail::check_format(format, options);
   auto* s = static_cast<cudaStream_t>(stream);
   switch (t) {
     case DType::f32: return cuda_detail::cast_typed<DType::f32>(in, out, shape, format, options, s);

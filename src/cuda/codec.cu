@@ -124,9 +124,9 @@ float encode_typed(const void* in_v, const Shape& shape, const Format& f, std::u
   const auto* in = static_cast<const Elem<T>*>(in_v);
   const LayoutParams l = layout_params(shape, f);
   const std::int64_t n = l.elements;
-  if (n == 0) return f.tensor_scale ? tensor_scale_of(f, 0.0f) : 1.0f;
+  if (n == 0) return f.tensor_scale ? tensor_scale_of(f, o.tensor_amax.value_or(0.0f)) : 1.0f;
   const ElementParams e = element_params(f.element, o);
-  const ScaleParams s = scale_params(f);
+  const ScaleParams s = scale_params(f, o.tensor_amax);
   // stats[0..1] tensor statistics, [2] the scale error flag, [3] the element NaN flag of scaled
   // formats (code_in_group), [4..5] the first NaN index of direct formats (64 bits).
   Scratch scratch(8 * sizeof(unsigned), stream);
@@ -135,7 +135,7 @@ float encode_typed(const void* in_v, const Shape& shape, const Format& f, std::u
   auto* nan_index = reinterpret_cast<unsigned long long*>(stats + 4);
   check(cudaMemsetAsync(stats, 0, 4 * sizeof(unsigned), stream), "cudaMemsetAsync");
   check(cudaMemsetAsync(nan_index, 0xFF, sizeof(unsigned long long), stream), "cudaMemsetAsync");
-  if (f.is_scaled() && (s.two_level || f.granularity == Granularity::tensor))
+  if (f.is_scaled() && ((s.two_level && !s.amax_t_given) || f.granularity == Granularity::tensor))
     tensor_stats_kernel<T><<<grid_for((n + 3) / 4), kThreads, 0, stream>>>(
         in, n, reinterpret_cast<std::uintptr_t>(in) % (T == DType::f32 ? 16 : 8) == 0, stats);
   const int k = f.block_size;
@@ -181,8 +181,8 @@ float encode_typed(const void* in_v, const Shape& shape, const Format& f, std::u
   if (host[2])
     throw std::domain_error("a group holds NaN or Inf, which the scale format of " + format_name(f) + " cannot encode");
   if (!f.tensor_scale) return 1.0f;
-  float amax_t;
-  std::memcpy(&amax_t, host, sizeof amax_t);
+  float amax_t = s.given_amax_t;
+  if (!s.amax_t_given) std::memcpy(&amax_t, host, sizeof amax_t);
   return tensor_scale_of(f, amax_t);
 }
 
@@ -254,7 +254,7 @@ namespace qcast::cuda {
 
 float encode(const void* in, DType t, const Shape& shape, const Format& format, std::uint8_t* codes,
              std::uint8_t* scales, const CastOptions& options, void* stream) {
-  detail::check_format(format);
+  detail::check_format(format, options);
   auto* s = static_cast<cudaStream_t>(stream);
   switch (t) {
     case DType::f32: return cuda_detail::encode_typed<DType::f32>(in, shape, format, codes, scales, options, s);

@@ -3,6 +3,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <optional>
 
 #include "qcast/cast.hpp"
 #include "element_device.cuh"
@@ -62,8 +63,11 @@ inline ElementParams element_params(const ElementFormat& e, const CastOptions& o
   return p;
 }
 
-inline ScaleParams scale_params(const Format& f) {
+// tensor_amax: CastOptions::tensor_amax of a cast or encode (decode has none).
+inline ScaleParams scale_params(const Format& f, std::optional<float> tensor_amax = std::nullopt) {
   ScaleParams p;
+  p.amax_t_given = f.tensor_scale && tensor_amax.has_value();
+  p.given_amax_t = p.amax_t_given ? *tensor_amax : 0.0f;
   const CastOptions so = detail::scale_cast_options();
   p.pow2 = f.scale.kind == ElementKind::exponent;
   p.two_level = f.tensor_scale;

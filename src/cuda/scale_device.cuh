@@ -19,6 +19,8 @@ struct ScaleParams {
   double elem_max_value = 0;    // element.max_value()
   int elem_max_exponent = 0, elem_precision_bits = 0;
   float tensor_divisor = 1;     // float(element.max_value() * scale.max_value()): s_t = amax_t / it
+  bool amax_t_given = false;    // CastOptions::tensor_amax: no statistics pass, amax_t = given_amax_t
+  float given_amax_t = 0;
 };
 
 // GroupScale::Kind, in the same order.
@@ -110,14 +112,15 @@ QCAST_DEVICE inline DeviceGroupScale group_scale(const ScaleParams& p, float ama
   return g;
 }
 
-// amax_t and s_t of a two-level format from the tensor statistics (tensor_scale_of).
+// amax_t and s_t of a two-level format (tensor_scale_of): the given amax_t, or the tensor statistics
+// (stats is not read where amax_t is given).
 struct TensorScale {
   float amax_t = 1.0f, s_t = 1.0f;
 };
 QCAST_DEVICE QCAST_FORCEINLINE TensorScale tensor_scale(const ScaleParams& s, const unsigned* stats) {
   TensorScale t;
   if (s.two_level) {
-    t.amax_t = float_of(stats[0]);
+    t.amax_t = s.amax_t_given ? s.given_amax_t : float_of(stats[0]);
     t.s_t = t.amax_t / s.tensor_divisor;
   }
   return t;

@@ -105,7 +105,7 @@ EncodedTensor encode(const at::Tensor& x, const Format& format, const CastOption
     const c10::cuda::CUDAGuard guard(x.device());
     const at::Tensor in = x.contiguous();
     const Shape shape = shape_of(in);
-    detail::check_format(format);
+    detail::check_format(format, options);
     const std::size_t n = std::size_t(in.numel());
     const auto bytes = at::TensorOptions().dtype(at::kByte).device(x.device());
     EncodedTensor r;

@@ -68,6 +68,35 @@ TEST_CASE("qcast cast is bit-exact with the oracle and keeps the shape") {
   CHECK(bad == 0);
 }
 
+TEST_CASE("qcast cast --tensor-amax gives NVFP4 a static tensor scale, bit-exact with the oracle") {
+  const fs::path in = scratch() / "amax_in.npy", out = scratch() / "amax_out.npy";
+  std::vector<float> x(6 * 48);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::sin(float(i)) * float(i % 11);
+  qcast::write_npy(in.string(), {6, 48}, x.data());
+  for (const char* amax : {"2.5", "10", "1e3"}) {
+    INFO(amax);
+    const Run r = run(std::string("cast --format nvfp4 --tensor-amax ") + amax + " " + in.string() + " " + out.string());
+    INFO(r.output);
+    REQUIRE(r.code == 0);
+    const auto want = oracle::nvfp4(x, 6, 48, std::stof(amax));
+    const auto got = qcast::read_npy(out.string()).to_float();
+    std::size_t bad = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) bad += !qcast_test::same(got[i], want[i]);
+    CHECK(bad == 0);
+  }
+  fs::remove(out);
+  Run r = run("cast --format mxfp4 --tensor-amax 2 " + in.string() + " " + out.string());
+  CHECK(r.code == 2);
+  CHECK(r.output.find("mxfp4 has no tensor scale") != std::string::npos);
+  r = run("cast --format nvfp4 --tensor-amax 0 " + in.string() + " " + out.string());
+  CHECK(r.code == 2);
+  CHECK(r.output.find("finite and > 0") != std::string::npos);
+  r = run("cast --format nvfp4 --tensor-amax big " + in.string() + " " + out.string());
+  CHECK(r.code == 2);
+  CHECK(r.output.find("--tensor-amax needs a number, got 'big'") != std::string::npos);
+  CHECK(!fs::exists(out));
+}
+
 TEST_CASE("qcast cast reads float16 input") {
   const fs::path in = scratch() / "in16.npy", out = scratch() / "out16.npy";
   {
@@ -161,6 +190,23 @@ TEST_CASE("qcast bench prints one JSON object per format for each op, and reject
   const Run bad = run("bench --op squash");
   CHECK(bad.code == 2);
   CHECK(bad.output.find("--op must be cast, encode or decode") != std::string::npos);
+}
+
+TEST_CASE("qcast bench --static-tensor-amax gives two-level formats the input's amax and says so") {
+  for (const char* op : {"cast", "encode"}) {
+    const Run r = run(std::string("bench --formats nvfp4,mxfp4 --elements 65536 --repeats 1 --threads 1 --json "
+                                  "--static-tensor-amax --op ") + op);
+    INFO(op << "\n" << r.output);
+    REQUIRE(r.code == 0);
+    const auto objects = json_objects(r.output);
+    REQUIRE(objects.size() == 2);
+    CHECK(objects[0].find("\"tensor_amax\": \"given\"") != std::string::npos);
+    CHECK(objects[0].find("\"aten_gbps\": null") != std::string::npos);  // the ATen composition measures amax
+    CHECK(objects[1].find("\"tensor_amax\": null") != std::string::npos);
+  }
+  const Run r = run("bench --formats nvfp4 --elements 65536 --repeats 1 --threads 1 --json");
+  REQUIRE(r.code == 0);
+  CHECK(r.output.find("\"tensor_amax\": \"measured\"") != std::string::npos);
 }
 
 TEST_CASE("qcast bench --dtype casts, encodes and decodes 16-bit tensors, and rejects other types") {

@@ -2,6 +2,7 @@
 // subnormal and huge blocks, and the axis handling of channel/block formats.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -43,9 +44,10 @@ std::vector<float> test_matrix(int rows, int cols, std::uint32_t seed, bool spec
   return x;
 }
 
-void compare(const std::string& name, int rows, int cols, const std::vector<float>& x, const std::vector<float>& want) {
+void compare(const std::string& name, int rows, int cols, const std::vector<float>& x, const std::vector<float>& want,
+             const qcast::CastOptions& options = {}) {
   std::vector<float> got(x.size());
-  qcast::cast(x.data(), got.data(), {rows, cols}, qcast::parse_format(name));
+  qcast::cast(x.data(), got.data(), {rows, cols}, qcast::parse_format(name), options);
   std::size_t bad = 0;
   std::string first;
   for (std::size_t i = 0; i < x.size(); ++i)
@@ -91,6 +93,29 @@ TEST_CASE("NVFP4 matches the oracle") {
   tiny[0] = 1e6f;
   tiny[20] = -1e-12f;
   compare("nvfp4", 1, 32, tiny, oracle::nvfp4(tiny, 1, 32));
+}
+
+TEST_CASE("NVFP4 with a given (static) tensor amax matches the oracle") {
+  // amax_t from calibration rather than from the tensor: below the tensor's own, block scales
+  // saturate at 448 and elements at 6; above it, small blocks' scales round to 0.
+  std::uint32_t seed = 100;
+  for (int cols : {16, 17, 48, 100}) {
+    for (bool specials : {false, true}) {
+      const int rows = 29;
+      const auto x = test_matrix(rows, cols, seed++, specials);
+      float measured = 0.0f;
+      for (float v : x)
+        if (std::isfinite(v)) measured = std::max(measured, std::fabs(v));
+      for (const float amax : {measured, measured * 0x1p-30f, measured * 0.3f, measured * 7.0f, 1.0f, 1e-30f,
+                               std::numeric_limits<float>::max(), std::numeric_limits<float>::denorm_min() * 77.0f}) {
+        if (!std::isfinite(amax)) continue;  // measured * 7 past FLT_MAX
+        INFO("given amax_t " << amax << ", measured " << measured);
+        qcast::CastOptions o;
+        o.tensor_amax = amax;
+        compare("nvfp4", rows, cols, x, oracle::nvfp4(x, rows, cols, amax), o);
+      }
+    }
+  }
 }
 
 TEST_CASE("scaled integers match the oracle") {

@@ -12,6 +12,7 @@
 // cases catch the third at once, the others are too rare for them.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -90,6 +91,12 @@ RandomCase draw_case(std::mt19937& rng) {
                                      : qcast::Rounding::nearest_even;
     c.options.seed = rng();
     if (pick(3) == 0) c.options.saturate = pick(2) == 0;
+    if (c.format.find("+tensor") != std::string::npos && pick(2) == 0) {  // a static tensor amax
+      float amax = 0.0f;
+      for (float v : c.values)
+        if (std::isfinite(v)) amax = std::max(amax, std::fabs(v));
+      c.options.tensor_amax = amax > 0.0f && pick(4) != 0 ? std::ldexp(amax, int(pick(41)) - 20) : magnitude;
+    }
     c.threads = 1 + int(pick(3));
     return c;
   }
@@ -118,7 +125,8 @@ TEST_CASE("kernels equal the reference on random formats, layouts, values and op
     std::string shape;
     for (auto d : c.shape) shape += std::to_string(d) + " ";
     INFO("case " << k << ": " << c.format << ", shape " << shape << ", rounding " << int(c.options.rounding)
-                 << ", saturate " << (c.options.saturate ? int(*c.options.saturate) : -1) << ", threads "
+                 << ", saturate " << (c.options.saturate ? int(*c.options.saturate) : -1) << ", tensor_amax "
+                 << c.options.tensor_amax.value_or(-1.0f) << ", threads "
                  << c.threads);
     // Cast, float32.
     std::vector<float> ref(n), got(n);

@@ -4,6 +4,7 @@
 // axes, misaligned pointers), and tensors large enough that every kernel loops over its grid.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -296,4 +297,44 @@ TEST_CASE("cuda kernels equal the reference where a two-level divisor s * s_t ro
     CHECK(codes.to_host() == enc.codes);
     CHECK(scales.to_host() == enc.scales);
   }
+}
+
+TEST_CASE("cuda kernels with a given tensor amax (no statistics pass) equal the reference") {
+  const auto options = qcast_test::rounding_and_overflow_options();
+  for (const int cols : {1024, 1000}) {  // the fused block path and the group path
+    const int rows = 40;
+    const qcast::Shape shape{rows, cols};
+    const auto x = gpu_values(rows, cols, true);
+    const DeviceBuffer<float> in(x);
+    float measured = 0.0f;
+    for (float v : x)
+      if (std::isfinite(v)) measured = std::max(measured, std::fabs(v));
+    for (const char* name : {"nvfp4", "fp4_e2m1@g16+tensor:scale=ue4m3:axis=0", "int4@g32+tensor"}) {
+      const qcast::Format f = qcast::parse_format(name);
+      for (const float amax : {measured * 0x1p-20f, measured, measured * 0x1p30f}) {
+        for (std::size_t k = 0; k < options.size(); ++k) {
+          INFO(name << " cols " << cols << " amax " << amax << " options#" << k);
+          qcast::CastOptions o = options[k];
+          o.tensor_amax = amax;
+          std::vector<float> ref(x.size());
+          qcast::cast(x.data(), ref.data(), shape, f, o);
+          DeviceBuffer<float> out(x.size());
+          qcast::cuda::cast(in.get(), out.get(), qcast::DType::f32, shape, f, o);
+          CHECK(differing(out.to_host(), ref) == 0);
+          const qcast::Encoded enc = qcast::encode(x.data(), shape, f, o);
+          DeviceBuffer<std::uint8_t> codes(enc.codes.size()), scales(enc.scales.size());
+          const float s_t = qcast::cuda::encode(in.get(), qcast::DType::f32, shape, f, codes.get(), scales.get(), o);
+          CHECK(codes.to_host() == enc.codes);
+          CHECK(scales.to_host() == enc.scales);
+          CHECK(std::memcmp(&s_t, &enc.tensor_scale, 4) == 0);
+        }
+      }
+    }
+  }
+  qcast::CastOptions bad;
+  bad.tensor_amax = 1.0f;
+  const DeviceBuffer<float> in(std::vector<float>(64, 1.0f));
+  DeviceBuffer<float> out(64);
+  CHECK_THROWS_WITH(qcast::cuda::cast(in.get(), out.get(), qcast::DType::f32, {64}, qcast::parse_format("mxfp4"), bad),
+                    Catch::Matchers::Contains("no tensor scale"));
 }

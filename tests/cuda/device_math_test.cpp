@@ -219,6 +219,11 @@ TEST_CASE("device scale math: a group's scale, and x / s, equal the reference fo
       const cd::TensorScale t = cd::tensor_scale(sp, stats);
       const float s_t = f.tensor_scale ? qcast::tensor_scale_of(f, amax_t) : 1.0f;
       REQUIRE(bits(t.s_t) == bits(s_t));
+      if (f.tensor_scale && amax_t > 0.0f) {  // CastOptions::tensor_amax: the statistics are not read
+        const cd::TensorScale given = cd::tensor_scale(cd::scale_params(f, amax_t), nullptr);
+        REQUIRE(bits(given.amax_t) == bits(amax_t));
+        REQUIRE(bits(given.s_t) == bits(s_t));
+      }
       for (std::size_t i = 0; i < amax.size(); ++i) {
         const bool nonfinite = !std::isfinite(amax[i]);
         const float finite_amax = nonfinite ? 0.0f : amax[i];

@@ -155,10 +155,11 @@ std::vector<float> mxint8(const std::vector<float>& x, int rows, int cols) {
   return out;
 }
 
-std::vector<float> nvfp4(const std::vector<float>& x, int rows, int cols) {
-  float amax_t = 0.0f;
-  for (float v : x)
-    if (std::isfinite(v)) amax_t = std::max(amax_t, std::fabs(v));
+std::vector<float> nvfp4(const std::vector<float>& x, int rows, int cols, float given_amax_t) {
+  float amax_t = given_amax_t;
+  if (!(given_amax_t > 0.0f))
+    for (float v : x)
+      if (std::isfinite(v)) amax_t = std::max(amax_t, std::fabs(v));
   const float s_t = amax_t / 2688.0f;
   std::vector<float> out(x.size());
   for (int r = 0; r < rows; ++r)

@@ -47,7 +47,9 @@ void neighbours(const Minifloat& f, double x, double& lo, double& hi);
 // Scaled formats over a rows x cols row-major matrix; blocks run along the last axis.
 std::vector<float> mx(const std::vector<float>& x, int rows, int cols, const Minifloat& elem);
 std::vector<float> mxint8(const std::vector<float>& x, int rows, int cols);
-std::vector<float> nvfp4(const std::vector<float>& x, int rows, int cols);
+// NVFP4 recipe: amax_t is the largest finite |x| of the tensor, or given_amax_t where that is > 0
+// (a static, calibrated tensor amax; block scales above 448 saturate, as the e4m3 cast does).
+std::vector<float> nvfp4(const std::vector<float>& x, int rows, int cols, float given_amax_t = 0.0f);
 // Symmetric narrow-range integers: group = 0 for per tensor, -1 for per channel (axis 0),
 // otherwise groups of `group` along the last axis.
 std::vector<float> intq(const std::vector<float>& x, int rows, int cols, int bits, int group);

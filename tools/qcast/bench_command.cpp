@@ -24,6 +24,7 @@
 #include "bench_cuda.hpp"
 #endif
 #include "commands.hpp"
+#include "qcast/cast.hpp"
 #include "qcast/format_names.hpp"
 #include "qcast/kernels.hpp"
 
@@ -32,7 +33,8 @@ namespace {
 
 const char* kHelp =
     "usage: qcast bench [--formats a,b,...] [--elements N | --shape D0,D1,...] [--threads T] [--repeats R]\n"
-    "                   [--device cpu|cuda] [--op cast|encode|decode] [--dtype f32|bf16|f16] [--json]\n"
+    "                   [--device cpu|cuda] [--op cast|encode|decode] [--dtype f32|bf16|f16] [--static-tensor-amax]\n"
+    "                   [--json]\n"
     "\n"
     "Measures fake quantization of an N-element float32 tensor (rows of 4096, or --shape) for each format and\n"
     "prints GB/s (bytes read + written) of: the qcast kernels; memcpy over the same bytes (the limit:\n"
@@ -57,6 +59,10 @@ const char* kHelp =
     "  --dtype T       element type of the tensor (default f32): bf16 or f16\n"
     "                  cast (decode to) a 16-bit tensor (cast: the same samples rounded to it); GB/s and\n"
     "                  memcpy count its 2-byte elements; no ATen or scalar figure\n"
+    "  --static-tensor-amax\n"
+    "                  two-level formats (nvfp4, ...@gK+tensor) take the tensor's amax as given\n"
+    "                  (CastOptions::tensor_amax, measured once before timing), as a calibrated static\n"
+    "                  tensor scale would: no statistics pass; no ATen figure for those formats\n"
     "  --json          one JSON object per format instead of the table\n";
 
 // printf into a std::string (LibTorch ships fmt headers of its own, so this TU avoids fmt).
@@ -158,6 +164,7 @@ int bench_command(const std::vector<std::string>& args) {
   bool json = false, cuda = false;
   std::string op = "cast";
   qcast::DType dtype = qcast::DType::f32;
+  bool static_tensor_amax = false;
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     auto value = [&]() -> const std::string& { return option_value(args, i); };
@@ -183,6 +190,7 @@ int bench_command(const std::vector<std::string>& args) {
     else if (a == "--threads") threads = int(integer(value()));
     else if (a == "--repeats") repeats = int(integer(value()));
     else if (a == "--json") json = true;
+    else if (a == "--static-tensor-amax") static_tensor_amax = true;
     else if (a == "--dtype") {
       const std::string d = value();
       if (d == "f32") dtype = qcast::DType::f32;
@@ -209,7 +217,7 @@ int bench_command(const std::vector<std::string>& args) {
   std::vector<qcast::Format> formats;
   for (const auto& n : names) formats.push_back(qcast::parse_format(n));
 #ifdef QCAST_CLI_CUDA
-  if (cuda) return bench_cuda(names, formats, elements, repeats, op, json);
+  if (cuda) return bench_cuda(names, formats, elements, repeats, op, json, static_tensor_amax);
 #endif
   if (threads <= 0) threads = int(std::max(1u, std::thread::hardware_concurrency()));
 #ifdef QCAST_CLI_TORCH
@@ -229,6 +237,9 @@ int bench_command(const std::vector<std::string>& args) {
   fill_normal(x.data.get(), elements, threads);
   const float* in = x.data.get();
   float* out = y.data.get();
+  // --static-tensor-amax: the options of a two-level format carry the input's amax (taken before a
+  // 16-bit copy overwrites the samples).
+  const float input_amax = qcast::detail::finite_amax(in, elements);
   const bool wide = dtype == qcast::DType::f32;
   const double element_bytes = wide ? 4.0 : 2.0;
   const double bytes = 2.0 * element_bytes * double(elements);
@@ -240,6 +251,11 @@ int bench_command(const std::vector<std::string>& args) {
     for (std::int64_t i = 0; i < elements; ++i) narrow[std::size_t(i)] = qcast::narrow(dtype, in[i]);
     std::memcpy(in16, narrow.data(), narrow.size() * 2);
   }
+  auto options_for = [&](const qcast::Format& f) {
+    qcast::CastOptions o;
+    if (static_tensor_amax && f.tensor_scale) o.tensor_amax = input_amax;
+    return o;
+  };
   auto copy_bytes = [&](int t) {
     if (wide) split_memcpy(out, in, elements, t);
     else split_memcpy(out, in, elements / 2, t);  // the same bytes as the 16-bit tensor
@@ -273,43 +289,46 @@ int bench_command(const std::vector<std::string>& args) {
 #ifndef QCAST_CLI_TORCH
     std::printf("ATen baselines: not measured (this qcast was built without LibTorch)\n");
 #endif
+    if (static_tensor_amax)
+      std::printf("two-level formats take the tensor's amax as given (--static-tensor-amax): no statistics pass\n");
     std::printf("\n");
     std::printf("%-14s %9s %9s %9s %9s %9s %10s %10s\n", "format", "qcast", "memcpy", "ATen ops", "scalar", "fq_p.c.",
                 "vs memcpy", "vs ATen");
   }
   for (std::size_t k = 0; k < formats.size(); ++k) {
     const qcast::Format& f = formats[k];
+    const qcast::CastOptions o = options_for(f);
     double q_s = 0, aten_s = 0, scalar_s = 0, fq_s = 0, memcpy_s = 0;
     double op_bytes = bytes, scalar_bytes = 2.0 * 4.0 * double(scalar_elements);
     if (op == "cast" && !wide) {
       std::tie(q_s, memcpy_s) = paired_median_seconds(
-          repeats, [&] { qcast::kernels::cast(in16, out16, dtype, shape, f, {}, threads); }, limit);
+          repeats, [&] { qcast::kernels::cast(in16, out16, dtype, shape, f, o, threads); }, limit);
     } else if (op == "cast") {
       std::tie(q_s, memcpy_s) =
-          paired_median_seconds(repeats, [&] { qcast::kernels::cast(in, out, shape, f, {}, threads); }, limit);
+          paired_median_seconds(repeats, [&] { qcast::kernels::cast(in, out, shape, f, o, threads); }, limit);
 #ifdef QCAST_CLI_TORCH
-      if (aten_shape) aten_s = aten_fake_quantize_seconds(in, out, rows, cols, f, timed);
+      if (aten_shape && !o.tensor_amax) aten_s = aten_fake_quantize_seconds(in, out, rows, cols, f, timed);
       if (aten_shape && names[k] == "int8@channel")
         fq_s = aten_fake_quantize_per_channel_seconds(in, out, rows, cols, timed);
 #endif
-      scalar_s = median_seconds(std::min(repeats, 3), [&] { qcast::cast(in, out, scalar_shape, f); });
+      scalar_s = median_seconds(std::min(repeats, 3), [&] { qcast::cast(in, out, scalar_shape, f, o); });
     } else {  // bytes: the tensor on one side, packed codes + scales on the other
-      const qcast::Encoded enc = wide ? qcast::kernels::encode(in, shape, f, {}, threads)
-                                      : qcast::kernels::encode(in16, dtype, shape, f, {}, threads);
+      const qcast::Encoded enc = wide ? qcast::kernels::encode(in, shape, f, o, threads)
+                                      : qcast::kernels::encode(in16, dtype, shape, f, o, threads);
       op_bytes = element_bytes * double(elements) + double(enc.codes.size() + enc.scales.size());
       qcast::Encoded small;  // the scalar reference's share (float32 only)
       if (wide) {
-        small = qcast::encode(in, scalar_shape, f);
+        small = qcast::encode(in, scalar_shape, f, o);
         scalar_bytes = 4.0 * double(scalar_elements) + double(small.codes.size() + small.scales.size());
       }
       qcast::Encoded reused;  // encode: the steady state of a loop over tensors of one size
       if (op == "encode" && !wide) {
         std::tie(q_s, memcpy_s) = paired_median_seconds(
-            repeats, [&] { qcast::kernels::encode_into(reused, in16, dtype, shape, f, {}, threads); }, limit);
+            repeats, [&] { qcast::kernels::encode_into(reused, in16, dtype, shape, f, o, threads); }, limit);
       } else if (op == "encode") {
         std::tie(q_s, memcpy_s) = paired_median_seconds(
-            repeats, [&] { qcast::kernels::encode_into(reused, in, shape, f, {}, threads); }, limit);
-        scalar_s = median_seconds(std::min(repeats, 3), [&] { (void)qcast::encode(in, scalar_shape, f); });
+            repeats, [&] { qcast::kernels::encode_into(reused, in, shape, f, o, threads); }, limit);
+        scalar_s = median_seconds(std::min(repeats, 3), [&] { (void)qcast::encode(in, scalar_shape, f, o); });
       } else if (!wide) {
         std::tie(q_s, memcpy_s) =
             paired_median_seconds(repeats, [&] { qcast::kernels::decode(enc, out16, dtype, threads); }, limit);
@@ -330,11 +349,13 @@ int bench_command(const std::vector<std::string>& args) {
           "{\"format\": \"%s\", \"op\": \"%s\", \"dtype\": \"%s\", \"device\": \"cpu\", \"isa\": \"%s\", \"elements\": %lld, "
           "\"shape\": [%s], "
           "\"threads\": %d, \"gbps\": %.4g, \"memcpy_gbps\": %.4g, \"aten_gbps\": %s, \"scalar_gbps\": %s, \"ratio_memcpy\": %.4g, "
-          "\"ratio_aten\": %s, \"fake_quantize_per_channel_gbps\": %s, \"ratio_fake_quantize_per_channel\": %s}\n",
+          "\"ratio_aten\": %s, \"fake_quantize_per_channel_gbps\": %s, \"ratio_fake_quantize_per_channel\": %s, "
+          "\"tensor_amax\": %s}\n",
           names[k].c_str(), op.c_str(), qcast::dtype_name(dtype), qcast::kernels::current_target().c_str(),
           (long long)elements, shape_json.c_str(), threads, gbps, memcpy_gbps, opt(aten_gbps).c_str(), opt(scalar_gbps).c_str(), gbps / memcpy_gbps,
           (aten_gbps > 0 ? opt(gbps / aten_gbps) : std::string("null")).c_str(), opt(fq_gbps).c_str(),
-          (fq_gbps > 0 ? opt(gbps / fq_gbps) : std::string("null")).c_str());
+          (fq_gbps > 0 ? opt(gbps / fq_gbps) : std::string("null")).c_str(),
+          !f.tensor_scale ? "null" : o.tensor_amax ? "\"given\"" : "\"measured\"");
     } else {
       std::printf("%-14s %9.2f %9.2f %9s %9s %9s %10.2f %10s\n", names[k].c_str(), gbps, memcpy_gbps,
                   (aten_gbps > 0 ? strf("%.2f", aten_gbps) : std::string("-")).c_str(),

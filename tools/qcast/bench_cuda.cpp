@@ -17,6 +17,7 @@
 #ifdef QCAST_CLI_TORCH
 #include "aten_reference.hpp"
 #endif
+#include "qcast/cast.hpp"
 #include "qcast/cuda.hpp"
 #include "qcast/packing.hpp"
 
@@ -72,7 +73,7 @@ std::string opt(double v, const char* fmt = "%.4g") {
 }  // namespace
 
 int bench_cuda(const std::vector<std::string>& names, const std::vector<qcast::Format>& formats, std::int64_t elements,
-               int repeats, const std::string& op, bool json) {
+               int repeats, const std::string& op, bool json, bool static_tensor_amax) {
   if (!qcast::cuda::device_available())
     throw std::runtime_error("bench --device cuda: no usable CUDA device (" + qcast::cuda::device_description() + ")");
   const std::string gpu = qcast::cuda::device_description();
@@ -85,6 +86,7 @@ int bench_cuda(const std::vector<std::string>& names, const std::vector<qcast::F
   fill_normal(host.data(), elements, int(std::max(1u, std::thread::hardware_concurrency())));
   DeviceMemory x(n * 4), y(n * 4), codes(n * 4), scales(n * 4);  // codes and scales: room for any format
   check(cudaMemcpy(x.p, host.data(), n * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
+  const float input_amax = qcast::detail::finite_amax(host.data(), elements);
   const float* in = x.as<float>();
   float* out = y.as<float>();
   const double cast_bytes = 2.0 * 4.0 * double(elements);
@@ -105,11 +107,13 @@ int bench_cuda(const std::vector<std::string>& names, const std::vector<qcast::F
   }
   for (std::size_t k = 0; k < formats.size(); ++k) {
     const qcast::Format& f = formats[k];
+    qcast::CastOptions o;
+    if (static_tensor_amax && f.tensor_scale) o.tensor_amax = input_amax;
     double q_s = 0, aten_s = 0, fq_s = 0, op_bytes = cast_bytes;
     if (op == "cast") {
-      q_s = median_gpu_seconds(repeats, [&] { qcast::cuda::cast(in, out, qcast::DType::f32, shape, f); });
+      q_s = median_gpu_seconds(repeats, [&] { qcast::cuda::cast(in, out, qcast::DType::f32, shape, f, o); });
 #ifdef QCAST_CLI_TORCH
-      aten_s = aten_fake_quantize_seconds(in, out, rows, cols, f, timed, true);
+      if (!o.tensor_amax) aten_s = aten_fake_quantize_seconds(in, out, rows, cols, f, timed, true);
       if (names[k] == "int8@channel") fq_s = aten_fake_quantize_per_channel_seconds(in, out, rows, cols, timed, true);
 #endif
     } else {
@@ -119,9 +123,9 @@ int bench_cuda(const std::vector<std::string>& names, const std::vector<qcast::F
       op_bytes = 4.0 * double(elements) + double(code_bytes + scale_bytes);
       auto* c = codes.as<std::uint8_t>();
       auto* s = scales.as<std::uint8_t>();
-      const float s_t = qcast::cuda::encode(in, qcast::DType::f32, shape, f, c, s);
+      const float s_t = qcast::cuda::encode(in, qcast::DType::f32, shape, f, c, s, o);
       if (op == "encode")
-        q_s = median_gpu_seconds(repeats, [&] { (void)qcast::cuda::encode(in, qcast::DType::f32, shape, f, c, s); });
+        q_s = median_gpu_seconds(repeats, [&] { (void)qcast::cuda::encode(in, qcast::DType::f32, shape, f, c, s, o); });
       else
         q_s = median_gpu_seconds(repeats, [&] { qcast::cuda::decode(c, s, s_t, shape, f, out, qcast::DType::f32); });
     }
@@ -132,10 +136,12 @@ int bench_cuda(const std::vector<std::string>& names, const std::vector<qcast::F
       std::printf(
           "{\"format\": \"%s\", \"op\": \"%s\", \"device\": \"cuda\", \"gpu\": \"%s\", \"elements\": %lld, \"threads\": null, "
           "\"gbps\": %.4g, \"memcpy_gbps\": %.4g, \"aten_gbps\": %s, \"scalar_gbps\": null, \"ratio_memcpy\": %.4g, "
-          "\"ratio_aten\": %s, \"fake_quantize_per_channel_gbps\": %s, \"ratio_fake_quantize_per_channel\": %s}\n",
+          "\"ratio_aten\": %s, \"fake_quantize_per_channel_gbps\": %s, \"ratio_fake_quantize_per_channel\": %s, "
+          "\"tensor_amax\": %s}\n",
           names[k].c_str(), op.c_str(), gpu.c_str(), (long long)elements, gbps, copy_gbps, opt(aten_gbps).c_str(),
           gbps / copy_gbps, opt(aten_gbps > 0 ? gbps / aten_gbps : 0).c_str(), opt(fq_gbps).c_str(),
-          opt(fq_gbps > 0 ? gbps / fq_gbps : 0).c_str());
+          opt(fq_gbps > 0 ? gbps / fq_gbps : 0).c_str(),
+          !f.tensor_scale ? "null" : o.tensor_amax ? "\"given\"" : "\"measured\"");
     } else {
       std::printf("%-14s %9.1f %9s %9s %10.2f %10s\n", names[k].c_str(), gbps, opt(aten_gbps, "%.1f").c_str(),
                   opt(fq_gbps, "%.1f").c_str(), gbps / copy_gbps, opt(aten_gbps > 0 ? gbps / aten_gbps : 0, "%.1fx").c_str());

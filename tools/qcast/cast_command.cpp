@@ -1,4 +1,5 @@
 // qcast cast: fake quantization of a .npy file.
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <optional>
@@ -14,7 +15,7 @@ namespace {
 
 const char* kHelp =
     "usage: qcast cast --format F [--axis A] [--round even|away|zero|stochastic] [--seed S]\n"
-    "                  [--saturate|--no-saturate] IN.npy OUT.npy\n"
+    "                  [--saturate|--no-saturate] [--tensor-amax A] IN.npy OUT.npy\n"
     "\n"
     "Reads a float32 or float16 .npy array (C order, any rank), rounds every value to format F\n"
     "(scaled and scaled back for block/channel/tensor formats) and writes the result as float32.\n"
@@ -27,13 +28,16 @@ const char* kHelp =
     "  --seed S        seed of stochastic rounding (default 0)\n"
     "  --saturate      overflow and Inf give ±max (default for every format but fp16/bf16)\n"
     "  --no-saturate   overflow gives Inf/NaN where the format has them (default for fp16/bf16,\n"
-    "                  which convert as IEEE 754 does)\n";
+    "                  which convert as IEEE 754 does)\n"
+    "  --tensor-amax A two-level formats (nvfp4, ...@gK+tensor): derive the tensor scale from A\n"
+    "                  (e.g. a calibrated amax) instead of the input's largest finite |x|;\n"
+    "                  larger values saturate\n";
 
 }  // namespace
 
 int cast_command(const std::vector<std::string>& args) {
   std::string format_text, round = "even";
-  std::string axis_text, seed_text;
+  std::string axis_text, seed_text, tensor_amax_text;
   std::optional<bool> saturate;
   std::vector<std::string> files;
   for (std::size_t i = 0; i < args.size(); ++i) {
@@ -46,6 +50,7 @@ int cast_command(const std::vector<std::string>& args) {
     else if (a == "--axis") axis_text = value();
     else if (a == "--round") round = value();
     else if (a == "--seed") seed_text = value();
+    else if (a == "--tensor-amax") tensor_amax_text = value();
     else if (a == "--no-saturate") saturate = false;
     else if (a == "--saturate") saturate = true;
     else if (a.size() > 1 && a[0] == '-' && a != "-") throw UsageError{"unknown option '" + a + "'"};
@@ -71,6 +76,14 @@ int cast_command(const std::vector<std::string>& args) {
     options.seed = static_cast<std::uint64_t>(parse_integer("--seed", seed_text));
   }
   options.saturate = saturate;
+  if (!tensor_amax_text.empty()) {
+    if (!format.tensor_scale)
+      throw UsageError{"--tensor-amax applies to two-level formats (nvfp4, ...@gK+tensor); " + format_text +
+                       " has no tensor scale"};
+    options.tensor_amax = parse_number("--tensor-amax", tensor_amax_text);
+    if (!(std::isfinite(*options.tensor_amax) && *options.tensor_amax > 0.0f))
+      throw UsageError{"--tensor-amax must be finite and > 0, got '" + tensor_amax_text + "'"};
+  }
 
   const std::string& in_path = files[0];
   const std::string& out_path = files[1];

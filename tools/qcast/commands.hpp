@@ -26,6 +26,17 @@ inline long long parse_integer(const std::string& flag, const std::string& v) {
   throw UsageError{flag + " needs an integer, got '" + v + "'"};
 }
 
+// A finite number, as std::stof reads it (decimal or hexadecimal floating point).
+inline float parse_number(const std::string& flag, const std::string& v) {
+  try {
+    std::size_t used = 0;
+    const float x = std::stof(v, &used);
+    if (used == v.size()) return x;
+  } catch (const std::exception&) {
+  }
+  throw UsageError{flag + " needs a number, got '" + v + "'"};
+}
+
 int formats_command(const std::vector<std::string>& args);
 int cast_command(const std::vector<std::string>& args);
 int bench_command(const std::vector<std::string>& args);     // ATen baselines only with QCAST_CLI_TORCH
