@@ -1,8 +1,8 @@
 // qcast cast: fake quantization of a .npy file.
-#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <optional>
+#include <stdexcept>
 #include <string>
 
 #include "commands.hpp"
@@ -76,13 +76,11 @@ int cast_command(const std::vector<std::string>& args) {
     options.seed = static_cast<std::uint64_t>(parse_integer("--seed", seed_text));
   }
   options.saturate = saturate;
-  if (!tensor_amax_text.empty()) {
-    if (!format.tensor_scale)
-      throw UsageError{"--tensor-amax applies to two-level formats (nvfp4, ...@gK+tensor); " + format_text +
-                       " has no tensor scale"};
-    options.tensor_amax = parse_number("--tensor-amax", tensor_amax_text);
-    if (!(std::isfinite(*options.tensor_amax) && *options.tensor_amax > 0.0f))
-      throw UsageError{"--tensor-amax must be finite and > 0, got '" + tensor_amax_text + "'"};
+  if (!tensor_amax_text.empty()) options.tensor_amax = parse_number("--tensor-amax", tensor_amax_text);
+  try {  // the library's own check of format and options, before any file is read
+    qcast::detail::check_format(format, options);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError{e.what()};
   }
 
   const std::string& in_path = files[0];
