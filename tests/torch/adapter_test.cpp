@@ -38,6 +38,24 @@ TEST_CASE("cast of a float32 tensor matches the oracle") {
   CHECK(mismatches(values_of(qcast::cast(x, "fp8_e5m2")), direct) == 0);
 }
 
+TEST_CASE("nvfp4 with a given tensor amax matches the oracle; encode keeps its tensor scale") {
+  at::manual_seed(5);
+  const at::Tensor x = at::randn({24, 64}) * 3;
+  const auto v = values_of(x);
+  for (const float amax : {0.5f, 4.0f, 100.0f}) {
+    INFO(amax);
+    qcast::CastOptions o;
+    o.tensor_amax = amax;
+    CHECK(mismatches(values_of(qcast::cast(x, "nvfp4", o)), oracle::nvfp4(v, 24, 64, amax)) == 0);
+    const auto e = qcast::encode(x, qcast::parse_format("nvfp4"), o);
+    CHECK(e.tensor_scale == qcast::tensor_scale_of(qcast::parse_format("nvfp4"), amax));
+    CHECK(at::equal(qcast::decode(e), qcast::cast(x, "nvfp4", o)));
+  }
+  qcast::CastOptions o;
+  o.tensor_amax = 1.0f;
+  CHECK_THROWS_WITH(qcast::cast(x, "mxfp4", o), Catch::Matchers::Contains("no tensor scale"));
+}
+
 TEST_CASE("shape, dtype and device are kept; 16-bit tensors equal the core's 16-bit path") {
   at::manual_seed(2);
   for (auto dt : {at::kFloat, at::kHalf, at::kBFloat16}) {
