@@ -43,3 +43,6 @@ read -r -a extra <<<"${QCAST_BENCH:---repeats 20 --formats mxfp4,nvfp4,fp8_e4m3,
 "$dir/qcast" bench --device cuda "${extra[@]}"
 "$dir/qcast" bench --device cuda --op encode "${extra[@]}"
 "$dir/qcast" bench --device cuda --op decode "${extra[@]}"
+log "GPU benchmark: nvfp4 with a given tensor amax (one pass, no statistics pass)"
+"$dir/qcast" bench --device cuda --static-tensor-amax --repeats 20 --formats nvfp4
+"$dir/qcast" bench --device cuda --static-tensor-amax --repeats 20 --op encode --formats nvfp4
