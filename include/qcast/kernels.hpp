@@ -4,6 +4,7 @@
 // instruction set: groups are independent and stochastic draws depend on element indices only.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,13 @@ void encode_into(Encoded& out, const void* in, DType t, const Shape& shape, cons
 void decode(const Encoded& encoded, float* out, int threads = 0);
 // float16 / bfloat16 output (type t): decoded to binary32, then rounded once as qcast::narrow does.
 void decode(const Encoded& encoded, void* out, DType t, int threads = 0);
+
+// The largest finite |x| of n values (NaN and Inf skipped; 0 for none): the amax_t a two-level
+// format measures, e.g. to calibrate CastOptions::tensor_amax as the maximum over calibration
+// batches. threads as for cast.
+float finite_amax(const float* in, std::int64_t n, int threads = 0);
+// float16 / bfloat16 values (type t), read as their exact binary32 values.
+float finite_amax(const void* in, DType t, std::int64_t n, int threads = 0);
 
 // Instruction sets compiled into this build that this CPU supports, best first (e.g. AVX3, AVX2,
 // SSE4, EMU128).

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -208,6 +209,11 @@ void cast(const float* in, float* out, const Shape& given_shape, const Format& g
       cast_group(in, out, grp, f, group_scale(f, st.amax, st.nonfinite, amax_t, s_t), o, s_t, simd);
     }
   });
+}
+
+float finite_amax(const float* in, std::int64_t n, int threads) {
+  if (n < 0) throw std::invalid_argument("finite_amax: n = " + std::to_string(n) + " is negative");
+  return parallel_stats(in, n, resolve_threads(threads)).amax;
 }
 
 namespace {

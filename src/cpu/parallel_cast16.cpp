@@ -13,6 +13,8 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "canonical_layout.hpp"
@@ -159,6 +161,12 @@ detail::GroupStats parallel_stats16(DType t, const std::uint16_t* in, std::int64
     total.nonfinite = total.nonfinite || p.nonfinite;
   }
   return total;
+}
+
+float finite_amax(const void* in, DType t, std::int64_t n, int threads) {
+  if (t == DType::f32) return finite_amax(static_cast<const float*>(in), n, threads);
+  if (n < 0) throw std::invalid_argument("finite_amax: n = " + std::to_string(n) + " is negative");
+  return parallel_stats16(t, static_cast<const std::uint16_t*>(in), n, resolve_threads(threads)).amax;
 }
 
 void cast(const void* in, void* out, DType t, const Shape& shape, const Format& f, const CastOptions& o, int threads) {

@@ -110,13 +110,46 @@ TEST_CASE("a given tensor amax gives the reference's bits on every target, op, d
   }
 }
 
+TEST_CASE("kernels::finite_amax equals the reference's measure on every target, dtype and thread count") {
+  std::vector<float> x = qcast_test::scaled_normal_rows(300, 1000, 17);  // rows from 2^-30 to 2^30
+  x[12345] = std::numeric_limits<float>::quiet_NaN();
+  x[200000] = -std::numeric_limits<float>::infinity();
+  x[299999] = -std::numeric_limits<float>::max();  // the largest finite, negative, last
+  const std::int64_t n = std::int64_t(x.size());
+  std::vector<std::uint16_t> b16(x.size()), h16(x.size());
+  std::vector<float> wb(x.size()), wh(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    b16[i] = qcast::narrow(qcast::DType::bf16, x[i]);
+    h16[i] = qcast::narrow(qcast::DType::f16, x[i]);  // past 65504: Inf, which the measure skips
+    wb[i] = qcast::widen(qcast::DType::bf16, b16[i]);
+    wh[i] = qcast::widen(qcast::DType::f16, h16[i]);
+  }
+  const float want = qcast::detail::finite_amax(x.data(), n);
+  REQUIRE(want == std::numeric_limits<float>::max());
+  for (const auto& target : qcast::kernels::available_targets()) {
+    qcast::kernels::use_target(target);
+    for (int threads : {1, 2, 3}) {
+      INFO(target << " threads " << threads);
+      CHECK(qcast::kernels::finite_amax(x.data(), n, threads) == want);
+      CHECK(qcast::kernels::finite_amax(x.data(), n - 1, threads) == qcast::detail::finite_amax(x.data(), n - 1));
+      CHECK(qcast::kernels::finite_amax(b16.data(), qcast::DType::bf16, n, threads) ==
+            qcast::detail::finite_amax(wb.data(), n));
+      CHECK(qcast::kernels::finite_amax(h16.data(), qcast::DType::f16, n, threads) ==
+            qcast::detail::finite_amax(wh.data(), n));
+      CHECK(qcast::kernels::finite_amax(x.data(), 0, threads) == 0.0f);
+    }
+  }
+  qcast::kernels::use_target("");
+  CHECK_THROWS_AS(qcast::kernels::finite_amax(x.data(), -1), std::invalid_argument);
+}
+
 TEST_CASE("a given tensor amax equal to the measured one changes nothing; another one changes s_t") {
   const qcast::Shape shape{64, 128};
   const std::vector<float> x = qcast_test::scaled_normal_rows(64, 128, 5);
   const qcast::Format f = qcast::parse_format("nvfp4");
   const qcast::Encoded measured = qcast::kernels::encode(x.data(), shape, f);
   qcast::CastOptions o;
-  o.tensor_amax = finite_amax(x);
+  o.tensor_amax = qcast::kernels::finite_amax(x.data(), std::int64_t(x.size()));  // as a calibration would
   const qcast::Encoded given = qcast::kernels::encode(x.data(), shape, f, o);
   CHECK(given.codes == measured.codes);
   CHECK(given.scales == measured.scales);
