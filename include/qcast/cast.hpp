@@ -3,6 +3,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -81,6 +82,13 @@ inline void check_format(const Format& f) {
   if (!why.empty()) throw std::invalid_argument("invalid format " + format_name(f) + ": " + why);
 }
 
+// A binary32 value for an error message, to 9 significant digits (enough to tell any two apart).
+inline std::string float_text(float x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.9g", double(x));
+  return buf;
+}
+
 // The format and the options of a cast or encode together.
 inline void check_format(const Format& f, const CastOptions& o) {
   check_format(f);
@@ -90,7 +98,7 @@ inline void check_format(const Format& f, const CastOptions& o) {
                                 " has no tensor scale (two-level formats: nvfp4, ...@gK+tensor)");
   const float a = *o.tensor_amax;
   if (!(std::isfinite(a) && a > 0.0f))
-    throw std::invalid_argument("tensor_amax must be finite and > 0, got " + std::to_string(a));
+    throw std::invalid_argument("tensor_amax must be finite and > 0, got " + float_text(a));
 }
 
 // amax_t of a two-level format: CastOptions::tensor_amax where given, else the largest finite |x|
@@ -184,6 +192,12 @@ inline Encoded encode(const float* in, const Shape& shape, const Format& f, cons
             case GroupScale::Kind::finite: v = detail::scaled_input(f, x, g, s_t); break;
             default: v = std::copysign(0.0f, x);
           }
+          // A finite group's x / (s * s_t) is NaN only as 0 / 0, where the two-level divisor
+          // rounded to 0 (s_t from a tiny measured or given amax_t).
+          if (std::isnan(v) && !f.element.has_nan())
+            throw std::domain_error("element " + std::to_string(i) + " of " + format_name(f) + " is 0 / 0: s * s_t (s_t = " +
+                                    detail::float_text(s_t) + ") rounded to 0, and the element format has no NaN code; "
+                                    "a larger (given) tensor amax avoids it");
           pack_code(e.codes.data(), std::size_t(i), bits, encode_element(f.element, v, o, std::uint64_t(i)));
         });
       });

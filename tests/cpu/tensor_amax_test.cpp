@@ -177,6 +177,16 @@ TEST_CASE("a tensor amax that is not finite and positive, or given to a one-leve
                       Catch::Matchers::Contains("finite and > 0"));
     CHECK_THROWS_WITH(qcast::kernels::encode(x.data(), {64}, nvfp4, o), Catch::Matchers::Contains("finite and > 0"));
   }
+  {  // so small a given amax that s * s_t rounds to 0: a zero element is 0 / 0, which fp4 cannot encode
+    std::vector<float> y(64, 1e-3f);
+    y[5] = 0.0f;
+    qcast::CastOptions o;
+    o.tensor_amax = 1e-42f;
+    const auto nvfp4 = qcast::parse_format("nvfp4");
+    CHECK_THROWS_WITH(qcast::encode(y.data(), {64}, nvfp4, o), Catch::Matchers::Contains("element 5 of nvfp4 is 0 / 0"));
+    CHECK_THROWS_WITH(qcast::kernels::encode(y.data(), {64}, nvfp4, o),
+                      Catch::Matchers::Contains("element 5 of nvfp4 is 0 / 0"));
+  }
   qcast::CastOptions o;
   o.tensor_amax = 1.0f;
   for (const char* name : {"mxfp4", "fp8_e4m3", "int8@channel", "fp4_e2m1@g16:scale=ue4m3"}) {
