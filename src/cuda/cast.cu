@@ -42,15 +42,17 @@ __global__ void direct_kernel(const Elem<T>* in, Elem<T>* out, ElementParams e, 
 // vector loads in flight), and the TPG threads of a block are neighbouring lanes of one warp.
 // Lean: lean element parameters and a simple scale rule (the default MX and NVFP4 casts).
 template <DType T, int TPG, bool Lean>
-__global__ void block_kernel(const Elem<T>* in, Elem<T>* out, ElementParams e, ScaleParams s, std::int64_t octets,
-                             const unsigned* stats, int* error) {
+__global__ void __launch_bounds__(kThreads, kBlockKernelMinBlocks<Lean>)
+block_kernel(const Elem<T>* in, Elem<T>* out, ElementParams e, ScaleParams s, std::int64_t octets,
+             const unsigned* stats, int* error) {
   const TensorScale t = tensor_scale(s, stats);
-  for_each_block_octet<T, TPG, Lean>(in, octets, s, t, error, [&](std::int64_t o, float* v, const DeviceGroupScale& g) {
+  const auto octet = [&](std::int64_t o, float* v, const DeviceGroupScale& g) {
     const ScaledInput scaled(g.value, t.s_t, s.two_level);
-    for (int k = 0; k < 8; ++k) v[k] = cast_in_group<Lean>(e, s, g, scaled, t.s_t, v[k], 8 * o + k);
+    cast_octet_in_group<Lean>(e, s, g, scaled, t.s_t, v, 8 * o);
     store4<T>(out + 8 * o, v);
     store4<T>(out + 8 * o + 4, v + 4);
-  });
+  };
+  for_each_block_octet<T, TPG, Lean>(in, octets, s, t, error, after_statistics(s), octet);
 }
 
 template <DType T>

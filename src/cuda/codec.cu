@@ -73,17 +73,19 @@ __global__ void pack_scales_kernel(const DeviceGroupScale* scales, std::int64_t 
 
 // Blocks of k = 8 * TPG elements tiling each line: the fused pass.
 template <DType T, int TPG, bool Lean>
-__global__ void encode_block_kernel(const Elem<T>* in, std::uint8_t* codes, std::uint8_t* scale_codes, ElementParams e,
-                                    ScaleParams s, int storage_bytes, std::int64_t octets, const unsigned* stats,
-                                    int* error, int* element_nan) {
+__global__ void __launch_bounds__(kThreads, kBlockKernelMinBlocks<Lean>)
+encode_block_kernel(const Elem<T>* in, std::uint8_t* codes, std::uint8_t* scale_codes, ElementParams e,
+                    ScaleParams s, int storage_bytes, std::int64_t octets, const unsigned* stats,
+                    int* error, int* element_nan) {
   const TensorScale t = tensor_scale(s, stats);
-  for_each_block_octet<T, TPG, Lean>(in, octets, s, t, error, [&](std::int64_t o, float* v, const DeviceGroupScale& g) {
+  const auto octet = [&](std::int64_t o, float* v, const DeviceGroupScale& g) {
     if ((threadIdx.x & 31) % TPG == 0) store_scale(scale_codes, o / TPG, storage_bytes, g.code);
     const ScaledInput scaled(g.value, t.s_t, s.two_level);
     std::uint32_t c[8];
-    for (int k = 0; k < 8; ++k) c[k] = code_in_group<Lean>(e, g, scaled, v[k], 8 * o + k, element_nan);
+    code_octet_in_group<Lean>(e, g, scaled, v, 8 * o, c, element_nan);
     store_codes(codes, o, e.bits, c, 8);
-  });
+  };
+  for_each_block_octet<T, TPG, Lean>(in, octets, s, t, error, after_statistics(s), octet);
 }
 
 // error[0]: the scale error flag, error[1]: the element NaN flag (encode_typed's stats[2..3]).

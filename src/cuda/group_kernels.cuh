@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 
+#include "grid_stride_device.cuh"
 #include "scale_device.cuh"
 #include "storage_device.cuh"
 
@@ -96,15 +97,22 @@ __device__ __forceinline__ bool block_octet(const typename Storage<T>::type* in,
   return true;
 }
 
+// Whether a fused block pass follows the tensor statistics pass (a two-level format whose tensor
+// amax is measured): it then runs its waves reversed (GridStride).
+QCAST_DEVICE QCAST_FORCEINLINE bool after_statistics(const ScaleParams& s) { return s.two_level && !s.amax_t_given; }
+
 // The loop of the fused block kernels: every octet of the grid-stride range through block_octet,
 // then body(o, v, g) for the lanes inside the tensor. The loop bound is the same for the whole
-// warp, so that every lane joins the shuffles.
+// warp, so that every lane joins the shuffles. reversed: the waves run from the end of the tensor
+// (GridStride), for a pass that follows the tensor statistics.
 template <DType T, int TPG, bool Simple, class Body>
 __device__ __forceinline__ void for_each_block_octet(const typename Storage<T>::type* in, std::int64_t octets,
                                                      const ScaleParams& s, const TensorScale& t, int* error,
-                                                     Body&& body) {
-  const std::int64_t stride = std::int64_t(gridDim.x) * blockDim.x;
-  for (std::int64_t o0 = std::int64_t(blockIdx.x) * blockDim.x + (threadIdx.x & ~31); o0 < octets; o0 += stride) {
+                                                     bool reversed, Body&& body) {
+  const GridStride order{std::int64_t(blockIdx.x) * blockDim.x + (threadIdx.x & ~31),
+                         std::int64_t(gridDim.x) * blockDim.x, octets, reversed};
+  const std::int64_t step = order.step();
+  for (std::int64_t o0 = order.begin(); order.inside(o0); o0 += step) {
     const std::int64_t o = o0 + (threadIdx.x & 31);
     float v[8];
     DeviceGroupScale g;

@@ -14,6 +14,13 @@ inline void check(cudaError_t e, const char* what) {
 
 constexpr int kThreads = 256;
 
+// Blocks of kThreads per SM that the fused block kernels are compiled for (__launch_bounds__), so
+// at most 65536 / (256 * 6) = 42 (in practice 40) registers a thread. Lean kernels: 6, the
+// occupancy they had at 38 registers, which eight quotients held at once would otherwise lower to
+// 5; 8 (32 registers) spills. The others: 4 (64 registers), the cap that applies without a bound.
+template <bool Lean>
+constexpr int kBlockKernelMinBlocks = Lean ? 6 : 4;
+
 // Enough blocks of kThreads to cover `work` threads, capped at what keeps every SM busy; the
 // kernels loop over the rest (grid-stride).
 int grid_for(std::int64_t work);

@@ -126,19 +126,77 @@ QCAST_DEVICE QCAST_FORCEINLINE TensorScale tensor_scale(const ScaleParams& s, co
   return t;
 }
 
-// x -> the value on the element grid (detail::scaled_input): x / s or x / (s * s_t). A power-of-two
-// divisor with a normal reciprocal becomes a multiplication by it: the same correctly rounded value.
+// x -> the value on the element grid (detail::scaled_input): x / s or x / (s * s_t), correctly
+// rounded, computed one of three ways by the divisor d (uniform over a group):
+// - multiply: d = 2^m with a normal 2^-m (the MX scales): x * 2^-m is the same value.
+// - corrected: d in [2^-60, 2^61) (the NVFP4 scales): q = x * y with y = RN(1/d) made once a group,
+//   then one correction q + (x - d q) y by two fused multiply-adds. Markstein's theorem (y within
+//   half an ulp of 1/d, q within one ulp of x/d, no underflow or overflow in between) makes that
+//   RN(x/d) exactly; the range of d and the check of |q| below keep every step normal, and the rest
+//   (zeros aside) takes the division. This replaces an IEEE division per element, a reciprocal
+//   estimate and a branch to a slow path, in the fused block kernels.
+//   docs/design/0004-cuda-kernels.md, "Division by a block scale".
+// - divide: x / d.
 struct ScaledInput {
+  enum class Path : std::uint8_t { multiply, corrected, divide };
   float divisor, inverse;
-  bool multiply;
+  Path path;
   QCAST_DEVICE ScaledInput(float s, float s_t, bool two_level) {
     divisor = two_level ? s * s_t : s;
     // 2^m with a normal 2^-m: biased exponent field 1..253, mantissa zero; 2^-m read off the bits.
     const std::uint32_t d = bits_of(divisor), field = (d >> 23) & 0xFFu;
-    multiply = !(d & 0x807FFFFFu) && field >= 1 && field <= 253;
-    inverse = float_of((254u - field) << 23);
+    if (!(d & 0x807FFFFFu) && field >= 1 && field <= 253) {
+      path = Path::multiply;
+      inverse = float_of((254u - field) << 23);
+    } else if (!(d >> 31) && field >= 127 - 60 && field < 127 + 61) {
+      path = Path::corrected;
+      inverse = 1.0f / divisor;
+    } else {
+      path = Path::divide;
+      inverse = 0.0f;
+    }
   }
-  QCAST_DEVICE float operator()(float x) const { return multiply ? x * inverse : x / divisor; }
+  // The corrected path's quotient of x; exact says whether it is x / d (|q| in [2^-40, 2^126), where
+  // with d in [2^-60, 2^61) x - d q is exact and q + (x - d q) y normal; or x = +-0, whose q is the
+  // signed zero x / d is). Elsewhere the caller divides.
+  QCAST_DEVICE QCAST_FORCEINLINE float corrected(float x, bool& exact) const {
+    const float q = x * inverse;
+    const float a = fabsf(q);
+    const bool in_range = a >= 0x1p-40f && a < 0x1p126f;
+    exact = in_range || x == 0.0f;
+    return in_range ? fmaf(fmaf(-q, divisor, x), inverse, q) : q;
+  }
+  QCAST_DEVICE QCAST_FORCEINLINE float operator()(float x) const {
+    if (path == Path::multiply) return x * inverse;
+    if (path == Path::corrected) {
+      bool exact;
+      const float q = corrected(x, exact);
+      if (exact) return q;
+    }
+    return x / divisor;
+  }
+  // v[k] -> v[k] / d for the eight elements of a thread of the fused block kernels, the path chosen
+  // once for all eight (per element, its branches cost the kernels as much as the quotients).
+  QCAST_DEVICE QCAST_FORCEINLINE void octet(float v[8]) const {
+    if (path == Path::multiply) {
+      for (int k = 0; k < 8; ++k) v[k] *= inverse;
+      return;
+    }
+    if (path == Path::corrected) {
+      float q[8];
+      bool all_exact = true;
+      for (int k = 0; k < 8; ++k) {
+        bool exact;
+        q[k] = corrected(v[k], exact);
+        all_exact = all_exact && exact;
+      }
+      if (all_exact) {
+        for (int k = 0; k < 8; ++k) v[k] = q[k];
+        return;
+      }
+    }
+    for (int k = 0; k < 8; ++k) v[k] = (*this)(v[k]);
+  }
 };
 
 // A NaN q gives the canonical NaN, as on the CPU: a GPU product of a NaN is 0x7FFFFFFF, whereas x86
@@ -171,6 +229,22 @@ QCAST_DEVICE QCAST_FORCEINLINE float cast_in_group(const ElementParams& e, const
   }
 }
 
+// cast_in_group over the eight elements [first, first + 8) that v holds, in place (the fused block
+// kernels). Lean: the group's kind and the quotient's path are decided once for the eight. The
+// other quantizers take an element at a time: their eight quotients held at once would raise the
+// kernels' register count, and with it lower their occupancy, more than the branches cost.
+template <bool Lean = false>
+QCAST_DEVICE QCAST_FORCEINLINE void cast_octet_in_group(const ElementParams& e, const ScaleParams& s,
+                                                        const DeviceGroupScale& g, const ScaledInput& scaled,
+                                                        float s_t, float v[8], std::int64_t first) {
+  if (!Lean || g.kind != GroupKind::finite) {
+    for (int k = 0; k < 8; ++k) v[k] = cast_in_group<Lean>(e, s, g, scaled, s_t, v[k], first + k);
+    return;
+  }
+  scaled.octet(v);
+  for (int k = 0; k < 8; ++k) v[k] = scaled_output(quantize_lean(e, v[k]), g.value, s_t, s.two_level);
+}
+
 // The value an element code must hold in a group whose scale is g (qcast::encode).
 QCAST_DEVICE QCAST_FORCEINLINE float code_input_in_group(const DeviceGroupScale& g, const ScaledInput& scaled,
                                                          float x) {
@@ -192,6 +266,24 @@ QCAST_DEVICE QCAST_FORCEINLINE std::uint32_t code_in_group(const ElementParams& 
   const float v = code_input_in_group(g, scaled, x);
   if (isnan(v) && !e.has_nan) raise_error(element_nan);
   return Lean ? code_of_value(e, quantize_lean(e, v)) : encode(e, v, std::uint64_t(i));
+}
+
+// code_in_group over the eight elements [first, first + 8) that v holds (the fused block kernels);
+// v is overwritten. As cast_octet_in_group: Lean decides the group's kind and the quotient's path
+// once for the eight, the other quantizers take an element at a time.
+template <bool Lean = false>
+QCAST_DEVICE QCAST_FORCEINLINE void code_octet_in_group(const ElementParams& e, const DeviceGroupScale& g,
+                                                        const ScaledInput& scaled, float v[8], std::int64_t first,
+                                                        std::uint32_t c[8], int* element_nan) {
+  if (!Lean || g.kind != GroupKind::finite) {
+    for (int k = 0; k < 8; ++k) c[k] = code_in_group<Lean>(e, g, scaled, v[k], first + k, element_nan);
+    return;
+  }
+  scaled.octet(v);
+  for (int k = 0; k < 8; ++k) {
+    if (isnan(v[k]) && !e.has_nan) raise_error(element_nan);
+    c[k] = code_of_value(e, quantize_lean(e, v[k]));
+  }
 }
 
 // The group of flat element i (GroupLayout's numbering).

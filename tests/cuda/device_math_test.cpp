@@ -25,6 +25,7 @@
 #include "common/cast_options.hpp"
 #include "common/differing.hpp"
 #include "common/tensor_values.hpp"
+#include "grid_stride_device.cuh"
 #include "packed_codes_device.cuh"
 #include "params.hpp"
 #include "qcast/format_names.hpp"
@@ -272,6 +273,101 @@ TEST_CASE("device scale math: a group's scale, and x / s, equal the reference fo
   }
 }
 
+TEST_CASE("device x / d: the corrected reciprocal path gives the correctly rounded quotient") {
+  // ScaledInput's corrected path (q = x * RN(1/d), then q + (x - d q) RN(1/d)) against the host's
+  // IEEE division, bit for bit: for divisors across its range [2^-60, 2^61) and at its edges, with
+  // the significands that stress a reciprocal most (just above 1, just below 2, 1.5 +- 1 ulp, and
+  // random ones); x every bfloat16 (all exponents, zeros, subnormals, Inf, NaN), random bit
+  // patterns, and values whose quotient lies within a few ulps of a midpoint between two floats
+  // (where one wrong rounding shows).
+  std::mt19937 rng(11);
+  std::vector<float> significands{1.0f, std::nextafter(1.0f, 2.0f), std::nextafter(2.0f, 1.0f), 1.5f,
+                                  std::nextafter(1.5f, 2.0f), std::nextafter(1.5f, 1.0f), 1.0f + 1.0f / 3.0f};
+  for (int k = 0; k < 96; ++k) significands.push_back(from_bits(0x3F800000u | (rng() & 0x7FFFFFu)));
+  std::vector<float> divisors;
+  for (float m : significands)
+    for (int e : {-60, -59, -31, -9, -1, 0, 1, 7, 30, 59, 60}) divisors.push_back(std::ldexp(m, e));
+  // Outside the range: the division itself.
+  const std::vector<float> outside{std::ldexp(1.9f, -61), std::ldexp(1.25f, 61), std::ldexp(1.3f, 100), 1e-40f,
+                                   -1.3f, 3.4e38f};
+  std::vector<float> x;
+  for (std::uint32_t h = 0; h < 0x10000u; ++h) x.push_back(from_bits(h << 16));
+  for (int k = 0; k < 4096; ++k) x.push_back(from_bits(rng()));
+  std::size_t checked = 0, bad = 0, bad_octet = 0, wrong_path = 0;
+  std::string first;
+  auto check_divisor = [&](float d, std::vector<float> inputs) {
+    const cd::ScaledInput scaled(d, 1.0f, false);
+    // Quotients near midpoints: q' = q * (1 + (2j + 1) 2^-25) for random q of a few magnitudes, and
+    // x = RN(d q') with its neighbours.
+    std::uniform_real_distribution<float> unit(1.0f, 2.0f);
+    for (int k = 0; k < 512; ++k) {
+      const double q = std::ldexp(double(unit(rng)), int(rng() % 80) - 40);
+      const double near_mid = q * (1.0 + double(2 * int(rng() % 8) + 1) * std::ldexp(1.0, -25));
+      const float xs = float(double(d) * near_mid);
+      for (float v : {xs, std::nextafter(xs, 0.0f), std::nextafter(xs, INFINITY), -xs}) inputs.push_back(v);
+    }
+    for (float v : inputs) {
+      ++checked;
+      const float want = v / d;
+      if (bits(scaled(v)) != bits(want)) {
+        if (first.empty()) {
+          std::ostringstream where;
+          where << std::hexfloat << "x = " << v << ", d = " << d << ": " << scaled(v) << " against " << want;
+          first = where.str();
+        }
+        ++bad;
+      }
+    }
+    for (std::size_t i = 0; i + 8 <= inputs.size(); i += 8) {
+      float v[8];
+      std::copy(inputs.begin() + std::ptrdiff_t(i), inputs.begin() + std::ptrdiff_t(i + 8), v);
+      scaled.octet(v);
+      for (int k = 0; k < 8; ++k) bad_octet += bits(v[k]) != bits(inputs[i + std::size_t(k)] / d);
+    }
+    return scaled.path;
+  };
+  for (float d : divisors) {
+    const auto path = check_divisor(d, x);
+    const bool power_of_two = (bits(d) & 0x7FFFFFu) == 0;
+    wrong_path += path != (power_of_two ? cd::ScaledInput::Path::multiply : cd::ScaledInput::Path::corrected);
+  }
+  for (float d : outside) wrong_path += check_divisor(d, x) != cd::ScaledInput::Path::divide;
+  INFO(checked << " quotients; first difference: " << first);
+  CHECK(bad == 0);
+  CHECK(bad_octet == 0);
+  CHECK(wrong_path == 0);
+}
+
+TEST_CASE("device grid-stride order: forward and reversed, every item once, each warp's steps mirrored") {
+  // The fused block kernels' loop (for_each_block_octet): a warp starts at block * threads + its
+  // first lane and steps by the grid's threads; its lanes take o0 + lane.
+  for (int blocks : {1, 3, 8})
+    for (int threads : {64, 256})
+      for (std::int64_t count : {0, 1, 31, 32, 33, 1000, 12345, 65536}) {
+        std::vector<int> forward_visits(std::size_t(count), 0), reversed_visits(std::size_t(count), 0);
+        std::size_t mirrored = 0, units = 0;
+        for (int b = 0; b < blocks; ++b)
+          for (int t = 0; t < threads; t += 32) {
+            std::vector<std::int64_t> steps[2];
+            for (bool reversed : {false, true}) {
+              const cd::GridStride order{std::int64_t(b) * threads + t, std::int64_t(blocks) * threads, count,
+                                         reversed};
+              for (std::int64_t o0 = order.begin(); order.inside(o0); o0 += order.step()) {
+                steps[reversed].push_back(o0);
+                for (int lane = 0; lane < 32; ++lane)
+                  if (o0 + lane < count) ++(reversed ? reversed_visits : forward_visits)[std::size_t(o0 + lane)];
+              }
+            }
+            ++units;
+            mirrored += std::equal(steps[0].begin(), steps[0].end(), steps[1].rbegin(), steps[1].rend());
+          }
+        INFO(blocks << " blocks of " << threads << " threads, " << count << " items");
+        CHECK(std::count(forward_visits.begin(), forward_visits.end(), 1) == count);
+        CHECK(std::count(reversed_visits.begin(), reversed_visits.end(), 1) == count);
+        CHECK(mirrored == units);
+      }
+}
+
 TEST_CASE("device layout: group_of and group_members number groups as GroupLayout does") {
   std::mt19937 rng(5);
   const char* formats[] = {"int8@channel", "int8@channel:axis=0", "int8@channel:axis=1", "mxfp4", "fp4_e2m1@g32:scale=e8m0:axis=0",
@@ -402,9 +498,30 @@ struct HostEmulation {
     }
   }
 
+  // Whether the fused block kernels take the tensor (cast.cu's and codec.cu's `tiles`): blocks of
+  // 8, 16, ..., 256 along the last axis that tile each line. They hand a thread's eight elements
+  // to cast_octet_in_group and code_octet_in_group.
+  bool tiles() const {
+    const std::int64_t k = f.block_size;
+    return f.granularity == qcast::Granularity::block && l.inner == 1 && l.len % k == 0 && k % 8 == 0 &&
+           k / 8 <= 32 && ((k / 8) & (k / 8 - 1)) == 0;
+  }
+
   // cast: direct_kernel, block_kernel, apply_kernel.
   std::vector<float> cast(const std::vector<float>& x) const {
     std::vector<float> y(x.size());
+    if (f.is_scaled() && tiles()) {
+      for (std::int64_t o8 = 0; 8 * o8 < l.elements; ++o8) {
+        const cd::DeviceGroupScale& g = scales[std::size_t(cd::group_of(l, 8 * o8))];
+        const cd::ScaledInput scaled(g.value, t.s_t, s.two_level);
+        float v[8];
+        std::copy_n(x.begin() + 8 * o8, 8, v);
+        if (lean) cd::cast_octet_in_group<true>(e, s, g, scaled, t.s_t, v, 8 * o8);
+        else cd::cast_octet_in_group(e, s, g, scaled, t.s_t, v, 8 * o8);
+        std::copy_n(v, 8, y.begin() + 8 * o8);
+      }
+      return y;
+    }
     for (std::int64_t i = 0; i < l.elements; ++i) {
       const float v = x[std::size_t(i)];
       if (!f.is_scaled()) {
@@ -428,6 +545,16 @@ struct HostEmulation {
     for (std::int64_t o8 = 0; 8 * o8 < l.elements; ++o8) {
       const int count = int(std::min<std::int64_t>(8, l.elements - 8 * o8));
       std::uint32_t c[8] = {};
+      if (f.is_scaled() && tiles()) {
+        const cd::DeviceGroupScale& g = scales[std::size_t(cd::group_of(l, 8 * o8))];
+        const cd::ScaledInput scaled(g.value, t.s_t, s.two_level);
+        float v[8];
+        std::copy_n(x.begin() + 8 * o8, 8, v);
+        if (lean) cd::code_octet_in_group<true>(e, g, scaled, v, 8 * o8, c, &element_nan);
+        else cd::code_octet_in_group(e, g, scaled, v, 8 * o8, c, &element_nan);
+        cd::store_codes(codes.data(), o8, e.bits, c, 8);
+        continue;
+      }
       for (int k = 0; k < count; ++k) {
         const std::int64_t i = 8 * o8 + k;
         const float v = x[std::size_t(i)];
@@ -489,19 +616,25 @@ TEST_CASE("device tensor math: cast, encode and decode as the kernels combine th
   for (const char* extra : {"int8@channel:axis=0", "int4@g128:axis=0", "fp4_e2m1@g16+tensor:scale=ue4m3:axis=0",
                             "fp4_e2m1@g24:scale=e8m0", "e3m4fnuzb5", "uint8", "e8m0", "int4@g7:axis=-2"})
     names.emplace_back(extra);
-  const qcast::Shape shape{12, 72};  // rows of 4.5 blocks of 16: whole and partial blocks
+  // Rows of 72: 4.5 blocks of 16, whole and partial blocks (the group kernels); rows of 64: blocks
+  // of 8 to 64 that tile them (the fused block kernels).
+  for (const int columns : {72, 64})
   for (bool with_nan : {false, true}) {
-    std::vector<float> x = qcast_test::scaled_normal_rows(12, 72, 19);
-    qcast_test::add_special_rows(x, 72, with_nan);
-    for (int c = 0; c < 72; ++c) x[std::size_t(8 * 72 + c)] = std::ldexp(1.0f, 127 - c % 8) * 1.5f;  // near FLT_MAX
-    for (int c = 0; c < 72; ++c) x[std::size_t(9 * 72 + c)] = std::ldexp(float(c + 1), -149 + c % 3);  // subnormal groups
+    const qcast::Shape shape{12, columns};
+    std::vector<float> x = qcast_test::scaled_normal_rows(12, columns, 19);
+    qcast_test::add_special_rows(x, columns, with_nan);
+    for (int c = 0; c < columns; ++c)  // near FLT_MAX
+      x[std::size_t(8 * columns + c)] = std::ldexp(1.0f, 127 - c % 8) * 1.5f;
+    for (int c = 0; c < columns; ++c)  // subnormal groups
+      x[std::size_t(9 * columns + c)] = std::ldexp(float(c + 1), -149 + c % 3);
     for (const std::string& name : names) {
       const qcast::Format f = parsed(name);
       for (const qcast::CastOptions& o : qcast_test::rounding_and_overflow_options()) {
         for (bool lean : {false, true}) {
           const HostEmulation dev(f, shape, o, lean, x);
           if (lean && !dev.lean) continue;  // the same as the general variant
-          INFO(name << ", " << option_name(o) << (dev.lean ? ", lean variant" : "") << (with_nan ? ", with NaN" : ""));
+          INFO(name << ", " << option_name(o) << (dev.lean ? ", lean variant" : "") << (with_nan ? ", with NaN" : "")
+                    << ", rows of " << columns << (f.is_scaled() && dev.tiles() ? " (fused block kernels)" : ""));
           std::vector<float> want(x.size());
           bool threw = false;
           try {
