@@ -231,8 +231,9 @@ QCAST_DEVICE QCAST_FORCEINLINE float cast_in_group(const ElementParams& e, const
 
 // cast_in_group over the eight elements [first, first + 8) that v holds, in place (the fused block
 // kernels). Lean: the group's kind and the quotient's path are decided once for the eight. The
-// other quantizers take an element at a time: their eight quotients held at once would raise the
-// kernels' register count, and with it lower their occupancy, more than the branches cost.
+// other quantizers (stochastic rounding, the general path) keep one element at a time, as before:
+// their per-element work dwarfs the branches, and eight quotients held at once add registers to
+// kernels already at their bound (kBlockKernelMinBlocks).
 template <bool Lean = false>
 QCAST_DEVICE QCAST_FORCEINLINE void cast_octet_in_group(const ElementParams& e, const ScaleParams& s,
                                                         const DeviceGroupScale& g, const ScaledInput& scaled,
