@@ -20,8 +20,11 @@ int main(int argc, char** argv) {
 
     ptq::Options options;
     options.format = qcast::parse_format(argc > 4 ? argv[4] : "mxfp4");
-    options.method = ptq::parse_method(argc > 5 ? argv[5] : "ed");
-    options.progress = [](const ptq::Progress& p) { std::fprintf(stderr, "[%d/%d] %s\n", p.layer, p.layers, p.name.c_str()); };
+    options.method = ptq::find_method(argc > 5 ? argv[5] : "ed").name;  // rtn, gptq, ed, ...
+    options.progress = [](const ptq::Progress& p) {
+      if (p.phase == ptq::Progress::Phase::solve) std::fprintf(stderr, "[%d/%d] %s\n", p.layer, p.layers, p.name.c_str());
+      return true;  // false would stop the run
+    };
 
     const ptq::Result result = ptq::quantize(model, calibration, options);
     ptq::save_model(result.model, argv[3], argv[1]);               // dequantized weights, loads anywhere

@@ -38,8 +38,8 @@ def table(rows):
         out.append(f"float: {t.metric} = {f['float_metric']:.4g}; {rs[0]['fidelity_name']} of each quantized model vs float; "
                    f"calibration: {f['calib_samples']} samples. "
                    f"ED vs RTN / GPTQ: whether ED is better by the task metric, or by fidelity where the metric ties.\n")
-        out.append(f"| format | method | {t.metric} | {rs[0]['fidelity_name']} | quantize s | ED beats RTN | ED ≥ GPTQ | ED time / GPTQ |")
-        out.append("|---|---|---|---|---|---|---|---|")
+        out.append(f"| format | method | {t.metric} | {rs[0]['fidelity_name']} | quantize s | peak MiB | ED beats RTN | ED ≥ GPTQ | ED time / GPTQ |")
+        out.append("|---|---|---|---|---|---|---|---|---|")
         fmts = []
         for r in rs:
             if r["format"] not in fmts:
@@ -55,7 +55,8 @@ def table(rows):
                     extra = ["yes" if compare(t, r, m["rtn"]) > 0 else "**no**",
                              "yes" if compare(t, r, m["gptq"]) >= 0 else "**no**",
                              f"{r['seconds'] / m['gptq']['seconds']:.2f}"]
-                out.append(f"| {fmt} | {meth} | {r['metric']:.4g} | {r['fidelity']:.4g} | {r['seconds']:.1f} | " + " | ".join(extra) + " |")
+                peak = f"{r['peak_rss_mb']:.0f}" if r.get("peak_rss_mb") else ""
+                out.append(f"| {fmt} | {meth} | {r['metric']:.4g} | {r['fidelity']:.4g} | {r['seconds']:.1f} | {peak} | " + " | ".join(extra) + " |")
     return "\n".join(out)
 
 
@@ -105,8 +106,10 @@ def main():
                 subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
                 seconds = time.time() - start
                 s = t.score(t.outputs(torch.jit.load(out).eval()), float_outs)
+                report = json.load(open(out + ".json"))
                 row = {"model": name, "format": fmt, "method": meth, "seconds": seconds, "float_metric": float_metric,
-                       "calib_samples": samples, "command": " ".join(cmd), **s}
+                       "calib_samples": samples, "command": " ".join(cmd),
+                       "peak_rss_mb": report.get("peak_rss_bytes", 0) / 2**20, **s}
                 rows.append(row)
                 with open(a.results, "a") as f:
                     f.write(json.dumps(row) + "\n")

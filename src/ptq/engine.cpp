@@ -1,40 +1,39 @@
-// The PTQ driver: for each weight layer in execution order, capture its inputs on the float model
-// (X) and on the partly quantized copy (X̂) batch by batch, reduce them to Gram matrices, quantize the
-// weight with the chosen method and write it into the copy before the next layer is captured.
-// Memory is bounded by one layer's activations for one batch plus its Gram matrices.
+// The PTQ driver as a pipeline (docs/design/0007-ptq-pipeline.md). The inlined forward is cut into
+// stages at the sites of the layers to quantize; every calibration batch keeps its boundary state on
+// both streams (float model: X, partly quantized copy: X̂) between stages. At each cut the stage
+// before it runs once per stream and batch and hands over the inputs of the layer at the cut; the
+// layer's Gram matrices are summed from them, its method solves, and its quantized weight is written
+// into the copy before the copy's stream runs past it. A weight used at several cuts (one module
+// called twice) is solved at its first cut from all of its uses: the stages up to its last use run
+// once more on copies of the state (the look-ahead), with the layers between them still in float.
+// The whole run costs one forward pass of each model over the calibration set, plus the look-aheads,
+// the statistics and the solves.
 #include "qcast/ptq/engine.hpp"
 
 #include <ATen/ATen.h>
-#include <torch/csrc/jit/serialization/import.h>
-#include <torch/csrc/jit/serialization/pickle.h>
+#include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
+#include <torch/cuda.h>
 
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
-#include <filesystem>
 #include <fnmatch.h>
+#include <malloc.h>
 #include <fstream>
-#include <iterator>
-#include <sstream>
+#include <map>
+#include <optional>
 #include <stdexcept>
 
+#include "boundary_cache.hpp"
+#include "capture_observer.hpp"
+#include "grams.hpp"
+#include "method.hpp"
 #include "model_walk.hpp"
 #include "qcast/format_names.hpp"
-#include "qcast/npy.hpp"
 #include "solvers.hpp"
+#include "stage_graph.hpp"
 
 namespace qcast::ptq {
-
-const char* method_name(Method m) { return m == Method::rtn ? "rtn" : m == Method::gptq ? "gptq" : "ed"; }
-
-Method parse_method(const std::string& name) {
-  if (name == "rtn") return Method::rtn;
-  if (name == "gptq") return Method::gptq;
-  if (name == "ed") return Method::ed;
-  throw std::invalid_argument("unknown method '" + name + "'; valid methods: rtn, gptq, ed");
-}
-
 namespace {
 
 using detail::SiteKind;
@@ -44,103 +43,6 @@ double seconds_since(Clock::time_point t) { return std::chrono::duration<double>
 
 bool matches(const std::string& pattern, const std::string& name) {
   return fnmatch(pattern.c_str(), name.c_str(), 0) == 0;
-}
-
-std::vector<std::int64_t> int_list(const c10::IValue& v, std::size_t n, const char* what) {
-  std::vector<std::int64_t> r;
-  if (v.isIntList()) r = v.toIntVector();
-  else if (v.isInt()) r.assign(n, v.toInt());
-  else throw std::runtime_error(std::string("convolution ") + what + " is not a list of integers");
-  if (r.size() == 1 && n > 1) r.assign(n, r[0]);
-  if (r.size() != n) throw std::runtime_error(std::string("convolution ") + what + " has the wrong length");
-  return r;
-}
-
-// The activations of one site on both streams (x: float model, xq: quantized model) as pairs of
-// chunks [groups, cols, tokens] (cols along the weight's reduction dimension), passed to sink(x, x̂)
-// one pair at a time so that an unfolded convolution input never exists whole.
-template <class Sink>
-void for_each_input_chunk(const detail::Site& site, const std::vector<c10::IValue>& in,
-                          const std::vector<c10::IValue>& in_q, const at::Tensor& weight, std::int64_t cols,
-                          Sink&& sink) {
-  at::Tensor x = in.at(std::size_t(site.data_input)).toTensor();
-  at::Tensor xq = in_q.at(std::size_t(site.data_input)).toTensor();
-  switch (site.kind) {
-    case SiteKind::linear:
-    case SiteKind::right:
-      sink(x.reshape({-1, cols}).t().unsqueeze(0), xq.reshape({-1, cols}).t().unsqueeze(0));
-      return;
-    case SiteKind::left:
-      sink(x.transpose(-1, -2).reshape({-1, cols}).t().unsqueeze(0),
-           xq.transpose(-1, -2).reshape({-1, cols}).t().unsqueeze(0));
-      return;
-    case SiteKind::bmm_right:  // x [b, M, in]
-      sink(x.transpose(1, 2), xq.transpose(1, 2));
-      return;
-    case SiteKind::bmm_left:  // x [b, in, N]
-      sink(x, xq);
-      return;
-    case SiteKind::conv: break;
-  }
-  // Convolution: unfold (im2col) so that each output is a weight row times a column of cols values in
-  // (in_channel, kh, kw) order, which is OIHW order of the weight. The arguments (stride, padding, ...)
-  // are the same in both streams.
-  const bool is_1d = weight.dim() == 3;
-  const std::size_t nd = is_1d ? 1 : 2;
-  const bool full = site.op == "aten::_convolution";
-  std::vector<std::int64_t> stride = int_list(in.at(3), nd, "stride");
-  std::vector<std::int64_t> dilation = int_list(in.at(5), nd, "dilation");
-  const std::int64_t groups = in.at(full ? 8 : 6).toInt();
-  std::vector<std::int64_t> kernel(weight.sizes().begin() + 2, weight.sizes().end());
-  std::vector<std::int64_t> padding;
-  if (in.at(4).isString()) {  // conv2d(..., padding="same" | "valid")
-    const std::string mode = in.at(4).toStringRef();
-    padding.assign(nd, 0);
-    if (mode == "same") {
-      for (std::size_t d = 0; d < nd; ++d) {
-        const std::int64_t total = dilation[d] * (kernel[d] - 1);
-        if (total % 2) throw std::runtime_error("padding='same' with an even kernel is not supported");
-        padding[d] = total / 2;
-      }
-    }
-  } else {
-    padding = int_list(in.at(4), nd, "padding");
-  }
-  if (x.dim() != std::int64_t(nd) + 2) {  // unbatched input
-    x = x.unsqueeze(0);
-    xq = xq.unsqueeze(0);
-  }
-  if (is_1d) {
-    x = x.unsqueeze(2);
-    xq = xq.unsqueeze(2);
-    kernel.insert(kernel.begin(), 1);
-    stride.insert(stride.begin(), 1);
-    dilation.insert(dilation.begin(), 1);
-    padding.insert(padding.begin(), 0);
-  }
-  if (x.sizes() != xq.sizes())
-    throw std::runtime_error("the float and the quantized model gave this layer inputs of different shapes");
-  auto unfold = [&](const at::Tensor& t, std::int64_t i) {  // [groups, cols, L]
-    return at::im2col(t.narrow(0, i, 1), kernel, dilation, padding, stride).reshape({groups, cols, -1});
-  };
-  for (std::int64_t i = 0; i < x.size(0); ++i) sink(unfold(x, i), unfold(xq, i));
-}
-
-at::Tensor weight_matrix(const at::Tensor& p, WeightLayout layout, std::int64_t cols) {
-  if (layout == WeightLayout::rows) return p.reshape({-1, cols});
-  return p.transpose(-1, -2).reshape({-1, cols});
-}
-
-std::int64_t reduction_size(const detail::WalkLayer& l, const at::Tensor& p) {
-  if (l.layout == WeightLayout::transposed) return p.size(-2);
-  if (l.sites.front().kind == SiteKind::conv) return p.numel() / p.size(0);
-  return p.size(-1);
-}
-
-at::Tensor parameter_of(const torch::jit::Module& m, const std::string& name) {
-  for (const auto& p : m.named_parameters(true))
-    if (p.name == name) return p.value;
-  throw std::logic_error("qcast: parameter " + name + " disappeared");
 }
 
 std::string shape_text(const std::vector<std::int64_t>& s) {
@@ -165,28 +67,97 @@ std::string batch_text(const Batch& b) {
 
 std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 
-std::string json_string(const std::string& s) {
-  std::string r = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') r += '\\', r += c;
-    else if (c == '\n') r += "\\n";
-    else if (static_cast<unsigned char>(c) < 0x20) {
-      char b[8];
-      std::snprintf(b, sizeof b, "\\u%04x", c);
-      r += b;
-    } else r += c;
-  }
-  return r + "\"";
+at::Tensor weight_matrix(const at::Tensor& p, WeightLayout layout, std::int64_t cols) {
+  if (layout == WeightLayout::rows) return p.reshape({-1, cols});
+  return p.transpose(-1, -2).reshape({-1, cols});
 }
 
-std::string number(double v) {
-  if (!std::isfinite(v)) return "null";
-  char b[32];
-  std::snprintf(b, sizeof b, "%.6g", v);
-  return b;
+at::Tensor parameter_of(const torch::jit::Module& m, const std::string& name) {
+  for (const auto& p : m.named_parameters(true))
+    if (p.name == name) return p.value;
+  throw std::logic_error("qcast: parameter " + name + " disappeared");
 }
+
+// LibTorch's intra-op threads held at one while a method solves: its LAPACK and BLAS calls (Cholesky,
+// the lazy batch products) then sum in one fixed order, whatever the thread count of the run.
+class SingleThreaded {
+ public:
+  explicit SingleThreaded(bool active = true) : saved_(at::get_num_threads()), active_(active) {
+    if (active_) at::set_num_threads(1);
+  }
+  ~SingleThreaded() {
+    if (active_) at::set_num_threads(saved_);
+  }
+  SingleThreaded(const SingleThreaded&) = delete;
+  SingleThreaded& operator=(const SingleThreaded&) = delete;
+
+ private:
+  int saved_;
+  bool active_;
+};
+
+std::int64_t peak_rss_bytes() {
+  std::ifstream f("/proc/self/status");
+  std::string key;
+  while (f >> key) {
+    if (key == "VmHWM:") {
+      long long kb = 0;
+      f >> kb;
+      return std::int64_t(kb) * 1024;
+    }
+    f.ignore(1 << 20, '\n');
+  }
+  return 0;
+}
+
+c10::Device parse_device(const std::string& text) {
+  std::optional<c10::Device> d;
+  try {
+    d.emplace(text);
+  } catch (const std::exception&) {
+  }
+  if (!d || (!d->is_cpu() && !d->is_cuda()))
+    throw std::invalid_argument("unknown device '" + text.substr(0, 64) + "'; valid: cpu, cuda, cuda:N");
+  if (d->is_cuda()) {
+    if (!torch::cuda::is_available())
+      throw std::invalid_argument("device " + text + ": no CUDA device can be used here (LibTorch finds none)");
+    const auto n = static_cast<int>(torch::cuda::device_count());
+    if (d->has_index() && d->index() >= n)
+      throw std::invalid_argument("device " + text + ": there are " + std::to_string(n) + " CUDA devices (cuda:0.." +
+                                  "cuda:" + std::to_string(n - 1) + ")");
+  }
+  return *d;
+}
+
+c10::IValue copy_to(const c10::IValue& v, const c10::Device& device) {
+  if (v.isTensor()) return v.toTensor().to(device, /*non_blocking=*/false, /*copy=*/true);
+  return v.deepcopy(device);
+}
+
+// A copy of a boundary state that the stages after it may write into without changing the original.
+detail::Env deep_copy(const detail::Env& env) {
+  c10::IValue::HashIdentityIValueMap memo;
+  detail::Env out;
+  for (const auto& [id, v] : env) out.emplace(id, v.deepcopy(memo));
+  return out;
+}
+
+// A layer to quantize.
+struct Planned {
+  const detail::WalkLayer* layer;
+  Format format;
+  std::size_t report_index;
+  bool solved = false;
+};
 
 }  // namespace
+
+namespace detail {
+CaptureObserver& capture_observer() {
+  static CaptureObserver observer;
+  return observer;
+}
+}  // namespace detail
 
 std::vector<LayerInfo> list_layers(const torch::jit::Module& model) {
   std::vector<LayerInfo> r;
@@ -196,91 +167,112 @@ std::vector<LayerInfo> list_layers(const torch::jit::Module& model) {
 
 Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calibration, const Options& o) {
   const auto start = Clock::now();
-  if (calibration.empty()) throw std::invalid_argument("the calibration set is empty");
+  const detail::MethodPlugin& plugin = detail::find_plugin(o.method);
+  const detail::MethodValues values(plugin.info, o.method_options);
+  const c10::Device device = parse_device(o.device);
+  if (calibration.empty() && plugin.info.needs_calibration)
+    throw std::invalid_argument("method " + o.method + " needs calibration data (only rtn runs without)");
+  if (o.cache_mb > (std::int64_t(1) << 40)) throw std::invalid_argument("the boundary cache budget is out of range");
   at::NoGradGuard no_grad;
   torch::jit::Module fm = model.deepcopy(), qm = model.deepcopy();
   fm.eval();
   qm.eval();
-  try {
-    fm.forward(calibration.front());
-  } catch (const std::exception& e) {
-    throw std::invalid_argument("the calibration data (first batch: " + batch_text(calibration.front()) +
-                                ") does not fit the model's forward: " + first_line(e.what()));
+  if (!calibration.empty()) {
+    try {
+      fm.forward(calibration.front());
+    } catch (const std::exception& e) {
+      throw std::invalid_argument("the calibration data (first batch: " + batch_text(calibration.front()) +
+                                  ") does not fit the model's forward: " + first_line(e.what()));
+    }
   }
+  fm.to(device);
+  qm.to(device);
   const detail::ModelWalk walk = detail::walk_model(fm);
 
   Result res;
-  res.report.method = method_name(o.method);
-  res.report.format = format_name(o.format);
+  Report& rep = res.report;
+  rep.method = plugin.info.name;
+  rep.format = format_name(o.format);
+  rep.device = device.str();
+  rep.batches = std::int64_t(calibration.size());
   for (const auto& b : calibration)
-    if (!b.empty() && b.front().isTensor()) res.report.samples += b.front().toTensor().dim() ? b.front().toTensor().size(0) : 1;
+    if (!b.empty() && b.front().isTensor()) rep.samples += b.front().toTensor().dim() ? b.front().toTensor().size(0) : 1;
 
-  int todo = 0;
-  for (const auto& l : walk.layers) todo += l.info.unsupported.empty() ? 1 : 0;
-  int done = 0;
-  double solved_s = 0;
+  // Which layers are quantized, with which format.
+  std::vector<Planned> plan;
+  std::map<const detail::WalkLayer*, std::size_t> plan_of;
   for (const detail::WalkLayer& l : walk.layers) {
     LayerReport lr;
     lr.name = l.info.name;
     lr.op = l.info.op;
     lr.shape = l.info.shape;
-    lr.method = res.report.method;
-    if (!l.info.unsupported.empty()) {
-      lr.status = "float: " + l.info.unsupported;
-      res.report.layers.push_back(lr);
-      continue;
-    }
-    ++done;
+    lr.method = rep.method;
     bool excluded = false;
     for (const auto& p : o.exclude) excluded = excluded || matches(p, l.info.name);
-    if (excluded) {
+    if (!l.info.unsupported.empty()) {
+      lr.status = "float: " + l.info.unsupported;
+    } else if (excluded) {
       lr.status = "excluded";
-      res.report.layers.push_back(lr);
-      continue;
+    } else {
+      Format format = o.format;
+      for (const auto& lf : o.layer_formats)
+        if (matches(lf.pattern, l.info.name)) {
+          format = lf.format;
+          break;
+        }
+      lr.format = format_name(format);
+      plan_of[&l] = plan.size();
+      plan.push_back({&l, format, rep.layers.size()});
     }
-    Format format = o.format;
-    for (const auto& lf : o.layer_formats)
-      if (matches(lf.pattern, l.info.name)) {
-        format = lf.format;
-        break;
-      }
-    lr.format = format_name(format);
-    if (o.progress) {
-      Progress pr;
-      pr.layer = done;
-      pr.layers = todo;
-      pr.name = l.info.name;
-      pr.elapsed_s = seconds_since(start);
-      pr.eta_s = done > 1 ? solved_s / (done - 1) * (todo - done + 1) : -1;
-      o.progress(pr);
-    }
+    rep.layers.push_back(lr);
+  }
+  const int todo = int(plan.size());
+
+  auto report_progress = [&](Progress pr) {
+    pr.layers = todo;
+    pr.elapsed_s = seconds_since(start);
+    if (o.progress && !o.progress(pr)) throw Stopped();
+  };
+
+  // Quantizes one planned layer from its statistics (grams: nullptr without calibration data).
+  auto solve = [&](Planned& p, const detail::Grams* grams) {
+    const detail::WalkLayer& l = *p.layer;
+    LayerReport& lr = rep.layers[p.report_index];
     const auto t0 = Clock::now();
     try {
+      SingleThreaded one_thread;
       const at::Tensor param = parameter_of(qm, l.info.name);
-      const std::int64_t cols = reduction_size(l, param);
-      const at::Tensor w = weight_matrix(param, l.layout, cols).to(at::kDouble).contiguous();
-      detail::Capture capture(fm, l);
-      detail::Grams grams;
-      for (const Batch& b : calibration) {
-        const auto xs = capture.run(fm, b);
-        const auto xq = capture.run(qm, b);
-        for (std::size_t s = 0; s < l.sites.size(); ++s) {
-          for_each_input_chunk(l.sites[s], xs[s], xq[s], param, cols,
-                             [&](const at::Tensor& a, const at::Tensor& b) { grams.add(a, b, w); });
+      const std::int64_t cols = detail::reduction_size(l.sites.front(), l.layout, param);
+      const at::Tensor w = weight_matrix(param.to(at::kCPU), l.layout, cols).to(at::kDouble).contiguous();
+      const std::int64_t rows = w.size(0);
+      const std::int64_t groups = grams ? grams->xhat_xhat.size(0) : 1;
+      if (rows % groups != 0) throw std::logic_error("weight rows do not split into the layer's groups");
+      const std::int64_t per = rows / groups;
+      WeightGrid grid(p.format, rows, cols, w.data_ptr<double>());
+      at::Tensor q = w.clone();
+      for (std::int64_t gi = 0; gi < groups; ++gi) {
+        detail::GroupProblem gp{q.narrow(0, gi * per, per).contiguous(),
+                                grams ? grams->xhat_xhat[gi] : at::Tensor(),
+                                grams ? grams->x_xhat[gi] : at::Tensor(),
+                                gi * per,
+                                &grid,
+                                &values};
+        const at::Tensor qg = plugin.solve(gp);
+        q.narrow(0, gi * per, per).copy_(qg);
+      }
+      if (grams) {
+        const double energy = grams->target_energy(w);
+        lr.relative_error = detail::relative_output_error(w, q, *grams, energy);
+        if (plugin.info.name == "rtn") {
+          lr.rtn_relative_error = lr.relative_error;
+        } else {
+          WeightGrid rtn_grid(p.format, rows, cols, w.data_ptr<double>());
+          at::Tensor r = w.clone();
+          detail::round_to_nearest(r, 0, rtn_grid);
+          lr.rtn_relative_error = detail::relative_output_error(w, r, *grams, energy);
         }
       }
-      const std::int64_t rows = w.size(0);
-      WeightGrid grid(format, rows, cols, w.data_ptr<double>());
-      const at::Tensor q = detail::solve(o.method, w, grams, grid, o);
-      lr.relative_error = detail::relative_output_error(w, q, grams);
-      if (o.method == Method::rtn) {
-        lr.rtn_relative_error = lr.relative_error;
-      } else {
-        WeightGrid rtn_grid(format, rows, cols, w.data_ptr<double>());
-        lr.rtn_relative_error =
-            detail::relative_output_error(w, detail::solve(Method::rtn, w, grams, rtn_grid, o), grams);
-      }
-      // Write Ŵ into the copy, in the parameter's layout and dtype.
+      // Write Ŵ into the copy, in the parameter's layout, dtype and device.
       at::Tensor qp = l.layout == WeightLayout::rows
                           ? q.reshape(param.sizes())
                           : q.reshape([&] {
@@ -296,143 +288,180 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
       pw.layout = l.layout;
       pw.matrix = grid.encoded();
       res.packed.push_back(std::move(pw));
+    } catch (const Stopped&) {
+      throw;
     } catch (const std::exception& e) {
       throw std::runtime_error("layer " + l.info.name + " (" + l.info.op + "): " + first_line(e.what()));
     }
     lr.status = "quantized";
-    lr.seconds = seconds_since(t0);
-    solved_s += lr.seconds;
-    res.report.layers.push_back(lr);
+    const double s = seconds_since(t0);
+    lr.seconds += s;
+    rep.solve_seconds += s;
+    p.solved = true;
+  };
+
+  if (calibration.empty()) {
+    for (std::size_t i = 0; i < plan.size(); ++i) {
+      Progress pr;
+      pr.phase = Progress::Phase::solve;
+      pr.layer = int(i) + 1;
+      pr.name = plan[i].layer->info.name;
+      report_progress(pr);
+      solve(plan[i], nullptr);
+    }
+  } else if (!plan.empty()) {
+    // Cuts: every site of every planned layer.
+    std::vector<std::size_t> cuts;
+    std::map<std::size_t, std::pair<std::size_t, std::size_t>> site_at;  // walk position -> (plan, site)
+    for (std::size_t pi = 0; pi < plan.size(); ++pi)
+      for (std::size_t s = 0; s < plan[pi].layer->sites.size(); ++s) {
+        cuts.push_back(plan[pi].layer->sites[s].node_index);
+        site_at[plan[pi].layer->sites[s].node_index] = {pi, s};
+      }
+    const detail::StagedForward staged(fm, cuts);
+    const std::size_t K = staged.stages(), B = calibration.size();
+    rep.stages = std::int64_t(K);
+    const std::int64_t budget =
+        o.cache_mb >= 0 ? o.cache_mb * (std::int64_t(1) << 20) : detail::default_cache_bytes();
+    detail::BoundaryCache cache(2 * B, budget, o.spill_dir);
+    auto slot_f = [](std::size_t b) { return 2 * b; };
+    auto slot_q = [](std::size_t b) { return 2 * b + 1; };
+    for (std::size_t b = 0; b < B; ++b) {
+      Batch on_device;
+      for (const auto& v : calibration[b]) on_device.push_back(copy_to(v, device));
+      cache.put(slot_f(b), staged.initial(on_device));
+      on_device.clear();
+      for (const auto& v : calibration[b]) on_device.push_back(copy_to(v, device));
+      cache.put(slot_q(b), staged.initial(on_device));
+    }
+
+    // Adds one site's captured inputs on both streams to the layer's statistics.
+    auto add_site = [&](detail::Grams& grams, const Planned& p, std::size_t s, std::size_t b,
+                        const std::vector<c10::IValue>& xf, const std::vector<c10::IValue>& xq) {
+      if (detail::capture_observer()) detail::capture_observer()(p.layer->info.name, s, b, xf, xq);
+      const auto t0 = Clock::now();
+      const detail::Site& site = p.layer->sites[s];
+      const at::Tensor param = parameter_of(fm, p.layer->info.name);
+      const std::int64_t cols = detail::reduction_size(p.layer->sites.front(), p.layer->layout, param);
+      detail::for_each_input_chunk(site, xf, xq, param, cols,
+                                   [&](const at::Tensor& a, const at::Tensor& b) { grams.add(a, b); });
+      const double sec = seconds_since(t0);
+      rep.statistics_seconds += sec;
+      rep.layers[p.report_index].seconds += sec;
+    };
+
+    // The statistics of the last solved single-site layer, reused by the next layer when it reads the
+    // same value in the same way with nothing written in between (q, k and v of attention).
+    std::optional<detail::Grams> last_grams;
+    std::size_t last_cut = 0;
+
+    for (std::size_t k = 0; k < K; ++k) {
+      const auto [pi, s] = site_at.at(staged.cut(k));
+      Planned& p = plan[pi];
+      const detail::Site& site = p.layer->sites[s];
+      const bool solve_here = !p.solved;  // its first site: later ones were seen by the look-ahead
+      bool reuse = false;
+      if (solve_here && last_grams && p.layer->sites.size() == 1 && last_cut + 1 == k && k > 0 &&
+          !staged.mutates_between(k - 1)) {
+        const auto [ppi, ps] = site_at.at(staged.cut(k - 1));
+        const detail::Site& prev = plan[ppi].layer->sites[ps];
+        const bool same_kind = prev.kind == site.kind && site.kind != SiteKind::conv;
+        reuse = same_kind && staged.cut_input(k, std::size_t(site.data_input)) ==
+                                 staged.cut_input(k - 1, std::size_t(prev.data_input)) &&
+                plan[ppi].layer->layout == p.layer->layout &&
+                last_grams->xhat_xhat.size(1) ==
+                    detail::reduction_size(site, p.layer->layout, parameter_of(fm, p.layer->info.name));
+      }
+      detail::Grams grams;
+      for (std::size_t b = 0; b < B; ++b) {
+        Progress pr;
+        pr.phase = Progress::Phase::forward;
+        pr.layer = int(pi) + 1;
+        pr.name = p.layer->info.name;
+        pr.batch = int(b) + 1;
+        pr.batches = int(B);
+        const double done = (double(k) * double(B) + double(b)) / (double(K) * double(B));
+        if (done > 0.02) pr.eta_s = seconds_since(start) * (1 - done) / done;
+        report_progress(pr);
+        const auto t0 = Clock::now();
+        std::vector<c10::IValue> xf, xq;
+        {
+          // LibTorch's CPU convolutions sum in an order that depends on the thread count (measured on
+          // esrgan_medium_x2 in plain PyTorch): one intra-op thread keeps the bits the same.
+          SingleThreaded forward_threads(!o.threaded_forward && device.is_cpu());
+          detail::Env ef = cache.take(slot_f(b));
+          xf = staged.run(k, fm, ef);
+          cache.put(slot_f(b), std::move(ef));
+          detail::Env eq = cache.take(slot_q(b));
+          xq = staged.run(k, qm, eq);
+          cache.put(slot_q(b), std::move(eq));
+        }
+        rep.forward_seconds += seconds_since(t0);
+        if (solve_here && !reuse) add_site(grams, p, s, b, xf, xq);
+      }
+      if (!solve_here) continue;
+      if (reuse) {
+        grams = *last_grams;
+      } else if (p.layer->sites.size() > 1) {
+        // Look-ahead: the later uses of this weight, on copies of the state.
+        std::size_t last = k;
+        for (std::size_t j = k + 1; j < K; ++j)
+          if (site_at.at(staged.cut(j)).first == pi) last = j;
+        // Stages that write into tensors in place need a deep copy of the state; the others read it
+        // and leave it as it was.
+        bool writes = false;
+        for (std::size_t j = k + 1; j <= last; ++j) writes = writes || staged.writes(j);
+        for (std::size_t b = 0; b < B; ++b) {
+          detail::Env ef = cache.take(slot_f(b));
+          detail::Env cf = writes ? deep_copy(ef) : ef;
+          cache.put(slot_f(b), std::move(ef));
+          detail::Env eq = cache.take(slot_q(b));
+          detail::Env cq = writes ? deep_copy(eq) : eq;
+          cache.put(slot_q(b), std::move(eq));
+          for (std::size_t j = k + 1; j <= last; ++j) {
+            const auto t1 = Clock::now();
+            std::vector<c10::IValue> xf, xq;
+            {
+              SingleThreaded forward_threads(!o.threaded_forward && device.is_cpu());
+              xf = staged.run(j, fm, cf);
+              xq = staged.run(j, qm, cq);
+            }
+            rep.forward_seconds += seconds_since(t1);
+            const auto [pj, sj] = site_at.at(staged.cut(j));
+            if (pj == pi) add_site(grams, p, sj, b, xf, xq);
+          }
+        }
+      }
+      Progress pr;
+      pr.phase = Progress::Phase::solve;
+      pr.layer = int(pi) + 1;
+      pr.name = p.layer->info.name;
+      report_progress(pr);
+      if (!reuse) {
+        const auto t0 = Clock::now();
+        grams.finish();
+        const double sec = seconds_since(t0);
+        rep.statistics_seconds += sec;
+        rep.layers[p.report_index].seconds += sec;
+      }
+      solve(p, &grams);
+      // The layer's temporaries (token-major copies, solver matrices) are freed: hand the pages back,
+      // or glibc keeps them and the process's memory grows with the depth.
+      ::malloc_trim(0);
+      last_grams.reset();
+      if (p.layer->sites.size() == 1) {
+        last_grams.emplace(std::move(grams));
+        last_cut = k;
+      }
+    }
+    rep.peak_cache_bytes = cache.peak_resident_bytes();
+    rep.peak_spilled_bytes = cache.peak_spilled_bytes();
   }
+  qm.to(at::kCPU);
   res.model = qm;
-  res.report.seconds = seconds_since(start);
+  rep.seconds = seconds_since(start);
+  rep.peak_rss_bytes = peak_rss_bytes();
   return res;
-}
-
-std::string Report::json() const {
-  std::ostringstream s;
-  s << "{\"method\": " << json_string(method) << ", \"format\": " << json_string(format) << ", \"samples\": " << samples
-    << ", \"seconds\": " << number(seconds) << ", \"layers\": [";
-  for (std::size_t i = 0; i < layers.size(); ++i) {
-    const LayerReport& l = layers[i];
-    s << (i ? ",\n  " : "\n  ") << "{\"name\": " << json_string(l.name) << ", \"op\": " << json_string(l.op)
-      << ", \"shape\": " << shape_text(l.shape) << ", \"status\": " << json_string(l.status)
-      << ", \"format\": " << json_string(l.format) << ", \"method\": " << json_string(l.method)
-      << ", \"relative_error\": " << (l.relative_error >= 0 ? number(l.relative_error) : "null")
-      << ", \"rtn_relative_error\": " << (l.rtn_relative_error >= 0 ? number(l.rtn_relative_error) : "null")
-      << ", \"seconds\": " << number(l.seconds) << "}";
-  }
-  s << "\n]}\n";
-  return s.str();
-}
-
-std::string Report::table() const {
-  std::ostringstream s;
-  char line[512];
-  std::snprintf(line, sizeof line, "%-36s %-14s %-20s %-12s %10s %10s %8s\n", "layer", "op", "shape", "format",
-                "rel.error", "rtn error", "time s");
-  s << line;
-  for (const LayerReport& l : layers) {
-    if (l.status != "quantized") {
-      std::snprintf(line, sizeof line, "%-36s %-14s %-20s %s\n", l.name.c_str(), l.op.c_str(), shape_text(l.shape).c_str(),
-                    l.status.c_str());
-    } else {
-      std::snprintf(line, sizeof line, "%-36s %-14s %-20s %-12s %10.5f %10.5f %8.2f\n", l.name.c_str(), l.op.c_str(),
-                    shape_text(l.shape).c_str(), l.format.c_str(), l.relative_error, l.rtn_relative_error, l.seconds);
-    }
-    s << line;
-  }
-  std::snprintf(line, sizeof line, "method %s, %lld calibration samples, %.2f s in all\n", method.c_str(),
-                static_cast<long long>(samples), seconds);
-  s << line;
-  return s.str();
-}
-
-std::vector<Batch> load_calibration(const std::string& path, std::int64_t batch_size, std::int64_t samples) {
-  namespace fs = std::filesystem;
-  if (batch_size < 1) throw std::invalid_argument("the batch size must be at least 1");
-  // Sources: lists of tensors (one per model input) sharing their first dimension.
-  std::vector<std::vector<at::Tensor>> sources;
-  if (fs::is_directory(path)) {
-    std::vector<std::string> files;
-    for (const auto& e : fs::directory_iterator(path))
-      if (e.is_regular_file() && e.path().extension() == ".npy") files.push_back(e.path().string());
-    std::sort(files.begin(), files.end());
-    if (files.empty()) throw std::invalid_argument(path + ": the folder holds no .npy files");
-    for (const auto& f : files) {
-      const NpyArray a = read_npy(f);  // NpyError names the file
-      if (a.shape.empty()) throw std::invalid_argument(f + ": a calibration array needs a first (sample) dimension");
-      const std::vector<float> v = a.to_float();
-      sources.push_back({at::from_blob(const_cast<float*>(v.data()), a.shape, at::kFloat).clone()});
-    }
-  } else if (fs::is_regular_file(path)) {
-    std::ifstream in(path, std::ios::binary);
-    std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    c10::IValue v;
-    try {
-      v = torch::jit::pickle_load(bytes);
-    } catch (const std::exception& e) {
-      throw std::invalid_argument(path + ": not a tensor saved by torch.save (" + first_line(e.what()) + ")");
-    }
-    std::vector<at::Tensor> inputs;
-    if (v.isTensor()) inputs.push_back(v.toTensor());
-    else if (v.isTuple())
-      for (const auto& e : v.toTupleRef().elements()) inputs.push_back(e.isTensor() ? e.toTensor() : at::Tensor());
-    else if (v.isList())
-      for (const auto& e : v.toListRef()) inputs.push_back(e.isTensor() ? e.toTensor() : at::Tensor());
-    if (inputs.empty()) throw std::invalid_argument(path + ": holds a " + v.tagKind() + ", not a tensor or a tuple of tensors");
-    for (std::size_t i = 0; i < inputs.size(); ++i) {
-      if (!inputs[i].defined()) throw std::invalid_argument(path + ": element " + std::to_string(i) + " is not a tensor");
-      if (inputs[i].dim() == 0 || inputs[i].size(0) != inputs[0].size(0))
-        throw std::invalid_argument(path + ": every tensor needs the same first (sample) dimension");
-    }
-    sources.push_back(inputs);
-  } else {
-    throw std::invalid_argument(path + ": no such file or folder");
-  }
-  std::vector<Batch> batches;
-  std::int64_t taken = 0;
-  for (const auto& src : sources) {
-    const std::int64_t n = src.front().size(0);
-    for (std::int64_t i = 0; i < n && (samples < 0 || taken < samples); i += batch_size) {
-      std::int64_t k = std::min(batch_size, n - i);
-      if (samples >= 0) k = std::min(k, samples - taken);
-      Batch b;
-      for (const auto& t : src) b.emplace_back(t.narrow(0, i, k));
-      batches.push_back(std::move(b));
-      taken += k;
-    }
-  }
-  if (batches.empty()) throw std::invalid_argument(path + ": no calibration samples");
-  return batches;
-}
-
-torch::jit::Module load_model(const std::string& path) {
-  if (!std::filesystem::is_regular_file(path)) throw std::invalid_argument(path + ": no such file");
-  try {
-    return torch::jit::load(path);
-  } catch (const std::exception& e) {
-    throw std::invalid_argument(path + ": not a TorchScript model (" + first_line(e.what()) + ")");
-  }
-}
-
-void save_model(const torch::jit::Module& model, const std::string& path, const std::string& protect) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  if (!protect.empty() && fs::exists(path) && fs::equivalent(path, protect, ec))
-    throw std::invalid_argument(path + ": refusing to write the output over the input model");
-  const std::string tmp = path + ".tmp" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
-  try {
-    model.save(tmp);
-  } catch (const std::exception& e) {
-    std::remove(tmp.c_str());
-    throw std::runtime_error(path + ": cannot write the model (" + first_line(e.what()) + ")");
-  }
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    throw std::runtime_error(path + ": cannot move the finished model into place: " + ec.message());
-  }
 }
 
 }  // namespace qcast::ptq

@@ -1,14 +1,9 @@
 // The model walk: forward is copied and inlined (submodule calls and methods become one graph), its
-// nodes are visited in order, and every operation whose weight operand is a module parameter (a
-// chain of prim::GetAttr from `self`) becomes a site of that parameter's layer. Capturing a layer's
-// inputs returns the inputs of its nodes from a copy of the graph whose outputs are replaced, so
-// dead-code elimination cuts everything after the layer away.
+// nodes are visited in order, and every operation of the op table (op_table.cpp) whose weight operand
+// is a module parameter (a chain of prim::GetAttr from `self`) becomes a site of that parameter's layer.
 #include "model_walk.hpp"
 
-#include <torch/csrc/jit/api/function_impl.h>
-#include <torch/csrc/jit/passes/dead_code_elimination.h>
 #include <torch/csrc/jit/passes/inliner.h>
-#include <torch/csrc/jit/runtime/graph_executor.h>
 
 #include <algorithm>
 #include <deque>
@@ -22,14 +17,6 @@ namespace {
 using torch::jit::Node;
 using torch::jit::Value;
 
-std::shared_ptr<torch::jit::Graph> inlined_forward(const torch::jit::Module& model) {
-  if (!model.find_method("forward")) throw std::invalid_argument("the model has no forward method");
-  auto g = model.get_method("forward").graph()->copy();
-  torch::jit::Inline(*g);
-  return g;
-}
-
-// Every node in walk order (depth first through sub-blocks), and whether it is in the top block.
 void collect_nodes(torch::jit::Block* b, bool top, std::vector<std::pair<Node*, bool>>& out) {
   for (Node* n : b->nodes()) {
     out.emplace_back(n, top);
@@ -66,14 +53,20 @@ bool is_transpose_2d(const Node* n) {
   return (a == 0 && b == 1) || (a == 1 && b == 0) || (a == -1 && b == -2) || (a == -2 && b == -1);
 }
 
-// Outputs along the weight's first dimension (rows) or its last (transposed)?
-WeightLayout layout_of(const Site& s) {
-  const bool out_first = s.kind == SiteKind::linear || s.kind == SiteKind::conv || s.kind == SiteKind::left ||
-                         s.kind == SiteKind::bmm_left;
-  return out_first != s.transposed ? WeightLayout::rows : WeightLayout::transposed;
+}  // namespace
+
+std::shared_ptr<torch::jit::Graph> inlined_forward(const torch::jit::Module& model) {
+  if (!model.find_method("forward")) throw std::invalid_argument("the model has no forward method");
+  auto g = model.get_method("forward").graph()->copy();
+  torch::jit::Inline(*g);
+  return g;
 }
 
-}  // namespace
+std::vector<std::pair<Node*, bool>> walk_order(torch::jit::Block* block) {
+  std::vector<std::pair<Node*, bool>> out;
+  collect_nodes(block, true, out);
+  return out;
+}
 
 ModelWalk walk_model(const torch::jit::Module& model) {
   auto g = inlined_forward(model);
@@ -82,8 +75,7 @@ ModelWalk walk_model(const torch::jit::Module& model) {
   for (const auto& p : model.named_parameters(/*recurse=*/true))
     if (p.value.dim() >= 2) params.emplace(p.name, p.value);
 
-  std::vector<std::pair<Node*, bool>> nodes;
-  collect_nodes(g->block(), true, nodes);
+  const std::vector<std::pair<Node*, bool>> nodes = walk_order(g->block());
 
   ModelWalk walk;
   std::map<std::string, std::size_t> index;  // parameter -> position in walk.layers
@@ -129,42 +121,19 @@ ModelWalk walk_model(const torch::jit::Module& model) {
     Site s{SiteKind::linear, op, 0, false, k};
     std::string w;
     const Node* transpose = nullptr;
-    auto try_operand = [&](std::size_t wi, SiteKind kind, int data) {
-      if (!w.empty()) return;
-      w = weight_at(n, wi, &transpose);
-      s.kind = kind;
-      s.data_input = data;
-      s.transposed = transpose != nullptr;
-    };
-    const bool& tr = s.transposed;
     std::string unsupported;
-    if (op == "aten::linear") {
-      try_operand(1, SiteKind::linear, 0);
-      if (tr) unsupported = "aten::linear with a transposed weight";
-    } else if (op == "aten::conv1d" || op == "aten::conv2d") {
-      try_operand(1, SiteKind::conv, 0);
-    } else if (op == "aten::_convolution") {
-      try_operand(1, SiteKind::conv, 0);
-      const auto t = torch::jit::toIValue(n->input(6));
-      if (!t || !t->isBool() || t->toBool()) unsupported = "transposed convolution";  // 3-D: by weight rank below
-    } else if (op == "aten::matmul" || op == "aten::mm") {
-      try_operand(1, SiteKind::right, 0);
-      try_operand(0, SiteKind::left, 1);
-    } else if (op == "aten::addmm") {
-      try_operand(2, SiteKind::right, 1);
-      try_operand(1, SiteKind::left, 2);
-    } else if (op == "aten::bmm") {
-      try_operand(1, SiteKind::bmm_right, 0);
-      try_operand(0, SiteKind::bmm_left, 1);
-      if (tr) unsupported = "aten::bmm with a transposed weight";
+    if (const OpRule* rule = find_op_rule(op)) {
+      for (const OpOperand& operand : rule->operands) {
+        w = weight_at(n, std::size_t(operand.weight_input), &transpose);
+        if (w.empty()) continue;
+        s.kind = operand.kind;
+        s.data_input = operand.data_input;
+        s.transposed = transpose != nullptr;
+        unsupported = rule->unsupported(n, operand, s.transposed, params.at(w).dim());
+        break;
+      }
     }
     if (!w.empty()) {
-      const auto dim = params.at(w).dim();
-      if (unsupported.empty() && (s.kind == SiteKind::right || s.kind == SiteKind::left) && dim != 2)
-        unsupported = op + " with a " + std::to_string(dim) + "-D weight";
-      if (unsupported.empty() && (s.kind == SiteKind::bmm_right || s.kind == SiteKind::bmm_left) && dim != 3)
-        unsupported = op + " with a " + std::to_string(dim) + "-D weight";
-      if (unsupported.empty() && s.kind == SiteKind::conv && dim > 4) unsupported = "3-D convolution";
       if (unsupported.empty() && !nodes[k].second) unsupported = "used inside control flow (prim::If / prim::Loop)";
       WalkLayer& l = layer_of(w, k);
       if (l.info.op.empty()) l.info.op = op;
@@ -210,49 +179,6 @@ ModelWalk walk_model(const torch::jit::Module& model) {
     }
   }
   return walk;
-}
-
-Capture::Capture(const torch::jit::Module& model, const WalkLayer& layer) {
-  graph_ = inlined_forward(model);
-  std::vector<std::pair<Node*, bool>> nodes;
-  collect_nodes(graph_->block(), true, nodes);
-  std::vector<Value*> per_site;
-  Node* last = nullptr;
-  for (const Site& s : layer.sites) {
-    Node* n = nodes.at(s.node_index).first;
-    if (n->kind().toQualString() != s.op) throw std::logic_error("qcast: the inlined graph changed between walks");
-    Node* t = graph_->createTuple(n->inputs());
-    t->insertAfter(n);
-    per_site.push_back(t->output());
-    last = t;
-  }
-  Node* all = graph_->createTuple(per_site);
-  all->insertAfter(last);
-  // Cut everything after the capture: the values are what the nodes received (an in-place op later
-  // cannot change them), and nothing after the layer runs. Nodes go in reverse order so that each
-  // has no remaining uses when destroyed.
-  while (!graph_->outputs().empty()) graph_->eraseOutput(0);
-  std::vector<Node*> after;
-  for (Node* n = all->next(); n != graph_->return_node(); n = n->next()) after.push_back(n);
-  for (auto it = after.rbegin(); it != after.rend(); ++it) (*it)->destroy();
-  graph_->registerOutput(all->output());
-  torch::jit::EliminateDeadCode(graph_);
-  fn_ = std::make_unique<torch::jit::GraphFunction>("qcast_capture", graph_, nullptr);
-}
-
-std::vector<std::vector<c10::IValue>> Capture::run(const torch::jit::Module& self, const Batch& inputs) {
-  torch::jit::GraphOptimizerEnabledGuard no_jit_passes(false);  // run the graph as written
-  torch::jit::Stack stack;
-  stack.reserve(inputs.size() + 1);
-  stack.emplace_back(self._ivalue());
-  for (const auto& v : inputs) stack.push_back(v);
-  fn_->run(stack);
-  std::vector<std::vector<c10::IValue>> out;
-  for (const auto& site : stack.back().toTupleRef().elements()) {
-    const auto& e = site.toTupleRef().elements();
-    out.emplace_back(e.begin(), e.end());
-  }
-  return out;
 }
 
 }  // namespace qcast::ptq::detail

@@ -1,32 +1,34 @@
-// The three methods on one weight matrix, from the calibration Gram matrices. Internal to src/ptq.
+// Building blocks the method plug-ins share: rounding to nearest on the grid, the sequential
+// (GPTQ-style) column walk that diffuses each column's rounding error into the later columns, and the
+// relative output error of a result. Internal to src/ptq.
 #pragma once
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
 
-#include "qcast/ptq/engine.hpp"
+#include "grams.hpp"
 #include "qcast/ptq/weight_grid.hpp"
 
 namespace qcast::ptq::detail {
 
-// Sums over the calibration set, one [cols, cols] float64 matrix per group (stacked: [groups, cols, cols]).
-// Rows of a group are the columns of X (float stream) and X̂ (quantized stream) as [cols, tokens].
-struct Grams {
-  at::Tensor xhat_xhat;  // X̂X̂ᵀ
-  at::Tensor x_xhat;     // XX̂ᵀ
-  double target_energy = 0;  // ||W·X||² (for the report's relative error)
+// Each row of w [rows, cols] (float64, contiguous) rounded to nearest on its groups' grid, in place.
+void round_to_nearest(at::Tensor& w, std::int64_t row0, WeightGrid& grid);
 
-  // Adds one chunk: x and xhat are [groups, cols, tokens] of any float dtype; w is the layer's
-  // weight matrix [rows, cols] (rows split evenly into the groups). Products run in float32, sums
-  // over chunks in float64.
-  void add(const at::Tensor& x, const at::Tensor& xhat, const at::Tensor& w);
+struct ColumnWalk {
+  double damping = 0.01;       // fraction of the mean diagonal of H added to it
+  std::int64_t lazy_batch = 128;  // columns per lazy batch (rounded up to whole blocks)
+  bool act_order = false;      // columns by decreasing diagonal of H; block scales then fixed from w first
 };
 
-// Quantizes w ([rows, cols] float64; rows split evenly into the groups of `grams`) with the method and
-// returns Ŵ (float64, same shape). Every value of Ŵ is on the grid, whose codes record it.
-at::Tensor solve(Method method, const at::Tensor& w, const Grams& grams, WeightGrid& grid, const Options& options);
+// GPTQ's walk (Frantar et al. 2023, Algorithm 1) with H as the Hessian: columns in order, each rounded
+// on its group's grid and its error spread over the later columns through the upper Cholesky factor
+// of the damped inverse of H; a block's scale fixed when the walk reaches the block. Returns Ŵ.
+at::Tensor sequential_rounding(at::Tensor w, at::Tensor h, std::int64_t row0, WeightGrid& grid, const ColumnWalk& walk);
 
-// ||Ŵ·X̂ − W·X|| / ||W·X|| over the calibration set, from the Gram matrices (bias excluded).
-double relative_output_error(const at::Tensor& w, const at::Tensor& w_hat, const Grams& grams);
+// λ of a damping fraction: fraction × mean of H's diagonal.
+double damping_of(const at::Tensor& h, double fraction);
+
+// ||Ŵ·X̂ − W·X|| / ||W·X|| over the calibration set, from the Gram matrices and ||W·X||² (bias excluded).
+double relative_output_error(const at::Tensor& w, const at::Tensor& w_hat, const Grams& grams, double target_energy);
 
 }  // namespace qcast::ptq::detail

@@ -114,7 +114,7 @@ with tempfile.TemporaryDirectory() as d:
     r = run(model_path, "--format", "mxfp5", "--calib", calib_path, "-o", os.path.join(d, "o.pt"))
     check(r.returncode != 0 and "mxfp4" in r.stderr, "unknown format lists the valid names")
     r = run(model_path, "--format", "mxfp4", "--method", "awq", "--calib", calib_path, "-o", os.path.join(d, "o.pt"))
-    check(r.returncode == 2 and "rtn, gptq, ed" in r.stderr, "unknown method lists the valid ones")
+    check(r.returncode == 2 and "ed, gptq, rtn" in r.stderr, "unknown method lists the valid ones")
     bad = os.path.join(d, "bad.pt")
     torch.save(torch.rand(4, 5, 8, 8), bad)
     r = run(model_path, "--format", "mxfp4", "--calib", bad, "-o", os.path.join(d, "o.pt"))
@@ -124,6 +124,41 @@ with tempfile.TemporaryDirectory() as d:
         f.write("garbage")
     r = run(bad, "--format", "mxfp4", "--calib", calib_path, "-o", os.path.join(d, "o.pt"))
     check(r.returncode == 1 and bad in r.stderr and "not a TorchScript model" in r.stderr, "corrupt model named by path")
+
+    # The pipeline: rtn needs no data; a tiny memory budget spills every boundary state to disk and
+    # gives the same bits; method options come from the registry; devices are checked.
+    plain, nodata, spilled = (os.path.join(d, n) for n in ("plain.pt", "nodata.pt", "spilled.pt"))
+    r = run(model_path, "--format", "int4@g32", "--method", "rtn", "-o", nodata, "--quiet")
+    check(r.returncode == 0, f"rtn without --calib: exit {r.returncode}: {r.stderr}")
+    if r.returncode == 0:
+        q = dict(torch.jit.load(nodata).named_parameters())
+        check(all(torch.isfinite(v).all() for v in q.values()), "rtn without data writes a finite model")
+        check(" - " in r.stdout, "rtn without data reports no relative error")
+    spill_dir = os.path.join(d, "spill")
+    os.mkdir(spill_dir)
+    for path, extra in ((plain, []), (spilled, ["--cache-mb", "0", "--spill-dir", spill_dir])):
+        r = run(model_path, "--format", "nvfp4", "--method", "ed", "--calib", calib_path, "--batch-size", "5", "-o", path,
+                "--quiet", *extra)
+        check(r.returncode == 0, f"ed {extra}: exit {r.returncode}: {r.stderr}")
+    if os.path.exists(plain) and os.path.exists(spilled):
+        a, b = dict(torch.jit.load(plain).named_parameters()), dict(torch.jit.load(spilled).named_parameters())
+        check(all(torch.equal(a[n], b[n]) for n in a), "spilling the boundary state to disk changes no bit")
+        check(os.listdir(spill_dir) == [], "the spill folder is emptied and its temporary folder removed")
+    r = run(model_path, "--format", "mxfp4", "--method", "ed", "--act-order", "--calib", calib_path, "-o", os.path.join(d, "o.pt"))
+    check(r.returncode == 2 and "--act-order is an option of gptq" in r.stderr, "a method option of another method is refused")
+    r = run(model_path, "--format", "mxfp4", "--method", "gptq", "--damping", "x", "--calib", calib_path, "-o", os.path.join(d, "o.pt"))
+    check(r.returncode != 0 and "damping" in r.stderr and "'x'" in r.stderr, "a bad method option value is quoted")
+    r = run(model_path, "--format", "mxfp4", "--method", "gptq", "-o", os.path.join(d, "o.pt"))
+    check(r.returncode == 2 and "--calib is required by method gptq" in r.stderr, "gptq without data is a usage error")
+    r = run(model_path, "--format", "mxfp4", "--method", "rtn", "--device", "tpu", "-o", os.path.join(d, "o.pt"))
+    check(r.returncode != 0 and "cpu, cuda, cuda:N" in r.stderr, "an unknown device lists the valid ones")
+    if not torch.cuda.is_available():
+        r = run(model_path, "--format", "mxfp4", "--method", "rtn", "--device", "cuda", "-o", os.path.join(d, "o.pt"))
+        check(r.returncode == 1 and "no CUDA device" in r.stderr, "--device cuda without a GPU is a clear error")
+    check(not os.path.exists(os.path.join(d, "o.pt")), "no output after the failures above")
+    h = subprocess.run([qcast, "quantize", "--help"], capture_output=True, text=True)
+    check(h.returncode == 0 and all(m in h.stdout for m in ("gptq", "--act-order", "--lazy-batch", "rtn", "ed")),
+          "--help lists the registered methods and their options")
 
 print(f"{len(failures)} failures")
 sys.exit(1 if failures else 0)

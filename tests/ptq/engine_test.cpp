@@ -20,17 +20,14 @@
 #undef CHECK
 #include <catch2/catch.hpp>
 
+#include "module_params.hpp"
+
 namespace ptq = qcast::ptq;
 using torch::jit::Module;
 
 namespace {
 
-at::Tensor param(const Module& m, const std::string& name) {
-  for (const auto& p : m.named_parameters(true))
-    if (p.name == name) return p.value;
-  FAIL("no parameter " << name);
-  return {};
-}
+using qcast_test::param;
 
 Module linear_module(const std::string& type, std::int64_t in, std::int64_t out, double scale = 0.2) {
   Module m(type);
@@ -159,7 +156,7 @@ TEST_CASE("rtn gives the core cast of every weight matrix, and the export decode
     INFO(name);
     ptq::Options o;
     o.format = qcast::parse_format(name);
-    o.method = ptq::Method::rtn;
+    o.method = "rtn";
     const ptq::Result r = ptq::quantize(model, calib, o);
     REQUIRE(r.packed.size() == 9);
     for (const auto& pw : r.packed) {
@@ -187,13 +184,13 @@ TEST_CASE("gptq and ed export exactly the weights they put into the model, and s
   const Module model = walk_model();
   const auto calib = random_calibration({2, 3, 6, 6}, 2);
   const std::string path = temp_path("roundtrip.qpack");
-  for (ptq::Method method : {ptq::Method::gptq, ptq::Method::ed}) {
+  for (const std::string method : {"gptq", "ed"}) {
     for (const char* name : {"mxfp4", "nvfp4", "int4@g128", "int4@channel", "fp8_e4m3"}) {
-      INFO(ptq::method_name(method) << " " << name);
+      INFO(method << " " << name);
       ptq::Options o;
       o.format = qcast::parse_format(name);
       o.method = method;
-      o.act_order = method == ptq::Method::gptq && std::string(name) == "int4@g128";
+      if (method == "gptq" && std::string(name) == "int4@g128") o.method_options["act-order"] = "true";
       const ptq::Result r = ptq::quantize(model, calib, o);
       qcast::write_qpack(path, r.packed);
       const auto back = qcast::read_qpack(path);
@@ -216,11 +213,11 @@ TEST_CASE("gptq and ed beat rtn on correlated inputs; ed folds the error of earl
   const Module model = mlp(3, 64);
   const auto calib = correlated_calibration(64, 4);
   std::map<std::string, ptq::Report> reports;
-  for (ptq::Method method : {ptq::Method::rtn, ptq::Method::gptq, ptq::Method::ed}) {
+  for (const std::string method : {"rtn", "gptq", "ed"}) {
     ptq::Options o;
     o.format = qcast::parse_format("int4@g32");
     o.method = method;
-    reports[ptq::method_name(method)] = ptq::quantize(model, calib, o).report;
+    reports[method] = ptq::quantize(model, calib, o).report;
   }
   for (const char* l : {"l0.weight", "l1.weight", "l2.weight"}) {
     INFO(l);
@@ -239,15 +236,24 @@ TEST_CASE("ed is deterministic and every layer reports its time") {
   const auto calib = correlated_calibration(32, 2);
   ptq::Options o;
   o.format = qcast::parse_format("mxfp4");
-  o.method = ptq::Method::ed;
+  o.method = "ed";
   int calls = 0;
+  int forward_calls = 0;
   o.progress = [&](const ptq::Progress& p) {
-    ++calls;
     CHECK(p.layers == 2);
+    if (p.phase == ptq::Progress::Phase::forward) {
+      ++forward_calls;
+      CHECK(p.layer == calls + 1);  // the stage before the layer runs, then the layer is solved
+      CHECK(p.batches == 2);
+      return true;
+    }
+    ++calls;
     CHECK(p.layer == calls);
+    return true;
   };
   const ptq::Result a = ptq::quantize(model, calib, o);
   CHECK(calls == 2);
+  CHECK(forward_calls == 4);  // 2 stages x 2 batches
   o.progress = nullptr;
   const ptq::Result b = ptq::quantize(model, calib, o);
   for (const char* n : {"l0.weight", "l1.weight"}) CHECK(values_of(param(a.model, n)) == values_of(param(b.model, n)));
@@ -261,7 +267,7 @@ TEST_CASE("exclude and per-layer formats") {
   const auto calib = correlated_calibration(32, 1);
   ptq::Options o;
   o.format = qcast::parse_format("mxfp4");
-  o.method = ptq::Method::rtn;
+  o.method = "rtn";
   o.exclude = {"l0.*"};
   o.layer_formats = {{"l2.*", qcast::parse_format("fp8_e4m3")}};
   const ptq::Result r = ptq::quantize(model, calib, o);
@@ -317,7 +323,7 @@ TEST_CASE("bad input gets a clear error") {
   o.format = qcast::parse_format("mxfp4");
   CHECK_THROWS_WITH(ptq::quantize(model, {{at::rand({4, 15})}}, o),
                     Catch::Contains("does not fit the model") && Catch::Contains("Float[4, 15]"));
-  CHECK_THROWS_WITH(ptq::parse_method("awq"), Catch::Contains("rtn, gptq, ed"));
+  CHECK_THROWS_WITH(ptq::find_method("awq"), Catch::Contains("ed, gptq, rtn"));
   const std::string bogus = temp_path("bogus.pt");
   std::ofstream(bogus) << "hello";
   CHECK_THROWS_WITH(ptq::load_model(bogus), Catch::Contains(bogus) && Catch::Contains("not a TorchScript model"));

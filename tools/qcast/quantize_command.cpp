@@ -1,7 +1,12 @@
-// qcast quantize: post-training quantization of a TorchScript model's weights.
+// qcast quantize: post-training quantization of a TorchScript model's weights. The methods, their
+// one-line help and their options come from the engine's method registry.
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <set>
 #include <string>
 
 #include "commands.hpp"
@@ -12,34 +17,75 @@
 namespace qcast_cli {
 namespace {
 
-const char* kHelp =
-    "usage: qcast quantize MODEL.pt --format F --method rtn|gptq|ed --calib DATA -o OUT.pt\n"
+namespace ptq = qcast::ptq;
+
+const char* kUsage =
+    "usage: qcast quantize MODEL.pt --format F [--method M] [--calib DATA] -o OUT.pt\n"
     "                      [--samples N] [--batch-size B] [--exclude PATTERN]...\n"
-    "                      [--layer-format PATTERN=F]... [--act-order] [--export OUT.qpack]\n"
-    "                      [--report R.json] [--list] [--quiet]\n"
+    "                      [--layer-format PATTERN=F]... [--device cpu|cuda[:N]] [--cache-mb MB]\n"
+    "                      [--spill-dir DIR] [METHOD OPTIONS] [--export OUT.qpack] [--report R.json]\n"
+    "                      [--list] [--quiet]\n"
     "\n"
     "Quantizes the weights of every linear, convolution (1-D/2-D, grouped, depthwise) and\n"
     "matmul/mm/addmm/bmm with a parameter weight of a TorchScript model, layer by layer in execution\n"
     "order, and writes the model with its weights replaced by their quantized values (it loads in any\n"
     "LibTorch or PyTorch). Blocks of block-scaled formats run along each weight's reduction dimension\n"
-    "(a convolution's in_channels x kh x kw, OIHW order). Prints a per-layer table; docs/ptq.md has more.\n"
+    "(a convolution's in_channels x kh x kw, OIHW order). The model runs stage by stage: each part of\n"
+    "the graph once per model copy and calibration batch. Prints a per-layer table; docs/ptq.md has more.\n"
     "\n"
     "  --format F            weight format ('qcast formats' lists the named ones)\n"
-    "  --method M            rtn (round to nearest), gptq, or ed (Error Diffusion; default)\n"
-    "  --calib DATA          calibration inputs: a file saved by torch.save holding a tensor (or a\n"
-    "                        tuple of tensors, one per model input) whose first dimension counts\n"
-    "                        samples, or a folder of .npy files (float32/float16, first dimension =\n"
-    "                        samples, read in name order)\n"
+    "  --method M            the method (default ed; listed below)\n"
+    "  --calib DATA          calibration inputs (needed by every method but rtn): a file saved by\n"
+    "                        torch.save holding a tensor (or a tuple of tensors, one per model input)\n"
+    "                        whose first dimension counts samples, or a folder of .npy files\n"
+    "                        (float32/float16, first dimension = samples, read in name order)\n"
     "  --samples N           use the first N calibration samples (default: all)\n"
     "  --batch-size B        samples per forward pass (default 16)\n"
     "  --exclude PATTERN     leave layers whose name matches the glob in float (repeatable)\n"
     "  --layer-format P=F    format F for layers matching glob P; the first match wins (repeatable)\n"
-    "  --act-order           GPTQ: quantize columns by decreasing input energy (static block scales)\n"
+    "  --device D            where the models run and the statistics are summed: cpu (default),\n"
+    "                        cuda or cuda:N; the saved model is on the CPU\n"
+    "  --cache-mb MB         activations kept in memory between stages (default: half the available\n"
+    "                        memory); the rest goes to a temporary folder, removed at the end\n"
+    "  --spill-dir DIR       where that temporary folder is made (default: $TMPDIR or /tmp)\n"
+    "  --threaded-forward    run the model's stages on every intra-op thread: faster forward passes,\n"
+    "                        but LibTorch's convolutions then give bits that depend on the thread count\n"
+    "                        (by default they run on one thread and the result is the same for any)\n"
     "  -o, --output OUT.pt   the quantized model (written to a temporary file, then renamed)\n"
     "  --export OUT.qpack    also write codes + scales + format per layer (docs/qpack.md)\n"
     "  --report R.json       also write the per-layer report as JSON\n"
     "  --list                print the model's weight layers and exit\n"
-    "  --quiet               no progress lines on stderr\n";
+    "  --quiet               no progress lines on stderr\n"
+    "\n"
+    "Ctrl-C (SIGINT) or SIGTERM stops the run at the next batch: nothing is written, temporary files\n"
+    "are removed, exit code 130.\n";
+
+std::string help_text() {
+  std::string h = kUsage;
+  h += "\nmethods:\n";
+  for (const auto& m : ptq::methods()) {
+    char line[256];
+    std::snprintf(line, sizeof line, "  %-8s %s\n", m.name.c_str(), m.help.c_str());
+    h += line;
+    for (const auto& o : m.options) {
+      const std::string flag = "--" + o.name + (o.kind == ptq::MethodOption::Kind::flag ? "" : " X");
+      std::snprintf(line, sizeof line, "      %-20s %s (default %s)\n", flag.c_str(), o.help.c_str(),
+                    o.default_value.c_str());
+      h += line;
+    }
+  }
+  return h;
+}
+
+// The method option of that flag ("--act-order" -> act-order), over every registered method.
+const ptq::MethodOption* method_option(const std::string& flag) {
+  if (flag.rfind("--", 0) != 0) return nullptr;
+  const std::string name = flag.substr(2);
+  for (const auto& m : ptq::methods())
+    for (const auto& o : m.options)
+      if (o.name == name) return &o;
+  return nullptr;
+}
 
 void write_text(const std::string& path, const std::string& text) {
   qcast::detail::write_file_atomically(path, path, [&](std::ofstream& f) { f << text; });
@@ -52,12 +98,14 @@ std::string duration(double s) {
   return b;
 }
 
+std::atomic<int> stop_signal{0};
+extern "C" void on_stop_signal(int sig) { stop_signal = sig; }
+
 }  // namespace
 
 int quantize_command(const std::vector<std::string>& args) {
   namespace fs = std::filesystem;
-  namespace ptq = qcast::ptq;
-  std::string model_path, format_text, method_text = "ed", calib, out, export_path, report_path;
+  std::string model_path, format_text, calib, out, export_path, report_path;
   long long samples = -1, batch_size = 16;
   bool list = false, quiet = false;
   ptq::Options options;
@@ -65,10 +113,10 @@ int quantize_command(const std::vector<std::string>& args) {
     const std::string& a = args[i];
     auto value = [&]() -> const std::string& { return option_value(args, i); };
     if (a == "--help" || a == "-h") {
-      std::fputs(kHelp, stdout);
+      std::fputs(help_text().c_str(), stdout);
       return 0;
     } else if (a == "--format") format_text = value();
-    else if (a == "--method") method_text = value();
+    else if (a == "--method") options.method = value();
     else if (a == "--calib") calib = value();
     else if (a == "--samples") samples = parse_integer(a, value());
     else if (a == "--batch-size") batch_size = parse_integer(a, value());
@@ -78,13 +126,18 @@ int quantize_command(const std::vector<std::string>& args) {
       const auto eq = v.find('=');
       if (eq == std::string::npos || eq == 0) throw UsageError{"--layer-format needs PATTERN=FORMAT, got '" + v + "'"};
       options.layer_formats.push_back({v.substr(0, eq), qcast::parse_format(v.substr(eq + 1))});
-    } else if (a == "--act-order") options.act_order = true;
+    } else if (a == "--device") options.device = value();
+    else if (a == "--cache-mb") options.cache_mb = parse_integer(a, value());
+    else if (a == "--spill-dir") options.spill_dir = value();
+    else if (a == "--threaded-forward") options.threaded_forward = true;
     else if (a == "-o" || a == "--output") out = value();
     else if (a == "--export") export_path = value();
     else if (a == "--report") report_path = value();
     else if (a == "--list") list = true;
     else if (a == "--quiet") quiet = true;
-    else if (a.size() > 1 && a[0] == '-') throw UsageError{"unknown option '" + a + "'"};
+    else if (const ptq::MethodOption* mo = method_option(a)) {
+      options.method_options[mo->name] = mo->kind == ptq::MethodOption::Kind::flag ? "true" : value();
+    } else if (a.size() > 1 && a[0] == '-') throw UsageError{"unknown option '" + a.substr(0, 64) + "'"};
     else if (model_path.empty()) model_path = a;
     else throw UsageError{"more than one model given ('" + model_path + "', '" + a + "')"};
   }
@@ -103,29 +156,76 @@ int quantize_command(const std::vector<std::string>& args) {
     }
     return 0;
   }
-  if (format_text.empty()) throw UsageError{"--format is required"};
-  if (calib.empty()) throw UsageError{"--calib is required"};
-  if (out.empty()) throw UsageError{"-o OUT.pt is required"};
-  if (batch_size < 1) throw UsageError{"--batch-size must be at least 1"};
-  options.format = qcast::parse_format(format_text);
+  const ptq::MethodInfo* method = nullptr;
   try {
-    options.method = ptq::parse_method(method_text);
+    method = &ptq::find_method(options.method);
   } catch (const std::invalid_argument& e) {
     throw UsageError{e.what()};
   }
+  for (const auto& [name, v] : options.method_options) {
+    bool declared = false;
+    for (const auto& o : method->options) declared = declared || o.name == name;
+    if (!declared) {
+      std::string owners;
+      for (const auto& m : ptq::methods())
+        for (const auto& o : m.options)
+          if (o.name == name) owners += (owners.empty() ? "" : ", ") + m.name;
+      throw UsageError{"--" + name + " is an option of " + owners + ", not of " + method->name};
+    }
+  }
+  if (format_text.empty()) throw UsageError{"--format is required"};
+  if (calib.empty() && method->needs_calibration)
+    throw UsageError{"--calib is required by method " + method->name + " (rtn runs without)"};
+  if (out.empty()) throw UsageError{"-o OUT.pt is required"};
+  if (batch_size < 1) throw UsageError{"--batch-size must be at least 1"};
+  if (options.cache_mb < 0 && options.cache_mb != -1) throw UsageError{"--cache-mb must be at least 0"};
+  options.format = qcast::parse_format(format_text);
   std::error_code ec;
-  for (const std::string* p : {&out, &export_path, &report_path})
-    if (!p->empty() && fs::exists(*p, ec) && (fs::equivalent(*p, model_path, ec) || fs::equivalent(*p, calib, ec)))
+  const std::vector<const std::string*> outputs = {&out, &export_path, &report_path};
+  for (const std::string* p : outputs)
+    if (!p->empty() && fs::exists(*p, ec) &&
+        (fs::equivalent(*p, model_path, ec) || (!calib.empty() && fs::equivalent(*p, calib, ec))))
       throw UsageError{"the output " + *p + " is an input; choose another path"};
 
   const torch::jit::Module model = ptq::load_model(model_path);
-  const auto batches = ptq::load_calibration(calib, batch_size, samples);
-  if (!quiet)
-    options.progress = [](const ptq::Progress& p) {
-      std::fprintf(stderr, "[%d/%d] %-40s elapsed %s%s\n", p.layer, p.layers, p.name.c_str(), duration(p.elapsed_s).c_str(),
-                   p.eta_s >= 0 ? (", ETA " + duration(p.eta_s)).c_str() : "");
-    };
-  const ptq::Result r = ptq::quantize(model, batches, options);
+  std::vector<ptq::Batch> batches;
+  if (!calib.empty()) batches = ptq::load_calibration(calib, batch_size, samples);
+
+  stop_signal = 0;
+  auto previous_int = std::signal(SIGINT, on_stop_signal);
+  auto previous_term = std::signal(SIGTERM, on_stop_signal);
+  struct RestoreSignals {
+    decltype(previous_int) i, t;
+    ~RestoreSignals() {
+      std::signal(SIGINT, i);
+      std::signal(SIGTERM, t);
+    }
+  } restore{previous_int, previous_term};
+  auto last_line = std::chrono::steady_clock::now() - std::chrono::hours(1);
+  options.progress = [&](const ptq::Progress& p) {
+    if (stop_signal) return false;
+    if (quiet) return true;
+    const auto now = std::chrono::steady_clock::now();
+    const std::string eta = p.eta_s >= 0 ? ", ETA " + duration(p.eta_s) : "";
+    if (p.phase == ptq::Progress::Phase::solve) {
+      std::fprintf(stderr, "[%d/%d] %-40s solve, elapsed %s%s\n", p.layer, p.layers, p.name.c_str(),
+                   duration(p.elapsed_s).c_str(), eta.c_str());
+      last_line = now;
+    } else if (now - last_line > std::chrono::seconds(5)) {
+      std::fprintf(stderr, "[%d/%d] %-40s forward, batch %d/%d, elapsed %s%s\n", p.layer, p.layers, p.name.c_str(),
+                   p.batch, p.batches, duration(p.elapsed_s).c_str(), eta.c_str());
+      last_line = now;
+    }
+    return true;
+  };
+  ptq::Result r;
+  try {
+    r = ptq::quantize(model, batches, options);
+  } catch (const ptq::Stopped&) {
+    std::fprintf(stderr, "qcast quantize: stopped by %s; nothing was written\n",
+                 stop_signal == SIGTERM ? "SIGTERM" : "SIGINT");
+    return 130;
+  }
   ptq::save_model(r.model, out, model_path);
   if (!export_path.empty()) qcast::write_qpack(export_path, r.packed);
   if (!report_path.empty()) write_text(report_path, r.report.json());

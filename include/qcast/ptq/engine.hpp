@@ -1,11 +1,15 @@
-// The PTQ engine: walks a TorchScript module, captures each weight layer's inputs on the float model
-// and on the partly quantized model, and quantizes the layers one at a time with RTN, GPTQ or Error
-// Diffusion (docs/ptq.md). Needs LibTorch (target qcast::ptq); the core headers never include it.
+// The PTQ engine: walks a TorchScript module, cuts its forward into stages at the weight layers, runs
+// the float model and the progressively quantized copy stage by stage over the calibration set (each
+// stage once per stream and batch), and quantizes the layers in execution order with a method from
+// the registry: rtn, gptq, ed (Error Diffusion), or any plug-in (docs/ptq.md). Needs LibTorch
+// (target qcast::ptq); the core headers never include it.
 #pragma once
 #include <torch/csrc/jit/api/module.h>
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -14,16 +18,30 @@
 
 namespace qcast::ptq {
 
-enum class Method : std::uint8_t {
-  rtn,   // round to nearest on each group's grid
-  gptq,  // GPTQ (Frantar et al. 2023): OBS updates from X̂X̂ᵀ, damping, lazy batches, optional act-order
-  ed,    // Error Diffusion: Ŵ·X̂ ≈ W·X column by column, from X̂X̂ᵀ and XX̂ᵀ (docs/ptq.md)
-};
-const char* method_name(Method m);
-Method parse_method(const std::string& name);  // throws std::invalid_argument listing rtn, gptq, ed
-
 // One batch of model inputs (a single tensor for most models; several for multi-input models).
 using Batch = std::vector<c10::IValue>;
+
+// An option a method declares; the CLI turns it into --NAME (a flag) or --NAME VALUE.
+struct MethodOption {
+  enum class Kind { flag, integer, real };
+  std::string name;           // e.g. "act-order"
+  Kind kind = Kind::flag;
+  std::string default_value;  // as text: "false", "128", "0.01"
+  std::string help;           // one line
+};
+
+// A registered method (src/ptq/methods/<name>.cpp).
+struct MethodInfo {
+  std::string name;  // e.g. "gptq"
+  std::string help;  // one line
+  std::vector<MethodOption> options;
+  bool needs_calibration = true;  // false: runs without data (calibration then only feeds the report)
+};
+
+// Every registered method, by name.
+const std::vector<MethodInfo>& methods();
+// The method of that name; std::invalid_argument listing the valid names otherwise.
+const MethodInfo& find_method(const std::string& name);
 
 struct LayerFormat {
   std::string pattern;  // glob over layer names (* and ?), e.g. "classifier.*"
@@ -31,20 +49,36 @@ struct LayerFormat {
 };
 
 struct Progress {
-  int layer = 0, layers = 0;  // 1-based index of the layer being quantized, of `layers`
-  std::string name;
+  enum class Phase { forward, solve };
+  Phase phase = Phase::forward;
+  int layer = 0, layers = 0;  // 1-based index of the layer whose stage runs or which is solved, of `layers`
+  std::string name;           // that layer
+  int batch = 0, batches = 0;  // forward: 1-based batch within the stage, of `batches`
   double elapsed_s = 0, eta_s = -1;  // eta_s < 0: not known yet
+};
+
+// Thrown by quantize() when the progress callback asks it to stop. Nothing is written; temporary
+// files are removed.
+struct Stopped : std::runtime_error {
+  Stopped() : std::runtime_error("stopped on request") {}
 };
 
 struct Options {
   Format format;
-  Method method = Method::ed;
-  std::vector<std::string> exclude;          // globs of layer names left in float
-  std::vector<LayerFormat> layer_formats;    // first match wins over `format`
-  double damping = 0.01;                     // GPTQ and ED: fraction of the mean diagonal of X̂X̂ᵀ
-  int gptq_block = 128;                      // GPTQ lazy batch width (columns)
-  bool act_order = false;                    // GPTQ: columns by decreasing diagonal of X̂X̂ᵀ
-  std::function<void(const Progress&)> progress;  // called before each layer
+  std::string method = "ed";                          // a name from methods()
+  std::map<std::string, std::string> method_options;  // NAME -> value text, as the method declares them
+  std::vector<std::string> exclude;                   // globs of layer names left in float
+  std::vector<LayerFormat> layer_formats;             // first match wins over `format`
+  std::string device = "cpu";                         // "cpu", "cuda" or "cuda:N": streams and statistics
+  std::int64_t cache_mb = -1;  // boundary state kept in memory (MiB); < 0: half the available memory
+  std::string spill_dir;       // where state beyond it goes (a temporary folder inside); "": TMPDIR
+  // false (default): the stages run with LibTorch's intra-op threads at one, so that the forward
+  // passes, and so the result, have the same bits for any thread count (LibTorch's CPU convolutions
+  // do not). true: they use every intra-op thread: faster forward passes, bits that may depend on it.
+  bool threaded_forward = false;
+  // Called at every batch of every stage and before every solve; returning false stops the run
+  // (quantize throws Stopped).
+  std::function<bool(const Progress&)> progress;
 };
 
 // A weight layer of the walk: a parameter used as the weight operand of supported operations.
@@ -60,22 +94,29 @@ struct LayerReport {
   std::string name, op, status;  // status: "quantized", "excluded", or "float: <why>"
   std::vector<std::int64_t> shape;
   std::string format, method;
-  double relative_error = -1;  // ||Ŵ·X̂ − W·X|| / ||W·X|| over the calibration set (bias excluded)
+  double relative_error = -1;  // ||Ŵ·X̂ − W·X|| / ||W·X|| over the calibration set (bias excluded); -1: no data
   double rtn_relative_error = -1;  // the same for round-to-nearest weights on the same inputs
-  double seconds = 0;
+  double seconds = 0;              // statistics + solve of this layer
 };
 
 struct Report {
-  std::string method, format;
-  std::int64_t samples = 0;
-  double seconds = 0;
+  std::string method, format, device;
+  std::int64_t samples = 0, batches = 0;
+  double seconds = 0;             // the whole run
+  double forward_seconds = 0;     // the stages of both streams (and the look-ahead of shared weights)
+  double statistics_seconds = 0;  // Gram matrices
+  double solve_seconds = 0;       // the methods
+  std::int64_t stages = 0;
+  std::int64_t peak_cache_bytes = 0;    // boundary state held in memory at once
+  std::int64_t peak_spilled_bytes = 0;  // boundary state on disk at once
+  std::int64_t peak_rss_bytes = 0;      // the process's peak resident memory (Linux), 0 where unknown
   std::vector<LayerReport> layers;
   std::string json() const;
   std::string table() const;
 };
 
 struct Result {
-  torch::jit::Module model;  // weights replaced by their dequantized values
+  torch::jit::Module model;  // weights replaced by their dequantized values; on the CPU
   std::vector<PackedWeight> packed;
   Report report;
 };
@@ -83,7 +124,8 @@ struct Result {
 // The weight layers of `model` in execution order (of forward, with submodules inlined).
 std::vector<LayerInfo> list_layers(const torch::jit::Module& model);
 
-// Quantizes a copy of `model`; `model` itself is not changed.
+// Quantizes a copy of `model`; `model` itself is not changed. `calibration` may be empty for
+// methods that need no data (rtn).
 Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calibration, const Options& options);
 
 // Calibration data from a file: a tensor or a tuple/list of tensors saved by torch.save (first

@@ -1,0 +1,80 @@
+// Calibration data from torch.save files and .npy folders (engine.hpp: load_calibration).
+#include <ATen/ATen.h>
+#include <torch/csrc/jit/serialization/pickle.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <stdexcept>
+
+#include "qcast/npy.hpp"
+#include "qcast/ptq/engine.hpp"
+
+namespace qcast::ptq {
+namespace {
+
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+}  // namespace
+
+std::vector<Batch> load_calibration(const std::string& path, std::int64_t batch_size, std::int64_t samples) {
+  namespace fs = std::filesystem;
+  if (batch_size < 1) throw std::invalid_argument("the batch size must be at least 1");
+  // Sources: lists of tensors (one per model input) sharing their first dimension.
+  std::vector<std::vector<at::Tensor>> sources;
+  if (fs::is_directory(path)) {
+    std::vector<std::string> files;
+    for (const auto& e : fs::directory_iterator(path))
+      if (e.is_regular_file() && e.path().extension() == ".npy") files.push_back(e.path().string());
+    std::sort(files.begin(), files.end());
+    if (files.empty()) throw std::invalid_argument(path + ": the folder holds no .npy files");
+    for (const auto& f : files) {
+      const NpyArray a = read_npy(f);  // NpyError names the file
+      if (a.shape.empty()) throw std::invalid_argument(f + ": a calibration array needs a first (sample) dimension");
+      const std::vector<float> v = a.to_float();
+      sources.push_back({at::from_blob(const_cast<float*>(v.data()), a.shape, at::kFloat).clone()});
+    }
+  } else if (fs::is_regular_file(path)) {
+    std::ifstream in(path, std::ios::binary);
+    std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    c10::IValue v;
+    try {
+      v = torch::jit::pickle_load(bytes);
+    } catch (const std::exception& e) {
+      throw std::invalid_argument(path + ": not a tensor saved by torch.save (" + first_line(e.what()) + ")");
+    }
+    std::vector<at::Tensor> inputs;
+    if (v.isTensor()) inputs.push_back(v.toTensor());
+    else if (v.isTuple())
+      for (const auto& e : v.toTupleRef().elements()) inputs.push_back(e.isTensor() ? e.toTensor() : at::Tensor());
+    else if (v.isList())
+      for (const auto& e : v.toListRef()) inputs.push_back(e.isTensor() ? e.toTensor() : at::Tensor());
+    if (inputs.empty()) throw std::invalid_argument(path + ": holds a " + v.tagKind() + ", not a tensor or a tuple of tensors");
+    for (std::size_t i = 0; i < inputs.size(); ++i) {
+      if (!inputs[i].defined()) throw std::invalid_argument(path + ": element " + std::to_string(i) + " is not a tensor");
+      if (inputs[i].dim() == 0 || inputs[i].size(0) != inputs[0].size(0))
+        throw std::invalid_argument(path + ": every tensor needs the same first (sample) dimension");
+    }
+    sources.push_back(inputs);
+  } else {
+    throw std::invalid_argument(path + ": no such file or folder");
+  }
+  std::vector<Batch> batches;
+  std::int64_t taken = 0;
+  for (const auto& src : sources) {
+    const std::int64_t n = src.front().size(0);
+    for (std::int64_t i = 0; i < n && (samples < 0 || taken < samples); i += batch_size) {
+      std::int64_t k = std::min(batch_size, n - i);
+      if (samples >= 0) k = std::min(k, samples - taken);
+      Batch b;
+      for (const auto& t : src) b.emplace_back(t.narrow(0, i, k));
+      batches.push_back(std::move(b));
+      taken += k;
+    }
+  }
+  if (batches.empty()) throw std::invalid_argument(path + ": no calibration samples");
+  return batches;
+}
+
+}  // namespace qcast::ptq

@@ -1,0 +1,55 @@
+// The interface of a PTQ method plug-in. A method is one file, src/ptq/methods/<name>.cpp, that
+// defines QCAST_PTQ_METHOD(<name>) returning its MethodPlugin; the build lists the folder and
+// registers every file in it (method_registry.cpp), so the CLI's method list, help and errors come
+// from the plug-ins themselves. Internal to src/ptq.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+
+#include "qcast/ptq/engine.hpp"
+#include "qcast/ptq/weight_grid.hpp"
+
+namespace qcast::ptq::detail {
+
+// A method's option values, checked against its declaration (defaults filled in).
+class MethodValues {
+ public:
+  MethodValues(const MethodInfo& info, const std::map<std::string, std::string>& given);
+  bool flag(const std::string& name) const;
+  std::int64_t integer(const std::string& name) const;
+  double real(const std::string& name) const;
+
+ private:
+  const std::string& text(const std::string& name) const;
+  std::string method_;
+  std::map<std::string, std::string> values_;
+};
+
+// One group of rows of a weight matrix (a grouped convolution or a bmm weight has several; most
+// layers one), with its calibration statistics.
+struct GroupProblem {
+  at::Tensor w;         // [rows, cols] float64 on the CPU, contiguous (a copy the method may change)
+  at::Tensor g;         // X̂X̂ᵀ [cols, cols] float64; undefined when the run has no calibration data
+  at::Tensor c;         // XX̂ᵀ [cols, cols] float64; likewise
+  std::int64_t row0;    // first row of the group in the grid
+  WeightGrid* grid;     // rounding: every value of the result must be grid->quantize(...) of its row and column
+  const MethodValues* options;
+};
+
+struct MethodPlugin {
+  MethodInfo info;
+  // Returns Ŵ [rows, cols] float64 on the grid. Runs with LibTorch's intra-op threads set to one, so
+  // that the result has the same bits for any thread count.
+  std::function<at::Tensor(GroupProblem&)> solve;
+};
+
+const MethodPlugin& find_plugin(const std::string& name);
+
+}  // namespace qcast::ptq::detail
+
+// In src/ptq/methods/NAME.cpp: QCAST_PTQ_METHOD(NAME) { return {info, solve}; }
+#define QCAST_PTQ_METHOD(NAME) ::qcast::ptq::detail::MethodPlugin qcast_ptq_method_##NAME()

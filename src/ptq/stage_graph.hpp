@@ -1,0 +1,63 @@
+// The model's forward cut into stages at the weight layers' sites, so that the calibration runs each
+// part of the graph once per stream and batch (docs/design/0007-ptq-pipeline.md). Stage k runs the
+// top-level nodes from cut k-1 (or the start) up to cut k, on the values live across cut k-1 (the
+// boundary state), and returns the inputs that the node at cut k receives. Internal to src/ptq.
+#pragma once
+#include <ATen/core/ivalue.h>
+#include <torch/csrc/jit/api/function_impl.h>
+#include <torch/csrc/jit/api/module.h>
+#include <torch/csrc/jit/ir/ir.h>
+
+#include <cstddef>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "qcast/ptq/engine.hpp"
+
+namespace qcast::ptq::detail {
+
+// The values live at a cut, by Value::unique() of the inlined graph.
+using Env = std::unordered_map<std::size_t, c10::IValue>;
+
+class StagedForward {
+ public:
+  // cuts: walk positions (Site::node_index) of top-level nodes; duplicates are merged.
+  StagedForward(const torch::jit::Module& model, const std::vector<std::size_t>& cuts);
+
+  std::size_t stages() const { return stages_.size(); }
+  std::size_t cut(std::size_t k) const { return stages_[k].cut_index; }  // walk position of cut k
+
+  // The boundary state before stage 0: the model's inputs. Throws when their number does not fit.
+  Env initial(const Batch& inputs) const;
+
+  // Runs stage k with `self` as the module (the float or the quantized copy). env holds the values
+  // live at cut k-1 and is left holding those live at cut k. Returns the inputs of the node at cut k.
+  std::vector<c10::IValue> run(std::size_t k, const torch::jit::Module& self, Env& env) const;
+
+  // Whether any node from cut k up to cut k+1 may write into a tensor (an in-place operation): if
+  // none does, a value read at cut k holds the same data at cut k+1.
+  bool mutates_between(std::size_t k) const { return stages_[k + 1].mutates; }
+  // Whether stage k may write into a tensor it did not create.
+  bool writes(std::size_t k) const { return stages_[k].mutates; }
+
+  // The graph value of input i of the node at cut k (to tell whether two cuts read the same value).
+  const torch::jit::Value* cut_input(std::size_t k, std::size_t i) const;
+
+ private:
+  struct Stage {
+    std::size_t cut_index = 0;  // walk position of the node at the cut
+    std::size_t begin = 0, end = 0;  // top-level node range
+    std::unique_ptr<torch::jit::GraphFunction> fn;
+    std::vector<std::size_t> inputs;   // live values read, in the function's input order (after self)
+    std::vector<std::size_t> outputs;  // values defined here and read after the cut
+    std::vector<std::size_t> dropped;  // values live before whose last reader is in this stage
+    bool mutates = false;
+  };
+  std::shared_ptr<torch::jit::Graph> graph_;
+  std::vector<torch::jit::Node*> top_;
+  std::vector<std::size_t> model_inputs_;
+  std::vector<Stage> stages_;
+};
+
+}  // namespace qcast::ptq::detail
