@@ -147,6 +147,8 @@ struct Planned {
   const detail::WalkLayer* layer;
   Format format;
   std::size_t report_index;
+  at::Tensor float_weight;  // the parameter in the float copy (its shape unfolds convolution inputs)
+  std::int64_t cols;        // the reduction size: the weight matrix's columns
   bool solved = false;
 };
 
@@ -200,7 +202,6 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
 
   // Which layers are quantized, with which format.
   std::vector<Planned> plan;
-  std::map<const detail::WalkLayer*, std::size_t> plan_of;
   for (const detail::WalkLayer& l : walk.layers) {
     LayerReport lr;
     lr.name = l.info.name;
@@ -221,8 +222,8 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
           break;
         }
       lr.format = format_name(format);
-      plan_of[&l] = plan.size();
-      plan.push_back({&l, format, rep.layers.size()});
+      const at::Tensor w = parameter_of(fm, l.info.name);
+      plan.push_back({&l, format, rep.layers.size(), w, detail::reduction_size(l.sites.front(), l.layout, w)});
     }
     rep.layers.push_back(lr);
   }
@@ -242,7 +243,7 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
     try {
       SingleThreaded one_thread;
       const at::Tensor param = parameter_of(qm, l.info.name);
-      const std::int64_t cols = detail::reduction_size(l.sites.front(), l.layout, param);
+      const std::int64_t cols = p.cols;
       const at::Tensor w = weight_matrix(param.to(at::kCPU), l.layout, cols).to(at::kDouble).contiguous();
       const std::int64_t rows = w.size(0);
       const std::int64_t groups = grams ? grams->xhat_xhat.size(0) : 1;
@@ -326,13 +327,14 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
     detail::BoundaryCache cache(2 * B, budget, o.spill_dir);
     auto slot_f = [](std::size_t b) { return 2 * b; };
     auto slot_q = [](std::size_t b) { return 2 * b + 1; };
-    for (std::size_t b = 0; b < B; ++b) {
+    auto copy_of_batch = [&](std::size_t b) {  // each stream its own copy: a stage may write into its inputs
       Batch on_device;
       for (const auto& v : calibration[b]) on_device.push_back(copy_to(v, device));
-      cache.put(slot_f(b), staged.initial(on_device));
-      on_device.clear();
-      for (const auto& v : calibration[b]) on_device.push_back(copy_to(v, device));
-      cache.put(slot_q(b), staged.initial(on_device));
+      return staged.initial(on_device);
+    };
+    for (std::size_t b = 0; b < B; ++b) {
+      cache.put(slot_f(b), copy_of_batch(b));
+      cache.put(slot_q(b), copy_of_batch(b));
     }
 
     // Adds one site's captured inputs on both streams to the layer's statistics.
@@ -340,10 +342,7 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
                         const std::vector<c10::IValue>& xf, const std::vector<c10::IValue>& xq) {
       if (detail::capture_observer()) detail::capture_observer()(p.layer->info.name, s, b, xf, xq);
       const auto t0 = Clock::now();
-      const detail::Site& site = p.layer->sites[s];
-      const at::Tensor param = parameter_of(fm, p.layer->info.name);
-      const std::int64_t cols = detail::reduction_size(p.layer->sites.front(), p.layer->layout, param);
-      detail::for_each_input_chunk(site, xf, xq, param, cols,
+      detail::for_each_input_chunk(p.layer->sites[s], xf, xq, p.float_weight, p.cols,
                                    [&](const at::Tensor& a, const at::Tensor& b) { grams.add(a, b); });
       const double sec = seconds_since(t0);
       rep.statistics_seconds += sec;
@@ -361,16 +360,14 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
       const detail::Site& site = p.layer->sites[s];
       const bool solve_here = !p.solved;  // its first site: later ones were seen by the look-ahead
       bool reuse = false;
-      if (solve_here && last_grams && p.layer->sites.size() == 1 && last_cut + 1 == k && k > 0 &&
+      if (solve_here && last_grams && p.layer->sites.size() == 1 && last_cut + 1 == k &&
           !staged.mutates_between(k - 1)) {
         const auto [ppi, ps] = site_at.at(staged.cut(k - 1));
         const detail::Site& prev = plan[ppi].layer->sites[ps];
         const bool same_kind = prev.kind == site.kind && site.kind != SiteKind::conv;
         reuse = same_kind && staged.cut_input(k, std::size_t(site.data_input)) ==
                                  staged.cut_input(k - 1, std::size_t(prev.data_input)) &&
-                plan[ppi].layer->layout == p.layer->layout &&
-                last_grams->xhat_xhat.size(1) ==
-                    detail::reduction_size(site, p.layer->layout, parameter_of(fm, p.layer->info.name));
+                plan[ppi].layer->layout == p.layer->layout && plan[ppi].cols == p.cols;
       }
       detail::Grams grams;
       for (std::size_t b = 0; b < B; ++b) {

@@ -119,7 +119,6 @@ StagedForward::StagedForward(const torch::jit::Module& model, const std::vector<
   for (const auto& [end, walk_pos] : cut_at) {
     Stage st;
     st.cut_index = walk_pos;
-    st.begin = begin;
     st.end = end;
     for (std::size_t i = begin; i < end; ++i) st.mutates = st.mutates || writes_memory(top_[i]);
 

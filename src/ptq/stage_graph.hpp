@@ -47,7 +47,7 @@ class StagedForward {
  private:
   struct Stage {
     std::size_t cut_index = 0;  // walk position of the node at the cut
-    std::size_t begin = 0, end = 0;  // top-level node range
+    std::size_t end = 0;        // top-level position of the node at the cut
     std::unique_ptr<torch::jit::GraphFunction> fn;
     std::vector<std::size_t> inputs;   // live values read, in the function's input order (after self)
     std::vector<std::size_t> outputs;  // values defined here and read after the cut
