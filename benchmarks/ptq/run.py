@@ -5,9 +5,11 @@ and prints the markdown table (also: `run.py --table RESULTS.jsonl`).
 
   python run.py --qcast build/qcast --shared ../shared --work DIR --results R.jsonl
                 [--models a,b] [--formats mxfp4,nvfp4,int4@g128,mxfp6_e2m3] [--methods rtn,gptq,ed]
-                [--resume]
+                [--batch-sizes 8,16,32] [--resume]
 --resume keeps the rows already in --results and runs only the missing ones; without it the file is
-started afresh.
+started afresh. A method may carry method options after '+', e.g. `ed+scales=diffused` runs
+`--method ed --scales diffused`. With several batch sizes the main table shows the first and a
+stability table gives the metric at each and the spread.
 """
 import argparse, json, os, subprocess, sys, time
 
@@ -26,7 +28,42 @@ def compare(task, a, b):
     return 0
 
 
+def method_args(method):
+    """'ed+scales=diffused+fold=full' -> ('ed', ['--scales', 'diffused', '--fold', 'full'])."""
+    name, *opts = method.split("+")
+    args = []
+    for o in opts:
+        k, _, v = o.partition("=")
+        args += ["--" + k] + ([v] if v else [])
+    return name, args
+
+
+def batch_of(r):
+    return r.get("batch_size", 8)
+
+
+def stability(rows):
+    """The metric at each batch size and its spread, per model x format x method."""
+    out = []
+    by = {}
+    for r in rows:
+        by.setdefault((r["model"], r["format"], r["method"]), {})[batch_of(r)] = r
+    sizes = sorted({batch_of(r) for r in rows})
+    if len(sizes) < 2:
+        return ""
+    out.append("| model | format | method | " + " | ".join(f"batch {b}" for b in sizes) + " | spread |")
+    out.append("|---|---|---|" + "---|" * len(sizes) + "---|")
+    for (model, fmt, meth), rs in by.items():
+        vals = [rs[b]["metric"] for b in sizes if b in rs]
+        cells = [f"{rs[b]['metric']:.4g}" if b in rs else "" for b in sizes]
+        spread = f"{max(vals) - min(vals):.3g}" if len(vals) > 1 else ""
+        out.append(f"| {model} | {fmt} | {meth} | " + " | ".join(cells) + f" | {spread} |")
+    return "\n".join(out)
+
+
 def table(rows):
+    first = min((batch_of(r) for r in rows), default=8)
+    rows = [r for r in rows if batch_of(r) == first]
     out = []
     by_model = {}
     for r in rows:
@@ -46,7 +83,7 @@ def table(rows):
                 fmts.append(r["format"])
         for fmt in fmts:
             m = {r["method"]: r for r in rs if r["format"] == fmt}
-            for meth in ("rtn", "gptq", "ed"):
+            for meth in ["rtn", "gptq", "ed"] + sorted(k for k in m if k not in ("rtn", "gptq", "ed")):
                 if meth not in m:
                     continue
                 r = m[meth]
@@ -69,11 +106,14 @@ def main():
     p.add_argument("--models", default="mobilenet_v2_nsfwjs,esrgan_medium_x2,ppocr_v4_rec,minilm_l6,austen_lm")
     p.add_argument("--formats", default="mxfp4,nvfp4,int4@g128,mxfp6_e2m3")
     p.add_argument("--methods", default="rtn,gptq,ed")
+    p.add_argument("--batch-sizes", default="8")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--table")
     a = p.parse_args()
     if a.table:
-        print(table([json.loads(l) for l in open(a.table)]))
+        rows = [json.loads(l) for l in open(a.table) if l.strip()]
+        print(table(rows))
+        print(stability(rows))
         return
     torch.set_num_threads(os.cpu_count() or 1)
     os.makedirs(a.work, exist_ok=True)
@@ -83,9 +123,10 @@ def main():
         rows = [json.loads(l) for l in open(a.results) if l.strip()]
     else:
         open(a.results, "w").close()
-    done = {(r["model"], r["format"], r["method"]) for r in rows}
+    done = {(r["model"], r["format"], r["method"], batch_of(r)) for r in rows}
+    sizes = [int(b) for b in a.batch_sizes.split(",")]
     for name in a.models.split(","):
-        if all((name, f, m) in done for f in a.formats.split(",") for m in a.methods.split(",")):
+        if all((name, f, m, b) in done for f in a.formats.split(",") for m in a.methods.split(",") for b in sizes):
             continue
         t = tasks.TASKS[name](data_dir)
         model_path = t.prepare(models_dir, a.work)
@@ -95,28 +136,32 @@ def main():
         torch.save(calib, calib_path)
         float_outs = t.outputs(torch.jit.load(model_path).eval())
         float_metric = t.score(float_outs, float_outs)["metric"]
-        for fmt in a.formats.split(","):
-            for meth in a.methods.split(","):
-                if (name, fmt, meth) in done:
-                    continue
-                out = os.path.join(a.work, f"{name}_{fmt.replace('@', '_')}_{meth}.pt")
-                cmd = [a.qcast, "quantize", model_path, "--format", fmt, "--method", meth, "--calib", calib_path,
-                       "--batch-size", "8", "-o", out, "--report", out + ".json", "--quiet"]
-                start = time.time()
-                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-                seconds = time.time() - start
-                s = t.score(t.outputs(torch.jit.load(out).eval()), float_outs)
-                report = json.load(open(out + ".json"))
-                row = {"model": name, "format": fmt, "method": meth, "seconds": seconds, "float_metric": float_metric,
-                       "calib_samples": samples, "command": " ".join(cmd),
-                       "peak_rss_mb": report.get("peak_rss_bytes", 0) / 2**20, **s}
-                rows.append(row)
-                with open(a.results, "a") as f:
-                    f.write(json.dumps(row) + "\n")
-                print(f"{name} {fmt} {meth}: {t.metric} {s['metric']:.4g}, {s['fidelity_name']} {s['fidelity']:.4g}, "
-                      f"{seconds:.1f} s", flush=True)
+        for fmt, meth, batch in ((f, m, b) for f in a.formats.split(",") for m in a.methods.split(",") for b in sizes):
+            if (name, fmt, meth, batch) in done:
+                continue
+            tag = meth.replace("+", "_").replace("=", "-")
+            out = os.path.join(a.work, f"{name}_{fmt.replace('@', '_')}_{tag}" + (f"_b{batch}" if batch != 8 else "") + ".pt")
+            method, extra = method_args(meth)
+            cmd = [a.qcast, "quantize", model_path, "--format", fmt, "--method", method, *extra, "--calib", calib_path,
+                   "--batch-size", str(batch), "-o", out, "--report", out + ".json", "--quiet"]
+            start = time.time()
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            seconds = time.time() - start
+            s = t.score(t.outputs(torch.jit.load(out).eval()), float_outs)
+            report = json.load(open(out + ".json"))
+            row = {"model": name, "format": fmt, "method": meth, "batch_size": batch, "seconds": seconds,
+                   "float_metric": float_metric,
+                   "calib_samples": samples, "command": " ".join(cmd),
+                   "peak_rss_mb": report.get("peak_rss_bytes", 0) / 2**20, **s}
+            rows.append(row)
+            with open(a.results, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(f"{name} {fmt} {meth} batch {batch}: {t.metric} {s['metric']:.4g}, {s['fidelity_name']} {s['fidelity']:.4g}, "
+                  f"{seconds:.1f} s", flush=True)
     order = {n: i for i, n in enumerate(a.models.split(","))}
-    print(table(sorted(rows, key=lambda r: order.get(r["model"], len(order)))))
+    rows = sorted(rows, key=lambda r: order.get(r["model"], len(order)))
+    print(table(rows))
+    print(stability(rows))
 
 
 if __name__ == "__main__":

@@ -251,16 +251,26 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
       const std::int64_t per = rows / groups;
       WeightGrid grid(p.format, rows, cols, w.data_ptr<double>());
       at::Tensor q = w.clone();
+      std::map<std::string, double> notes;
       for (std::int64_t gi = 0; gi < groups; ++gi) {
-        detail::GroupProblem gp{q.narrow(0, gi * per, per).contiguous(),
-                                grams ? grams->xhat_xhat[gi] : at::Tensor(),
-                                grams ? grams->x_xhat[gi] : at::Tensor(),
-                                gi * per,
-                                &grid,
-                                &values};
+        detail::GroupProblem gp;
+        gp.w = q.narrow(0, gi * per, per).contiguous();
+        if (grams) {
+          gp.g = grams->xhat_xhat[gi];
+          gp.d = grams->diff_xhat[gi];
+          for (int h = 0; h < 2; ++h) {
+            gp.half_g[std::size_t(h)] = grams->half_xhat_xhat[std::size_t(h)][gi];
+            gp.half_d[std::size_t(h)] = grams->half_diff_xhat[std::size_t(h)][gi];
+          }
+        }
+        gp.row0 = gi * per;
+        gp.grid = &grid;
+        gp.options = &values;
         const at::Tensor qg = plugin.solve(gp);
         q.narrow(0, gi * per, per).copy_(qg);
+        for (const auto& [k, v] : gp.notes) notes[k] += v / double(groups);
       }
+      lr.notes = notes;
       if (grams) {
         const double energy = grams->target_energy(w);
         lr.relative_error = detail::relative_output_error(w, q, *grams, energy);
@@ -343,7 +353,7 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
       if (detail::capture_observer()) detail::capture_observer()(p.layer->info.name, s, b, xf, xq);
       const auto t0 = Clock::now();
       detail::for_each_input_chunk(p.layer->sites[s], xf, xq, p.float_weight, p.cols,
-                                   [&](const at::Tensor& a, const at::Tensor& b) { grams.add(a, b); });
+                                   [&](const at::Tensor& a, const at::Tensor& b, std::int64_t n) { grams.add(a, b, n); });
       const double sec = seconds_since(t0);
       rep.statistics_seconds += sec;
       rep.layers[p.report_index].seconds += sec;

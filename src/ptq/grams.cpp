@@ -24,9 +24,8 @@ at::Tensor token_major(const at::Tensor& x) {
   return x.to(at::kFloat).to(at::kDouble).transpose(1, 2).contiguous();
 }
 
-}  // namespace
-
-void Grams::add_cpu(const at::Tensor& a, const at::Tensor& b, at::Tensor& g, bool symmetric) {
+// g[gi] += a[gi]ᵀ b[gi] for a, b [groups, tokens, cols] float64 on the CPU, token by token in order.
+void add_products(const at::Tensor& a, const at::Tensor& b, at::Tensor& g, bool symmetric) {
   const std::int64_t groups = a.size(0), tokens = a.size(1), cols = a.size(2);
   const std::int64_t panels = (cols + kPanel - 1) / kPanel;
   std::vector<std::pair<std::int64_t, std::int64_t>> tasks;
@@ -49,39 +48,82 @@ void Grams::add_cpu(const at::Tensor& a, const at::Tensor& b, at::Tensor& g, boo
   }
 }
 
-void Grams::add(const at::Tensor& x, const at::Tensor& xhat) {
+}  // namespace
+
+// a = X (float stream), b = X̂, both [groups, tokens, cols] float64 holding float32 values.
+void Grams::add_half(int h, const at::Tensor& a, const at::Tensor& b) {
+  const bool same = identical_ && a.data_ptr() == b.data_ptr();
+  if (!b.device().is_cpu()) {
+    half_xhat_xhat[h].add_(at::bmm(b.transpose(1, 2), b));
+    if (!same) half_diff_xhat[h].add_(at::bmm((a - b).transpose(1, 2), b));
+    return;
+  }
+  add_products(b, b, half_xhat_xhat[h], true);
+  if (same) return;
+  // X − X̂ of two float32 values is exact in float64 (unless their exponents are more than 29 apart),
+  // but may need more than float32's 24 bits: then its float32 part and the remainder (at most 29
+  // bits) each give an exact product with X̂'s 24 bits. Tokens then enter the sum as (part, x̂) and
+  // (remainder, x̂) in turn, which adds the same as the part alone where the remainder is zero, so
+  // the result does not depend on which chunk needed the split.
+  const at::Tensor diff = a - b;
+  const at::Tensor high = diff.to(at::kFloat).to(at::kDouble);
+  const at::Tensor rest = diff - high;
+  if (!rest.ne(0).any().item<bool>()) {
+    add_products(high, b, half_diff_xhat[h], false);
+    return;
+  }
+  const std::int64_t groups = a.size(0), tokens = a.size(1), cols = a.size(2);
+  add_products(at::stack({high, rest}, 2).reshape({groups, 2 * tokens, cols}),
+               at::stack({b, b}, 2).reshape({groups, 2 * tokens, cols}), half_diff_xhat[h], false);
+}
+
+void Grams::add(const at::Tensor& x, const at::Tensor& xhat, std::int64_t chunk_samples) {
   if (x.sizes() != xhat.sizes())
     throw std::runtime_error("the float and the quantized model gave this layer inputs of different shapes (" +
                              std::to_string(x.numel()) + " vs " + std::to_string(xhat.numel()) + " elements)");
-  const std::int64_t groups = x.size(0), cols = x.size(1);
+  const std::int64_t groups = x.size(0), cols = x.size(1), chunk_tokens = x.size(2);
   const auto opts = at::TensorOptions().dtype(at::kDouble).device(x.device());
-  if (!xhat_xhat.defined()) xhat_xhat = at::zeros({groups, cols, cols}, opts);
+  if (!half_xhat_xhat[0].defined())
+    for (auto& g : half_xhat_xhat) g = at::zeros({groups, cols, cols}, opts);
   const bool same = identical_ && at::equal(x, xhat);
-  if (identical_ && !same) {  // from here on the three sums part: each starts from the common history
+  if (identical_ && !same) {  // from here on the sums part: D starts at zero, XXᵀ from the common history
     identical_ = false;
-    x_xhat = xhat_xhat.clone();
-    x_x = xhat_xhat.clone();
+    for (auto& d : half_diff_xhat) d = at::zeros({groups, cols, cols}, opts);
+    x_x = half_xhat_xhat[0] + half_xhat_xhat[1];
   }
   const at::Tensor b = token_major(xhat);
   const at::Tensor a = same ? b : token_major(x);
-  tokens += x.size(2);
-  if (x.device().is_cpu()) {
-    add_cpu(b, b, xhat_xhat, true);
-    if (same) return;
-    add_cpu(a, b, x_xhat, false);
-    add_cpu(a, a, x_x, true);
-  } else {
-    xhat_xhat.add_(at::bmm(b.transpose(1, 2), b));
-    if (same) return;
-    x_xhat.add_(at::bmm(a.transpose(1, 2), b));
-    x_x.add_(at::bmm(a.transpose(1, 2), a));
+  tokens += chunk_tokens;
+  // Each sample's tokens go to the half of its index over the whole calibration set, so the halves
+  // are the same whatever the batch size.
+  if (chunk_samples < 1 || chunk_tokens % chunk_samples != 0) chunk_samples = 1;
+  const std::int64_t per = chunk_tokens / std::max<std::int64_t>(1, chunk_samples);
+  const std::int64_t first = samples;
+  samples += chunk_samples;
+  if (!same) {  // XXᵀ over the whole chunk, tokens in order
+    if (a.device().is_cpu()) add_products(a, a, x_x, true);
+    else x_x.add_(at::bmm(a.transpose(1, 2), a));
+  }
+  if (per == 0) return;
+  if (chunk_samples == 1) {
+    add_half(int(first % 2), a, b);
+    return;
+  }
+  for (int h = 0; h < 2; ++h) {
+    std::vector<std::int64_t> idx;
+    for (std::int64_t s = 0; s < chunk_samples; ++s)
+      if ((first + s) % 2 == h)
+        for (std::int64_t t = s * per; t < (s + 1) * per; ++t) idx.push_back(t);
+    if (idx.empty()) continue;
+    const at::Tensor sel = at::tensor(idx, at::kLong).to(x.device());
+    const at::Tensor bh = b.index_select(1, sel);
+    add_half(h, same ? bh : a.index_select(1, sel), bh);
   }
 }
 
 void Grams::finish() {
-  if (!xhat_xhat.defined()) throw std::runtime_error("the layer received no calibration tokens");
-  auto mirror = [](at::Tensor& g) {
-    g = g.to(at::kCPU).contiguous();
+  if (!half_xhat_xhat[0].defined()) throw std::runtime_error("the layer received no calibration tokens");
+  auto mirror = [](at::Tensor g) {  // on the CPU: fill the lower triangles from the upper
     const std::int64_t n = g.size(1);
     for (std::int64_t gi = 0; gi < g.size(0); ++gi) {
       double* p = g[gi].data_ptr<double>();
@@ -89,17 +131,22 @@ void Grams::finish() {
         for (std::int64_t j = 0; j < i; ++j) p[i * n + j] = p[j * n + i];
     }
   };
-  const bool on_cpu = xhat_xhat.device().is_cpu();
-  if (on_cpu) mirror(xhat_xhat);
-  else xhat_xhat = xhat_xhat.to(at::kCPU).contiguous();
+  const bool on_cpu = half_xhat_xhat[0].device().is_cpu();
+  for (auto& g : half_xhat_xhat) {
+    g = g.to(at::kCPU).contiguous();
+    if (on_cpu) mirror(g);
+  }
+  xhat_xhat = half_xhat_xhat[0] + half_xhat_xhat[1];
   if (identical_) {
-    x_xhat = xhat_xhat;
+    for (auto& d : half_diff_xhat) d = at::zeros_like(xhat_xhat);
+    diff_xhat = at::zeros_like(xhat_xhat);
     x_x = xhat_xhat;
     return;
   }
-  x_xhat = x_xhat.to(at::kCPU).contiguous();
+  for (auto& d : half_diff_xhat) d = d.to(at::kCPU).contiguous();
+  diff_xhat = half_diff_xhat[0] + half_diff_xhat[1];
+  x_x = x_x.to(at::kCPU).contiguous();
   if (on_cpu) mirror(x_x);
-  else x_x = x_x.to(at::kCPU).contiguous();
 }
 
 double Grams::target_energy(const at::Tensor& w) const {

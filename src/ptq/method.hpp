@@ -5,6 +5,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -20,6 +21,7 @@ class MethodValues {
  public:
   MethodValues(const MethodInfo& info, const std::map<std::string, std::string>& given);
   bool flag(const std::string& name) const;
+  const std::string& choice(const std::string& name) const { return text(name); }
   std::int64_t integer(const std::string& name) const;
   double real(const std::string& name) const;
 
@@ -34,10 +36,14 @@ class MethodValues {
 struct GroupProblem {
   at::Tensor w;         // [rows, cols] float64 on the CPU, contiguous (a copy the method may change)
   at::Tensor g;         // X̂X̂ᵀ [cols, cols] float64; undefined when the run has no calibration data
-  at::Tensor c;         // XX̂ᵀ [cols, cols] float64; likewise
-  std::int64_t row0;    // first row of the group in the grid
-  WeightGrid* grid;     // rounding: every value of the result must be grid->quantize(...) of its row and column
-  const MethodValues* options;
+  at::Tensor d;         // (X − X̂)X̂ᵀ [cols, cols] float64 (so XX̂ᵀ = g + d); likewise
+  std::array<at::Tensor, 2> half_g, half_d;  // g and d over the even and the odd calibration samples
+  std::int64_t row0 = 0;         // first row of the group in the grid
+  WeightGrid* grid = nullptr;    // rounding: every value of the result must be grid->quantize(...) of its row and column
+  const MethodValues* options = nullptr;
+  // What the method wants the report to show for this layer (e.g. ED's fold factor), by name; the
+  // report gives the mean over the layer's groups.
+  std::map<std::string, double> notes;
 };
 
 struct MethodPlugin {

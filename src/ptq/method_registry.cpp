@@ -71,6 +71,14 @@ MethodValues::MethodValues(const MethodInfo& info, const std::map<std::string, s
           throw std::invalid_argument("option " + name + " of " + info.name + " takes an integer from 1 to 2^30, not " + shown);
         break;
       }
+      case MethodOption::Kind::choice: {
+        if (std::find(decl->choices.begin(), decl->choices.end(), value) == decl->choices.end()) {
+          std::string valid;
+          for (const auto& c : decl->choices) valid += (valid.empty() ? "" : ", ") + c;
+          throw std::invalid_argument("option " + name + " of " + info.name + " takes one of " + valid + ", not " + shown);
+        }
+        break;
+      }
       case MethodOption::Kind::real: {
         const double v = std::strtod(value.c_str(), &end);
         if (value.empty() || *end || errno || !std::isfinite(v) || v < 0)

@@ -80,25 +80,25 @@ std::int64_t reduction_size(const Site& s, WeightLayout layout, const at::Tensor
 
 void for_each_input_chunk(const Site& site, const std::vector<c10::IValue>& in, const std::vector<c10::IValue>& in_q,
                           const at::Tensor& weight, std::int64_t cols,
-                          const std::function<void(const at::Tensor&, const at::Tensor&)>& sink) {
+                          const std::function<void(const at::Tensor&, const at::Tensor&, std::int64_t)>& sink) {
   at::Tensor x = in.at(std::size_t(site.data_input)).toTensor();
   at::Tensor xq = in_q.at(std::size_t(site.data_input)).toTensor();
   if (x.sizes() != xq.sizes())
     throw std::runtime_error("the float and the quantized model gave this layer inputs of different shapes");
   switch (site.kind) {
     case SiteKind::linear:
-    case SiteKind::right:
-      sink(x.reshape({-1, cols}).t().unsqueeze(0), xq.reshape({-1, cols}).t().unsqueeze(0));
+    case SiteKind::right:  // x [..., cols]: the leading dimension counts the samples
+      sink(x.reshape({-1, cols}).t().unsqueeze(0), xq.reshape({-1, cols}).t().unsqueeze(0), x.dim() >= 2 ? x.size(0) : 1);
       return;
-    case SiteKind::left:
+    case SiteKind::left:  // x [..., cols, N]
       sink(x.transpose(-1, -2).reshape({-1, cols}).t().unsqueeze(0),
-           xq.transpose(-1, -2).reshape({-1, cols}).t().unsqueeze(0));
+           xq.transpose(-1, -2).reshape({-1, cols}).t().unsqueeze(0), x.dim() >= 3 ? x.size(0) : 1);
       return;
-    case SiteKind::bmm_right:  // x [b, M, in]
-      sink(x.transpose(1, 2), xq.transpose(1, 2));
+    case SiteKind::bmm_right:  // x [b, M, in]: b is the weight's batch, so the call is one sample
+      sink(x.transpose(1, 2), xq.transpose(1, 2), 1);
       return;
     case SiteKind::bmm_left:  // x [b, in, N]
-      sink(x, xq);
+      sink(x, xq, 1);
       return;
     case SiteKind::conv: break;
   }
@@ -141,7 +141,7 @@ void for_each_input_chunk(const Site& site, const std::vector<c10::IValue>& in, 
   auto unfold = [&](const at::Tensor& t, std::int64_t i) {  // [groups, cols, L]
     return at::im2col(t.narrow(0, i, 1), kernel, dilation, padding, stride).reshape({groups, cols, -1});
   };
-  for (std::int64_t i = 0; i < x.size(0); ++i) sink(unfold(x, i), unfold(xq, i));
+  for (std::int64_t i = 0; i < x.size(0); ++i) sink(unfold(x, i), unfold(xq, i), 1);
 }
 
 }  // namespace qcast::ptq::detail

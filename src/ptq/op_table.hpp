@@ -62,10 +62,12 @@ std::int64_t reduction_size(const Site& s, WeightLayout layout, const at::Tensor
 
 // The activations of one site on both streams (x: float model, xq: quantized model), from the inputs
 // the node received, as pairs of chunks [groups, cols, tokens] with cols along the weight's
-// reduction dimension, passed to sink(x, x̂) one pair at a time so that an unfolded convolution input
-// never exists whole. Tokens come in a fixed order (sample by sample, position by position).
+// reduction dimension, passed to sink(x, x̂, samples) one pair at a time so that an unfolded
+// convolution input never exists whole. Tokens come in a fixed order (sample by sample, position by
+// position); `samples` is how many items of equal length the chunk's tokens are: the leading
+// dimension of a linear layer's input, one image of a convolution, one call of a bmm.
 void for_each_input_chunk(const Site& site, const std::vector<c10::IValue>& in, const std::vector<c10::IValue>& in_q,
                           const at::Tensor& weight, std::int64_t cols,
-                          const std::function<void(const at::Tensor&, const at::Tensor&)>& sink);
+                          const std::function<void(const at::Tensor&, const at::Tensor&, std::int64_t)>& sink);
 
 }  // namespace qcast::ptq::detail

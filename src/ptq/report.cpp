@@ -53,7 +53,14 @@ std::string Report::json() const {
       << ", \"format\": " << json_string(l.format) << ", \"method\": " << json_string(l.method)
       << ", \"relative_error\": " << (l.relative_error >= 0 ? number(l.relative_error) : "null")
       << ", \"rtn_relative_error\": " << (l.rtn_relative_error >= 0 ? number(l.rtn_relative_error) : "null")
-      << ", \"seconds\": " << number(l.seconds) << "}";
+      << ", \"seconds\": " << number(l.seconds);
+    if (!l.notes.empty()) {
+      s << ", \"notes\": {";
+      bool first = true;
+      for (const auto& [k, v] : l.notes) s << (first ? "" : ", ") << json_string(k) << ": " << number(v), first = false;
+      s << "}";
+    }
+    s << "}";
   }
   s << "\n]}\n";
   return s.str();

@@ -35,6 +35,12 @@ void round_to_nearest(at::Tensor& w, std::int64_t row0, WeightGrid& grid) {
   }
 }
 
+void choose_scales(ColumnWalk& walk, const std::string& scales, const at::Tensor& w) {
+  if (scales == "static") walk.scales_from = w.clone();
+  else if (scales == "diffused") walk.scales_from = at::Tensor();
+  else throw std::logic_error("--scales is static or diffused, not " + scales);
+}
+
 double damping_of(const at::Tensor& h, double fraction) { return fraction * h.diagonal().mean().item<double>(); }
 
 at::Tensor sequential_rounding(at::Tensor w, at::Tensor h, std::int64_t row0, WeightGrid& grid, const ColumnWalk& o) {
@@ -47,15 +53,21 @@ at::Tensor sequential_rounding(at::Tensor w, at::Tensor h, std::int64_t row0, We
 
   std::vector<std::int64_t> order(static_cast<std::size_t>(cols));
   for (std::int64_t i = 0; i < cols; ++i) order[std::size_t(i)] = i;
-  if (o.act_order) {
-    // Blocks are not contiguous in this order, so every block scale is fixed from W before the first
-    // column ("static groups"); without act-order a block's scale is fixed when the walk reaches it.
-    const at::Tensor perm = at::argsort(h.diagonal(), /*stable=*/true, /*dim=*/0, /*descending=*/true);
-    for (std::int64_t i = 0; i < cols; ++i) order[std::size_t(i)] = perm[i].item<std::int64_t>();
+  // Static scales: every block's scale fixed before the first column. act-order needs them, since
+  // its order does not visit a block's columns together.
+  const bool fixed_first = o.scales_from.defined() || o.act_order;
+  if (fixed_first) {
+    at::Tensor from = o.scales_from.defined() ? o.scales_from.to(at::kDouble).clone() : w.clone();
+    if (from.sizes() != w.sizes()) throw std::logic_error("the scales' source has another shape than the weights");
+    from.index_put_({at::indexing::Slice(), dead}, 0.0);
     for (std::int64_t r = 0; r < rows; ++r)
       for (std::int64_t c = 0; c < cols; c += std::max(1, grid.block_size()))
         if (grid.opens_block(c))
-          grid.fix_block(row0 + r, c, w[r].data_ptr<double>() + c, std::min<std::int64_t>(grid.block_size(), cols - c));
+          grid.fix_block(row0 + r, c, from[r].data_ptr<double>() + c, std::min<std::int64_t>(grid.block_size(), cols - c));
+  }
+  if (o.act_order) {
+    const at::Tensor perm = at::argsort(h.diagonal(), /*stable=*/true, /*dim=*/0, /*descending=*/true);
+    for (std::int64_t i = 0; i < cols; ++i) order[std::size_t(i)] = perm[i].item<std::int64_t>();
     w = w.index_select(1, perm).contiguous();
     h = h.index_select(0, perm).index_select(1, perm);
   }
@@ -73,7 +85,7 @@ at::Tensor sequential_rounding(at::Tensor w, at::Tensor h, std::int64_t row0, We
       const double uii = U[i * cols + i];
       for (std::int64_t r = 0; r < rows; ++r) {
         double* row = W + r * cols;
-        if (!o.act_order && grid.opens_block(col))
+        if (!fixed_first && grid.opens_block(col))
           grid.fix_block(row0 + r, col, row + i, std::min<std::int64_t>(grid.block_size(), cols - i));
         const double q = grid.quantize(row0 + r, col, row[i]);
         const double e = (row[i] - q) / uii;
@@ -101,7 +113,7 @@ double relative_output_error(const at::Tensor& w, const at::Tensor& w_hat, const
   for (std::int64_t gi = 0; gi < groups; ++gi) {
     const at::Tensor a = w.narrow(0, gi * per, per).to(at::kDouble), q = w_hat.narrow(0, gi * per, per).to(at::kDouble);
     err += (at::mm(q, grams.xhat_xhat[gi]) * q).sum().item<double>();
-    err -= 2 * (at::mm(q, grams.x_xhat[gi].t()) * a).sum().item<double>();
+    err -= 2 * (at::mm(q, (grams.xhat_xhat[gi] + grams.diff_xhat[gi]).t()) * a).sum().item<double>();  // XX̂ᵀ = G + D
   }
   if (target_energy <= 0) return err <= 0 ? 0.0 : INFINITY;
   return std::sqrt(std::max(0.0, err) / target_energy);

@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <string>
 
 #include "grams.hpp"
 #include "qcast/ptq/weight_grid.hpp"
@@ -17,12 +18,20 @@ void round_to_nearest(at::Tensor& w, std::int64_t row0, WeightGrid& grid);
 struct ColumnWalk {
   double damping = 0.01;       // fraction of the mean diagonal of H added to it
   std::int64_t lazy_batch = 128;  // columns per lazy batch (rounded up to whole blocks)
-  bool act_order = false;      // columns by decreasing diagonal of H; block scales then fixed from w first
+  bool act_order = false;      // columns by decreasing diagonal of H; needs static scales
+  // Where block scales come from. Defined ([rows, cols] float64, e.g. the float weights): every block's
+  // scale is fixed from these values before the first column ("static", the reference GPTQ's static
+  // groups). Undefined: a block's scale is fixed from the weights as the walk has changed them when
+  // it reaches the block ("diffused"); with act_order the weights before the walk are used.
+  at::Tensor scales_from;
 };
+
+// Reads a method's --scales option: "static" (from the float weights w) or "diffused".
+void choose_scales(ColumnWalk& walk, const std::string& scales, const at::Tensor& w);
 
 // GPTQ's walk (Frantar et al. 2023, Algorithm 1) with H as the Hessian: columns in order, each rounded
 // on its group's grid and its error spread over the later columns through the upper Cholesky factor
-// of the damped inverse of H; a block's scale fixed when the walk reaches the block. Returns Ŵ.
+// of the damped inverse of H; block scales as walk.scales_from says. Returns Ŵ.
 at::Tensor sequential_rounding(at::Tensor w, at::Tensor h, std::int64_t row0, WeightGrid& grid, const ColumnWalk& walk);
 
 // λ of a damping fraction: fraction × mean of H's diagonal.

@@ -5,7 +5,7 @@ follow docs/qpack.md (parsed here independently). Bad input must fail with a cle
 
 usage: quantize_check.py QCAST
 """
-import json, os, struct, subprocess, sys, tempfile
+import json, os, signal, struct, subprocess, sys, tempfile
 
 import torch
 import torch.nn as nn
@@ -156,6 +156,28 @@ with tempfile.TemporaryDirectory() as d:
         r = run(model_path, "--format", "mxfp4", "--method", "rtn", "--device", "cuda", "-o", os.path.join(d, "o.pt"))
         check(r.returncode == 1 and "no CUDA device" in r.stderr, "--device cuda without a GPU is a clear error")
     check(not os.path.exists(os.path.join(d, "o.pt")), "no output after the failures above")
+
+    # SIGINT and SIGTERM mid-run: exit 130, no output, no report, the spilled boundary state removed.
+    # A deep model with much calibration data, so that the signal comes while stages still run.
+    deep = torch.jit.script(nn.Sequential(*[nn.Sequential(nn.Linear(256, 256), nn.GELU()) for _ in range(48)]).eval())
+    deep_path, deep_calib = os.path.join(d, "deep.pt"), os.path.join(d, "deep_calib.pt")
+    deep.save(deep_path)
+    torch.save(torch.randn(512, 64, 256), deep_calib)
+    for sig, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
+        out, rep, spill = (os.path.join(d, f"stopped_{name}.{e}") for e in ("pt", "json", "spill"))
+        os.mkdir(spill)
+        p = subprocess.Popen([qcast, "quantize", deep_path, "--format", "int4@g128", "--method", "gptq", "--calib", deep_calib,
+                              "--cache-mb", "0", "--spill-dir", spill, "-o", out, "--report", rep],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        first = p.stderr.readline()  # the first progress line: the run is under way
+        p.send_signal(sig)
+        rest = p.stderr.read()
+        rc = p.wait()
+        check("[" in first and rc == 130 and f"stopped by {name}; nothing was written" in rest,
+              f"{name}: exit 130 with a clear line (exit {rc}: {first.strip()} / {rest.strip()[-200:]})")
+        check(not os.path.exists(out) and not os.path.exists(rep), f"{name}: no output and no report")
+        check(os.listdir(spill) == [], f"{name}: the spilled boundary state is removed")
+        check(not [f for f in os.listdir(d) if f.startswith(f"stopped_{name}.pt")], f"{name}: no temporary output left")
     h = subprocess.run([qcast, "quantize", "--help"], capture_output=True, text=True)
     check(h.returncode == 0 and all(m in h.stdout for m in ("gptq", "--act-order", "--lazy-batch", "rtn", "ed")),
           "--help lists the registered methods and their options")

@@ -260,15 +260,17 @@ TEST_CASE("the method registry: names, help, options") {
   }
   CHECK(names == std::vector<std::string>{"ed", "gptq", "rtn"});
   CHECK(!ptq::find_method("rtn").needs_calibration);
-  CHECK(ptq::find_method("gptq").options.size() == 3);
-  CHECK_THROWS_WITH(ptq::find_method("gpfq"), Catch::Contains("valid methods: ed, gptq, rtn"));
+  CHECK(ptq::find_method("gptq").options.size() == 4);
+  CHECK_THROWS_WITH(ptq::find_method("awq"), Catch::Contains("valid methods: ed, gptq, rtn"));
   const Module model = mlp(1, 16);
   const auto calib = mlp_calibration(16, 1, 4);
   ptq::Options o;
   o.format = qcast::parse_format("mxfp4");
   o.method = "ed";
   o.method_options = {{"act-order", "true"}};
-  CHECK_THROWS_WITH(ptq::quantize(model, calib, o), Catch::Contains("method ed has no option 'act-order' (it takes none)"));
+  CHECK_THROWS_WITH(ptq::quantize(model, calib, o), Catch::Contains("method ed has no option 'act-order'; its options: scales, fold"));
+  o.method = "rtn";
+  CHECK_THROWS_WITH(ptq::quantize(model, calib, o), Catch::Contains("method rtn has no option 'act-order' (it takes none)"));
   o.method = "gptq";
   o.method_options = {{"lazy-batch", "12x"}};
   CHECK_THROWS_WITH(ptq::quantize(model, calib, o), Catch::Contains("lazy-batch") && Catch::Contains("'12x'"));

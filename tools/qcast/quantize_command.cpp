@@ -67,7 +67,13 @@ std::string help_text() {
     std::snprintf(line, sizeof line, "  %-8s %s\n", m.name.c_str(), m.help.c_str());
     h += line;
     for (const auto& o : m.options) {
-      const std::string flag = "--" + o.name + (o.kind == ptq::MethodOption::Kind::flag ? "" : " X");
+      std::string flag = "--" + o.name;
+      if (o.kind == ptq::MethodOption::Kind::choice) {
+        flag += " ";
+        for (std::size_t i = 0; i < o.choices.size(); ++i) flag += (i ? "|" : "") + o.choices[i];
+      } else if (o.kind != ptq::MethodOption::Kind::flag) {
+        flag += " X";
+      }
       std::snprintf(line, sizeof line, "      %-20s %s (default %s)\n", flag.c_str(), o.help.c_str(),
                     o.default_value.c_str());
       h += line;

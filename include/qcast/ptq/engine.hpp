@@ -23,11 +23,12 @@ using Batch = std::vector<c10::IValue>;
 
 // An option a method declares; the CLI turns it into --NAME (a flag) or --NAME VALUE.
 struct MethodOption {
-  enum class Kind { flag, integer, real };
+  enum class Kind { flag, integer, real, choice };
   std::string name;           // e.g. "act-order"
   Kind kind = Kind::flag;
-  std::string default_value;  // as text: "false", "128", "0.01"
+  std::string default_value;  // as text: "false", "128", "0.01", "static"
   std::string help;           // one line
+  std::vector<std::string> choices = {};  // the values a choice takes
 };
 
 // A registered method (src/ptq/methods/<name>.cpp).
@@ -97,6 +98,7 @@ struct LayerReport {
   double relative_error = -1;  // ||Ŵ·X̂ − W·X|| / ||W·X|| over the calibration set (bias excluded); -1: no data
   double rtn_relative_error = -1;  // the same for round-to-nearest weights on the same inputs
   double seconds = 0;              // statistics + solve of this layer
+  std::map<std::string, double> notes;  // what the method reports of this layer, e.g. ED's "fold" factor
 };
 
 struct Report {

@@ -12,12 +12,15 @@ QCAST_PTQ_METHOD(gptq) {
       {"act-order", MethodOption::Kind::flag, "false", "columns by decreasing input energy (block scales fixed from W first)"},
       {"damping", MethodOption::Kind::real, "0.01", "added to the Hessian's diagonal, as a fraction of its mean"},
       {"lazy-batch", MethodOption::Kind::integer, "128", "columns per lazy batch update (rounded up to whole blocks)"},
+      {"scales", MethodOption::Kind::choice, "static", "block scales from the float weights, or from the updated ones",
+       {"static", "diffused"}},
   };
   return {info, [](qcast::ptq::detail::GroupProblem& p) {
             qcast::ptq::detail::ColumnWalk walk;
             walk.act_order = p.options->flag("act-order");
             walk.damping = p.options->real("damping");
             walk.lazy_batch = p.options->integer("lazy-batch");
+            qcast::ptq::detail::choose_scales(walk, p.options->choice("scales"), p.w);
             return qcast::ptq::detail::sequential_rounding(p.w, p.g, p.row0, *p.grid, walk);
           }};
 }

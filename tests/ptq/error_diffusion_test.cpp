@@ -1,0 +1,187 @@
+// Error Diffusion's statistics and fold (docs/design/0008-error-diffusion-fold.md): the Gram sums
+// and their halves do not depend on how the samples are batched, the cross term (X − X̂)X̂ᵀ keeps its
+// precision where X̂ is close to X, the held-out fold keeps a correction that generalizes and drops
+// one fitted to noise, and static block scales are the float weights' own.
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <vector>
+
+#include "grams.hpp"
+#include "method.hpp"
+#include "qcast/format_names.hpp"
+#include "qcast/ptq/engine.hpp"
+#include "qcast/ptq/weight_grid.hpp"
+
+#undef CHECK
+#include <catch2/catch.hpp>
+
+namespace ptq = qcast::ptq;
+using qcast::ptq::detail::Grams;
+
+namespace {
+
+// [cols, samples * tokens] float32 values in float64: samples of `tokens` tokens each, in order.
+at::Tensor stream(std::int64_t cols, std::int64_t n, std::uint64_t seed) {
+  at::manual_seed(seed);
+  return at::randn({cols, n}).to(at::kDouble);
+}
+
+// Sums the stream in chunks of `batch` samples, as the engine hands a linear layer's inputs over.
+Grams summed(const at::Tensor& x, const at::Tensor& xhat, std::int64_t samples, std::int64_t batch) {
+  Grams g;
+  const std::int64_t per = x.size(1) / samples;
+  for (std::int64_t s = 0; s < samples; s += batch) {
+    const std::int64_t k = std::min(batch, samples - s);
+    g.add(x.narrow(1, s * per, k * per).unsqueeze(0), xhat.narrow(1, s * per, k * per).unsqueeze(0), k);
+  }
+  g.finish();
+  return g;
+}
+
+// The ED plug-in on one problem: returns the fold factor it chose.
+double ed_fold(const at::Tensor& w, const Grams& g, const std::string& format = "int8") {
+  ptq::Options o;
+  o.method = "ed";
+  const auto& plugin = ptq::detail::find_plugin("ed");
+  const ptq::detail::MethodValues values(plugin.info, {});
+  const at::Tensor wc = w.contiguous();
+  ptq::WeightGrid grid(qcast::parse_format(format), w.size(0), w.size(1), wc.data_ptr<double>());
+  ptq::detail::GroupProblem p;
+  p.w = wc.clone();
+  p.g = g.xhat_xhat[0];
+  p.d = g.diff_xhat[0];
+  for (std::size_t h = 0; h < 2; ++h) {
+    p.half_g[h] = g.half_xhat_xhat[h][0];
+    p.half_d[h] = g.half_diff_xhat[h][0];
+  }
+  p.grid = &grid;
+  p.options = &values;
+  const at::Tensor q = plugin.solve(p);
+  REQUIRE(q.sizes() == w.sizes());
+  return p.notes.at("fold");
+}
+
+}  // namespace
+
+TEST_CASE("Gram sums and their halves follow the samples, not the batches") {
+  const std::int64_t cols = 70, samples = 12, tokens = 9;
+  const at::Tensor x = stream(cols, samples * tokens, 1);
+  at::Tensor xhat = (x + 1e-3 * stream(cols, samples * tokens, 2)).to(at::kFloat).to(at::kDouble);
+  // Sample 3 has elements where X − X̂ needs more than 24 bits: its tokens take the split products.
+  xhat.narrow(1, 3 * tokens, tokens).narrow(0, 0, 5).copy_((x.narrow(1, 3 * tokens, tokens).narrow(0, 0, 5) * 0.0009765625 * 1.1)
+                                                               .to(at::kFloat).to(at::kDouble));
+  const at::Tensor split = x - xhat;
+  REQUIRE(!at::equal(split, split.to(at::kFloat).to(at::kDouble)));
+  const Grams one = summed(x, xhat, samples, 1);
+  for (std::int64_t batch : {2, 5, 12}) {
+    INFO("batch " << batch);
+    const Grams other = summed(x, xhat, samples, batch);
+    CHECK(at::equal(one.xhat_xhat, other.xhat_xhat));
+    CHECK(at::equal(one.diff_xhat, other.diff_xhat));
+    CHECK(at::equal(one.x_x, other.x_x));
+    for (std::size_t h = 0; h < 2; ++h) {
+      CHECK(at::equal(one.half_xhat_xhat[h], other.half_xhat_xhat[h]));
+      CHECK(at::equal(one.half_diff_xhat[h], other.half_diff_xhat[h]));
+    }
+  }
+  CHECK(one.samples == samples);
+  CHECK(one.tokens == samples * tokens);
+  // Half 0 holds the even samples and half 1 the odd ones.
+  for (std::size_t h = 0; h < 2; ++h) {
+    std::vector<at::Tensor> parts;
+    for (std::int64_t s = std::int64_t(h); s < samples; s += 2) parts.push_back(xhat.narrow(1, s * tokens, tokens));
+    const at::Tensor b = at::cat(parts, 1);
+    CHECK(at::allclose(one.half_xhat_xhat[h][0], at::mm(b, b.t()), 1e-13, 1e-12));
+  }
+  CHECK(at::equal(one.xhat_xhat, one.half_xhat_xhat[0] + one.half_xhat_xhat[1]));
+  CHECK(at::equal(one.xhat_xhat[0], one.xhat_xhat[0].t()));
+}
+
+TEST_CASE("the cross term keeps its precision when the two streams are close") {
+  // X̂ differs from X by about 1e-6 relative, so XX̂ᵀ − X̂X̂ᵀ would cancel 20 of its bits.
+  const std::int64_t cols = 24, n = 512;
+  const at::Tensor x = stream(cols, n, 3).to(at::kFloat).to(at::kDouble);
+  const at::Tensor xhat = (x * (1 + 1e-6 * stream(cols, n, 4))).to(at::kFloat).to(at::kDouble);
+  REQUIRE(!at::equal(x, xhat));
+  const Grams g = summed(x, xhat, 1, 1);
+  // Reference: the exact sum in long double of products that are exact there.
+  const at::Tensor xc = x.contiguous(), bc = xhat.contiguous();
+  const double* a = xc.data_ptr<double>();
+  const double* b = bc.data_ptr<double>();
+  double worst = 0, scale = 0;
+  for (std::int64_t i = 0; i < cols; ++i)
+    for (std::int64_t j = 0; j < cols; ++j) {
+      long double s = 0;
+      for (std::int64_t t = 0; t < n; ++t) s += ((long double)a[i * n + t] - b[i * n + t]) * b[j * n + t];
+      worst = std::max(worst, std::abs(double(s - (long double)g.diff_xhat[0][i][j].item<double>())));
+      scale = std::max(scale, std::abs(double(s)));
+    }
+  CHECK(scale > 0);
+  CHECK(worst <= 1e-13 * scale);
+}
+
+TEST_CASE("ED's held-out fold keeps a correction that generalizes and drops one fitted to noise") {
+  const std::int64_t rows = 8;
+  SECTION("the quantized stream is a fixed linear map of the float one: the fold is kept") {
+    const std::int64_t cols = 16, samples = 64, tokens = 16;
+    const at::Tensor x = stream(cols, samples * tokens, 5);
+    at::manual_seed(6);
+    const at::Tensor map = 0.2 * at::randn({cols, cols}).to(at::kDouble);
+    const at::Tensor xhat = (x + at::mm(map, x)).to(at::kFloat).to(at::kDouble);
+    const at::Tensor w = at::randn({rows, cols}).to(at::kDouble);
+    const double a = ed_fold(w, summed(x, xhat, samples, 8));
+    INFO("fold " << a);
+    CHECK(a > 0.9);
+  }
+  SECTION("the quantized stream is the float one plus independent noise, few tokens: the fold is dropped") {
+    const std::int64_t cols = 64, samples = 4, tokens = 20;
+    const at::Tensor x = stream(cols, samples * tokens, 7);
+    const at::Tensor xhat = (x + 0.3 * stream(cols, samples * tokens, 8)).to(at::kFloat).to(at::kDouble);
+    at::manual_seed(9);
+    const at::Tensor w = at::randn({rows, cols}).to(at::kDouble);
+    const double a = ed_fold(w, summed(x, xhat, samples, 2));
+    INFO("fold " << a);
+    CHECK(a < 0.3);
+  }
+  SECTION("identical streams: nothing to fold") {
+    const at::Tensor x = stream(16, 64, 10);
+    at::manual_seed(11);
+    CHECK(ed_fold(at::randn({rows, 16}).to(at::kDouble), summed(x, x, 8, 4)) == 0.0);
+  }
+}
+
+TEST_CASE("static block scales are the float weights' own; diffused ones follow the walk") {
+  at::manual_seed(12);
+  torch::jit::Module m("Mlp");
+  for (int i = 0; i < 3; ++i) m.register_parameter("w" + std::to_string(i), at::randn({64, 64}) / 8.0, false);
+  m.define(R"(
+def forward(self, x):
+    x = torch.tanh(torch.linear(x, self.w0))
+    x = torch.tanh(torch.linear(x, self.w1))
+    return torch.linear(x, self.w2)
+)");
+  std::vector<ptq::Batch> calib;
+  for (int b = 0; b < 2; ++b) calib.push_back({at::randn({128, 64})});
+  ptq::Options o;
+  o.format = qcast::parse_format("mxfp4");
+  o.method = "rtn";
+  const ptq::Result rtn = ptq::quantize(m, calib, o);
+  for (const std::string method : {"gptq", "ed"}) {
+    INFO(method);
+    o.method = method;
+    o.method_options = {{"scales", "static"}};
+    const ptq::Result fixed = ptq::quantize(m, calib, o);
+    o.method_options = {{"scales", "diffused"}};
+    const ptq::Result diffused = ptq::quantize(m, calib, o);
+    int differ = 0;
+    for (std::size_t l = 0; l < rtn.packed.size(); ++l) {
+      CHECK(fixed.packed[l].matrix.scales == rtn.packed[l].matrix.scales);
+      differ += diffused.packed[l].matrix.scales != rtn.packed[l].matrix.scales;
+      CHECK(fixed.packed[l].matrix.codes != rtn.packed[l].matrix.codes);
+    }
+    CHECK(differ > 0);
+  }
+  o.method_options = {{"scales", "dynamic"}};
+  CHECK_THROWS_WITH(ptq::quantize(m, calib, o), Catch::Contains("takes one of static, diffused, not 'dynamic'"));
+}
