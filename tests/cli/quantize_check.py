@@ -114,7 +114,7 @@ with tempfile.TemporaryDirectory() as d:
     r = run(model_path, "--format", "mxfp5", "--calib", calib_path, "-o", os.path.join(d, "o.pt"))
     check(r.returncode != 0 and "mxfp4" in r.stderr, "unknown format lists the valid names")
     r = run(model_path, "--format", "mxfp4", "--method", "awq", "--calib", calib_path, "-o", os.path.join(d, "o.pt"))
-    check(r.returncode == 2 and "ed, gptq, rtn" in r.stderr, "unknown method lists the valid ones")
+    check(r.returncode == 2 and "ed, gpfq, gptq, rtn" in r.stderr, "unknown method lists the valid ones")
     bad = os.path.join(d, "bad.pt")
     torch.save(torch.rand(4, 5, 8, 8), bad)
     r = run(model_path, "--format", "mxfp4", "--calib", bad, "-o", os.path.join(d, "o.pt"))
