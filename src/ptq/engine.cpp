@@ -174,6 +174,8 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
   const c10::Device device = parse_device(o.device);
   if (calibration.empty() && plugin.info.needs_calibration)
     throw std::invalid_argument("method " + o.method + " needs calibration data (only rtn runs without)");
+  if (calibration.empty() && o.bias_correction)
+    throw std::invalid_argument("bias correction needs calibration data (the mean output shift is measured on it)");
   if (o.cache_mb > (std::int64_t(1) << 40)) throw std::invalid_argument("the boundary cache budget is out of range");
   at::NoGradGuard no_grad;
   torch::jit::Module fm = model.deepcopy(), qm = model.deepcopy();
@@ -271,17 +273,33 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
         for (const auto& [k, v] : gp.notes) notes[k] += v / double(groups);
       }
       lr.notes = notes;
+      const bool correct_bias = o.bias_correction && grams && !l.bias.empty();
+      if (o.bias_correction && grams && l.bias.empty()) lr.notes["no_bias"] = 1;
       if (grams) {
         const double energy = grams->target_energy(w);
-        lr.relative_error = detail::relative_output_error(w, q, *grams, energy);
+        // With bias correction both errors are those after the correction (of each one's own shift).
+        auto error_of = [&](const at::Tensor& wq) {
+          const double e = detail::relative_output_error(w, wq, *grams, energy);
+          return correct_bias ? detail::corrected_output_error(e, detail::bias_shift(w, wq, *grams), *grams, energy) : e;
+        };
+        lr.relative_error = error_of(q);
         if (plugin.info.name == "rtn") {
           lr.rtn_relative_error = lr.relative_error;
         } else {
           WeightGrid rtn_grid(p.format, rows, cols, w.data_ptr<double>());
           at::Tensor r = w.clone();
           detail::round_to_nearest(r, 0, rtn_grid);
-          lr.rtn_relative_error = detail::relative_output_error(w, r, *grams, energy);
+          lr.rtn_relative_error = error_of(r);
         }
+      }
+      if (correct_bias) {
+        at::Tensor bias = parameter_of(qm, l.bias);
+        const at::Tensor shift = detail::bias_shift(w, q, *grams);
+        if (bias.numel() != shift.numel())
+          throw std::runtime_error("bias " + l.bias + " has " + std::to_string(bias.numel()) + " elements for " +
+                                   std::to_string(shift.numel()) + " outputs");
+        bias.add_(shift.reshape(bias.sizes()).to(bias.device(), bias.scalar_type()));
+        lr.notes["bias_shift"] = shift.abs().mean().item<double>();
       }
       // Write Ŵ into the copy, in the parameter's layout, dtype and device.
       at::Tensor qp = l.layout == WeightLayout::rows

@@ -48,6 +48,21 @@ void add_products(const at::Tensor& a, const at::Tensor& b, at::Tensor& g, bool 
   }
 }
 
+// s[gi] += Σ over tokens of a[gi], tokens in order (ATen's sum would split its reduction by thread).
+void add_token_sums(const at::Tensor& a, at::Tensor& s) {
+  if (!a.device().is_cpu()) {
+    s.add_(a.sum(1));
+    return;
+  }
+  const std::int64_t groups = a.size(0), tokens = a.size(1), cols = a.size(2);
+  for (std::int64_t gi = 0; gi < groups; ++gi) {
+    const double* p = a[gi].data_ptr<double>();
+    double* out = s[gi].data_ptr<double>();
+    for (std::int64_t t = 0; t < tokens; ++t)
+      for (std::int64_t c = 0; c < cols; ++c) out[c] += p[t * cols + c];
+  }
+}
+
 }  // namespace
 
 // a = X (float stream), b = X̂, both [groups, tokens, cols] float64 holding float32 values.
@@ -94,6 +109,12 @@ void Grams::add(const at::Tensor& x, const at::Tensor& xhat, std::int64_t chunk_
   const at::Tensor b = token_major(xhat);
   const at::Tensor a = same ? b : token_major(x);
   tokens += chunk_tokens;
+  if (!x_sum.defined()) {
+    x_sum = at::zeros({groups, cols}, opts);
+    xhat_sum = at::zeros({groups, cols}, opts);
+  }
+  add_token_sums(a, x_sum);
+  add_token_sums(b, xhat_sum);
   // Each sample's tokens go to the half of its index over the whole calibration set, so the halves
   // are the same whatever the batch size.
   if (chunk_samples < 1 || chunk_tokens % chunk_samples != 0) chunk_samples = 1;
@@ -137,6 +158,8 @@ void Grams::finish() {
     if (on_cpu) mirror(g);
   }
   xhat_xhat = half_xhat_xhat[0] + half_xhat_xhat[1];
+  x_sum = x_sum.to(at::kCPU);
+  xhat_sum = xhat_sum.to(at::kCPU);
   if (identical_) {
     for (auto& d : half_diff_xhat) d = at::zeros_like(xhat_xhat);
     diff_xhat = at::zeros_like(xhat_xhat);

@@ -21,6 +21,7 @@ struct Grams {
   // the whole calibration set): held-out checks for a method, e.g. how much of the fold ED keeps.
   // The sums above are half 0 + half 1.
   std::array<at::Tensor, 2> half_xhat_xhat, half_diff_xhat;
+  at::Tensor x_sum, xhat_sum;  // [groups, cols] float64: Σ X and Σ X̂ over the tokens (bias correction)
   std::int64_t tokens = 0;
   std::int64_t samples = 0;
 

@@ -71,9 +71,12 @@ std::vector<std::pair<Node*, bool>> walk_order(torch::jit::Block* block) {
 ModelWalk walk_model(const torch::jit::Module& model) {
   auto g = inlined_forward(model);
   const Value* self = g->inputs().at(0);
-  std::map<std::string, at::Tensor> params;
-  for (const auto& p : model.named_parameters(/*recurse=*/true))
+  std::map<std::string, at::Tensor> params;  // candidate weights
+  std::set<std::string> vectors;             // 1-D parameters: candidate biases
+  for (const auto& p : model.named_parameters(/*recurse=*/true)) {
     if (p.value.dim() >= 2) params.emplace(p.name, p.value);
+    else if (p.value.dim() == 1) vectors.insert(p.name);
+  }
 
   const std::vector<std::pair<Node*, bool>> nodes = walk_order(g->block());
 
@@ -141,6 +144,13 @@ ModelWalk walk_model(const torch::jit::Module& model) {
       if (!unsupported.empty()) {
         if (l.info.unsupported.empty()) l.info.unsupported = unsupported;
       } else {
+        // The bias operand of a linear layer or a convolution, if it is a parameter.
+        std::string bias;
+        if ((s.kind == SiteKind::linear || s.kind == SiteKind::conv) && n->inputs().size() > 2) {
+          const std::string p = attr_path(n->input(2), self);
+          if (vectors.count(p)) bias = p;
+        }
+        l.bias = l.sites.empty() || l.bias == bias ? bias : std::string();
         l.sites.push_back(s);
         if (transpose) feeding_sites.insert(transpose);
       }

@@ -16,6 +16,9 @@ struct WalkLayer {
   LayerInfo info;
   std::vector<Site> sites;
   WeightLayout layout = WeightLayout::rows;
+  // The parameter every site adds to this layer's outputs (input 2 of aten::linear and the
+  // convolutions), "" when there is none or the sites differ: where bias correction goes.
+  std::string bias;
 };
 
 struct ModelWalk {

@@ -119,4 +119,22 @@ double relative_output_error(const at::Tensor& w, const at::Tensor& w_hat, const
   return std::sqrt(std::max(0.0, err) / target_energy);
 }
 
+at::Tensor bias_shift(const at::Tensor& w, const at::Tensor& w_hat, const Grams& grams) {
+  const std::int64_t groups = grams.x_sum.size(0);
+  const std::int64_t per = w.size(0) / groups;
+  const double n = double(std::max<std::int64_t>(1, grams.tokens));
+  std::vector<at::Tensor> parts;
+  for (std::int64_t gi = 0; gi < groups; ++gi) {
+    const at::Tensor a = w.narrow(0, gi * per, per).to(at::kDouble), q = w_hat.narrow(0, gi * per, per).to(at::kDouble);
+    parts.push_back((at::mv(a, grams.x_sum[gi]) - at::mv(q, grams.xhat_sum[gi])) / n);
+  }
+  return at::cat(parts);
+}
+
+double corrected_output_error(double relative_error, const at::Tensor& shift, const Grams& grams, double target_energy) {
+  if (target_energy <= 0 || !std::isfinite(relative_error)) return relative_error;
+  const double err = relative_error * relative_error * target_energy - double(grams.tokens) * shift.pow(2).sum().item<double>();
+  return std::sqrt(std::max(0.0, err) / target_energy);
+}
+
 }  // namespace qcast::ptq::detail

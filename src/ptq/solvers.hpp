@@ -40,4 +40,12 @@ double damping_of(const at::Tensor& h, double fraction);
 // ||Ŵ·X̂ − W·X|| / ||W·X|| over the calibration set, from the Gram matrices and ||W·X||² (bias excluded).
 double relative_output_error(const at::Tensor& w, const at::Tensor& w_hat, const Grams& grams, double target_energy);
 
+// Bias correction: mean(W·X) − mean(Ŵ·X̂) per output row [rows] over the calibration tokens (rows
+// split evenly into the groups), from the input sums.
+at::Tensor bias_shift(const at::Tensor& w, const at::Tensor& w_hat, const Grams& grams);
+
+// The relative output error after adding `shift` to the bias: each row's squared error drops by
+// tokens × shift², since the shift is minus the row's mean error.
+double corrected_output_error(double relative_error, const at::Tensor& shift, const Grams& grams, double target_energy);
+
 }  // namespace qcast::ptq::detail

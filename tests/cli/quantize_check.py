@@ -150,6 +150,17 @@ with tempfile.TemporaryDirectory() as d:
     check(r.returncode != 0 and "damping" in r.stderr and "'x'" in r.stderr, "a bad method option value is quoted")
     r = run(model_path, "--format", "mxfp4", "--method", "gptq", "-o", os.path.join(d, "o.pt"))
     check(r.returncode == 2 and "--calib is required by method gptq" in r.stderr, "gptq without data is a usage error")
+    r = run(model_path, "--format", "mxfp4", "--method", "rtn", "--bias-correction", "-o", os.path.join(d, "o.pt"))
+    check(r.returncode == 2 and "--bias-correction needs --calib" in r.stderr, "bias correction without data is a usage error")
+    corrected, corrected_rep = os.path.join(d, "corrected.pt"), os.path.join(d, "corrected.json")
+    r = run(model_path, "--format", "mxfp4", "--method", "gpfq", "--bias-correction", "--calib", calib_path, "-o", corrected,
+            "--report", corrected_rep, "--quiet")
+    check(r.returncode == 0, f"gpfq --bias-correction: exit {r.returncode}: {r.stderr}")
+    if r.returncode == 0:
+        layers = {l["name"]: l for l in json.load(open(corrected_rep))["layers"]}
+        check("bias_shift" in layers["stem.weight"].get("notes", {}), "the report gives the bias shift of a layer with a bias")
+        b0, b1 = model.stem.bias, torch.jit.load(corrected).stem.bias
+        check(not torch.equal(b0, b1), "bias correction changes the bias of the quantized model")
     r = run(model_path, "--format", "mxfp4", "--method", "rtn", "--device", "tpu", "-o", os.path.join(d, "o.pt"))
     check(r.returncode != 0 and "cpu, cuda, cuda:N" in r.stderr, "an unknown device lists the valid ones")
     if not torch.cuda.is_available():

@@ -92,3 +92,46 @@ def forward(self, x):
     CHECK(l.relative_error < l.rtn_relative_error);
   }
 }
+
+TEST_CASE("bias correction: the mean output shift goes into the bias, for any method") {
+  at::manual_seed(33);
+  torch::jit::Module m("Biased");
+  m.register_parameter("w0", at::randn({32, 32}) / 6.0, false);
+  m.register_parameter("b0", at::randn({32}) * 0.1, false);
+  m.register_parameter("w1", at::randn({16, 32}) / 6.0, false);
+  m.define(R"(
+def forward(self, x):
+    x = torch.relu(torch.linear(x, self.w0, self.b0))
+    return torch.linear(x, self.w1)
+)");
+  // Inputs with a large common offset: rounding the weights then shifts each output's mean.
+  std::vector<ptq::Batch> calib;
+  for (int b = 0; b < 2; ++b) calib.push_back({at::randn({128, 32}) * 0.3 + 2.0});
+  for (const std::string method : {"rtn", "gpfq", "ed"}) {
+    INFO(method);
+    ptq::Options o;
+    o.format = qcast::parse_format("int4@g16");
+    o.method = method;
+    const ptq::Result plain = ptq::quantize(m, calib, o);
+    o.bias_correction = true;
+    const ptq::Result corrected = ptq::quantize(m, calib, o);
+    const auto& l0 = corrected.report.layers[0];
+    CHECK(l0.notes.count("bias_shift") == 1);
+    CHECK(corrected.report.layers[1].notes.count("no_bias") == 1);
+    // Same weights for layer 0; its bias moved by exactly the measured shift of the first layer's outputs.
+    const at::Tensor w = m.attr("w0").toTensor(), b = m.attr("b0").toTensor();
+    const at::Tensor wq = corrected.model.attr("w0").toTensor(), bq = corrected.model.attr("b0").toTensor();
+    CHECK(at::equal(wq, plain.model.attr("w0").toTensor()));
+    at::Tensor x = at::cat({calib[0][0].toTensor(), calib[1][0].toTensor()});
+    const at::Tensor shift = (at::linear(x.to(at::kDouble), w.to(at::kDouble)) - at::linear(x.to(at::kDouble), wq.to(at::kDouble))).mean(0);
+    CHECK(at::allclose(bq.to(at::kDouble) - b.to(at::kDouble), shift, 1e-5, 1e-6));
+    CHECK(shift.abs().max().item<double>() > 1e-3);
+    // The corrected layer's output error is below the uncorrected one's.
+    CHECK(l0.relative_error < plain.report.layers[0].relative_error);
+  }
+  ptq::Options o;
+  o.format = qcast::parse_format("int4@g16");
+  o.method = "rtn";
+  o.bias_correction = true;
+  CHECK_THROWS_WITH(ptq::quantize(m, {}, o), Catch::Contains("bias correction needs calibration data"));
+}

@@ -50,6 +50,8 @@ const char* kUsage =
     "  --threaded-forward    run the model's stages on every intra-op thread: faster forward passes,\n"
     "                        but LibTorch's convolutions then give bits that depend on the thread count\n"
     "                        (by default they run on one thread and the result is the same for any)\n"
+    "  --bias-correction     add each quantized layer's mean output shift on the calibration set to\n"
+    "                        its bias (linear and convolution layers with a bias; any method)\n"
     "  -o, --output OUT.pt   the quantized model (written to a temporary file, then renamed)\n"
     "  --export OUT.qpack    also write codes + scales + format per layer (docs/qpack.md)\n"
     "  --report R.json       also write the per-layer report as JSON\n"
@@ -135,6 +137,7 @@ int quantize_command(const std::vector<std::string>& args) {
     else if (a == "--cache-mb") options.cache_mb = parse_integer(a, value());
     else if (a == "--spill-dir") options.spill_dir = value();
     else if (a == "--threaded-forward") options.threaded_forward = true;
+    else if (a == "--bias-correction") options.bias_correction = true;
     else if (a == "-o" || a == "--output") out = value();
     else if (a == "--export") export_path = value();
     else if (a == "--report") report_path = value();
@@ -181,6 +184,7 @@ int quantize_command(const std::vector<std::string>& args) {
   if (format_text.empty()) throw UsageError{"--format is required"};
   if (calib.empty() && method->needs_calibration)
     throw UsageError{"--calib is required by method " + method->name + " (rtn runs without)"};
+  if (calib.empty() && options.bias_correction) throw UsageError{"--bias-correction needs --calib"};
   if (out.empty()) throw UsageError{"-o OUT.pt is required"};
   if (batch_size < 1) throw UsageError{"--batch-size must be at least 1"};
   if (options.cache_mb < 0 && options.cache_mb != -1) throw UsageError{"--cache-mb must be at least 0"};

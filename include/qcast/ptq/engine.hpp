@@ -77,6 +77,10 @@ struct Options {
   // passes, and so the result, have the same bits for any thread count (LibTorch's CPU convolutions
   // do not). true: they use every intra-op thread: faster forward passes, bits that may depend on it.
   bool threaded_forward = false;
+  // Bias correction: after a layer is quantized, its output's mean shift over the calibration set,
+  // mean(W·X) − mean(Ŵ·X̂) per output channel, is added to its bias (linear layers and convolutions
+  // whose bias is a parameter; the report notes layers without one). Any method; needs calibration.
+  bool bias_correction = false;
   // Called at every batch of every stage and before every solve; returning false stops the run
   // (quantize throws Stopped).
   std::function<bool(const Progress&)> progress;
