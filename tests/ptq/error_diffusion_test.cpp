@@ -185,3 +185,38 @@ def forward(self, x):
   o.method_options = {{"scales", "dynamic"}};
   CHECK_THROWS_WITH(ptq::quantize(m, calib, o), Catch::Contains("takes one of static, diffused, not 'dynamic'"));
 }
+
+TEST_CASE("ED and GPTQ give the same weights for any batch size, on a model whose forward does not depend on it") {
+  // Linear layers, whose float32 outputs here do not depend on how many rows a batch has: the
+  // statistics, their halves and so the fold factor are then identical, and so are the weights.
+  at::manual_seed(13);
+  torch::jit::Module m("Mlp");
+  for (int i = 0; i < 3; ++i) m.register_parameter("w" + std::to_string(i), at::randn({64, 64}) / 8.0, false);
+  m.define(R"(
+def forward(self, x):
+    x = torch.tanh(torch.linear(x, self.w0))
+    x = torch.tanh(torch.linear(x, self.w1))
+    return torch.linear(x, self.w2)
+)");
+  const at::Tensor samples = at::randn({48, 16, 64});  // 48 samples of 16 tokens
+  for (const std::string method : {"ed", "gptq"}) {
+    INFO(method);
+    std::vector<ptq::Result> runs;
+    for (std::int64_t batch : {4, 12, 48}) {
+      std::vector<ptq::Batch> calib;
+      for (std::int64_t s = 0; s < 48; s += batch) calib.push_back({samples.narrow(0, s, batch)});
+      ptq::Options o;
+      o.format = qcast::parse_format("mxfp4");
+      o.method = method;
+      runs.push_back(ptq::quantize(m, calib, o));
+    }
+    for (std::size_t i = 1; i < runs.size(); ++i) {
+      INFO("run " << i);
+      for (const auto& p : runs[0].model.named_parameters())
+        CHECK(at::equal(p.value, runs[i].model.attr(p.name).toTensor()));
+      for (std::size_t l = 0; l < runs[0].report.layers.size(); ++l)
+        CHECK(runs[0].report.layers[l].notes == runs[i].report.layers[l].notes);
+    }
+    if (method == "ed") CHECK(runs[0].report.layers[2].notes.at("fold") > 0);
+  }
+}
