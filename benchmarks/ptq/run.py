@@ -54,11 +54,29 @@ def stability(rows):
     out.append("| model | format | method | " + " | ".join(f"batch {b}" for b in sizes) + " | spread |")
     out.append("|---|---|---|" + "---|" * len(sizes) + "---|")
     for (model, fmt, meth), rs in by.items():
+        if len(rs) < 2:
+            continue
         vals = [rs[b]["metric"] for b in sizes if b in rs]
         cells = [f"{rs[b]['metric']:.4g}" if b in rs else "" for b in sizes]
         spread = f"{max(vals) - min(vals):.3g}" if len(vals) > 1 else ""
         out.append(f"| {model} | {fmt} | {meth} | " + " | ".join(cells) + f" | {spread} |")
     return "\n".join(out)
+
+
+def variants(rows):
+    """Rows run with method options (e.g. ed+scales=diffused) beside the same method at its defaults."""
+    first = min((batch_of(r) for r in rows), default=8)
+    plain = {(r["model"], r["format"], r["method"]): r for r in rows if batch_of(r) == first}
+    out = ["| model | format | method | options | metric | at defaults | fidelity | at defaults |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "+" not in r["method"] or batch_of(r) != first:
+            continue
+        name, _, opts = r["method"].partition("+")
+        base = plain.get((r["model"], r["format"], name))
+        cell = lambda k: f"{base[k]:.4g}" if base else ""
+        out.append(f"| {r['model']} | {r['format']} | {name} | {opts.replace('+', ' ')} | {r['metric']:.4g} | {cell('metric')} | "
+                   f"{r['fidelity']:.4g} | {cell('fidelity')} |")
+    return "\n".join(out) if len(out) > 2 else ""
 
 
 def table(rows):
@@ -83,7 +101,7 @@ def table(rows):
                 fmts.append(r["format"])
         for fmt in fmts:
             m = {r["method"]: r for r in rs if r["format"] == fmt}
-            for meth in ["rtn", "gptq", "ed"] + sorted(k for k in m if k not in ("rtn", "gptq", "ed")):
+            for meth in ["rtn", "gptq", "ed"] + sorted(k for k in m if k not in ("rtn", "gptq", "ed") and "+" not in k):
                 if meth not in m:
                     continue
                 r = m[meth]
@@ -114,6 +132,7 @@ def main():
         rows = [json.loads(l) for l in open(a.table) if l.strip()]
         print(table(rows))
         print(stability(rows))
+        print(variants(rows))
         return
     torch.set_num_threads(os.cpu_count() or 1)
     os.makedirs(a.work, exist_ok=True)

@@ -5,6 +5,7 @@
 
 #include "grams.hpp"
 #include "method.hpp"
+#include "qcast/cast.hpp"
 #include "qcast/format_names.hpp"
 #include "qcast/ptq/engine.hpp"
 #include "qcast/ptq/weight_grid.hpp"
@@ -50,7 +51,7 @@ TEST_CASE("GPFQ from Gram matrices equals GPFQ on the tokens") {
   for (const std::string format : {"int4@g16", "mxfp4", "int8@channel"}) {
     for (const std::string lazy : {"1", "16", "128"}) {
       INFO(format << ", lazy batch " << lazy);
-      const ptq::detail::MethodValues values(plugin.info, {{"lazy-batch", lazy}});
+      const ptq::detail::MethodValues values(plugin.info, {{"lazy-batch", lazy}, {"scales", "static"}});
       ptq::WeightGrid grid(qcast::parse_format(format), rows, cols, w.data_ptr<double>());
       ptq::detail::GroupProblem p;
       p.w = w.clone();
@@ -67,6 +68,36 @@ TEST_CASE("GPFQ from Gram matrices equals GPFQ on the tokens") {
       CHECK(!at::equal(from_grams, at::zeros_like(from_grams)));
     }
   }
+}
+
+TEST_CASE("GPFQ with diffused scales: each block's scale from its columns' targets when the walk reaches it") {
+  at::manual_seed(34);
+  const std::int64_t rows = 4, cols = 64, tokens = 200;
+  const at::Tensor x = at::randn({cols, tokens}).to(at::kDouble);
+  const at::Tensor xhat = (x + 0.2 * at::randn({cols, tokens}).to(at::kDouble)).to(at::kFloat).to(at::kDouble);
+  const at::Tensor w = at::randn({rows, cols}).to(at::kDouble).contiguous();
+  qcast::ptq::detail::Grams grams;
+  grams.add(x.unsqueeze(0), xhat.unsqueeze(0), 1);
+  grams.finish();
+  const auto& plugin = ptq::detail::find_plugin("gpfq");
+  std::vector<std::vector<std::uint8_t>> scales;
+  for (const std::string mode : {"static", "diffused"}) {
+    const ptq::detail::MethodValues values(plugin.info, {{"scales", mode}, {"lazy-batch", "32"}});
+    ptq::WeightGrid grid(qcast::parse_format("mxfp4"), rows, cols, w.data_ptr<double>());
+    ptq::detail::GroupProblem p;
+    p.w = w.clone();
+    p.g = grams.xhat_xhat[0];
+    p.d = grams.diff_xhat[0];
+    p.grid = &grid;
+    p.options = &values;
+    const at::Tensor q = plugin.solve(p);
+    scales.push_back(grid.encoded().scales);
+    // Every value is on its block's grid: decoding the recorded codes gives it back.
+    std::vector<float> decoded(std::size_t(rows * cols));
+    qcast::decode(grid.encoded(), decoded.data());
+    CHECK(at::equal(q.to(at::kFloat), at::from_blob(decoded.data(), {rows, cols}, at::kFloat)));
+  }
+  CHECK(scales[0] != scales[1]);
 }
 
 TEST_CASE("GPFQ on a model: below round-to-nearest's output error after the first layer") {

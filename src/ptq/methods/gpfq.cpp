@@ -7,9 +7,11 @@
 // Only inner products of u with X̂_t are needed, so u is never formed: with C = XX̂ᵀ and G = X̂X̂ᵀ,
 //   (u + w_t X_t)·X̂_t = Σ_{s≤t} w_s C_st − Σ_{s<t} q_s G_st,
 // kept for the columns not yet done in P[rows, cols]. Within a lazy batch P is updated column by
-// column; past it, with one matrix product per batch (as GPTQ's lazy batches). Unlike GPTQ and ED,
-// GPFQ never changes the weights it has not reached, so block scales are fixed from the float weights
-// before the walk (static, as ED fixes them by default).
+// column; past it, with one matrix product per batch (as GPTQ's lazy batches). Block scales:
+// --scales static (default, as ED's) fixes them from the float weights before the walk; --scales
+// diffused fixes a block's scale when the walk reaches it, from the targets its columns have then
+// (the output error of the columns before included), which is what "current-weight" scales are in
+// GPFQ, where the weights not yet reached never change.
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -24,6 +26,8 @@ QCAST_PTQ_METHOD(gpfq) {
   info.help = "GPFQ: greedy path following, each column fitted to the float output left so far";
   info.options = {
       {"lazy-batch", MethodOption::Kind::integer, "128", "columns per lazy batch update (rounded up to whole blocks)"},
+      {"scales", MethodOption::Kind::choice, "static", "block scales from the float weights, or from the targets when reached",
+       {"static", "diffused"}},
   };
   return {info, [](qcast::ptq::detail::GroupProblem& p) {
             const at::Tensor& w = p.w;
@@ -31,11 +35,14 @@ QCAST_PTQ_METHOD(gpfq) {
             const at::Tensor c = (p.g + p.d).contiguous();  // XX̂ᵀ
             const at::Tensor g = p.g.contiguous();
             qcast::ptq::WeightGrid& grid = *p.grid;
-            for (std::int64_t r = 0; r < rows; ++r)  // static scales, from the float weights
-              for (std::int64_t col = 0; col < cols; col += std::max(1, grid.block_size()))
-                if (grid.opens_block(col))
-                  grid.fix_block(p.row0 + r, col, w[r].data_ptr<double>() + col,
-                                 std::min<std::int64_t>(grid.block_size(), cols - col));
+            const bool diffused = p.options->choice("scales") == "diffused";
+            if (!diffused)  // static scales, from the float weights
+              for (std::int64_t r = 0; r < rows; ++r)
+                for (std::int64_t col = 0; col < cols; col += std::max(1, grid.block_size()))
+                  if (grid.opens_block(col))
+                    grid.fix_block(p.row0 + r, col, w[r].data_ptr<double>() + col,
+                                   std::min<std::int64_t>(grid.block_size(), cols - col));
+            std::vector<double> block_targets;
             std::int64_t width = std::max<std::int64_t>(1, p.options->integer("lazy-batch"));
             if (grid.block_size() > 0) width = (width + grid.block_size() - 1) / grid.block_size() * grid.block_size();
 
@@ -52,6 +59,18 @@ QCAST_PTQ_METHOD(gpfq) {
                 const double gtt = G[t * cols + t], ctt = C[t * cols + t];
                 const double* ct = C + t * cols;
                 const double* gt = G + t * cols;
+                if (diffused && grid.opens_block(t)) {
+                  // The block's columns are all in this lazy batch, so P holds every column before t.
+                  const std::int64_t n = std::min<std::int64_t>(grid.block_size(), cols - t);
+                  block_targets.resize(std::size_t(n));
+                  for (std::int64_t r = 0; r < rows; ++r) {
+                    for (std::int64_t k = 0; k < n; ++k) {
+                      const double gkk = G[(t + k) * cols + t + k], wk = W[r * cols + t + k];
+                      block_targets[std::size_t(k)] = gkk > 0 ? (P[r * cols + t + k] + wk * C[(t + k) * cols + t + k]) / gkk : wk;
+                    }
+                    grid.fix_block(p.row0 + r, t, block_targets.data(), n);
+                  }
+                }
                 for (std::int64_t r = 0; r < rows; ++r) {
                   const double wt = W[r * cols + t];
                   // An input that is always zero on the quantized path: nothing to fit, round w.
