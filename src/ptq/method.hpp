@@ -55,6 +55,17 @@ struct MethodPlugin {
 
 const MethodPlugin& find_plugin(const std::string& name);
 
+// Options several methods share, declared once.
+inline MethodOption lazy_batch_option() {
+  return {"lazy-batch", MethodOption::Kind::integer, "128", "columns per lazy batch update (rounded up to whole blocks)"};
+}
+// --scales static|diffused, static by default (docs/design/0008-error-diffusion-fold.md); `diffused`
+// says where the scales come from for this method.
+inline MethodOption scales_option(const std::string& diffused) {
+  return {"scales", MethodOption::Kind::choice, "static", "block scales from the float weights, or " + diffused,
+          {"static", "diffused"}};
+}
+
 }  // namespace qcast::ptq::detail
 
 // In src/ptq/methods/NAME.cpp: QCAST_PTQ_METHOD(NAME) { return {info, solve}; }

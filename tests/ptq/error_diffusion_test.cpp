@@ -16,6 +16,8 @@
 #undef CHECK
 #include <catch2/catch.hpp>
 
+#include "module_params.hpp"
+
 namespace ptq = qcast::ptq;
 using qcast::ptq::detail::Grams;
 
@@ -152,15 +154,7 @@ TEST_CASE("ED's held-out fold keeps a correction that generalizes and drops one 
 }
 
 TEST_CASE("static block scales are the float weights' own; diffused ones follow the walk") {
-  at::manual_seed(12);
-  torch::jit::Module m("Mlp");
-  for (int i = 0; i < 3; ++i) m.register_parameter("w" + std::to_string(i), at::randn({64, 64}) / 8.0, false);
-  m.define(R"(
-def forward(self, x):
-    x = torch.tanh(torch.linear(x, self.w0))
-    x = torch.tanh(torch.linear(x, self.w1))
-    return torch.linear(x, self.w2)
-)");
+  const torch::jit::Module m = qcast_test::tanh_mlp(64, 8.0, 12);
   std::vector<ptq::Batch> calib;
   for (int b = 0; b < 2; ++b) calib.push_back({at::randn({128, 64})});
   ptq::Options o;
@@ -189,15 +183,7 @@ def forward(self, x):
 TEST_CASE("ED and GPTQ give the same weights for any batch size, on a model whose forward does not depend on it") {
   // Linear layers, whose float32 outputs here do not depend on how many rows a batch has: the
   // statistics, their halves and so the fold factor are then identical, and so are the weights.
-  at::manual_seed(13);
-  torch::jit::Module m("Mlp");
-  for (int i = 0; i < 3; ++i) m.register_parameter("w" + std::to_string(i), at::randn({64, 64}) / 8.0, false);
-  m.define(R"(
-def forward(self, x):
-    x = torch.tanh(torch.linear(x, self.w0))
-    x = torch.tanh(torch.linear(x, self.w1))
-    return torch.linear(x, self.w2)
-)");
+  const torch::jit::Module m = qcast_test::tanh_mlp(64, 8.0, 13);
   const at::Tensor samples = at::randn({48, 16, 64});  // 48 samples of 16 tokens
   for (const std::string method : {"ed", "gptq"}) {
     INFO(method);

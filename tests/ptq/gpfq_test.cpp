@@ -3,6 +3,9 @@
 // and on a model it beats round-to-nearest where the float and the quantized streams differ.
 #include <ATen/ATen.h>
 
+#include <map>
+#include <string>
+
 #include "grams.hpp"
 #include "method.hpp"
 #include "qcast/cast.hpp"
@@ -12,6 +15,8 @@
 
 #undef CHECK
 #include <catch2/catch.hpp>
+
+#include "module_params.hpp"
 
 namespace ptq = qcast::ptq;
 
@@ -35,6 +40,20 @@ at::Tensor gpfq_on_tokens(const at::Tensor& w, const at::Tensor& x, const at::Te
   return q;
 }
 
+// The gpfq plug-in on one group with these options; the grid is left with its recorded codes.
+at::Tensor solve_gpfq(const at::Tensor& w, const qcast::ptq::detail::Grams& grams, ptq::WeightGrid& grid,
+                      const std::map<std::string, std::string>& options) {
+  const auto& plugin = ptq::detail::find_plugin("gpfq");
+  const ptq::detail::MethodValues values(plugin.info, options);
+  ptq::detail::GroupProblem p;
+  p.w = w.clone();
+  p.g = grams.xhat_xhat[0];
+  p.d = grams.diff_xhat[0];
+  p.grid = &grid;
+  p.options = &values;
+  return plugin.solve(p);
+}
+
 }  // namespace
 
 TEST_CASE("GPFQ from Gram matrices equals GPFQ on the tokens") {
@@ -47,19 +66,11 @@ TEST_CASE("GPFQ from Gram matrices equals GPFQ on the tokens") {
   qcast::ptq::detail::Grams grams;
   grams.add(x.unsqueeze(0), xhat.unsqueeze(0), 1);
   grams.finish();
-  const auto& plugin = ptq::detail::find_plugin("gpfq");
   for (const std::string format : {"int4@g16", "mxfp4", "int8@channel"}) {
     for (const std::string lazy : {"1", "16", "128"}) {
       INFO(format << ", lazy batch " << lazy);
-      const ptq::detail::MethodValues values(plugin.info, {{"lazy-batch", lazy}, {"scales", "static"}});
       ptq::WeightGrid grid(qcast::parse_format(format), rows, cols, w.data_ptr<double>());
-      ptq::detail::GroupProblem p;
-      p.w = w.clone();
-      p.g = grams.xhat_xhat[0];
-      p.d = grams.diff_xhat[0];
-      p.grid = &grid;
-      p.options = &values;
-      const at::Tensor from_grams = plugin.solve(p);
+      const at::Tensor from_grams = solve_gpfq(w, grams, grid, {{"lazy-batch", lazy}, {"scales", "static"}});
       ptq::WeightGrid direct_grid(qcast::parse_format(format), rows, cols, w.data_ptr<double>());
       const at::Tensor direct = gpfq_on_tokens(w, x, xhat, direct_grid);
       // Both forms round the same targets up to float64 reassociation; a target within an ulp of a
@@ -79,18 +90,10 @@ TEST_CASE("GPFQ with diffused scales: each block's scale from its columns' targe
   qcast::ptq::detail::Grams grams;
   grams.add(x.unsqueeze(0), xhat.unsqueeze(0), 1);
   grams.finish();
-  const auto& plugin = ptq::detail::find_plugin("gpfq");
   std::vector<std::vector<std::uint8_t>> scales;
   for (const std::string mode : {"static", "diffused"}) {
-    const ptq::detail::MethodValues values(plugin.info, {{"scales", mode}, {"lazy-batch", "32"}});
     ptq::WeightGrid grid(qcast::parse_format("mxfp4"), rows, cols, w.data_ptr<double>());
-    ptq::detail::GroupProblem p;
-    p.w = w.clone();
-    p.g = grams.xhat_xhat[0];
-    p.d = grams.diff_xhat[0];
-    p.grid = &grid;
-    p.options = &values;
-    const at::Tensor q = plugin.solve(p);
+    const at::Tensor q = solve_gpfq(w, grams, grid, {{"scales", mode}, {"lazy-batch", "32"}});
     scales.push_back(grid.encoded().scales);
     // Every value is on its block's grid: decoding the recorded codes gives it back.
     std::vector<float> decoded(std::size_t(rows * cols));
@@ -101,15 +104,7 @@ TEST_CASE("GPFQ with diffused scales: each block's scale from its columns' targe
 }
 
 TEST_CASE("GPFQ on a model: below round-to-nearest's output error after the first layer") {
-  at::manual_seed(32);
-  torch::jit::Module m("Mlp");
-  for (int i = 0; i < 3; ++i) m.register_parameter("w" + std::to_string(i), at::randn({48, 48}) / 7.0, false);
-  m.define(R"(
-def forward(self, x):
-    x = torch.tanh(torch.linear(x, self.w0))
-    x = torch.tanh(torch.linear(x, self.w1))
-    return torch.linear(x, self.w2)
-)");
+  const torch::jit::Module m = qcast_test::tanh_mlp(48, 7.0, 32);
   const at::Tensor mixing = at::randn({8, 48});
   std::vector<ptq::Batch> calib;
   for (int b = 0; b < 2; ++b) calib.push_back({at::mm(at::randn({256, 8}), mixing) + 0.05 * at::randn({256, 48})});

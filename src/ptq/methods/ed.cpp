@@ -55,8 +55,7 @@ QCAST_PTQ_METHOD(ed) {
   info.name = "ed";
   info.help = "Error Diffusion: fits W_q.X_q to the float output W.X, error diffused column by column";
   info.options = {
-      {"scales", MethodOption::Kind::choice, "static", "block scales from the float weights, or from the diffused ones",
-       {"static", "diffused"}},
+      qcast::ptq::detail::scales_option("from the diffused ones"),
       {"fold", MethodOption::Kind::choice, "held-out",
        "how much of the float target to fold in: chosen on held-out samples, all of it, or none",
        {"held-out", "full", "none"}},

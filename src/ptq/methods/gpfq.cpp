@@ -20,14 +20,12 @@
 #include "../method.hpp"
 
 QCAST_PTQ_METHOD(gpfq) {
-  using qcast::ptq::MethodOption;
   qcast::ptq::MethodInfo info;
   info.name = "gpfq";
   info.help = "GPFQ: greedy path following, each column fitted to the float output left so far";
   info.options = {
-      {"lazy-batch", MethodOption::Kind::integer, "128", "columns per lazy batch update (rounded up to whole blocks)"},
-      {"scales", MethodOption::Kind::choice, "static", "block scales from the float weights, or from the targets when reached",
-       {"static", "diffused"}},
+      qcast::ptq::detail::lazy_batch_option(),
+      qcast::ptq::detail::scales_option("from the targets when the walk reaches them"),
   };
   return {info, [](qcast::ptq::detail::GroupProblem& p) {
             const at::Tensor& w = p.w;

@@ -11,9 +11,8 @@ QCAST_PTQ_METHOD(gptq) {
   info.options = {
       {"act-order", MethodOption::Kind::flag, "false", "columns by decreasing input energy (block scales fixed from W first)"},
       {"damping", MethodOption::Kind::real, "0.01", "added to the Hessian's diagonal, as a fraction of its mean"},
-      {"lazy-batch", MethodOption::Kind::integer, "128", "columns per lazy batch update (rounded up to whole blocks)"},
-      {"scales", MethodOption::Kind::choice, "static", "block scales from the float weights, or from the updated ones",
-       {"static", "diffused"}},
+      qcast::ptq::detail::lazy_batch_option(),
+      qcast::ptq::detail::scales_option("from the updated ones"),
   };
   return {info, [](qcast::ptq::detail::GroupProblem& p) {
             qcast::ptq::detail::ColumnWalk walk;
