@@ -275,26 +275,26 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
       lr.notes = notes;
       const bool correct_bias = o.bias_correction && grams && !l.bias.empty();
       if (o.bias_correction && grams && l.bias.empty()) lr.notes["no_bias"] = 1;
+      const at::Tensor shift = correct_bias ? detail::bias_shift(w, q, *grams) : at::Tensor();
       if (grams) {
         const double energy = grams->target_energy(w);
         // With bias correction both errors are those after the correction (of each one's own shift).
-        auto error_of = [&](const at::Tensor& wq) {
+        auto error_of = [&](const at::Tensor& wq, const at::Tensor& shift) {
           const double e = detail::relative_output_error(w, wq, *grams, energy);
-          return correct_bias ? detail::corrected_output_error(e, detail::bias_shift(w, wq, *grams), *grams, energy) : e;
+          return correct_bias ? detail::corrected_output_error(e, shift, *grams, energy) : e;
         };
-        lr.relative_error = error_of(q);
+        lr.relative_error = error_of(q, shift);
         if (plugin.info.name == "rtn") {
           lr.rtn_relative_error = lr.relative_error;
         } else {
           WeightGrid rtn_grid(p.format, rows, cols, w.data_ptr<double>());
           at::Tensor r = w.clone();
           detail::round_to_nearest(r, 0, rtn_grid);
-          lr.rtn_relative_error = error_of(r);
+          lr.rtn_relative_error = error_of(r, correct_bias ? detail::bias_shift(w, r, *grams) : at::Tensor());
         }
       }
       if (correct_bias) {
         at::Tensor bias = parameter_of(qm, l.bias);
-        const at::Tensor shift = detail::bias_shift(w, q, *grams);
         if (bias.numel() != shift.numel())
           throw std::runtime_error("bias " + l.bias + " has " + std::to_string(bias.numel()) + " elements for " +
                                    std::to_string(shift.numel()) + " outputs");

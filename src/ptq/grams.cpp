@@ -113,8 +113,9 @@ void Grams::add(const at::Tensor& x, const at::Tensor& xhat, std::int64_t chunk_
     x_sum = at::zeros({groups, cols}, opts);
     xhat_sum = at::zeros({groups, cols}, opts);
   }
-  add_token_sums(a, x_sum);
   add_token_sums(b, xhat_sum);
+  if (same) x_sum.copy_(xhat_sum);  // X == X̂ in every chunk so far: the sums are equal
+  else add_token_sums(a, x_sum);
   // Each sample's tokens go to the half of its index over the whole calibration set, so the halves
   // are the same whatever the batch size.
   if (chunk_samples < 1 || chunk_tokens % chunk_samples != 0) chunk_samples = 1;

@@ -11,17 +11,21 @@
 #include <vector>
 
 namespace qcast::ptq::detail {
-namespace {
-
-// Width of the lazy batches: the requested width rounded up to whole blocks, so that a block's
-// columns are all in the batch where its scale is fixed.
 std::int64_t batch_width(const WeightGrid& grid, std::int64_t requested) {
   const std::int64_t b = std::max<std::int64_t>(1, requested);
   const std::int64_t bs = grid.block_size();
   return bs > 0 ? (b + bs - 1) / bs * bs : b;
 }
 
-}  // namespace
+void fix_all_blocks(WeightGrid& grid, std::int64_t row0, const at::Tensor& from) {
+  const at::Tensor v = from.to(at::kDouble).contiguous();
+  const std::int64_t rows = v.size(0), cols = v.size(1);
+  const double* p = v.data_ptr<double>();
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < cols; c += std::max(1, grid.block_size()))
+      if (grid.opens_block(c))
+        grid.fix_block(row0 + r, c, p + r * cols + c, std::min<std::int64_t>(grid.block_size(), cols - c));
+}
 
 void round_to_nearest(at::Tensor& w, std::int64_t row0, WeightGrid& grid) {
   const std::int64_t rows = w.size(0), cols = w.size(1);
@@ -60,10 +64,7 @@ at::Tensor sequential_rounding(at::Tensor w, at::Tensor h, std::int64_t row0, We
     at::Tensor from = o.scales_from.defined() ? o.scales_from.to(at::kDouble).clone() : w.clone();
     if (from.sizes() != w.sizes()) throw std::logic_error("the scales' source has another shape than the weights");
     from.index_put_({at::indexing::Slice(), dead}, 0.0);
-    for (std::int64_t r = 0; r < rows; ++r)
-      for (std::int64_t c = 0; c < cols; c += std::max(1, grid.block_size()))
-        if (grid.opens_block(c))
-          grid.fix_block(row0 + r, c, from[r].data_ptr<double>() + c, std::min<std::int64_t>(grid.block_size(), cols - c));
+    fix_all_blocks(grid, row0, from);
   }
   if (o.act_order) {
     const at::Tensor perm = at::argsort(h.diagonal(), /*stable=*/true, /*dim=*/0, /*descending=*/true);

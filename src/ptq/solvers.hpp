@@ -26,6 +26,13 @@ struct ColumnWalk {
   at::Tensor scales_from;
 };
 
+// Width of the lazy batches: the requested width rounded up to whole blocks, so that a block's
+// columns are all in the batch where its scale is fixed.
+std::int64_t batch_width(const WeightGrid& grid, std::int64_t requested);
+
+// Fixes every block's scale of rows row0.. from the values `from` [rows, cols] (static scales).
+void fix_all_blocks(WeightGrid& grid, std::int64_t row0, const at::Tensor& from);
+
 // Reads a method's --scales option: "static" (from the float weights w) or "diffused".
 void choose_scales(ColumnWalk& walk, const std::string& scales, const at::Tensor& w);
 

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../method.hpp"
+#include "../solvers.hpp"
 
 QCAST_PTQ_METHOD(gpfq) {
   qcast::ptq::MethodInfo info;
@@ -34,15 +35,9 @@ QCAST_PTQ_METHOD(gpfq) {
             const at::Tensor g = p.g.contiguous();
             qcast::ptq::WeightGrid& grid = *p.grid;
             const bool diffused = p.options->choice("scales") == "diffused";
-            if (!diffused)  // static scales, from the float weights
-              for (std::int64_t r = 0; r < rows; ++r)
-                for (std::int64_t col = 0; col < cols; col += std::max(1, grid.block_size()))
-                  if (grid.opens_block(col))
-                    grid.fix_block(p.row0 + r, col, w[r].data_ptr<double>() + col,
-                                   std::min<std::int64_t>(grid.block_size(), cols - col));
+            if (!diffused) qcast::ptq::detail::fix_all_blocks(grid, p.row0, w);  // static: from the float weights
             std::vector<double> block_targets;
-            std::int64_t width = std::max<std::int64_t>(1, p.options->integer("lazy-batch"));
-            if (grid.block_size() > 0) width = (width + grid.block_size() - 1) / grid.block_size() * grid.block_size();
+            const std::int64_t width = qcast::ptq::detail::batch_width(grid, p.options->integer("lazy-batch"));
 
             at::Tensor q = at::zeros_like(w);
             at::Tensor pending = at::zeros_like(w);  // P: Σ over the columns done of w_s C_s· − q_s G_s·
