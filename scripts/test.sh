@@ -13,4 +13,4 @@ qcast_log "running every test"
 qcast_log "building the core tests with ASan + UBSan (build-sanitize/)"
 qcast_build build-sanitize -DQCAST_WITH_TORCH=OFF -DQCAST_WITH_CUDA=OFF -DQCAST_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
 qcast_log "running the core tests under ASan + UBSan"
-(cd build-sanitize && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -L "core|cli")
+(cd build-sanitize && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -L "core|cli|fuzz")

@@ -255,8 +255,7 @@ inline std::uint16_t narrow(DType t, float x) {
 // Type-erased cast of float32, float16 or bfloat16 arrays (in and out have type t).
 inline void cast(const void* in, void* out, DType t, const Shape& shape, const Format& f, const CastOptions& o = {}) {
   if (t == DType::f32) return cast(static_cast<const float*>(in), static_cast<float*>(out), shape, f, o);
-  std::int64_t n = 1;
-  for (auto d : shape) n *= d;
+  const std::int64_t n = checked_elements(shape, "");
   std::vector<float> tmp(static_cast<std::size_t>(n));
   const auto* src = static_cast<const std::uint16_t*>(in);
   for (std::int64_t i = 0; i < n; ++i) tmp[std::size_t(i)] = widen(t, src[i]);

@@ -108,13 +108,23 @@ inline std::string valid_names_hint() {
   return s;
 }
 
-[[noreturn]] inline void format_error(std::string_view text, const std::string& why) {
-  throw FormatError("unknown format '" + std::string(text) + "': " + why + "; " + valid_names_hint());
+// Text from the user for an error message: at most 64 characters (a longer one says how long it is),
+// printable ASCII, others as '?'.
+inline std::string quoted_text(std::string_view text) {
+  std::string q = "'";
+  for (std::size_t i = 0; i < text.size() && i < 64; ++i) q += (text[i] >= 32 && text[i] < 127) ? text[i] : '?';
+  if (text.size() <= 64) return q + "'";
+  return q + "...' (" + std::to_string(text.size()) + " characters)";
 }
 
-// Parses a non-negative decimal integer that is the whole of s; -1 if it is not one.
+[[noreturn]] inline void format_error(std::string_view text, const std::string& why) {
+  throw FormatError("unknown format " + quoted_text(text) + ": " + why + "; " + valid_names_hint());
+}
+
+// Parses a non-negative decimal integer that is the whole of s, without leading zeros (one
+// spelling a number, so one name a format); -1 if it is not one.
 inline long parse_count(std::string_view s) {
-  if (s.empty() || s.size() > 9) return -1;
+  if (s.empty() || s.size() > 9 || (s.size() > 1 && s[0] == '0')) return -1;
   long v = 0;
   for (char c : s) {
     if (c < '0' || c > '9') return -1;
@@ -190,7 +200,11 @@ inline std::string element_name(const ElementFormat& e) {
   if (e.kind == ElementKind::minifloat && !e.is_signed) s = "u";
   s += "e" + std::to_string(e.exponent_bits) + "m" + std::to_string(e.mantissa_bits);
   if (e.kind == ElementKind::minifloat) s += detail::specials_suffix(e.specials);
-  if (e.bias != ElementFormat::default_bias(e.exponent_bits)) s += "b" + std::to_string(e.bias);
+  bool explicit_bias = e.bias != ElementFormat::default_bias(e.exponent_bits);
+  // A generic spelling that is a named element's name but not its value (ue4m3 with IEEE specials
+  // against the named ue4m3) spells its bias out, so that the name parses back to this element.
+  for (const auto& n : named_elements()) explicit_bias = explicit_bias || (n.name == s && !(n.element == e));
+  if (explicit_bias) s += "b" + std::to_string(e.bias);
   return s;
 }
 
@@ -220,18 +234,14 @@ inline std::string format_name(const Format& f) {
   return s;
 }
 
-// Parses a format name; throws FormatError naming the problem and listing the valid names.
-inline Format parse_format(std::string_view text) {
-  for (const auto& n : named_formats())
-    if (text == n.name) return n.format;
-  std::string_view rest = text;
-  const auto colon = rest.find(':');
-  std::string_view head = rest.substr(0, colon);
-  rest = colon == std::string_view::npos ? std::string_view{} : rest.substr(colon + 1);
+namespace detail {
+
+// ELEMENT[@GRANULARITY] of a generic name (text is the whole name, for errors).
+inline Format parse_format_head(std::string_view text, std::string_view head) {
   const auto at = head.find('@');
   ElementFormat element;
   if (!detail::parse_element(head.substr(0, at), element))
-    detail::format_error(text, "'" + std::string(head.substr(0, at)) + "' is not an element format");
+    detail::format_error(text, quoted_text(head.substr(0, at)) + " is neither a format name nor an element format");
   Format f;
   std::string_view gran = at == std::string_view::npos ? std::string_view{} : head.substr(at + 1);
   const bool int_element = element.kind == ElementKind::integer;
@@ -258,8 +268,13 @@ inline Format parse_format(std::string_view text) {
     f = Format::per_block(element, int(size), two_level ? elements::ue4m3 : elements::fp32);
     f.tensor_scale = two_level;
   } else {
-    detail::format_error(text, "granularity '" + std::string(gran) + "' is not none, tensor, channel, gK or gK+tensor");
+    detail::format_error(text, "granularity " + quoted_text(gran) + " is not none, tensor, channel, gK or gK+tensor");
   }
+  return f;
+}
+
+// The ':key=value' options after the head, applied to f.
+inline void parse_format_options(std::string_view text, std::string_view rest, Format& f) {
   bool rule_given = false;
   while (!rest.empty()) {
     const auto next = rest.find(':');
@@ -268,10 +283,10 @@ inline Format parse_format(std::string_view text) {
     const auto eq = kv.find('=');
     const std::string_view key = kv.substr(0, eq);
     const std::string_view value = eq == std::string_view::npos ? std::string_view{} : kv.substr(eq + 1);
-    if (!f.is_scaled()) detail::format_error(text, "a direct cast takes no ':" + std::string(key) + "'");
+    if (!f.is_scaled()) detail::format_error(text, "a direct cast takes no ':" + quoted_text(key).substr(1));
     if (key == "scale") {
       if (!detail::parse_element(value, f.scale))
-        detail::format_error(text, "scale '" + std::string(value) + "' is not an element format");
+        detail::format_error(text, "scale " + quoted_text(value) + " is not an element format");
       if (!rule_given) f.rule = Format::default_rule(f.scale);
     } else if (key == "rule") {
       rule_given = true;
@@ -288,9 +303,33 @@ inline Format parse_format(std::string_view text) {
       if (a < 0) detail::format_error(text, "axis must be an integer");
       f.axis = int(negative ? -a : a);
     } else {
-      detail::format_error(text, "unknown key '" + std::string(key) + "' (keys: scale, rule, axis)");
+      detail::format_error(text, "unknown key " + quoted_text(key) + " (keys: scale, rule, axis)");
     }
   }
+}
+
+}  // namespace detail
+
+// Parses a format name; throws FormatError naming the problem and listing the valid names.
+// A name is a named format or ELEMENT[@GRANULARITY], either followed by ':key=value' options
+// (docs/formats.md): "mxfp4:axis=0" is MXFP4 with its blocks along axis 0.
+inline Format parse_format(std::string_view text) {
+  for (const auto& n : named_formats())
+    if (text == n.name) return n.format;
+  std::string_view rest = text;
+  const auto colon = rest.find(':');
+  std::string_view head = rest.substr(0, colon);
+  rest = colon == std::string_view::npos ? std::string_view{} : rest.substr(colon + 1);
+  Format f;
+  const NamedFormat* named = nullptr;
+  for (const auto& n : named_formats())
+    if (head == n.name) named = &n;
+  if (named) {
+    f = named->format;
+  } else {
+    f = detail::parse_format_head(text, head);
+  }
+  detail::parse_format_options(text, rest, f);
   const std::string why = f.invalid_reason();
   if (!why.empty()) detail::format_error(text, why);
   return f;

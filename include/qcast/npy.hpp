@@ -7,13 +7,16 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
+#include <new>
+#include <ostream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "qcast/cast.hpp"
 #include "qcast/detail/atomic_file.hpp"
+#include "qcast/sizes.hpp"
 
 namespace qcast {
 
@@ -26,11 +29,7 @@ struct NpyArray {
   Shape shape;
   std::vector<std::uint8_t> data;  // little-endian payload, prod(shape) * element size bytes
 
-  std::int64_t elements() const {
-    std::int64_t n = 1;
-    for (auto d : shape) n *= d;
-    return n;
-  }
+  std::int64_t elements() const { return checked_elements(shape, "npy array"); }
   // The values widened to binary32.
   std::vector<float> to_float() const {
     std::vector<float> v(static_cast<std::size_t>(elements()));
@@ -51,97 +50,215 @@ namespace detail {
   throw NpyError(path + ": " + why);
 }
 
-// Value of key in the header dict ('descr': '<f4', ...): the text after "'key':".
-inline std::string npy_header_value(const std::string& header, const std::string& key, const std::string& path) {
-  const auto k = header.find("'" + key + "'");
-  if (k == std::string::npos) npy_fail(path, "not a valid .npy file (header has no '" + key + "')");
-  auto p = header.find(':', k);
-  if (p == std::string::npos) npy_fail(path, "not a valid .npy file (malformed header)");
-  ++p;
-  while (p < header.size() && header[p] == ' ') ++p;
-  return header.substr(p);
+// Text of the input for an error message: at most 40 characters, printable ASCII, others as '?'.
+inline std::string npy_quote(std::string_view s) {
+  std::string q;
+  for (std::size_t i = 0; i < s.size() && i < 40; ++i) q += (s[i] >= 32 && s[i] < 127) ? s[i] : '?';
+  if (s.size() > 40) q += "...";
+  return "'" + q + "'";
 }
+
+// The header dict of NEP 1 / numpy.lib.format: a Python literal {'descr': STR, 'fortran_order':
+// BOOL, 'shape': TUPLE} (keys in any order, each exactly once, an optional trailing comma), then
+// only whitespace to the header's end. The shape is a tuple of non-negative decimal integers:
+// "()", "(4,)", "(4, 64)" - as ast.literal_eval reads it, so "(4 64)", "(4, 64abc)" or "(4)" (an
+// int, not a tuple) are errors rather than something else.
+class NpyHeaderParser {
+ public:
+  NpyHeaderParser(std::string_view text, const std::string& path) : s_(text), path_(path) {}
+
+  void parse(std::string& descr, bool& fortran_order, Shape& shape) {
+    bool have_descr = false, have_order = false, have_shape = false;
+    expect('{');
+    while (true) {
+      space();
+      if (peek() == '}') break;
+      const std::string key = string_literal("a key");
+      space();
+      expect(':');
+      space();
+      if (key == "descr") {
+        if (have_descr) fail("'descr' appears twice");
+        descr = string_literal("the value of 'descr'");
+        have_descr = true;
+      } else if (key == "fortran_order") {
+        if (have_order) fail("'fortran_order' appears twice");
+        fortran_order = boolean();
+        have_order = true;
+      } else if (key == "shape") {
+        if (have_shape) fail("'shape' appears twice");
+        shape = tuple();
+        have_shape = true;
+      } else {
+        fail("unknown key " + npy_quote(key) + " (a .npy header has 'descr', 'fortran_order' and 'shape')");
+      }
+      space();
+      if (peek() == ',') {
+        ++i_;
+        continue;
+      }
+      if (peek() != '}') fail("expected ',' or '}' at " + rest());
+    }
+    ++i_;
+    space();
+    if (i_ != s_.size()) fail("unexpected text after the header dict: " + rest());
+    if (!have_descr || !have_order || !have_shape)
+      fail(std::string("the header has no '") + (!have_descr ? "descr" : !have_order ? "fortran_order" : "shape") + "'");
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& why) const { npy_fail(path_, "malformed .npy header: " + why); }
+  char peek() const { return i_ < s_.size() ? s_[i_] : '\0'; }
+  std::string rest() const { return i_ < s_.size() ? npy_quote(s_.substr(i_)) : "the end of the header"; }
+  void space() {
+    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\n' || s_[i_] == '\r')) ++i_;
+  }
+  void expect(char c) {
+    if (peek() != c) fail(std::string("expected '") + c + "' at " + rest());
+    ++i_;
+  }
+  std::string string_literal(const char* what) {
+    const char q = peek();
+    if (q != '\'' && q != '"') fail(std::string("expected ") + what + " (a quoted string) at " + rest());
+    const auto close = s_.find(q, i_ + 1);
+    if (close == std::string_view::npos) fail(std::string("unterminated string in ") + what);
+    const std::string v(s_.substr(i_ + 1, close - i_ - 1));
+    if (v.find('\\') != std::string::npos) fail(std::string("escapes are not supported in ") + what);
+    i_ = close + 1;
+    return v;
+  }
+  bool boolean() {
+    if (s_.substr(i_, 4) == "True") return i_ += 4, true;
+    if (s_.substr(i_, 5) == "False") return i_ += 5, false;
+    fail("'fortran_order' must be True or False, got " + rest());
+  }
+  std::int64_t dimension() {
+    const std::size_t b = i_;
+    while (i_ < s_.size() && s_[i_] >= '0' && s_[i_] <= '9') ++i_;
+    const std::string_view digits = s_.substr(b, i_ - b);
+    if (digits.empty()) fail("a shape entry must be a non-negative integer, got " + rest());
+    if (digits.size() > 1 && digits[0] == '0') fail("a shape entry has a leading zero: " + npy_quote(digits));
+    if (digits.size() > 18) fail("shape entry " + npy_quote(digits) + " is too large");
+    std::int64_t d = 0;
+    for (char c : digits) d = d * 10 + (c - '0');
+    return d;
+  }
+  Shape tuple() {
+    expect('(');
+    Shape shape;
+    bool trailing_comma = false;
+    while (true) {
+      space();
+      if (peek() == ')') break;
+      shape.push_back(dimension());
+      space();
+      trailing_comma = peek() == ',';
+      if (trailing_comma) {
+        ++i_;
+        continue;
+      }
+      if (peek() != ')') fail("expected ',' or ')' in the shape at " + rest());
+    }
+    ++i_;
+    if (shape.size() == 1 && !trailing_comma) fail("the shape (" + std::to_string(shape[0]) + ") is an integer, not a tuple; a one-dimensional shape is written (N,)");
+    if (shape.size() > 32) fail("the shape has " + std::to_string(shape.size()) + " dimensions (NumPy allows 32)");
+    return shape;
+  }
+
+  std::string_view s_;
+  std::size_t i_ = 0;
+  const std::string& path_;
+};
 
 }  // namespace detail
 
-inline NpyArray read_npy(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) detail::npy_fail(path, "cannot open for reading");
-  char magic[8];
-  if (!f.read(magic, 8) || std::string(magic, 6) != "\x93NUMPY")
+// Parses a whole .npy file held in `file` (moved from: the payload keeps its buffer). `path` names
+// it in errors. The header must follow its grammar exactly and the payload must be exactly as long
+// as the shape says: a shorter one is truncated, a longer one means a wrong shape.
+inline NpyArray parse_npy(std::vector<std::uint8_t>&& file, const std::string& path) {
+  if (file.size() < 8 || std::memcmp(file.data(), "\x93NUMPY", 6) != 0)
     detail::npy_fail(path, "not a .npy file (bad magic bytes)");
-  const int major = static_cast<unsigned char>(magic[6]);
+  const int major = file[6];
+  std::size_t at = 8;
   std::uint32_t header_len = 0;
-  unsigned char len_bytes[4] = {0, 0, 0, 0};
   if (major == 1) {
-    if (!f.read(reinterpret_cast<char*>(len_bytes), 2)) detail::npy_fail(path, "truncated header");
-    header_len = len_bytes[0] | (len_bytes[1] << 8);
+    if (file.size() < at + 2) detail::npy_fail(path, "truncated header");
+    header_len = file[at] | (file[at + 1] << 8);
+    at += 2;
   } else if (major == 2 || major == 3) {
-    if (!f.read(reinterpret_cast<char*>(len_bytes), 4)) detail::npy_fail(path, "truncated header");
-    header_len = len_bytes[0] | (len_bytes[1] << 8) | (len_bytes[2] << 16) | (std::uint32_t(len_bytes[3]) << 24);
+    if (file.size() < at + 4) detail::npy_fail(path, "truncated header");
+    header_len = file[at] | (file[at + 1] << 8) | (file[at + 2] << 16) | (std::uint32_t(file[at + 3]) << 24);
+    at += 4;
   } else {
-    detail::npy_fail(path, "unsupported .npy version " + std::to_string(major));
+    detail::npy_fail(path, "unsupported .npy version " + std::to_string(major) + " (valid: 1, 2, 3)");
   }
-  if (header_len > (1u << 24)) detail::npy_fail(path, "header length " + std::to_string(header_len) + " is implausible");
-  std::string header(header_len, '\0');
-  if (!f.read(header.data(), header_len)) detail::npy_fail(path, "truncated header");
+  if (header_len > file.size() - at)
+    detail::npy_fail(path, "truncated header: it claims " + std::to_string(header_len) + " bytes, the file holds " +
+                               std::to_string(file.size() - at) + " after the preamble");
+  const std::string_view header(reinterpret_cast<const char*>(file.data() + at), header_len);
+  at += header_len;
 
   NpyArray a;
-  const std::string descr = detail::npy_header_value(header, "descr", path);
-  if (descr.rfind("'<f4'", 0) == 0) a.dtype = DType::f32;
-  else if (descr.rfind("'<f2'", 0) == 0) a.dtype = DType::f16;
-  else {
-    const auto end = descr.find('\'', 1);
-    detail::npy_fail(path, "dtype " + descr.substr(0, end == std::string::npos ? 8 : end + 1) +
-                               " is not supported (valid: '<f4' float32, '<f2' float16)");
-  }
-  if (detail::npy_header_value(header, "fortran_order", path).rfind("False", 0) != 0)
-    detail::npy_fail(path, "Fortran-ordered arrays are not supported (save with C order)");
-  const std::string shape_text = detail::npy_header_value(header, "shape", path);
-  if (shape_text.empty() || shape_text[0] != '(') detail::npy_fail(path, "malformed shape in header");
-  const auto close = shape_text.find(')');
-  if (close == std::string::npos) detail::npy_fail(path, "malformed shape in header");
-  std::stringstream dims(shape_text.substr(1, close - 1));
-  std::string item;
-  while (std::getline(dims, item, ',')) {
-    const auto b = item.find_first_not_of(' ');
-    if (b == std::string::npos) continue;
-    try {
-      std::size_t used = 0;
-      const long long d = std::stoll(item.substr(b), &used);
-      if (d < 0) throw std::invalid_argument("negative");
-      a.shape.push_back(d);
-    } catch (const std::exception&) {
-      detail::npy_fail(path, "malformed shape entry '" + item + "'");
-    }
-  }
-  const std::size_t bytes = std::size_t(a.elements()) * (a.dtype == DType::f32 ? 4 : 2);
-  a.data.resize(bytes);
-  if (bytes && !f.read(reinterpret_cast<char*>(a.data.data()), std::streamsize(bytes)))
-    detail::npy_fail(path, "truncated data: header promises " + std::to_string(bytes) + " bytes");
+  std::string descr;
+  bool fortran_order = false;
+  detail::NpyHeaderParser(header, path).parse(descr, fortran_order, a.shape);
+  if (descr == "<f4") a.dtype = DType::f32;
+  else if (descr == "<f2") a.dtype = DType::f16;
+  else
+    detail::npy_fail(path, "dtype " + detail::npy_quote(descr) + " is not supported (valid: '<f4' float32, '<f2' float16)");
+  if (fortran_order) detail::npy_fail(path, "Fortran-ordered arrays are not supported (save with C order)");
+  const std::uint64_t bytes = checked_bytes(checked_elements(a.shape, path), a.dtype == DType::f32 ? 4 : 2, path);
+  const std::uint64_t held = file.size() - at;
+  if (held < bytes)
+    detail::npy_fail(path, "truncated data: the shape " + shape_text(a.shape) + " needs " + std::to_string(bytes) +
+                               " bytes, the file holds " + std::to_string(held));
+  if (held > bytes)
+    detail::npy_fail(path, std::to_string(held - bytes) + " bytes follow the data of shape " + shape_text(a.shape) +
+                               " (is the shape in the header wrong?)");
+  file.erase(file.begin(), file.begin() + std::ptrdiff_t(at));
+  a.data = std::move(file);
   return a;
+}
+
+// Reads a .npy file (format versions 1.0-3.0, C order, '<f4' or '<f2'); every error names the path.
+// Nothing larger than the file itself is allocated, whatever its header claims.
+inline NpyArray read_npy(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) detail::npy_fail(path, "is a folder, not a .npy file");
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  if (!f) detail::npy_fail(path, "cannot open for reading");
+  const std::streamoff size = f.tellg();
+  if (size < 0) detail::npy_fail(path, "cannot tell the file's size");
+  f.seekg(0);
+  std::vector<std::uint8_t> file;
+  try {
+    file.resize(std::size_t(size));
+  } catch (const std::bad_alloc&) {
+    detail::npy_fail(path, "out of memory reading " + std::to_string(size) + " bytes");
+  }
+  if (size && !f.read(reinterpret_cast<char*>(file.data()), size)) detail::npy_fail(path, "read error");
+  return parse_npy(std::move(file), path);
+}
+
+// Writes a float32 array as a version 1.0 .npy to a stream (the caller checks the stream's state).
+inline void write_npy(std::ostream& f, const Shape& shape, const float* values) {
+  const std::int64_t n = checked_elements(shape, "write_npy");
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': " + shape_text(shape) + ", }";
+  const std::size_t unpadded = 10 + header.size() + 1;
+  header.append((64 - unpadded % 64) % 64, ' ');
+  header += '\n';
+  if (header.size() > 65535) throw NpyError("write_npy: the shape " + shape_text(shape) + " does not fit a version 1.0 header");
+  const unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, static_cast<unsigned char>(header.size() & 0xFF),
+                                 static_cast<unsigned char>(header.size() >> 8)};
+  f.write(reinterpret_cast<const char*>(pre), 10);
+  f.write(header.data(), std::streamsize(header.size()));
+  if (n > 0) f.write(reinterpret_cast<const char*>(values), std::streamsize(n * 4));
 }
 
 // Writes float32 values atomically: a temporary file beside `path` is renamed over it.
 inline void write_npy(const std::string& path, const Shape& shape, const float* values) {
-  std::string dims = "(";
-  for (std::size_t i = 0; i < shape.size(); ++i) dims += std::to_string(shape[i]) + (shape.size() == 1 ? "," : i + 1 < shape.size() ? ", " : "");
-  dims += ")";
-  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': " + dims + ", }";
-  const std::size_t unpadded = 10 + header.size() + 1;
-  header.append((64 - unpadded % 64) % 64, ' ');
-  header += '\n';
-  std::int64_t n = 1;
-  for (auto d : shape) n *= d;
-
   try {
-    detail::write_file_atomically(path, path, [&](std::ofstream& f) {
-      const unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, static_cast<unsigned char>(header.size() & 0xFF),
-                                     static_cast<unsigned char>(header.size() >> 8)};
-      f.write(reinterpret_cast<const char*>(pre), 10);
-      f.write(header.data(), std::streamsize(header.size()));
-      if (n > 0) f.write(reinterpret_cast<const char*>(values), std::streamsize(n * 4));
-    });
+    detail::write_file_atomically(path, path, [&](std::ostream& f) { write_npy(f, shape, values); });
   } catch (const std::runtime_error& e) {
     throw NpyError(e.what());
   }

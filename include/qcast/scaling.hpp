@@ -57,9 +57,17 @@ inline CastOptions scale_cast_options() {  // ties to even, saturating, whatever
 
 }  // namespace detail
 
-// s_t of a two-level format: amax_t / (max_elem * max_scale), in binary32 (NVFP4: amax_t / 2688).
+// The smallest s_t of a two-level format with amax_t > 0: 2^-128 = RN(1 / FLT_MAX). The NVFP4
+// recipe's encode scale (max_elem * max_scale) / amax_t is clamped to FLT_MAX, so the decode scale
+// never falls below this; a tensor of values under ~3e-35 would otherwise get a subnormal or zero
+// s_t and, at zero, NaN outputs (docs/formats.md, "NVFP4").
+inline constexpr float min_tensor_scale = 0x1p-128f;
+
+// s_t of a two-level format: amax_t / (max_elem * max_scale), in binary32 (NVFP4: amax_t / 2688),
+// and at least min_tensor_scale where amax_t > 0 (amax_t == 0 gives 0: the tensor passes through).
 inline float tensor_scale_of(const Format& f, float amax_t) {
-  return amax_t / float(f.element.max_value() * f.scale.max_value());
+  const float s_t = amax_t / float(f.element.max_value() * f.scale.max_value());
+  return amax_t > 0.0f && s_t < min_tensor_scale ? min_tensor_scale : s_t;
 }
 
 // The scale of one group. amax is the largest magnitude of its values; nonfinite says whether any
@@ -95,7 +103,9 @@ inline GroupScale group_scale(const Format& f, float amax, bool nonfinite, float
   const float d = f.tensor_scale ? (amax / max_elem) / s_t : amax / max_elem;
   g.code = encode_element(f.scale, d, detail::scale_cast_options());
   g.value = decode_element(f.scale, g.code);
-  if (g.value == 0.0f) g.kind = GroupScale::Kind::zero;
+  // s_b * s_t == 0 (a tiny s_t times a small subnormal scale, e.g. fp16 block scales): the group's
+  // values are below what the format resolves, and x / (s_b * s_t) would be x / 0. They go to zero.
+  if (g.value == 0.0f || (f.tensor_scale && g.value * s_t == 0.0f)) g.kind = GroupScale::Kind::zero;
   if (std::isnan(g.value)) g.kind = GroupScale::Kind::nan;  // 0/0 when s_t underflowed to zero
   return g;
 }

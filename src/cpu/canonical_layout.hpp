@@ -12,6 +12,7 @@
 
 #include "qcast/cast.hpp"
 #include "qcast/format.hpp"
+#include "qcast/sizes.hpp"
 
 namespace qcast::kernels {
 
@@ -24,6 +25,7 @@ struct CanonicalLayout {
 // input (a negative dimension or an axis out of range), which the drivers report in the shape's own
 // terms.
 inline CanonicalLayout canonical_layout(const Shape& shape, const Format& f) {
+  checked_elements(shape, "");  // the kernels' entry point: no product below can overflow
   CanonicalLayout c{shape, f};
   const int rank = int(shape.size());
   if (!f.has_axis() || rank == 0) return c;

@@ -95,9 +95,7 @@ inline ScaleParams scale_params(const Format& f, std::optional<float> tensor_ama
 inline LayoutParams layout_params(const Shape& shape, const Format& f) {
   LayoutParams l;
   l.granularity = f.granularity;
-  std::int64_t n = 1;
-  for (auto d : shape) n *= d;
-  l.elements = n;
+  l.elements = checked_elements(shape, "");
   const detail::GroupLayout layout(shape, f);
   l.groups = layout.groups();
   if (f.has_axis()) {

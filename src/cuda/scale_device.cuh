@@ -107,7 +107,8 @@ QCAST_DEVICE inline DeviceGroupScale group_scale(const ScaleParams& p, float ama
     g.code = encode_general(p.scale, d, 0);
     g.value = decode_general(p.scale, g.code);
   }
-  if (g.value == 0.0f) g.kind = GroupKind::zero;
+  // group_scale: s_b * s_t == 0 sends the group to zero (no x / 0)
+  if (g.value == 0.0f || (p.two_level && g.value * s_t == 0.0f)) g.kind = GroupKind::zero;
   if (isnan(g.value)) g.kind = GroupKind::nan;
   return g;
 }
@@ -122,6 +123,7 @@ QCAST_DEVICE QCAST_FORCEINLINE TensorScale tensor_scale(const ScaleParams& s, co
   if (s.two_level) {
     t.amax_t = s.amax_t_given ? s.given_amax_t : float_of(stats[0]);
     t.s_t = t.amax_t / s.tensor_divisor;
+    if (t.amax_t > 0.0f && t.s_t < 0x1p-128f) t.s_t = 0x1p-128f;  // tensor_scale_of: min_tensor_scale
   }
   return t;
 }

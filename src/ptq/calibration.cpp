@@ -1,11 +1,10 @@
 // Calibration data from torch.save files and .npy folders (engine.hpp: load_calibration).
 #include <ATen/ATen.h>
-#include <torch/csrc/jit/serialization/pickle.h>
+#include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/serialization/import_read.h>
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <stdexcept>
 
 #include "qcast/npy.hpp"
@@ -16,9 +15,33 @@ namespace {
 
 std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 
+// Calibration inputs must be finite: a NaN or Inf would reach the statistics of every layer after
+// it and fail there. Names the file, the input and the first sample that holds one.
+void check_finite(const at::Tensor& t, const std::string& where) {
+  if (!t.is_floating_point() || t.numel() == 0 || at::isfinite(t).all().item<bool>()) return;
+  const at::Tensor bad = at::logical_not(at::isfinite(t.reshape({t.size(0), -1}))).any(1);
+  const std::int64_t sample = bad.nonzero()[0][0].item<std::int64_t>();
+  throw std::invalid_argument(where + ": sample " + std::to_string(sample) +
+                              " holds NaN or Inf (calibration data must be finite)");
+}
+
+std::vector<Batch> load_sources(const std::string& path, std::int64_t batch_size, std::int64_t samples);
+
 }  // namespace
 
 std::vector<Batch> load_calibration(const std::string& path, std::int64_t batch_size, std::int64_t samples) {
+  try {
+    return load_sources(path, batch_size, samples);
+  } catch (const std::bad_alloc&) {
+    throw std::runtime_error(path + ": out of memory reading the calibration data");
+  } catch (const c10::Error& e) {
+    throw std::invalid_argument(path + ": " + first_line(e.what_without_backtrace()));
+  }
+}
+
+namespace {
+
+std::vector<Batch> load_sources(const std::string& path, std::int64_t batch_size, std::int64_t samples) {
   namespace fs = std::filesystem;
   if (batch_size < 1) throw std::invalid_argument("the batch size must be at least 1");
   // Sources: lists of tensors (one per model input) sharing their first dimension.
@@ -34,13 +57,17 @@ std::vector<Batch> load_calibration(const std::string& path, std::int64_t batch_
       if (a.shape.empty()) throw std::invalid_argument(f + ": a calibration array needs a first (sample) dimension");
       const std::vector<float> v = a.to_float();
       sources.push_back({at::from_blob(const_cast<float*>(v.data()), a.shape, at::kFloat).clone()});
+      check_finite(sources.back()[0], f);
     }
   } else if (fs::is_regular_file(path)) {
-    std::ifstream in(path, std::ios::binary);
-    std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     c10::IValue v;
     try {
-      v = torch::jit::pickle_load(bytes);
+      // torch::jit::pickle_load(bytes) would do the same, but its in-memory reader copies what the
+      // zip directory asks for without bounds checks (a corrupt file crashed it under fuzzing);
+      // the file reader clamps every read to the file.
+      caffe2::serialize::PyTorchStreamReader reader(path);
+      v = torch::jit::readArchiveAndTensors("data", /*pickle_prefix=*/"", /*tensor_prefix=*/"", std::nullopt,
+                                            std::nullopt, std::nullopt, reader);
     } catch (const std::exception& e) {
       throw std::invalid_argument(path + ": not a tensor saved by torch.save (" + first_line(e.what()) + ")");
     }
@@ -56,6 +83,8 @@ std::vector<Batch> load_calibration(const std::string& path, std::int64_t batch_
       if (inputs[i].dim() == 0 || inputs[i].size(0) != inputs[0].size(0))
         throw std::invalid_argument(path + ": every tensor needs the same first (sample) dimension");
     }
+    for (std::size_t i = 0; i < inputs.size(); ++i)
+      check_finite(inputs[i], inputs.size() == 1 ? path : path + ", tensor " + std::to_string(i));
     sources.push_back(inputs);
   } else {
     throw std::invalid_argument(path + ": no such file or folder");
@@ -76,5 +105,7 @@ std::vector<Batch> load_calibration(const std::string& path, std::int64_t batch_
   if (batches.empty()) throw std::invalid_argument(path + ": no calibration samples");
   return batches;
 }
+
+}  // namespace
 
 }  // namespace qcast::ptq

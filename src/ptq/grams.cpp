@@ -116,6 +116,12 @@ void Grams::add(const at::Tensor& x, const at::Tensor& xhat, std::int64_t chunk_
   add_token_sums(b, xhat_sum);
   if (same) x_sum.copy_(xhat_sum);  // X == X̂ in every chunk so far: the sums are equal
   else add_token_sums(a, x_sum);
+  // A NaN or Inf input shows in the sums (cheaper than a pass over the inputs), and would otherwise
+  // surface later as a failed Cholesky factorization that names nothing.
+  if (!at::isfinite(x_sum).all().item<bool>() || !at::isfinite(xhat_sum).all().item<bool>())
+    throw std::runtime_error(std::string("the layer's input holds NaN or Inf on the calibration data (in the ") +
+                             (at::isfinite(x_sum).all().item<bool>() ? "quantized" : "float") +
+                             " model; the data is not finite, or the model overflows float32 on it)");
   // Each sample's tokens go to the half of its index over the whole calibration set, so the halves
   // are the same whatever the batch size.
   if (chunk_samples < 1 || chunk_tokens % chunk_samples != 0) chunk_samples = 1;

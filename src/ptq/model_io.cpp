@@ -5,33 +5,71 @@
 
 #include "qcast/detail/atomic_file.hpp"
 #include "qcast/ptq/engine.hpp"
+#include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/serialization/import.h>
+
+#include <sstream>
 
 namespace qcast::ptq {
 namespace {
 
 std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 
-}  // namespace
-
-torch::jit::Module load_model(const std::string& path) {
-  if (!std::filesystem::is_regular_file(path)) throw std::invalid_argument(path + ": no such file");
+// What a file that torch::jit::load rejects is, for the error message: TorchScript archives hold
+// constants.pkl and code/; torch.save archives (a state_dict, a tensor, a pickled nn.Module) hold
+// data.pkl alone.
+std::string what_the_file_is(const std::string& path) {
   try {
-    return torch::jit::load(path);
-  } catch (const std::exception& e) {
-    throw std::invalid_argument(path + ": not a TorchScript model (" + first_line(e.what()) + ")");
+    caffe2::serialize::PyTorchStreamReader reader(path);
+    bool code = false, data = false;
+    for (const std::string& r : reader.getAllRecords()) {
+      code = code || r == "constants.pkl" || r.rfind("code/", 0) == 0;
+      data = data || r == "data.pkl";
+    }
+    if (data && !code)
+      return "a file saved by torch.save (a state_dict, a tensor or a pickled module), not a TorchScript model; "
+             "save the model with torch.jit.save(torch.jit.script(model), path) or torch.jit.trace";
+    return "a zip archive that is not a loadable TorchScript model";
+  } catch (const std::exception&) {
+    return "not a TorchScript model: not a readable zip archive (corrupt, truncated or another kind of file)";
   }
 }
 
-void save_model(const torch::jit::Module& model, const std::string& path, const std::string& protect) {
-  namespace fs = std::filesystem;
+}  // namespace
+
+torch::jit::Module load_model(const std::string& path) {
   std::error_code ec;
-  if (!protect.empty() && fs::exists(path) && fs::equivalent(path, protect, ec))
-    throw std::invalid_argument(path + ": refusing to write the output over the input model");
+  if (std::filesystem::is_directory(path, ec)) throw std::invalid_argument(path + ": is a folder, not a model file");
+  if (!std::filesystem::is_regular_file(path, ec)) throw std::invalid_argument(path + ": no such file");
   try {
-    qcast::detail::write_file_atomically(path, path, [&](std::ofstream& f) { model.save(f); });
+    return torch::jit::load(path);
   } catch (const std::exception& e) {
-    throw std::runtime_error(path + ": cannot write the model (" + first_line(e.what()) + ")");
+    const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+    const std::string why = first_line(c10_error ? c10_error->what_without_backtrace() : e.what());
+    const std::string what = what_the_file_is(path);
+    // LibTorch's reason is added where it helps; for a torch.save file it says "corrupted", which misleads.
+    throw std::invalid_argument(path + ": " + what + (what.rfind("a file saved by", 0) == 0 ? "" : " (" + why + ")"));
+  }
+}
+
+void save_model(const torch::jit::Module& model, std::ostream& out) {
+  // Serialized in memory first: LibTorch's archive writer fails badly on a stream that stops
+  // accepting bytes (disk full), and the caller's stream then gets the whole archive or nothing.
+  std::ostringstream archive;
+  model.save(archive);
+  const std::string bytes = std::move(archive).str();
+  out.write(bytes.data(), std::streamsize(bytes.size()));
+}
+
+void save_model(const torch::jit::Module& model, const std::string& path, const std::string& protect) {
+  try {
+    qcast::detail::OutputSet out({{"", path}}, {protect});
+    out.write(0, [&](std::ostream& f) { save_model(model, f); });
+    out.commit();
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string(e.what()) + " (refusing to write the output over the input model)");
+  } catch (const c10::Error& e) {
+    throw std::runtime_error(path + ": cannot write the model (" + first_line(e.what_without_backtrace()) + ")");
   }
 }
 

@@ -102,3 +102,32 @@ TEST_CASE("effective bits count the scales") {
   CHECK(qcast::parse_format("int4@g128").bits_per_element() == 4.25);
   CHECK(qcast::parse_format("fp8_e4m3").bits_per_element() == 8);
 }
+
+TEST_CASE("named formats take the generic keys; long names are cut in messages; counts have one spelling") {
+  qcast::Format f = qcast::parse_format("mxfp4:axis=0");
+  qcast::Format want = qcast::parse_format("mxfp4");
+  want.axis = 0;
+  CHECK(f == want);
+  CHECK(qcast::parse_format(qcast::format_name(f)) == f);
+  CHECK(qcast::parse_format("nvfp4:axis=-2").axis == -2);
+  CHECK_THROWS_WITH(qcast::parse_format("mxfp4:axis=q"), Catch::Contains("axis must be an integer"));
+  CHECK_THROWS_WITH(qcast::parse_format("fp8_e4m3:axis=0"), Catch::Contains("a direct cast takes no"));
+  // A 100,000-character name: quoted up to 64 characters, its length given.
+  const std::string long_name(100000, 'x');
+  try {
+    qcast::parse_format(long_name);
+    FAIL("accepted");
+  } catch (const qcast::FormatError& e) {
+    const std::string m = e.what();
+    CHECK(m.size() < 2048);
+    CHECK(m.find("100000 characters") != std::string::npos);
+  }
+  // Leading zeros would give one format two names ("int4@g032", "ue04m3").
+  CHECK_THROWS(qcast::parse_format("int4@g032"));
+  CHECK_THROWS(qcast::parse_format("fp4_e2m1@g16:scale=ue04m3"));
+  // ue4m3 with IEEE specials is not the named ue4m3 (no NaN-only encoding): its name spells the
+  // bias out so that it parses back to itself (found by the format_name fuzz target).
+  const qcast::Format ieee = qcast::parse_format("fp4_e2m1@g15:scale=ue4m3b7");
+  CHECK(ieee.scale != qcast::parse_format("fp4_e2m1@g15:scale=ue4m3").scale);
+  CHECK(qcast::parse_format(qcast::format_name(ieee)) == ieee);
+}

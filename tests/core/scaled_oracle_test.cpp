@@ -95,6 +95,24 @@ TEST_CASE("NVFP4 matches the oracle") {
   compare("nvfp4", 1, 32, tiny, oracle::nvfp4(tiny, 1, 32));
 }
 
+TEST_CASE("NVFP4 of a vanishing tensor is finite and matches the oracle (s_t >= 2^-128)") {
+  // amax_t down to the smallest subnormal: amax_t / 2688 is subnormal or 0 in binary32; the recipe
+  // clamps the encode scale to FLT_MAX, so s_t is at least 2^-128, and no output is NaN.
+  const float tiny = std::numeric_limits<float>::denorm_min();
+  for (const float amax : {tiny, tiny * 3.0f, 4.2e-45f, tiny * 1000.0f, 1e-40f, 1e-38f, 3e-35f, 1e-34f}) {
+    std::vector<float> x(64);
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = amax * float(int(i % 7) - 3) / 3.0f;  // 0, ±amax/3, ±amax
+    x[5] = -0.0f;
+    INFO("amax " << amax);
+    const auto expected = oracle::nvfp4(x, 2, 32);
+    for (float v : expected) CHECK(!std::isnan(v));
+    compare("nvfp4", 2, 32, x, expected);
+    qcast::CastOptions o;  // the same amax given as a calibrated tensor amax
+    o.tensor_amax = amax;
+    compare("nvfp4", 2, 32, x, oracle::nvfp4(x, 2, 32, amax), o);
+  }
+}
+
 TEST_CASE("NVFP4 with a given (static) tensor amax matches the oracle") {
   // amax_t from calibration rather than from the tensor: below the tensor's own, block scales
   // saturate at 448 and elements at 6; above it, small blocks' scales round to 0.

@@ -160,7 +160,10 @@ std::vector<float> nvfp4(const std::vector<float>& x, int rows, int cols, float 
   if (!(given_amax_t > 0.0f))
     for (float v : x)
       if (std::isfinite(v)) amax_t = std::max(amax_t, std::fabs(v));
-  const float s_t = amax_t / 2688.0f;
+  // NVFP4 recipe: the encode scale 2688 / amax_t is clamped to FLT_MAX, so the decode scale is
+  // at least 1 / FLT_MAX, which binary32 rounds to 2^-128.
+  float s_t = amax_t / 2688.0f;
+  if (amax_t > 0.0f) s_t = std::max(s_t, float(1.0 / double(std::numeric_limits<float>::max())));
   std::vector<float> out(x.size());
   for (int r = 0; r < rows; ++r)
     for (int b = 0; b < cols; b += 16) {

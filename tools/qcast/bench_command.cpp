@@ -27,9 +27,12 @@
 #include "qcast/cast.hpp"
 #include "qcast/format_names.hpp"
 #include "qcast/kernels.hpp"
+#include "qcast/sizes.hpp"
 
 namespace qcast_cli {
 namespace {
+
+constexpr int kMaxThreads = 1024;
 
 const char* kHelp =
     "usage: qcast bench [--formats a,b,...] [--elements N | --shape D0,D1,...] [--threads T] [--repeats R]\n"
@@ -49,7 +52,7 @@ const char* kHelp =
     "  --shape LIST    the tensor's shape instead (CPU), e.g. 64,256,4096 for per-channel formats along a\n"
     "                  middle axis (int8@channel:axis=1); ATen baselines only for 2-D shapes, the scalar\n"
     "                  reference on the leading slices up to 4M elements\n"
-    "  --threads T     threads for qcast and ATen (default: all cores)\n"
+    "  --threads T     threads for qcast and ATen (default: all cores; at most 1024)\n"
     "  --repeats R     timed runs per figure (default 5)\n"
     "  --device D      cpu (default) or cuda (the current GPU: GB/s against a device-to-device copy of\n"
     "                  the same bytes and the ATen ops on the GPU; no scalar figure)\n"
@@ -168,27 +171,20 @@ int bench_command(const std::vector<std::string>& args) {
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     auto value = [&]() -> const std::string& { return option_value(args, i); };
-    auto integer = [&](const std::string& v) {
-      try {
-        std::size_t used = 0;
-        const long long n = std::stoll(v, &used);
-        if (used == v.size() && n > 0) return n;
-      } catch (const std::exception&) {
-      }
-      throw UsageError{a + " needs a positive integer, got '" + v + "'"};
-    };
+    // Bounds: --threads at most kMaxThreads (a bench thread each), sizes at most 2^40 elements.
+    auto integer = [&](const std::string& v, long long hi) { return parse_integer(a, v, 1, hi); };
     if (a == "--help" || a == "-h") {
       std::fputs(kHelp, stdout);
       return 0;
     } else if (a == "--formats") names = split(value());
-    else if (a == "--elements") elements = integer(value());
+    else if (a == "--elements") elements = integer(value(), std::int64_t(1) << 40);
     else if (a == "--shape") {
       shape.clear();
-      for (const auto& d : split(value())) shape.push_back(integer(d));
+      for (const auto& d : split(value())) shape.push_back(integer(d, std::int64_t(1) << 40));
       if (shape.empty()) throw UsageError{"--shape needs at least one dimension, e.g. 64,256,4096"};
     }
-    else if (a == "--threads") threads = int(integer(value()));
-    else if (a == "--repeats") repeats = int(integer(value()));
+    else if (a == "--threads") threads = int(integer(value(), kMaxThreads));
+    else if (a == "--repeats") repeats = int(integer(value(), 1000));
     else if (a == "--json") json = true;
     else if (a == "--static-tensor-amax") static_tensor_amax = true;
     else if (a == "--dtype") {
@@ -196,21 +192,21 @@ int bench_command(const std::vector<std::string>& args) {
       if (d == "f32") dtype = qcast::DType::f32;
       else if (d == "bf16") dtype = qcast::DType::bf16;
       else if (d == "f16") dtype = qcast::DType::f16;
-      else throw UsageError{"--dtype must be f32, bf16 or f16, got '" + d + "'"};
+      else throw UsageError{"--dtype must be f32, bf16 or f16, got " + shown(d)};
     }
     else if (a == "--op") {
       op = value();
       if (op != "cast" && op != "encode" && op != "decode")
-        throw UsageError{"--op must be cast, encode or decode, got '" + op + "'"};
+        throw UsageError{"--op must be cast, encode or decode, got " + shown(op)};
     }
     else if (a == "--device") {
       const std::string d = value();
-      if (d != "cpu" && d != "cuda") throw UsageError{"--device must be cpu or cuda, got '" + d + "'"};
+      if (d != "cpu" && d != "cuda") throw UsageError{"--device must be cpu or cuda, got " + shown(d)};
 #ifndef QCAST_CLI_CUDA
       if (d == "cuda") throw UsageError{"--device cuda: this qcast was built without the CUDA kernels (valid: cpu)"};
 #endif
       cuda = d == "cuda";
-    } else throw UsageError{"unknown option '" + a + "'"};
+    } else throw UsageError{"unknown option " + shown(a)};
   }
   if (dtype != qcast::DType::f32 && cuda) throw UsageError{"--dtype bf16 and f16 are measured on the CPU only"};
   if (!shape.empty() && cuda) throw UsageError{"--shape is measured on the CPU only (--device cuda takes --elements)"};
@@ -228,8 +224,12 @@ int bench_command(const std::vector<std::string>& args) {
   };
 
   if (shape.empty()) shape = {std::max<std::int64_t>(1, elements / 4096), 4096};
-  elements = 1;
-  for (auto d : shape) elements *= d;
+  try {
+    elements = qcast::checked_elements(shape, "--shape");
+  } catch (const qcast::SizeError& e) {
+    throw UsageError{e.what()};
+  }
+  if (elements > (std::int64_t(1) << 40)) throw UsageError{"--shape: at most 2^40 elements"};
   const std::int64_t cols = shape.back(), rows = elements / cols;
   // The ATen compositions see the tensor as rows x cols, as the format's axis does only in 2-D.
   [[maybe_unused]] const bool aten_shape = shape.size() == 2;

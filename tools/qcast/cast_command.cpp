@@ -1,12 +1,12 @@
 // qcast cast: fake quantization of a .npy file.
 #include <cstdio>
-#include <filesystem>
 #include <optional>
 #include <stdexcept>
 #include <string>
 
 #include "commands.hpp"
 #include "qcast/cast.hpp"
+#include "qcast/detail/atomic_file.hpp"
 #include "qcast/kernels.hpp"
 #include "qcast/npy.hpp"
 
@@ -53,7 +53,7 @@ int cast_command(const std::vector<std::string>& args) {
     else if (a == "--tensor-amax") tensor_amax_text = value();
     else if (a == "--no-saturate") saturate = false;
     else if (a == "--saturate") saturate = true;
-    else if (a.size() > 1 && a[0] == '-' && a != "-") throw UsageError{"unknown option '" + a + "'"};
+    else if (a.size() > 1 && a[0] == '-' && a != "-") throw UsageError{"unknown option " + shown(a)};
     else files.push_back(a);
   }
   if (format_text.empty()) throw UsageError{"--format is required"};
@@ -62,18 +62,18 @@ int cast_command(const std::vector<std::string>& args) {
   qcast::Format format = qcast::parse_format(format_text);
   if (!axis_text.empty()) {
     if (!format.has_axis())
-      throw UsageError{"--axis applies to channel and block formats; " + format_text + " has no axis"};
-    format.axis = int(parse_integer("--axis", axis_text));
+      throw UsageError{"--axis applies to channel and block formats; " + shown(format_text) + " has no axis"};
+    format.axis = int(parse_integer("--axis", axis_text, -64, 63));
   }
   qcast::CastOptions options;
   if (round == "even") options.rounding = qcast::Rounding::nearest_even;
   else if (round == "away") options.rounding = qcast::Rounding::nearest_away;
   else if (round == "zero") options.rounding = qcast::Rounding::toward_zero;
   else if (round == "stochastic") options.rounding = qcast::Rounding::stochastic;
-  else throw UsageError{"--round must be even, away, zero or stochastic, got '" + round + "'"};
+  else throw UsageError{"--round must be even, away, zero or stochastic, got " + shown(round)};
   if (!seed_text.empty()) {
     if (options.rounding != qcast::Rounding::stochastic) throw UsageError{"--seed only applies to --round stochastic"};
-    options.seed = static_cast<std::uint64_t>(parse_integer("--seed", seed_text));
+    options.seed = static_cast<std::uint64_t>(parse_integer("--seed", seed_text, 0, LLONG_MAX));
   }
   options.saturate = saturate;
   if (!tensor_amax_text.empty()) options.tensor_amax = parse_number("--tensor-amax", tensor_amax_text);
@@ -85,14 +85,18 @@ int cast_command(const std::vector<std::string>& args) {
 
   const std::string& in_path = files[0];
   const std::string& out_path = files[1];
-  std::error_code ec;
-  if (std::filesystem::exists(out_path, ec) && std::filesystem::equivalent(in_path, out_path, ec))
-    throw UsageError{"the output " + out_path + " is the input; choose another output path"};
+  std::optional<qcast::detail::OutputSet> output;  // checked, with its temporary file, before reading
+  try {
+    output.emplace(std::vector<qcast::detail::OutputSet::Output>{{"OUT.npy", out_path}}, std::vector<std::string>{in_path});
+  } catch (const std::invalid_argument& e) {
+    throw UsageError{e.what()};
+  }
 
   const qcast::NpyArray in = qcast::read_npy(in_path);
   std::vector<float> values = in.to_float();
   qcast::kernels::cast(values.data(), values.data(), in.shape, format, options);
-  qcast::write_npy(out_path, in.shape, values.data());
+  output->write(0, [&](std::ostream& f) { qcast::write_npy(f, in.shape, values.data()); });
+  output->commit();
   return 0;
 }
 

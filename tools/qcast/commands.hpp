@@ -1,8 +1,14 @@
 // Subcommands of the qcast tool. Each returns the process exit code.
 #pragma once
+#include <cerrno>
+#include <climits>
+#include <cmath>
+#include <cstdlib>
 #include <exception>
 #include <string>
 #include <vector>
+
+#include "qcast/format_names.hpp"
 
 namespace qcast_cli {
 
@@ -16,25 +22,37 @@ inline const std::string& option_value(const std::vector<std::string>& args, std
   return args[++i];
 }
 
-inline long long parse_integer(const std::string& flag, const std::string& v) {
-  try {
-    std::size_t used = 0;
-    const long long n = std::stoll(v, &used);
-    if (used == v.size()) return n;
-  } catch (const std::exception&) {
+// Text from the command line for a message: quoted, at most 64 characters.
+inline std::string shown(const std::string& v) { return qcast::detail::quoted_text(v); }
+
+// An integer in [lo, hi], written as decimal digits with an optional leading '-' and nothing else
+// (no spaces, '+', hexadecimal or trailing text); a UsageError quoting the value otherwise.
+inline long long parse_integer(const std::string& flag, const std::string& v, long long lo, long long hi) {
+  const std::size_t first = !v.empty() && v[0] == '-' ? 1 : 0;
+  bool ok = v.size() > first && v.size() <= 20;
+  for (std::size_t i = first; ok && i < v.size(); ++i) ok = v[i] >= '0' && v[i] <= '9';
+  long long n = 0;
+  if (ok) {
+    errno = 0;
+    n = std::strtoll(v.c_str(), nullptr, 10);
+    ok = errno == 0;
   }
-  throw UsageError{flag + " needs an integer, got '" + v + "'"};
+  if (!ok || n < lo || n > hi)
+    throw UsageError{flag + " needs an integer from " + std::to_string(lo) + " to " + std::to_string(hi) + ", got " +
+                     shown(v)};
+  return n;
 }
 
-// A finite number, as std::stof reads it (decimal or hexadecimal floating point).
+// A finite number in decimal or hexadecimal floating-point notation ("0.5", "1e-3", "0x1p-7"), the
+// whole value and nothing else; a UsageError quoting the value otherwise.
 inline float parse_number(const std::string& flag, const std::string& v) {
-  try {
-    std::size_t used = 0;
-    const float x = std::stof(v, &used);
-    if (used == v.size()) return x;
-  } catch (const std::exception&) {
+  const bool starts_well = !v.empty() && (v[0] == '-' || v[0] == '.' || (v[0] >= '0' && v[0] <= '9'));
+  if (starts_well) {
+    char* end = nullptr;
+    const float x = std::strtof(v.c_str(), &end);  // overflow gives ±Inf (rejected), underflow 0 or a subnormal
+    if (*end == '\0' && std::isfinite(x)) return x;
   }
-  throw UsageError{flag + " needs a number, got '" + v + "'"};
+  throw UsageError{flag + " needs a finite number, got " + shown(v)};
 }
 
 int formats_command(const std::vector<std::string>& args);

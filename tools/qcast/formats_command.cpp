@@ -53,7 +53,7 @@ int formats_command(const std::vector<std::string>& args) {
       std::fputs(kHelp, stdout);
       return 0;
     }
-    throw UsageError{"unexpected argument '" + a + "'"};
+    throw UsageError{"unexpected argument " + shown(a)};
   }
   std::printf("%-14s %4s %6s %10s %10s %10s  %-18s %s\n", "format", "bits", "eff.", "max", "min normal", "min subn.",
               "specials", "scaling");

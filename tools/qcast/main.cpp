@@ -1,6 +1,7 @@
 // qcast: number-format emulation from the command line.
 #include <cstdio>
 #include <exception>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -41,12 +42,15 @@ int main(int argc, char** argv) {
       return 2;
     }
 #endif
-    std::fprintf(stderr, "qcast: unknown command '%s' (valid: formats, cast, bench, quantize)\n\n%s", command.c_str(),
-                 kUsage);
+    std::fprintf(stderr, "qcast: unknown command %s (valid: formats, cast, bench, quantize)\n\n%s",
+                 qcast_cli::shown(command).c_str(), kUsage);
     return 2;
   } catch (const qcast_cli::UsageError& e) {
     std::fprintf(stderr, "qcast %s: %s\n(see 'qcast %s --help')\n", command.c_str(), e.message.c_str(), command.c_str());
     return 2;
+  } catch (const std::bad_alloc&) {  // the readers name their file; this is whatever else ran out
+    std::fprintf(stderr, "qcast %s: error: out of memory\n", command.c_str());
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "qcast %s: error: %s\n", command.c_str(), e.what());
     return 1;

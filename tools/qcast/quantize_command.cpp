@@ -5,7 +5,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
-#include <filesystem>
+#include <optional>
 #include <string>
 
 #include "commands.hpp"
@@ -94,10 +94,6 @@ const ptq::MethodOption* method_option(const std::string& flag) {
   return nullptr;
 }
 
-void write_text(const std::string& path, const std::string& text) {
-  qcast::detail::write_file_atomically(path, path, [&](std::ofstream& f) { f << text; });
-}
-
 std::string duration(double s) {
   char b[32];
   if (s < 120) std::snprintf(b, sizeof b, "%.0fs", s);
@@ -108,10 +104,7 @@ std::string duration(double s) {
 std::atomic<int> stop_signal{0};
 extern "C" void on_stop_signal(int sig) { stop_signal = sig; }
 
-}  // namespace
-
-int quantize_command(const std::vector<std::string>& args) {
-  namespace fs = std::filesystem;
+int run_quantize(const std::vector<std::string>& args) {
   std::string model_path, format_text, calib, out, export_path, report_path;
   long long samples = -1, batch_size = 16;
   bool list = false, quiet = false;
@@ -125,16 +118,16 @@ int quantize_command(const std::vector<std::string>& args) {
     } else if (a == "--format") format_text = value();
     else if (a == "--method") options.method = value();
     else if (a == "--calib") calib = value();
-    else if (a == "--samples") samples = parse_integer(a, value());
-    else if (a == "--batch-size") batch_size = parse_integer(a, value());
+    else if (a == "--samples") samples = parse_integer(a, value(), 1, std::int64_t(1) << 40);
+    else if (a == "--batch-size") batch_size = parse_integer(a, value(), 1, std::int64_t(1) << 20);
     else if (a == "--exclude") options.exclude.push_back(value());
     else if (a == "--layer-format") {
       const std::string v = value();
       const auto eq = v.find('=');
-      if (eq == std::string::npos || eq == 0) throw UsageError{"--layer-format needs PATTERN=FORMAT, got '" + v + "'"};
+      if (eq == std::string::npos || eq == 0) throw UsageError{"--layer-format needs PATTERN=FORMAT, got " + shown(v)};
       options.layer_formats.push_back({v.substr(0, eq), qcast::parse_format(v.substr(eq + 1))});
     } else if (a == "--device") options.device = value();
-    else if (a == "--cache-mb") options.cache_mb = parse_integer(a, value());
+    else if (a == "--cache-mb") options.cache_mb = parse_integer(a, value(), 0, std::int64_t(1) << 30);
     else if (a == "--spill-dir") options.spill_dir = value();
     else if (a == "--threaded-forward") options.threaded_forward = true;
     else if (a == "--bias-correction") options.bias_correction = true;
@@ -145,9 +138,9 @@ int quantize_command(const std::vector<std::string>& args) {
     else if (a == "--quiet") quiet = true;
     else if (const ptq::MethodOption* mo = method_option(a)) {
       options.method_options[mo->name] = mo->kind == ptq::MethodOption::Kind::flag ? "true" : value();
-    } else if (a.size() > 1 && a[0] == '-') throw UsageError{"unknown option '" + a.substr(0, 64) + "'"};
+    } else if (a.size() > 1 && a[0] == '-') throw UsageError{"unknown option " + shown(a)};
     else if (model_path.empty()) model_path = a;
-    else throw UsageError{"more than one model given ('" + model_path + "', '" + a + "')"};
+    else throw UsageError{"more than one model given (" + shown(model_path) + ", " + shown(a) + ")"};
   }
   if (model_path.empty()) throw UsageError{"no MODEL.pt given"};
   if (list) {
@@ -186,20 +179,9 @@ int quantize_command(const std::vector<std::string>& args) {
     throw UsageError{"--calib is required by method " + method->name + " (rtn runs without)"};
   if (calib.empty() && options.bias_correction) throw UsageError{"--bias-correction needs --calib"};
   if (out.empty()) throw UsageError{"-o OUT.pt is required"};
-  if (batch_size < 1) throw UsageError{"--batch-size must be at least 1"};
-  if (options.cache_mb < 0 && options.cache_mb != -1) throw UsageError{"--cache-mb must be at least 0"};
   options.format = qcast::parse_format(format_text);
-  std::error_code ec;
-  const std::vector<const std::string*> outputs = {&out, &export_path, &report_path};
-  for (const std::string* p : outputs)
-    if (!p->empty() && fs::exists(*p, ec) &&
-        (fs::equivalent(*p, model_path, ec) || (!calib.empty() && fs::equivalent(*p, calib, ec))))
-      throw UsageError{"the output " + *p + " is an input; choose another path"};
-
-  const torch::jit::Module model = ptq::load_model(model_path);
-  std::vector<ptq::Batch> batches;
-  if (!calib.empty()) batches = ptq::load_calibration(calib, batch_size, samples);
-
+  // From here a signal stops the run at the next batch (before the outputs exist, so that none of
+  // their temporary files can be left behind); restored on every way out.
   stop_signal = 0;
   auto previous_int = std::signal(SIGINT, on_stop_signal);
   auto previous_term = std::signal(SIGTERM, on_stop_signal);
@@ -210,6 +192,22 @@ int quantize_command(const std::vector<std::string>& args) {
       std::signal(SIGTERM, t);
     }
   } restore{previous_int, previous_term};
+  // Every output is checked against the others and the inputs, and gets its temporary file, before
+  // any work; they are renamed into place together at the end (OutputSet).
+  std::vector<qcast::detail::OutputSet::Output> wanted = {{"-o", out}};
+  if (!export_path.empty()) wanted.push_back({"--export", export_path});
+  if (!report_path.empty()) wanted.push_back({"--report", report_path});
+  std::optional<qcast::detail::OutputSet> outputs;
+  try {
+    outputs.emplace(wanted, std::vector<std::string>{model_path, calib});
+  } catch (const std::invalid_argument& e) {
+    throw UsageError{e.what()};
+  }
+
+  const torch::jit::Module model = ptq::load_model(model_path);
+  std::vector<ptq::Batch> batches;
+  if (!calib.empty()) batches = ptq::load_calibration(calib, batch_size, samples);
+
   auto last_line = std::chrono::steady_clock::now() - std::chrono::hours(1);
   options.progress = [&](const ptq::Progress& p) {
     if (stop_signal) return false;
@@ -234,12 +232,32 @@ int quantize_command(const std::vector<std::string>& args) {
     std::fprintf(stderr, "qcast quantize: stopped by %s; nothing was written\n",
                  stop_signal == SIGTERM ? "SIGTERM" : "SIGINT");
     return 130;
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string(e.what()) + (calib.empty() ? "" : " [calibration data: " + calib + "]"));
   }
-  ptq::save_model(r.model, out, model_path);
-  if (!export_path.empty()) qcast::write_qpack(export_path, r.packed);
-  if (!report_path.empty()) write_text(report_path, r.report.json());
+  std::size_t k = 0;
+  outputs->write(k++, [&](std::ostream& f) { ptq::save_model(r.model, f); });
+  if (!export_path.empty()) outputs->write(k++, [&](std::ostream& f) { qcast::write_qpack(f, r.packed); });
+  if (!report_path.empty()) outputs->write(k++, [&](std::ostream& f) { f << r.report.json(); });
+  if (stop_signal) {  // a signal while the outputs were written: none of them is moved into place
+    std::fprintf(stderr, "qcast quantize: stopped by %s; nothing was written\n",
+                 stop_signal == SIGTERM ? "SIGTERM" : "SIGINT");
+    return 130;
+  }
+  outputs->commit();
   std::fputs(r.report.table().c_str(), stdout);
   return 0;
+}
+
+}  // namespace
+
+int quantize_command(const std::vector<std::string>& args) {
+  try {
+    return run_quantize(args);
+  } catch (const c10::Error& e) {  // LibTorch's own errors: their first line, without the backtrace
+    const std::string m = e.what_without_backtrace();
+    throw std::runtime_error(m.substr(0, m.find('\n')));
+  }
 }
 
 }  // namespace qcast_cli

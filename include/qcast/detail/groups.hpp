@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "qcast/format.hpp"
+#include "qcast/sizes.hpp"
 
 namespace qcast::detail {
 
@@ -25,11 +26,7 @@ struct Group {
 class GroupLayout {
  public:
   GroupLayout(const std::vector<std::int64_t>& shape, const Format& f) : f_(f) {
-    total_ = 1;
-    for (auto d : shape) {
-      if (d < 0) throw std::invalid_argument("negative dimension in shape");
-      total_ *= d;
-    }
+    total_ = checked_elements(shape, "");  // bounds every partial product below too
     if (!f.has_axis()) return;
     const int rank = int(shape.size());
     int axis = f.axis < 0 ? f.axis + rank : f.axis;

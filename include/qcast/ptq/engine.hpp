@@ -144,5 +144,7 @@ std::vector<Batch> load_calibration(const std::string& path, std::int64_t batch_
 // atomically (a temporary file renamed into place; refuses to overwrite `protect`).
 torch::jit::Module load_model(const std::string& path);
 void save_model(const torch::jit::Module& model, const std::string& path, const std::string& protect = {});
+// The archive, as a whole, into a stream (the caller checks the stream; OutputSet does).
+void save_model(const torch::jit::Module& model, std::ostream& out);
 
 }  // namespace qcast::ptq
