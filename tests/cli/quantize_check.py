@@ -11,14 +11,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from checks import check, failures
+
 qcast = sys.argv[1]
-failures = []
-
-
-def check(ok, what):
-    if not ok:
-        failures.append(what)
-        print("FAIL:", what)
 
 
 class Net(nn.Module):
