@@ -9,11 +9,11 @@
 
 #include "qcast/npy.hpp"
 #include "qcast/ptq/engine.hpp"
+#include "error_text.hpp"
 
 namespace qcast::ptq {
 namespace {
 
-std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 
 // Calibration inputs must be finite: a NaN or Inf would reach the statistics of every layer after
 // it and fail there. Names the file, the input and the first sample that holds one.
@@ -35,7 +35,7 @@ std::vector<Batch> load_calibration(const std::string& path, std::int64_t batch_
   } catch (const std::bad_alloc&) {
     throw std::runtime_error(path + ": out of memory reading the calibration data");
   } catch (const c10::Error& e) {
-    throw std::invalid_argument(path + ": " + first_line(e.what_without_backtrace()));
+    throw std::invalid_argument(path + ": " + detail::error_summary(e));
   }
 }
 
@@ -69,7 +69,7 @@ std::vector<Batch> load_sources(const std::string& path, std::int64_t batch_size
       v = torch::jit::readArchiveAndTensors("data", /*pickle_prefix=*/"", /*tensor_prefix=*/"", std::nullopt,
                                             std::nullopt, std::nullopt, reader);
     } catch (const std::exception& e) {
-      throw std::invalid_argument(path + ": not a tensor saved by torch.save (" + first_line(e.what()) + ")");
+      throw std::invalid_argument(path + ": not a tensor saved by torch.save (" + detail::error_summary(e) + ")");
     }
     std::vector<at::Tensor> inputs;
     if (v.isTensor()) inputs.push_back(v.toTensor());

@@ -9,6 +9,7 @@
 // The whole run costs one forward pass of each model over the calibration set, plus the look-aheads,
 // the statistics and the solves.
 #include "qcast/ptq/engine.hpp"
+#include "error_text.hpp"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -65,7 +66,6 @@ std::string batch_text(const Batch& b) {
   return r;
 }
 
-std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 
 at::Tensor weight_matrix(const at::Tensor& p, WeightLayout layout, std::int64_t cols) {
   if (layout == WeightLayout::rows) return p.reshape({-1, cols});
@@ -186,7 +186,7 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
       fm.forward(calibration.front());
     } catch (const std::exception& e) {
       throw std::invalid_argument("the calibration data (first batch: " + batch_text(calibration.front()) +
-                                  ") does not fit the model's forward: " + first_line(e.what()));
+                                  ") does not fit the model's forward: " + detail::error_summary(e));
     }
   }
   fm.to(device);
@@ -320,7 +320,7 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
     } catch (const Stopped&) {
       throw;
     } catch (const std::exception& e) {
-      throw std::runtime_error("layer " + l.info.name + " (" + l.info.op + "): " + first_line(e.what()));
+      throw std::runtime_error("layer " + l.info.name + " (" + l.info.op + "): " + detail::error_summary(e));
     }
     lr.status = "quantized";
     const double s = seconds_since(t0);
@@ -370,8 +370,14 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
                         const std::vector<c10::IValue>& xf, const std::vector<c10::IValue>& xq) {
       if (detail::capture_observer()) detail::capture_observer()(p.layer->info.name, s, b, xf, xq);
       const auto t0 = Clock::now();
-      detail::for_each_input_chunk(p.layer->sites[s], xf, xq, p.float_weight, p.cols,
-                                   [&](const at::Tensor& a, const at::Tensor& b, std::int64_t n) { grams.add(a, b, n); });
+      try {
+        detail::for_each_input_chunk(p.layer->sites[s], xf, xq, p.float_weight, p.cols,
+                                     [&](const at::Tensor& a, const at::Tensor& b, std::int64_t n) { grams.add(a, b, n); });
+      } catch (const c10::Error& e) {
+        throw std::invalid_argument("calibration batch " + std::to_string(b + 1) + " (" + batch_text(calibration[b]) +
+                                    "): the input of layer " + p.layer->info.name + " does not fit its weight: " +
+                                    detail::error_summary(e));
+      }
       const double sec = seconds_since(t0);
       rep.statistics_seconds += sec;
       rep.layers[p.report_index].seconds += sec;
@@ -414,12 +420,18 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
           // LibTorch's CPU convolutions sum in an order that depends on the thread count (measured on
           // esrgan_medium_x2 in plain PyTorch): one intra-op thread keeps the bits the same.
           SingleThreaded forward_threads(!o.threaded_forward && device.is_cpu());
-          detail::Env ef = cache.take(slot_f(b));
-          xf = staged.run(k, fm, ef);
-          cache.put(slot_f(b), std::move(ef));
-          detail::Env eq = cache.take(slot_q(b));
-          xq = staged.run(k, qm, eq);
-          cache.put(slot_q(b), std::move(eq));
+          try {
+            detail::Env ef = cache.take(slot_f(b));
+            xf = staged.run(k, fm, ef);
+            cache.put(slot_f(b), std::move(ef));
+            detail::Env eq = cache.take(slot_q(b));
+            xq = staged.run(k, qm, eq);
+            cache.put(slot_q(b), std::move(eq));
+          } catch (const c10::Error& e) {  // the batch that does not fit, not only the first one
+            throw std::invalid_argument("calibration batch " + std::to_string(b + 1) + " of " + std::to_string(B) +
+                                        " (" + batch_text(calibration[b]) + ") does not fit the model's forward before layer " +
+                                        p.layer->info.name + ": " + detail::error_summary(e));
+          }
         }
         rep.forward_seconds += seconds_since(t0);
         if (solve_here && !reuse) add_site(grams, p, s, b, xf, xq);

@@ -5,6 +5,7 @@
 
 #include "qcast/detail/atomic_file.hpp"
 #include "qcast/ptq/engine.hpp"
+#include "error_text.hpp"
 #include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/serialization/import.h>
 
@@ -13,7 +14,6 @@
 namespace qcast::ptq {
 namespace {
 
-std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 
 // What a file that torch::jit::load rejects is, for the error message: TorchScript archives hold
 // constants.pkl and code/; torch.save archives (a state_dict, a tensor, a pickled nn.Module) hold
@@ -44,8 +44,7 @@ torch::jit::Module load_model(const std::string& path) {
   try {
     return torch::jit::load(path);
   } catch (const std::exception& e) {
-    const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
-    const std::string why = first_line(c10_error ? c10_error->what_without_backtrace() : e.what());
+    const std::string why = detail::error_summary(e);
     const std::string what = what_the_file_is(path);
     // LibTorch's reason is added where it helps; for a torch.save file it says "corrupted", which misleads.
     throw std::invalid_argument(path + ": " + what + (what.rfind("a file saved by", 0) == 0 ? "" : " (" + why + ")"));
@@ -69,7 +68,7 @@ void save_model(const torch::jit::Module& model, const std::string& path, const 
   } catch (const std::invalid_argument& e) {
     throw std::invalid_argument(std::string(e.what()) + " (refusing to write the output over the input model)");
   } catch (const c10::Error& e) {
-    throw std::runtime_error(path + ": cannot write the model (" + first_line(e.what_without_backtrace()) + ")");
+    throw std::runtime_error(path + ": cannot write the model (" + detail::error_summary(e) + ")");
   }
 }
 

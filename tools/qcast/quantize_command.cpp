@@ -12,11 +12,22 @@
 #include "qcast/detail/atomic_file.hpp"
 #include "qcast/format_names.hpp"
 #include "qcast/ptq/engine.hpp"
+#include "error_text.hpp"  // src/ptq: LibTorch errors without backtraces
 
 namespace qcast_cli {
 namespace {
 
 namespace ptq = qcast::ptq;
+
+// An error's message for the user: the engine's messages as they are (they name the layer), a
+// LibTorch error reduced to the line that says what (ptq::detail::error_summary). Every line after
+// the first that is part of a backtrace is dropped.
+std::string error_summary(const std::exception& e) {
+  if (dynamic_cast<const c10::Error*>(&e)) return ptq::detail::error_summary(e);
+  const std::string m = e.what();
+  const auto backtrace = m.find("\nException raised from");
+  return backtrace == std::string::npos ? m : m.substr(0, backtrace);
+}
 
 const char* kUsage =
     "usage: qcast quantize MODEL.pt --format F [--method M] [--calib DATA] -o OUT.pt\n"
@@ -233,7 +244,7 @@ int run_quantize(const std::vector<std::string>& args) {
                  stop_signal == SIGTERM ? "SIGTERM" : "SIGINT");
     return 130;
   } catch (const std::exception& e) {
-    throw std::runtime_error(std::string(e.what()) + (calib.empty() ? "" : " [calibration data: " + calib + "]"));
+    throw std::runtime_error(error_summary(e) + (calib.empty() ? "" : " [calibration data: " + calib + "]"));
   }
   std::size_t k = 0;
   outputs->write(k++, [&](std::ostream& f) { ptq::save_model(r.model, f); });
@@ -254,9 +265,8 @@ int run_quantize(const std::vector<std::string>& args) {
 int quantize_command(const std::vector<std::string>& args) {
   try {
     return run_quantize(args);
-  } catch (const c10::Error& e) {  // LibTorch's own errors: their first line, without the backtrace
-    const std::string m = e.what_without_backtrace();
-    throw std::runtime_error(m.substr(0, m.find('\n')));
+  } catch (const c10::Error& e) {  // LibTorch's own errors: the line that says what, no backtrace
+    throw std::runtime_error(error_summary(e));
   }
 }
 
