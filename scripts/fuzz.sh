@@ -4,6 +4,9 @@
 #   scripts/fuzz.sh [SECONDS] [TARGET...]     SECONDS per target (default 60); targets: format_name,
 #                                             npy, qpack, calibration (default: all four)
 #   QCAST_FUZZ_JOBS=N scripts/fuzz.sh ...     N fuzzing processes a target (default 1)
+#   QCAST_FUZZ_MERGE=1 scripts/fuzz.sh ...    afterwards, add to tests/fuzz/corpus/NAME the found inputs
+#                                             that reach code the seeds do not (libFuzzer -merge=1), so
+#                                             that the test command replays them too
 #
 # Each target starts from its seed corpus (tests/fuzz/corpus/NAME) plus what earlier runs found
 # (build-fuzz/corpus/NAME) and writes crashing inputs to build-fuzz/crashes/NAME/. The summary gives
@@ -45,6 +48,9 @@ for t in "${targets[@]}"; do
     -jobs="$jobs" -workers="$jobs" >"$log" 2>&1 || true
   runs=$(grep -h "stat::number_of_executed_units" "$log" fuzz-*.log 2>/dev/null | awk '{s += $2} END {print s + 0}')
   rm -f fuzz-*.log
+  if [ "${QCAST_FUZZ_MERGE:-0}" = 1 ]; then
+    "build-fuzz/tests/fuzz/qcast_fuzz_$t" -merge=1 "tests/fuzz/corpus/$t" "$corpus" >>"$log" 2>&1
+  fi
   findings=$(find "$crashes" -type f | wc -l)
   [ "$findings" -gt 0 ] && found=1
   summary+=("$(printf '%-12s %12s executions  corpus %6s inputs  findings %s' "$t" "$runs" "$(ls "$corpus" | wc -l)" "$findings")")

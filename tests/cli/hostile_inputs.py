@@ -136,6 +136,15 @@ with tempfile.TemporaryDirectory() as d:
     refused(q("--calib", p("inf_calib_dir"), "-o", p("o.pt")), "Inf in a calibration folder", says=("a.npy", "sample 9"))
     refused(q("--calib", p("bad_calib_dir"), "-o", p("o.pt")), "an overflowing .npy in the calibration folder",
             says=("a.npy", "more than 2^56"))
+    # A 2 KB torch.save file whose pickle claims a 4 GiB string: refused without allocating it.
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fuzz", "crashes", "calibration",
+                           "pickle_length_4gib"), "rb") as f:
+        damaged = f.read()[2:]  # the fuzz input's first two bytes choose the mode and the batch size
+    with open(p("damaged.pt"), "wb") as f:
+        f.write(damaged)
+    refused(q("--calib", p("damaged.pt"), "-o", p("o.pt")), "a pickle that claims 4 GiB", says=("damaged pickle data",))
+    peak = peak_rss_kib("quantize", p("m.pt"), "--format", "int4@g8", "--calib", p("damaged.pt"), "-o", p("o.pt"))
+    check(peak < baseline + 256 * 1024, "a pickle that claims 4 GiB: peak RSS %d KiB against %d KiB to start" % (peak, baseline))
     refused(q("--calib", p("wrong_width.pt"), "-o", p("o.pt")), "calibration data of the wrong width",
             says=("does not fit the model's forward", "cannot be multiplied"))
     refused(q("--calib", p("mixed_dir"), "-o", p("o.pt")), "a calibration folder whose second file has another width",
