@@ -41,10 +41,11 @@ for t in "${targets[@]}"; do
   mkdir -p "$corpus" "$crashes"
   log="build-fuzz/fuzz-$t.log"
   qcast_log "fuzzing $t for ${seconds}s ($jobs process(es)); log: $log"
-  # -rss_limit_mb: a reader that allocates what a header claims is a finding, not an OOM of the host.
+  # -rss_limit_mb, -malloc_limit_mb: a reader that allocates what a header claims is a finding (even
+  # when the library would catch the failed allocation and report it), not an OOM of the host.
   ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=0 UBSAN_OPTIONS=print_stacktrace=1 \
     "build-fuzz/tests/fuzz/qcast_fuzz_$t" "$corpus" "tests/fuzz/corpus/$t" -max_total_time="$seconds" \
-    -rss_limit_mb=4096 -timeout=20 -max_len=65536 -artifact_prefix="$crashes/" -print_final_stats=1 \
+    -rss_limit_mb=4096 -malloc_limit_mb=2048 -timeout=20 -max_len=65536 -artifact_prefix="$crashes/" -print_final_stats=1 \
     -jobs="$jobs" -workers="$jobs" >"$log" 2>&1 || true
   runs=$(grep -h "stat::number_of_executed_units" "$log" fuzz-*.log 2>/dev/null | awk '{s += $2} END {print s + 0}')
   rm -f fuzz-*.log

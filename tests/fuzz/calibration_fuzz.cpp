@@ -44,7 +44,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     batches = qcast::ptq::load_calibration(path, batch_size, -1);
   } catch (const std::exception& e) {
     QCAST_FUZZ_CHECK(std::string(e.what()).find(path) != std::string::npos);
-    QCAST_FUZZ_CHECK(std::string(e.what()).find("out of memory") == std::string::npos);  // inputs are small
     return 0;
   }
   QCAST_FUZZ_CHECK(!batches.empty());
