@@ -13,7 +13,10 @@
 namespace qcast::ptq::detail {
 
 // Throws std::invalid_argument("...") naming the offset of the first opcode whose argument does not
-// fit, or that is not a pickle opcode; returns normally at STOP.
+// fit, or that is not a pickle opcode; returns normally at STOP. Two claims that are not lengths
+// are bounded as well: a memo index (LONG_BINPUT: LibTorch sizes its memo table by it; a pickler
+// numbers them from 0, one a PUT of at least 2 bytes, so a valid stream has fewer than n) and a
+// FRAME's length (a frame lies inside the stream).
 inline void scan_pickle(const unsigned char* p, std::size_t n) {
   std::size_t i = 0;
   auto fail = [&](const std::string& why) {
@@ -29,6 +32,13 @@ inline void scan_pickle(const unsigned char* p, std::size_t n) {
     for (int b = 0; b < bytes; ++b) k |= std::uint64_t(p[i + std::size_t(b)]) << (8 * b);
     i += std::size_t(bytes);
     need(k);
+  };
+  auto bounded_u64 = [&](int bytes, const char* what) {  // a little-endian count that must be below n
+    if (std::size_t(bytes) > n - i) fail(std::string("a ") + what + " runs past the end");
+    std::uint64_t k = 0;
+    for (int b = 0; b < bytes; ++b) k |= std::uint64_t(p[i + std::size_t(b)]) << (8 * b);
+    if (k > n) fail(std::string("a ") + what + " of " + std::to_string(k) + " in a stream of " + std::to_string(n) + " bytes");
+    i += std::size_t(bytes);
   };
   auto line = [&] {  // an argument up to and including '\n'
     while (i < n && p[i] != '\n') ++i;
@@ -48,8 +58,10 @@ inline void scan_pickle(const unsigned char* p, std::size_t n) {
       // fixed-size arguments
       case 0x80: case 'K': case 'h': case 'q': case 0x82: need(1); break;  // PROTO BININT1 BINGET BINPUT EXT1
       case 'M': case 0x83: need(2); break;                                 // BININT2 EXT2
-      case 'J': case 'j': case 'r': case 0x84: need(4); break;             // BININT LONG_BINGET LONG_BINPUT EXT4
-      case 'G': case 0x95: need(8); break;                                 // BINFLOAT FRAME
+      case 'J': case 'j': case 0x84: need(4); break;                       // BININT LONG_BINGET EXT4
+      case 'r': bounded_u64(4, "memo index"); break;                       // LONG_BINPUT
+      case 'G': need(8); break;                                            // BINFLOAT
+      case 0x95: bounded_u64(8, "frame length"); break;                    // FRAME
       // newline-terminated arguments
       case 'I': case 'L': case 'F': case 'S': case 'V': case 'P': case 'g': case 'p': line(); break;
       case 'c': case 'i': line(); line(); break;  // GLOBAL, INST: module and name
