@@ -132,6 +132,7 @@ TEST_CASE("OutputSet: collisions and missing folders fail first, temporaries nev
   CHECK_THROWS_WITH(OutputSet({{"-o", (dir / "link.bin").string()}}, {in}), Catch::Contains("is an input"));
   CHECK_THROWS_WITH(OutputSet({{"-o", (dir / "missing" / "x").string()}}, {}), Catch::Contains("does not exist"));
   CHECK_THROWS_WITH(OutputSet({{"-o", dir.string()}}, {}), Catch::Contains("is a folder"));
+  if (fs::exists("/dev/null")) CHECK_THROWS_WITH(OutputSet({{"-o", "/dev/null"}}, {}), Catch::Contains("not a regular file"));
   auto files = [&] {
     std::vector<std::string> names;
     for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());

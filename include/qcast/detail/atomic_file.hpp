@@ -15,8 +15,9 @@ namespace qcast::detail {
 
 // The outputs of one command, all or nothing.
 // - The constructor checks them before any work: no two are the same file, none is an input, none
-//   is a folder, and each one's folder exists; it then creates an empty temporary file beside each
-//   ("<name>.tmp<random>"), so that a folder that cannot be written fails now, not after an hour.
+//   is a folder or another non-regular file, and each one's folder exists; it then creates an
+//   empty temporary file beside each ("<name>.tmp<random>"), so that a folder that cannot be
+//   written fails now, not after an hour.
 // - write(k, fn) fills output k's temporary file; commit() renames all of them into place.
 // - The destructor removes every temporary file that was not renamed.
 // Errors are std::runtime_error (a collision: std::invalid_argument) naming the path and its role.
@@ -36,6 +37,9 @@ class OutputSet {
       std::error_code ec;
       if (o.path.empty()) throw std::invalid_argument(label(o) + ": the path is empty");
       if (fs::is_directory(o.path, ec)) throw std::invalid_argument(label(o) + ": is a folder, not a file");
+      // A device, pipe or socket would be replaced by the rename (as root, /dev/null itself).
+      if (fs::exists(o.path, ec) && !fs::is_regular_file(o.path, ec))
+        throw std::invalid_argument(label(o) + ": is not a regular file (a device, pipe or socket)");
       const fs::path parent = fs::path(o.path).parent_path();
       if (!parent.empty() && !fs::is_directory(parent, ec))
         throw std::invalid_argument(label(o) + ": the folder " + parent.string() + " does not exist");
