@@ -99,7 +99,8 @@ std::vector<Batch> load_sources(const std::string& path, std::int64_t batch_size
       check_finite(inputs[i], inputs.size() == 1 ? path : path + ", tensor " + std::to_string(i));
     sources.push_back(inputs);
   } else {
-    throw std::invalid_argument(path + ": no such file or folder");
+    std::error_code ec;
+    throw std::invalid_argument(path + (fs::exists(path, ec) ? ": is neither a regular file nor a folder" : ": no such file or folder"));
   }
   std::vector<Batch> batches;
   std::int64_t taken = 0;

@@ -40,7 +40,8 @@ std::string what_the_file_is(const std::string& path) {
 torch::jit::Module load_model(const std::string& path) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) throw std::invalid_argument(path + ": is a folder, not a model file");
-  if (!std::filesystem::is_regular_file(path, ec)) throw std::invalid_argument(path + ": no such file");
+  if (!std::filesystem::exists(path, ec)) throw std::invalid_argument(path + ": no such file");
+  if (!std::filesystem::is_regular_file(path, ec)) throw std::invalid_argument(path + ": is not a regular file");
   try {
     return torch::jit::load(path);
   } catch (const std::exception& e) {
