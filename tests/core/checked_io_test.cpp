@@ -154,6 +154,13 @@ TEST_CASE("OutputSet: collisions and missing folders fail first, temporaries nev
     CHECK(!fs::exists(a));  // nothing is in place before commit
     out.commit();
   }
+  {  // the second temporary cannot be made (its name passes 255 bytes): the first one goes too
+    const auto now = files();
+    const std::string long_name = (dir / std::string(250, 'n')).string();
+    CHECK_THROWS_WITH(OutputSet({{"-o", (dir / "c.bin").string()}, {"--report", long_name}}, {}),
+                      Catch::Contains("cannot create"));
+    CHECK(files() == now);
+  }
   CHECK(fs::file_size(a) == 5);
   CHECK(fs::file_size(b) == 6);
   CHECK(files().size() == before.size() + 2);

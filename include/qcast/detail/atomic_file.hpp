@@ -57,6 +57,7 @@ class OutputSet {
       std::ofstream f(temporaries_.back(), std::ios::binary | std::ios::trunc);
       if (!f) {
         temporaries_.pop_back();
+        remove_temporaries();  // a constructor that throws runs no destructor
         throw std::runtime_error(label(o) + ": cannot create a file in its folder");
       }
     }
