@@ -1,6 +1,5 @@
 // Calibration data from torch.save files and .npy folders (engine.hpp: load_calibration).
 #include <ATen/ATen.h>
-#include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/serialization/import_read.h>
 
 #include <algorithm>
@@ -10,7 +9,7 @@
 #include "qcast/npy.hpp"
 #include "qcast/ptq/engine.hpp"
 #include "error_text.hpp"
-#include "pickle_scan.hpp"
+#include "archive_check.hpp"
 
 namespace qcast::ptq {
 namespace {
@@ -70,14 +69,8 @@ std::vector<Batch> load_sources(const std::string& path, std::int64_t batch_size
       // LibTorch allocates what the archive claims before it reads: no record may claim more than
       // the file holds (torch.save stores records uncompressed), and the pickle's own lengths must
       // fit in it (scan_pickle).
-      const std::uint64_t file_bytes = fs::file_size(path);
-      for (const std::string& r : reader.getAllRecords())
-        if (reader.getRecordSize(r) > file_bytes)
-          throw std::invalid_argument("record " + r + " claims " + std::to_string(reader.getRecordSize(r)) +
-                                      " bytes, more than the file's " + std::to_string(file_bytes));
       if (!reader.hasRecord("data.pkl")) throw std::invalid_argument("the archive has no data.pkl");
-      const auto [pickle, pickle_bytes] = reader.getRecord("data.pkl");
-      detail::scan_pickle(static_cast<const unsigned char*>(pickle.get()), pickle_bytes);
+      detail::check_torch_archive(reader, fs::file_size(path));
       v = torch::jit::readArchiveAndTensors("data", /*pickle_prefix=*/"", /*tensor_prefix=*/"", std::nullopt,
                                             std::nullopt, std::nullopt, reader);
     } catch (const std::exception& e) {

@@ -5,6 +5,7 @@
 
 #include "qcast/detail/atomic_file.hpp"
 #include "qcast/ptq/engine.hpp"
+#include "archive_check.hpp"
 #include "error_text.hpp"
 #include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/serialization/import.h>
@@ -43,7 +44,14 @@ torch::jit::Module load_model(const std::string& path) {
   if (!std::filesystem::exists(path, ec)) throw std::invalid_argument(path + ": no such file");
   if (!std::filesystem::is_regular_file(path, ec)) throw std::invalid_argument(path + ": is not a regular file");
   try {
-    return torch::jit::load(path);
+    {  // LibTorch trusts the archive's sizes and pickles: checked first (archive_check.hpp)
+      caffe2::serialize::PyTorchStreamReader reader(path);
+      detail::check_torch_archive(reader, std::filesystem::file_size(path));
+    }
+    // Without the debug files (source text and ranges for tracebacks): a compilation error's what()
+    // reads them lazily, inside a noexcept function, and a damaged one ends the process there
+    // (found with mutated models). The model runs the same; its saved copy carries no debug files.
+    return torch::jit::load(path, std::nullopt, /*load_debug_files=*/false);
   } catch (const std::exception& e) {
     const std::string why = detail::error_summary(e);
     const std::string what = what_the_file_is(path);

@@ -17,7 +17,7 @@ qcast = sys.argv[1]
 
 def run(*args, timeout=120, **kw):
     t0 = time.time()
-    r = subprocess.run([qcast, *args], capture_output=True, text=True, timeout=timeout, **kw)
+    r = subprocess.run([qcast, *args], capture_output=True, text=True, errors="replace", timeout=timeout, **kw)
     r.seconds = time.time() - t0
     return r
 
@@ -132,6 +132,31 @@ with tempfile.TemporaryDirectory() as d:
             "a state_dict as the model", says=("torch.save", "torch.jit.save"))
     refused(run("quantize", d, "--format", "int8", "--method", "rtn", "-o", p("o.pt")), "a folder as the model",
             says=("is a folder",))
+    # A model whose debug information is damaged: LibTorch (and PyTorch's torch.jit.load) end the
+    # process inside a noexcept what(); qcast loads without the debug files.
+    here = os.path.dirname(os.path.abspath(__file__))
+    refused(run("quantize", os.path.join(here, "inputs", "damaged_debug_info.pt"), "--format", "int8", "--method", "rtn",
+                "-o", p("o.pt")), "a model with damaged debug information", says=("not a loadable TorchScript model",))
+    # Mutated and truncated copies of a model: a clear refusal or a model that loads, never a crash.
+    rng = np.random.default_rng(11)
+    with open(p("m.pt"), "rb") as f:
+        model_bytes = f.read()
+    exits = []
+    for k in range(24):
+        b = bytearray(model_bytes)
+        for i in rng.integers(0, len(b), size=int(rng.integers(1, 8))):
+            b[i] = int(rng.integers(0, 256))
+        if k % 4 == 3:
+            b = b[:int(rng.integers(1, len(b)))]
+        with open(p("mutated.pt"), "wb") as f:
+            f.write(b)
+        r = run("quantize", p("mutated.pt"), "--format", "int8", "--method", "rtn", "-o", p("mutated_out.pt"), "--quiet")
+        exits.append(r.returncode)
+        check(r.returncode in (0, 1, 2), "mutated model %d: exit %d: %s" % (k, r.returncode, r.stderr[-300:]))
+        if r.returncode == 0:
+            torch.jit.load(p("mutated_out.pt"))  # an output that exists loads
+            os.remove(p("mutated_out.pt"))
+    print("24 mutated models: exit codes %s" % sorted(set(exits)))
     refused(q("--calib", p("nan_calib.pt"), "-o", p("o.pt")), "NaN calibration data", says=("nan_calib.pt", "sample 5", "NaN"))
     refused(q("--calib", p("inf_calib_dir"), "-o", p("o.pt")), "Inf in a calibration folder", says=("a.npy", "sample 9"))
     refused(q("--calib", p("bad_calib_dir"), "-o", p("o.pt")), "an overflowing .npy in the calibration folder",
