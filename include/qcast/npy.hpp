@@ -179,6 +179,9 @@ inline NpyArray parse_npy(std::vector<std::uint8_t>&& file, const std::string& p
   if (file.size() < 8 || std::memcmp(file.data(), "\x93NUMPY", 6) != 0)
     detail::npy_fail(path, "not a .npy file (bad magic bytes)");
   const int major = file[6];
+  if (file[7] != 0)  // NumPy writes and reads x.0 only
+    detail::npy_fail(path, "unsupported .npy version " + std::to_string(major) + "." + std::to_string(file[7]) +
+                               " (valid: 1.0, 2.0, 3.0)");
   std::size_t at = 8;
   std::uint32_t header_len = 0;
   if (major == 1) {
@@ -190,7 +193,7 @@ inline NpyArray parse_npy(std::vector<std::uint8_t>&& file, const std::string& p
     header_len = file[at] | (file[at + 1] << 8) | (file[at + 2] << 16) | (std::uint32_t(file[at + 3]) << 24);
     at += 4;
   } else {
-    detail::npy_fail(path, "unsupported .npy version " + std::to_string(major) + " (valid: 1, 2, 3)");
+    detail::npy_fail(path, "unsupported .npy version " + std::to_string(major) + ".0 (valid: 1.0, 2.0, 3.0)");
   }
   if (header_len > file.size() - at)
     detail::npy_fail(path, "truncated header: it claims " + std::to_string(header_len) + " bytes, the file holds " +

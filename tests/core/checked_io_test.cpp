@@ -74,6 +74,9 @@ TEST_CASE("the .npy header follows its grammar exactly") {
 
 TEST_CASE("the .npy payload must be exactly what the shape says, checked before allocating") {
   CHECK_THROWS_WITH(parse(dict("(4,)"), 15), Catch::Contains("truncated data"));
+  auto minor = npy_bytes(dict("(4,)"), 16);
+  minor[7] = 154;  // NumPy reads x.0 versions only
+  CHECK_THROWS_WITH(qcast::parse_npy(std::move(minor), "t.npy"), Catch::Contains("version 1.154"));
   CHECK_THROWS_WITH(parse(dict("(4,)"), 17), Catch::Contains("1 bytes follow the data"));
   CHECK_THROWS_WITH(parse(dict("(268435456,)"), 1100), Catch::Contains("needs 1073741824 bytes, the file holds 1100"));
   CHECK_THROWS_AS(parse(dict("(4294967296, 4294967296)"), 64), qcast::SizeError);
