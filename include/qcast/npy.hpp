@@ -50,14 +50,6 @@ namespace detail {
   throw NpyError(path + ": " + why);
 }
 
-// Text of the input for an error message: at most 40 characters, printable ASCII, others as '?'.
-inline std::string npy_quote(std::string_view s) {
-  std::string q;
-  for (std::size_t i = 0; i < s.size() && i < 40; ++i) q += (s[i] >= 32 && s[i] < 127) ? s[i] : '?';
-  if (s.size() > 40) q += "...";
-  return "'" + q + "'";
-}
-
 // The header dict of NEP 1 / numpy.lib.format: a Python literal {'descr': STR, 'fortran_order':
 // BOOL, 'shape': TUPLE} (keys in any order, each exactly once, an optional trailing comma), then
 // only whitespace to the header's end. The shape is a tuple of non-negative decimal integers:
@@ -90,7 +82,7 @@ class NpyHeaderParser {
         shape = tuple();
         have_shape = true;
       } else {
-        fail("unknown key " + npy_quote(key) + " (a .npy header has 'descr', 'fortran_order' and 'shape')");
+        fail("unknown key " + quoted_text(key) + " (a .npy header has 'descr', 'fortran_order' and 'shape')");
       }
       space();
       if (peek() == ',') {
@@ -109,7 +101,7 @@ class NpyHeaderParser {
  private:
   [[noreturn]] void fail(const std::string& why) const { npy_fail(path_, "malformed .npy header: " + why); }
   char peek() const { return i_ < s_.size() ? s_[i_] : '\0'; }
-  std::string rest() const { return i_ < s_.size() ? npy_quote(s_.substr(i_)) : "the end of the header"; }
+  std::string rest() const { return i_ < s_.size() ? quoted_text(s_.substr(i_)) : "the end of the header"; }
   void space() {
     while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\n' || s_[i_] == '\r')) ++i_;
   }
@@ -137,8 +129,8 @@ class NpyHeaderParser {
     while (i_ < s_.size() && s_[i_] >= '0' && s_[i_] <= '9') ++i_;
     const std::string_view digits = s_.substr(b, i_ - b);
     if (digits.empty()) fail("a shape entry must be a non-negative integer, got " + rest());
-    if (digits.size() > 1 && digits[0] == '0') fail("a shape entry has a leading zero: " + npy_quote(digits));
-    if (digits.size() > 18) fail("shape entry " + npy_quote(digits) + " is too large");
+    if (digits.size() > 1 && digits[0] == '0') fail("a shape entry has a leading zero: " + quoted_text(digits));
+    if (digits.size() > 18) fail("shape entry " + quoted_text(digits) + " is too large");
     std::int64_t d = 0;
     for (char c : digits) d = d * 10 + (c - '0');
     return d;
@@ -208,7 +200,7 @@ inline NpyArray parse_npy(std::vector<std::uint8_t>&& file, const std::string& p
   if (descr == "<f4") a.dtype = DType::f32;
   else if (descr == "<f2") a.dtype = DType::f16;
   else
-    detail::npy_fail(path, "dtype " + detail::npy_quote(descr) + " is not supported (valid: '<f4' float32, '<f2' float16)");
+    detail::npy_fail(path, "dtype " + detail::quoted_text(descr) + " is not supported (valid: '<f4' float32, '<f2' float16)");
   if (fortran_order) detail::npy_fail(path, "Fortran-ordered arrays are not supported (save with C order)");
   const std::uint64_t bytes = checked_bytes(checked_elements(a.shape, path), a.dtype == DType::f32 ? 4 : 2, path);
   const std::uint64_t held = file.size() - at;

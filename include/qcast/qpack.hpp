@@ -69,13 +69,6 @@ inline void qpack_put_bytes64(std::ostream& f, const std::vector<std::uint8_t>& 
   qpack_put(f, v.data(), v.size());
 }
 
-// A name from the file for an error message: at most 64 characters, printable ASCII.
-inline std::string quoted(const std::string& s) {
-  std::string q;
-  for (std::size_t i = 0; i < s.size() && i < 64; ++i) q += (s[i] >= 32 && s[i] < 127) ? s[i] : '?';
-  return "'" + q + (s.size() > 64 ? "...'" : "'");
-}
-
 // fn(), with its size or layout error rethrown as a QpackError naming the entry.
 template <class Fn>
 auto qpack_checked(const std::string& entry, Fn&& fn) {
@@ -181,15 +174,15 @@ inline std::vector<PackedWeight> read_qpack(std::istream& in, std::uint64_t size
     try {
       w.matrix.format = parse_format(fmt);
     } catch (const std::exception& e) {
-      r.fail("entry " + detail::quoted(w.name) + ": " + e.what());
+      r.fail("entry " + detail::quoted_text(w.name) + ": " + e.what());
     }
-    const std::string entry = r.path() + ": entry " + detail::quoted(w.name);
+    const std::string entry = r.path() + ": entry " + detail::quoted_text(w.name);
     const auto rank = r.get<std::uint32_t>("a rank");
-    if (rank > 8) r.fail("entry " + detail::quoted(w.name) + ": implausible rank " + std::to_string(rank));
+    if (rank > 8) r.fail("entry " + detail::quoted_text(w.name) + ": implausible rank " + std::to_string(rank));
     for (std::uint32_t i = 0; i < rank; ++i) w.shape.push_back(r.get<std::int64_t>("a dimension"));
     const std::int64_t elements = detail::qpack_checked(entry, [&] { return checked_elements(w.shape, ""); });
     const auto layout = r.get<std::uint8_t>("a layout");
-    if (layout > 1) r.fail("entry " + detail::quoted(w.name) + ": unknown layout " + std::to_string(layout));
+    if (layout > 1) r.fail("entry " + detail::quoted_text(w.name) + ": unknown layout " + std::to_string(layout));
     w.layout = WeightLayout(layout);
     const auto rows = r.get<std::int64_t>("rows"), cols = r.get<std::int64_t>("cols");
     w.matrix.shape = {rows, cols};
@@ -199,7 +192,7 @@ inline std::vector<PackedWeight> read_qpack(std::istream& in, std::uint64_t size
                           ? matrix_elements == elements
                           : matrix_elements == elements && rank >= 2 && cols == w.shape[rank - 2];
     if (!fits)
-      r.fail("entry " + detail::quoted(w.name) + ": matrix " + std::to_string(rows) + "x" + std::to_string(cols) +
+      r.fail("entry " + detail::quoted_text(w.name) + ": matrix " + std::to_string(rows) + "x" + std::to_string(cols) +
              " is not the parameter of shape " + shape_text(w.shape) + " in layout " +
              (w.layout == WeightLayout::rows ? "rows" : "transposed"));
     w.matrix.tensor_scale = r.get<float>("a tensor scale");

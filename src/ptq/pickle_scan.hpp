@@ -26,19 +26,17 @@ inline void scan_pickle(const unsigned char* p, std::size_t n) {
     if (k > n - i) fail("an argument of " + std::to_string(k) + " bytes runs past the end (" + std::to_string(n - i) + " left)");
     i += std::size_t(k);
   };
-  auto length = [&](int bytes) {  // a little-endian unsigned length of 1, 4 or 8 bytes, then its payload
-    if (std::size_t(bytes) > n - i) fail("a length runs past the end");
-    std::uint64_t k = 0;
-    for (int b = 0; b < bytes; ++b) k |= std::uint64_t(p[i + std::size_t(b)]) << (8 * b);
-    i += std::size_t(bytes);
-    need(k);
-  };
-  auto bounded_u64 = [&](int bytes, const char* what) {  // a little-endian count that must be below n
+  auto unsigned_le = [&](int bytes, const char* what) {  // a little-endian unsigned count of 1, 4 or 8 bytes
     if (std::size_t(bytes) > n - i) fail(std::string("a ") + what + " runs past the end");
     std::uint64_t k = 0;
     for (int b = 0; b < bytes; ++b) k |= std::uint64_t(p[i + std::size_t(b)]) << (8 * b);
-    if (k > n) fail(std::string("a ") + what + " of " + std::to_string(k) + " in a stream of " + std::to_string(n) + " bytes");
     i += std::size_t(bytes);
+    return k;
+  };
+  auto length = [&](int bytes) { need(unsigned_le(bytes, "length")); };  // a length, then its payload
+  auto bounded_u64 = [&](int bytes, const char* what) {  // a count that must not exceed the stream
+    const std::uint64_t k = unsigned_le(bytes, what);
+    if (k > n) fail(std::string("a ") + what + " of " + std::to_string(k) + " in a stream of " + std::to_string(n) + " bytes");
   };
   auto line = [&] {  // an argument up to and including '\n'
     while (i < n && p[i] != '\n') ++i;
