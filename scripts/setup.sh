@@ -5,7 +5,8 @@ set -euo pipefail
 
 QCAST_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 QCAST_TORCH_VERSION="2.11.0"   # its wheel links CUDA 13.0, the toolkit of this machine kind
-QCAST_APT_PACKAGES=(build-essential cmake ccache git libhwy-dev catch2)
+# fmt, CLI11 and nlohmann-json are header-only here (fmt as a library only in builds without Torch).
+QCAST_APT_PACKAGES=(build-essential cmake ccache git libhwy-dev catch2 libfmt-dev libcli11-dev nlohmann-json3-dev)
 
 qcast_log() { printf '\033[1m[qcast]\033[0m %s\n' "$*"; }
 

@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "qcast/format_names.hpp"
 #include "qcast/ptq/engine.hpp"
 
@@ -74,8 +76,8 @@ int main(int argc, char** argv) {
     else if (a == "--methods") methods = split(v);
     else if (a == "--threads") at::set_num_threads(std::atoi(v.c_str()));
     else {
-      std::fprintf(stderr, "usage: %s [--depths 8,32,128] [--width 384] [--samples 32] [--tokens 128] [--batch-size 8]\n"
-                           "          [--format int4@g128] [--methods ed,gptq,rtn] [--threads N]\n", argv[0]);
+      fmt::print(stderr, "usage: {} [--depths 8,32,128] [--width 384] [--samples 32] [--tokens 128] [--batch-size 8]\n"
+                         "          [--format int4@g128] [--methods ed,gptq,rtn] [--threads N]\n", argv[0]);
       return 2;
     }
     ++i;
@@ -84,11 +86,10 @@ int main(int argc, char** argv) {
   at::manual_seed(2);
   std::vector<ptq::Batch> calib;
   for (std::int64_t s = 0; s < samples; s += batch) calib.push_back({at::randn({std::min(batch, samples - s), tokens, width})});
-  std::printf("residual MLP, width %lld, %lld samples x %lld tokens, batches of %lld, %s, %d threads\n",
-              (long long)width, (long long)samples, (long long)tokens, (long long)batch, format.c_str(),
-              at::get_num_threads());
-  std::printf("%6s %-6s %9s %9s %11s %11s %11s %9s %9s %7s %9s\n", "depth", "method", "total s", "s/layer",
-              "2 fwd s", "stage fwd s", "stats s", "solve s", "floor s", "ratio", "peak MiB");
+  fmt::print("residual MLP, width {}, {} samples x {} tokens, batches of {}, {}, {} threads\n", width, samples, tokens,
+             batch, format, at::get_num_threads());
+  fmt::print("{:>6} {:<6} {:>9} {:>9} {:>11} {:>11} {:>11} {:>9} {:>9} {:>7} {:>9}\n", "depth", "method", "total s",
+             "s/layer", "2 fwd s", "stage fwd s", "stats s", "solve s", "floor s", "ratio", "peak MiB");
   std::map<std::string, std::map<int, double>> per_layer;
   for (int depth : depths) {
     const torch::jit::Module model = residual_mlp(depth, width);
@@ -107,16 +108,17 @@ int main(int argc, char** argv) {
       const ptq::Report& rep = r.report;
       const double floor = forward2 + rep.statistics_seconds + rep.solve_seconds;
       per_layer[method][depth] = rep.seconds / depth;
-      std::printf("%6d %-6s %9.2f %9.3f %11.2f %11.2f %11.2f %9.2f %9.2f %7.2f %9.0f\n", depth, method.c_str(),
-                  rep.seconds, rep.seconds / depth, forward2, rep.forward_seconds, rep.statistics_seconds,
-                  rep.solve_seconds, floor, rep.seconds / floor, double(rep.peak_rss_bytes) / (1 << 20));
+      fmt::print("{:>6} {:<6} {:>9.2f} {:>9.3f} {:>11.2f} {:>11.2f} {:>11.2f} {:>9.2f} {:>9.2f} {:>7.2f} {:>9.0f}\n",
+                 depth, method, rep.seconds, rep.seconds / depth, forward2, rep.forward_seconds,
+                 rep.statistics_seconds, rep.solve_seconds, floor, rep.seconds / floor,
+                 double(rep.peak_rss_bytes) / (1 << 20));
       std::fflush(stdout);
     }
   }
   if (depths.size() > 1) {
-    std::printf("\nseconds per layer at depth %d / at depth %d:\n", depths.back(), depths.front());
+    fmt::print("\nseconds per layer at depth {} / at depth {}:\n", depths.back(), depths.front());
     for (const auto& [method, by_depth] : per_layer)
-      std::printf("  %-6s %.2f\n", method.c_str(), by_depth.at(depths.back()) / by_depth.at(depths.front()));
+      fmt::print("  {:<6} {:.2f}\n", method, by_depth.at(depths.back()) / by_depth.at(depths.front()));
   }
   return 0;
 }

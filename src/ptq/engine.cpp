@@ -198,6 +198,15 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
   rep.method = plugin.info.name;
   rep.format = format_name(o.format);
   rep.device = device.str();
+  rep.options.emplace_back("method", rep.method);
+  rep.options.emplace_back("format", rep.format);
+  for (const auto& [k, v] : o.method_options) rep.options.emplace_back(k, v);
+  for (const auto& p : o.exclude) rep.options.emplace_back("exclude", p);
+  for (const auto& lf : o.layer_formats) rep.options.emplace_back("layer-format", lf.pattern + "=" + format_name(lf.format));
+  rep.options.emplace_back("device", o.device);
+  if (o.cache_mb >= 0) rep.options.emplace_back("cache-mb", std::to_string(o.cache_mb));
+  rep.options.emplace_back("bias-correction", o.bias_correction ? "true" : "false");
+  rep.options.emplace_back("threaded-forward", o.threaded_forward ? "true" : "false");
   rep.batches = std::int64_t(calibration.size());
   for (const auto& b : calibration)
     if (!b.empty() && b.front().isTensor()) rep.samples += b.front().toTensor().dim() ? b.front().toTensor().size(0) : 1;
@@ -210,6 +219,11 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
     lr.op = l.info.op;
     lr.shape = l.info.shape;
     lr.method = rep.method;
+    {
+      const at::Tensor w = parameter_of(fm, l.info.name);
+      lr.float_bytes = w.numel() * std::int64_t(w.element_size());
+      lr.quantized_bytes = lr.float_bytes;  // until it is quantized
+    }
     bool excluded = false;
     for (const auto& p : o.exclude) excluded = excluded || matches(p, l.info.name);
     if (!l.info.unsupported.empty()) {
@@ -316,6 +330,8 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
       pw.shape = l.info.shape;
       pw.layout = l.layout;
       pw.matrix = grid.encoded();
+      lr.quantized_bytes = std::int64_t(pw.matrix.codes.size() + pw.matrix.scales.size()) +
+                           (pw.matrix.format.tensor_scale ? std::int64_t(sizeof(float)) : 0);
       res.packed.push_back(std::move(pw));
     } catch (const Stopped&) {
       throw;

@@ -1,12 +1,22 @@
-// The PTQ report as JSON and as a text table (engine.hpp: Report).
+// The PTQ report as JSON and as a text table (engine.hpp: Report). JSON through nlohmann::json,
+// text through fmt; neither appears in a public header (docs/design/0010-cli-and-text-output.md).
 #include <cmath>
-#include <cstdio>
-#include <sstream>
+#include <string>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <torch/version.h>
 
 #include "qcast/ptq/engine.hpp"
+#include "qcast/version.hpp"
 
 namespace qcast::ptq {
 namespace {
+
+using Json = nlohmann::ordered_json;
+
+Json number(double v) { return std::isfinite(v) ? Json(v) : Json(nullptr); }
+Json error_value(double e) { return e >= 0 ? number(e) : Json(nullptr); }
 
 std::string shape_text(const std::vector<std::int64_t>& s) {
   std::string r = "[";
@@ -14,89 +24,123 @@ std::string shape_text(const std::vector<std::int64_t>& s) {
   return r + "]";
 }
 
-std::string json_string(const std::string& s) {
-  std::string r = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') r += '\\', r += c;
-    else if (c == '\n') r += "\\n";
-    else if (static_cast<unsigned char>(c) < 0x20) {
-      char b[8];
-      std::snprintf(b, sizeof b, "\\u%04x", c);
-      r += b;
-    } else r += c;
-  }
-  return r + "\"";
+// Bytes in the largest binary unit that leaves at least 1 of it.
+std::string size_text(std::int64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = double(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 4) v /= 1024, ++u;
+  return u == 0 ? fmt::format("{} B", bytes) : fmt::format("{:.2f} {}", v, units[u]);
 }
 
-std::string number(double v) {
-  if (!std::isfinite(v)) return "null";
-  char b[32];
-  std::snprintf(b, sizeof b, "%.6g", v);
-  return b;
+// Options a run may give more than once: always a JSON array, so that their type does not depend
+// on how many were given.
+bool repeatable(const std::string& name) { return name == "exclude" || name == "layer-format"; }
+
+// Bits per weight element of the weight layers: quantized bytes over their elements.
+double bits_per_weight(const std::vector<LayerReport>& layers) {
+  std::int64_t elements = 0, bytes = 0;
+  for (const auto& l : layers) {
+    std::int64_t n = 1;
+    for (auto d : l.shape) n *= d;
+    elements += n;
+    bytes += l.quantized_bytes;
+  }
+  return elements ? 8.0 * double(bytes) / double(elements) : 0;
 }
 
 }  // namespace
 
+std::int64_t Report::float_bytes() const {
+  std::int64_t b = 0;
+  for (const auto& l : layers) b += l.float_bytes;
+  return b;
+}
+
+std::int64_t Report::quantized_bytes() const {
+  std::int64_t b = 0;
+  for (const auto& l : layers) b += l.quantized_bytes;
+  return b;
+}
+
 std::string Report::json() const {
-  std::ostringstream s;
-  s << "{\"method\": " << json_string(method) << ", \"format\": " << json_string(format)
-    << ", \"device\": " << json_string(device) << ", \"samples\": " << samples << ", \"batches\": " << batches
-    << ", \"seconds\": " << number(seconds) << ", \"forward_seconds\": " << number(forward_seconds)
-    << ", \"statistics_seconds\": " << number(statistics_seconds) << ", \"solve_seconds\": " << number(solve_seconds)
-    << ", \"stages\": " << stages << ", \"peak_cache_bytes\": " << peak_cache_bytes
-    << ", \"peak_spilled_bytes\": " << peak_spilled_bytes << ", \"peak_rss_bytes\": " << peak_rss_bytes
-    << ", \"layers\": [";
-  for (std::size_t i = 0; i < layers.size(); ++i) {
-    const LayerReport& l = layers[i];
-    s << (i ? ",\n  " : "\n  ") << "{\"name\": " << json_string(l.name) << ", \"op\": " << json_string(l.op)
-      << ", \"shape\": " << shape_text(l.shape) << ", \"status\": " << json_string(l.status)
-      << ", \"format\": " << json_string(l.format) << ", \"method\": " << json_string(l.method)
-      << ", \"relative_error\": " << (l.relative_error >= 0 ? number(l.relative_error) : "null")
-      << ", \"rtn_relative_error\": " << (l.rtn_relative_error >= 0 ? number(l.rtn_relative_error) : "null")
-      << ", \"seconds\": " << number(l.seconds);
-    if (!l.notes.empty()) {
-      s << ", \"notes\": {";
-      bool first = true;
-      for (const auto& [k, v] : l.notes) s << (first ? "" : ", ") << json_string(k) << ": " << number(v), first = false;
-      s << "}";
-    }
-    s << "}";
+  Json j;
+  j["schema"] = "qcast.ptq.report";
+  j["schema_version"] = schema_version;
+  j["qcast_version"] = qcast::version_string;
+  j["torch_version"] = TORCH_VERSION;
+  j["method"] = method;
+  j["format"] = format;
+  j["device"] = device;
+  Json opts = Json::object();
+  for (const auto& [k, v] : options) {
+    if (!opts.contains(k)) opts[k] = repeatable(k) ? Json::array({v}) : Json(v);
+    else if (opts[k].is_array()) opts[k].push_back(v);
+    else opts[k] = Json::array({opts[k], v});
   }
-  s << "\n]}\n";
-  return s.str();
+  j["options"] = opts;
+  j["samples"] = samples;
+  j["batches"] = batches;
+  j["seconds"] = number(seconds);
+  j["forward_seconds"] = number(forward_seconds);
+  j["statistics_seconds"] = number(statistics_seconds);
+  j["solve_seconds"] = number(solve_seconds);
+  j["stages"] = stages;
+  j["peak_cache_bytes"] = peak_cache_bytes;
+  j["peak_spilled_bytes"] = peak_spilled_bytes;
+  j["peak_rss_bytes"] = peak_rss_bytes;
+  j["float_bytes"] = float_bytes();
+  j["quantized_bytes"] = quantized_bytes();
+  j["bits_per_weight"] = number(bits_per_weight(layers));
+  Json all = Json::array();
+  for (const LayerReport& l : layers) {
+    Json e;
+    e["name"] = l.name;
+    e["op"] = l.op;
+    e["shape"] = l.shape;
+    e["status"] = l.status;
+    e["format"] = l.format;
+    e["method"] = l.method;
+    e["relative_error"] = error_value(l.relative_error);
+    e["rtn_relative_error"] = error_value(l.rtn_relative_error);
+    e["seconds"] = number(l.seconds);
+    e["float_bytes"] = l.float_bytes;
+    e["quantized_bytes"] = l.quantized_bytes;
+    if (!l.notes.empty()) {
+      Json notes = Json::object();
+      for (const auto& [k, v] : l.notes) notes[k] = number(v);
+      e["notes"] = notes;
+    }
+    all.push_back(e);
+  }
+  j["layers"] = all;
+  return j.dump(1) + "\n";
 }
 
 std::string Report::table() const {
-  std::ostringstream s;
-  char line[512];
-  std::snprintf(line, sizeof line, "%-36s %-14s %-20s %-12s %10s %10s %8s\n", "layer", "op", "shape", "format",
-                "rel.error", "rtn error", "time s");
-  s << line;
+  std::string s = fmt::format("{:<36} {:<14} {:<20} {:<12} {:>10} {:>10} {:>8} {:>10}\n", "layer", "op", "shape",
+                              "format", "rel.error", "rtn error", "time s", "bytes");
+  auto err = [](double e) { return e >= 0 && std::isfinite(e) ? fmt::format("{:.6g}", e) : std::string("-"); };
   for (const LayerReport& l : layers) {
-    if (l.status != "quantized") {
-      std::snprintf(line, sizeof line, "%-36s %-14s %-20s %s\n", l.name.c_str(), l.op.c_str(), shape_text(l.shape).c_str(),
-                    l.status.c_str());
-    } else {
-      auto err = [](double e) { return e >= 0 ? number(e) : std::string("-"); };
-      std::snprintf(line, sizeof line, "%-36s %-14s %-20s %-12s %10s %10s %8.2f\n", l.name.c_str(), l.op.c_str(),
-                    shape_text(l.shape).c_str(), l.format.c_str(), err(l.relative_error).c_str(),
-                    err(l.rtn_relative_error).c_str(), l.seconds);
-    }
-    s << line;
+    if (l.status != "quantized")
+      s += fmt::format("{:<36} {:<14} {:<20} {:<12} {:>10} {:>10} {:>8} {:>10}\n", l.name, l.op, shape_text(l.shape),
+                       l.status, "", "", "", l.quantized_bytes);
+    else
+      s += fmt::format("{:<36} {:<14} {:<20} {:<12} {:>10} {:>10} {:>8.2f} {:>10}\n", l.name, l.op, shape_text(l.shape),
+                       l.format, err(l.relative_error), err(l.rtn_relative_error), l.seconds, l.quantized_bytes);
   }
-  std::snprintf(line, sizeof line, "method %s, %lld calibration samples, %.2f s in all\n", method.c_str(),
-                static_cast<long long>(samples), seconds);
-  s << line;
-  if (batches > 0) {
-    std::snprintf(line, sizeof line,
-                  "%lld stages x %lld batches: forward %.2f s, statistics %.2f s, solve %.2f s; boundary state "
-                  "%.1f MiB in memory, %.1f MiB spilled at most; peak memory %.0f MiB\n",
-                  static_cast<long long>(stages), static_cast<long long>(batches), forward_seconds, statistics_seconds,
-                  solve_seconds, double(peak_cache_bytes) / (1 << 20), double(peak_spilled_bytes) / (1 << 20),
-                  double(peak_rss_bytes) / (1 << 20));
-    s << line;
-  }
-  return s.str();
+  s += fmt::format("method {}, {} calibration samples, {:.2f} s in all\n", method, samples, seconds);
+  // The size line, as llama.cpp's quantize prints it: the weights before and after.
+  const std::int64_t before = float_bytes(), after = quantized_bytes();
+  s += fmt::format("weights: {} in float -> {} quantized ({:.2f} bits per weight, {:.2f}x smaller)\n", size_text(before),
+                   size_text(after), bits_per_weight(layers), after > 0 ? double(before) / double(after) : 0.0);
+  if (batches > 0)
+    s += fmt::format(
+        "{} stages x {} batches: forward {:.2f} s, statistics {:.2f} s, solve {:.2f} s; boundary state {:.1f} MiB in "
+        "memory, {:.1f} MiB spilled at most; peak memory {:.0f} MiB\n",
+        stages, batches, forward_seconds, statistics_seconds, solve_seconds, double(peak_cache_bytes) / (1 << 20),
+        double(peak_spilled_bytes) / (1 << 20), double(peak_rss_bytes) / (1 << 20));
+  return s;
 }
 
 }  // namespace qcast::ptq

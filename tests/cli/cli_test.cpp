@@ -10,6 +10,8 @@
 #include <vector>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "../core/bits.hpp"
 #include "oracle.hpp"
 #include "qcast/npy.hpp"
@@ -39,13 +41,14 @@ Run run(const std::string& args) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, s.str()};
 }
 
-// The lines of a command's output that are JSON objects (bench --json prints one per format).
-std::vector<std::string> json_objects(const std::string& output) {
+// The lines of a command's output that are JSON objects (bench --json prints one per format),
+// parsed (a line that is not valid JSON fails the test).
+std::vector<nlohmann::json> json_objects(const std::string& output) {
   std::istringstream lines(output);
-  std::vector<std::string> objects;
+  std::vector<nlohmann::json> objects;
   std::string line;
   while (std::getline(lines, line))
-    if (!line.empty() && line[0] == '{') objects.push_back(line);
+    if (!line.empty() && line[0] == '{') objects.push_back(nlohmann::json::parse(line));
   return objects;
 }
 
@@ -180,10 +183,10 @@ TEST_CASE("qcast bench prints one JSON object per format for each op, and reject
     INFO(op << "\n" << r.output);
     REQUIRE(r.code == 0);
     const auto objects = json_objects(r.output);
-    for (const auto& line : objects) {
-      CHECK(line.find(std::string("\"op\": \"") + op + "\"") != std::string::npos);
-      for (const char* key : {"\"gbps\": ", "\"memcpy_gbps\": ", "\"ratio_memcpy\": ", "\"scalar_gbps\": "})
-        CHECK(line.find(key) != std::string::npos);
+    for (const auto& j : objects) {
+      CHECK(j.at("op") == op);
+      for (const char* key : {"gbps", "memcpy_gbps", "ratio_memcpy", "scalar_gbps"}) CHECK(j.at(key).is_number());
+      CHECK(j.at("gbps").get<double>() > 0);
     }
     CHECK(objects.size() == 2);
   }
@@ -200,13 +203,14 @@ TEST_CASE("qcast bench --static-tensor-amax gives two-level formats the input's 
     REQUIRE(r.code == 0);
     const auto objects = json_objects(r.output);
     REQUIRE(objects.size() == 2);
-    CHECK(objects[0].find("\"tensor_amax\": \"given\"") != std::string::npos);
-    CHECK(objects[0].find("\"aten_gbps\": null") != std::string::npos);  // the ATen composition measures amax
-    CHECK(objects[1].find("\"tensor_amax\": null") != std::string::npos);
+    CHECK(objects[0].at("tensor_amax") == "given");
+    CHECK(objects[0].at("aten_gbps").is_null());  // the ATen composition measures amax
+    CHECK(objects[1].at("tensor_amax").is_null());
   }
   const Run r = run("bench --formats nvfp4 --elements 65536 --repeats 1 --threads 1 --json");
   REQUIRE(r.code == 0);
-  CHECK(r.output.find("\"tensor_amax\": \"measured\"") != std::string::npos);
+  REQUIRE(json_objects(r.output).size() == 1);
+  CHECK(json_objects(r.output)[0].at("tensor_amax") == "measured");
 }
 
 TEST_CASE("qcast bench --dtype casts, encodes and decodes 16-bit tensors, and rejects other types") {
@@ -216,10 +220,9 @@ TEST_CASE("qcast bench --dtype casts, encodes and decodes 16-bit tensors, and re
     INFO(dtype << "\n" << r.output);
     REQUIRE(r.code == 0);
     const auto objects = json_objects(r.output);
-    for (const auto& line : objects) {
-      CHECK(line.find(std::string("\"dtype\": \"") + (dtype == std::string("bf16") ? "bfloat16" : "float16") + "\"") !=
-            std::string::npos);
-      CHECK(line.find("\"scalar_gbps\": null") != std::string::npos);  // not measured for 16-bit tensors
+    for (const auto& j : objects) {
+      CHECK(j.at("dtype") == (dtype == std::string("bf16") ? "bfloat16" : "float16"));
+      CHECK(j.at("scalar_gbps").is_null());  // not measured for 16-bit tensors
     }
     CHECK(objects.size() == 2);
   }
@@ -232,8 +235,8 @@ TEST_CASE("qcast bench --dtype casts, encodes and decodes 16-bit tensors, and re
     INFO(op << "\n" << r.output);
     REQUIRE(r.code == 0);
     REQUIRE(json_objects(r.output).size() == 1);
-    CHECK(json_objects(r.output)[0].find(std::string("\"op\": \"") + op + "\", \"dtype\": \"bfloat16\"") !=
-          std::string::npos);
+    CHECK(json_objects(r.output)[0].at("op") == op);
+    CHECK(json_objects(r.output)[0].at("dtype") == "bfloat16");
   }
 }
 
@@ -243,9 +246,10 @@ TEST_CASE("qcast bench --shape measures a tensor of that shape and rejects malfo
   REQUIRE(r.code == 0);
   const auto objects = json_objects(r.output);
   REQUIRE(objects.size() == 2);
-  for (const auto& line : objects) {
-    CHECK(line.find("\"elements\": 4096, \"shape\": [4, 16, 64]") != std::string::npos);
-    CHECK(line.find("\"aten_gbps\": null") != std::string::npos);  // the ATen compositions are 2-D only
+  for (const auto& j : objects) {
+    CHECK(j.at("elements") == 4096);
+    CHECK(j.at("shape") == nlohmann::json::array({4, 16, 64}));
+    CHECK(j.at("aten_gbps").is_null());  // the ATen compositions are 2-D only
   }
   for (const char* shape : {"4,0,64", "4,x", ""}) {
     const Run bad = run(std::string("bench --shape '") + shape + "'");
@@ -263,11 +267,64 @@ TEST_CASE("qcast bench --device: cuda measures the GPU or says why it cannot; ot
   const Run r = run("bench --device cuda --formats mxfp4,fp8_e4m3 --elements 65536 --repeats 1 --json");
   INFO(r.output);
   if (r.code == 0) {  // a GPU: one JSON object per format, measured there
-    CHECK(r.output.find("\"device\": \"cuda\"") != std::string::npos);
-    CHECK(r.output.find("\"format\": \"fp8_e4m3\"") != std::string::npos);
+    const auto objects = json_objects(r.output);
+    REQUIRE(objects.size() == 2);
+    CHECK(objects[0].at("device") == "cuda");
+    CHECK(objects[1].at("format") == "fp8_e4m3");
   } else {  // no device, or a build without the CUDA kernels: the reason, not a crash
     CHECK(r.code != 0);
     CHECK((r.output.find("no usable CUDA device") != std::string::npos ||
            r.output.find("built without the CUDA kernels") != std::string::npos));
   }
+}
+
+TEST_CASE("qcast's command line: --opt=value, --version, one exit-code scheme, JSON lists") {
+  const fs::path in = scratch() / "conv_in.npy", a = scratch() / "conv_a.npy", b = scratch() / "conv_b.npy";
+  std::vector<float> x(64);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = float(i) * 0.37f - 11.0f;
+  qcast::write_npy(in.string(), {64}, x.data());
+  // "--opt=value" and "--opt value" give the same bits.
+  REQUIRE(run("cast --format=mxfp4 --round=away " + in.string() + " " + a.string()).code == 0);
+  REQUIRE(run("cast --format mxfp4 --round away " + in.string() + " " + b.string()).code == 0);
+  CHECK(qcast::read_npy(a.string()).to_float() == qcast::read_npy(b.string()).to_float());
+  CHECK(qcast::read_npy(a.string()).to_float() != x);
+
+  Run r = run("--version");
+  CHECK(r.code == 0);
+  CHECK(r.output.find("qcast 0.") == 0);
+  // Usage errors exit 2, whatever their kind: an unknown option, a value out of range, an unknown
+  // format, a contradiction, a missing value; a runtime error (a missing file) exits 1.
+  for (const char* usage : {"cast --frobnicate", "cast --format mxfp3 a.npy b.npy", "cast --format mxfp4 --axis",
+                            "cast --format mxfp4 --saturate --no-saturate a.npy b.npy", "bench --threads 0",
+                            "formats --json --table", "--version extra"}) {
+    r = run(usage);
+    INFO(usage << "\n" << r.output);
+    CHECK(r.code == 2);
+  }
+  r = run("cast --format mxfp4 " + (scratch() / "absent.npy").string() + " " + a.string());
+  CHECK(r.code == 1);
+  for (const char* help : {"--help", "cast --help", "bench --help", "formats --help"}) {
+    r = run(help);
+    INFO(help);
+    CHECK(r.code == 0);
+    CHECK(r.output.find("2 usage error") != std::string::npos);
+  }
+
+  // formats --json: every named format, numbers exact.
+  r = run("formats --json");
+  REQUIRE(r.code == 0);
+  const auto all = nlohmann::json::parse(r.output);
+  REQUIRE(all.is_array());
+  CHECK(all.size() == qcast::named_formats().size());
+  bool saw_mxfp4 = false;
+  for (const auto& f : all) {
+    if (f.at("name") != "mxfp4") continue;
+    saw_mxfp4 = true;
+    CHECK(f.at("bits") == 4);
+    CHECK(f.at("block_size") == 32);
+    CHECK(f.at("max") == 6.0);
+    CHECK(f.at("bits_per_element") == 4.25);
+    CHECK(f.at("scale") == "e8m0");
+  }
+  CHECK(saw_mxfp4);
 }

@@ -94,9 +94,9 @@ with tempfile.TemporaryDirectory() as d:
     r = run("cast", "--format", "mxfp4:axis=0", p("ok.npy"), p("axis0.npy"))
     check(r.returncode == 0, "mxfp4:axis=0 refused: " + r.stderr)
     r = run("cast", "--format", "x" * 100000, p("ok.npy"), p("out.npy"))
-    refused(r, "a 100,000-character format name", code=1, says=("100000 characters",))
+    refused(r, "a 100,000-character format name", code=2, says=("100000 characters",))
     r = run("cast", "--format", "mxfp4:axis=q", p("ok.npy"), p("out.npy"))
-    refused(r, "mxfp4:axis=q", code=1, says=("axis must be an integer",))
+    refused(r, "mxfp4:axis=q", code=2, says=("axis must be an integer",))
 
     # 4. NVFP4 of a vanishing tensor: finite output (the s_t floor of docs/formats.md).
     np.save(p("tiny.npy"), np.full((4, 64), 4.2e-45, np.float32))

@@ -69,11 +69,18 @@ with tempfile.TemporaryDirectory() as d:
 
     lst = subprocess.run([qcast, "quantize", model_path, "--list"], capture_output=True, text=True)
     check(lst.returncode == 0 and "head.weight" in lst.stdout and "2 uses" in lst.stdout, "--list shows the shared layer")
+    lst = subprocess.run([qcast, "quantize", model_path, "--list", "--json"], capture_output=True, text=True)
+    check(lst.returncode == 0, "--list --json: " + lst.stderr)
+    if lst.returncode == 0:
+        layers = json.loads(lst.stdout)
+        check([l["name"] for l in layers] == ["stem.weight", "grouped.weight", "head.weight", "out.weight"]
+              and layers[2]["uses"] == 2 and layers[1]["shape"] == [16, 4, 3, 3] and all(l["quantizable"] for l in layers),
+              "--list --json: names, uses, shapes")
 
     errors = {}
     for method in ("rtn", "gptq", "ed"):
         out, pack, rep = (os.path.join(d, f"{method}.{e}") for e in ("pt", "qpack", "json"))
-        r = run(model_path, "--format", "mxfp4", "--method", method, "--calib", calib_path, "-o", out,
+        r = run(model_path, "--format=mxfp4", "--method", method, "--calib=" + calib_path, "-o", out,
                 "--export", pack, "--report", rep, "--quiet")
         check(r.returncode == 0, f"{method}: exit code {r.returncode}: {r.stderr}")
         if r.returncode:
@@ -91,6 +98,25 @@ with tempfile.TemporaryDirectory() as d:
         report = json.load(open(rep))
         check(report["method"] == method and len(report["layers"]) == 4, f"{method}: report lists 4 layers")
         errors[method] = {l["name"]: l["relative_error"] for l in report["layers"]}
+        check(report["schema"] == "qcast.ptq.report" and report["schema_version"] == 1
+              and report["qcast_version"].startswith("0.") and report["torch_version"] == torch.__version__.split("+")[0],
+              f"{method}: report schema and versions")
+        check(report["options"]["method"] == method and report["options"]["format"] == "mxfp4"
+              and report["options"]["model"] == model_path and report["options"]["calib"] == calib_path
+              and report["options"]["batch-size"] == "16", f"{method}: report options {report['options']}")
+        params = dict(model.named_parameters())
+        float_bytes = {n: p.numel() * 4 for n, p in params.items() if p.dim() >= 2}
+        for l in report["layers"]:
+            n = float_bytes[l["name"]]
+            # mxfp4: 4 bits per element, one byte of scale per 32 along the reduction axis
+            rows = params[l["name"]].shape[0]
+            packed = n // 4 // 2 + rows * ((n // 4 // rows + 31) // 32)
+            check(l["float_bytes"] == n and l["quantized_bytes"] == packed,
+                  f"{method}: bytes of {l['name']}: {l['float_bytes']}, {l['quantized_bytes']} (want {n}, {packed})")
+        check(report["float_bytes"] == sum(float_bytes.values())
+              and report["quantized_bytes"] == sum(l["quantized_bytes"] for l in report["layers"]),
+              f"{method}: report totals")
+        check("bits per weight" in r.stdout, f"{method}: the table prints the sizes")
         version, entries = read_qpack(pack)
         check(version == 1 and [e["name"] for e in entries] == ["stem.weight", "grouped.weight", "head.weight", "out.weight"],
               f"{method}: .qpack entries")
@@ -107,7 +133,7 @@ with tempfile.TemporaryDirectory() as d:
     check(r.returncode == 2 and "is an input" in r.stderr, "refuses to write over the input model")
     check(torch.equal(torch.jit.load(model_path).stem.weight, model.stem.weight), "the input model is intact")
     r = run(model_path, "--format", "mxfp5", "--calib", calib_path, "-o", os.path.join(d, "o.pt"))
-    check(r.returncode != 0 and "mxfp4" in r.stderr, "unknown format lists the valid names")
+    check(r.returncode == 2 and "mxfp4" in r.stderr, "unknown format lists the valid names (a usage error)")
     r = run(model_path, "--format", "mxfp4", "--method", "awq", "--calib", calib_path, "-o", os.path.join(d, "o.pt"))
     check(r.returncode == 2 and "ed, gpfq, gptq, rtn" in r.stderr, "unknown method lists the valid ones")
     bad = os.path.join(d, "bad.pt")

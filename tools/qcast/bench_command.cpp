@@ -4,6 +4,9 @@
 // baselines are reported as absent (null in JSON), and everything else is measured the same way.
 #include <cstdio>
 
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -23,7 +26,7 @@
 #ifdef QCAST_CLI_CUDA
 #include "bench_cuda.hpp"
 #endif
-#include "commands.hpp"
+#include "command_line.hpp"
 #include "qcast/cast.hpp"
 #include "qcast/format_names.hpp"
 #include "qcast/kernels.hpp"
@@ -67,14 +70,6 @@ const char* kHelp =
     "                  (CastOptions::tensor_amax, measured once before timing), as a calibrated static\n"
     "                  tensor scale would: no statistics pass; no ATen figure for those formats\n"
     "  --json          one JSON object per format instead of the table\n";
-
-// printf into a std::string (LibTorch ships fmt headers of its own, so this TU avoids fmt).
-template <class... A>
-std::string strf(const char* format, A... a) {
-  char buf[512];
-  std::snprintf(buf, sizeof buf, format, a...);
-  return buf;
-}
 
 double median_seconds(int repeats, const std::function<void()>& fn) {
   fn();  // warm-up: page faults, caches, thread start
@@ -168,50 +163,46 @@ int bench_command(const std::vector<std::string>& args) {
   std::string op = "cast";
   qcast::DType dtype = qcast::DType::f32;
   bool static_tensor_amax = false;
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    auto value = [&]() -> const std::string& { return option_value(args, i); };
-    // Bounds: --threads at most kMaxThreads (a bench thread each), sizes at most 2^40 elements.
-    auto integer = [&](const std::string& v, long long hi) { return parse_integer(a, v, 1, hi); };
-    if (a == "--help" || a == "-h") {
-      std::fputs(kHelp, stdout);
-      return 0;
-    } else if (a == "--formats") names = split(value());
-    else if (a == "--elements") elements = integer(value(), std::int64_t(1) << 40);
-    else if (a == "--shape") {
-      shape.clear();
-      for (const auto& d : split(value())) shape.push_back(integer(d, std::int64_t(1) << 40));
-      if (shape.empty()) throw UsageError{"--shape needs at least one dimension, e.g. 64,256,4096"};
-    }
-    else if (a == "--threads") threads = int(integer(value(), kMaxThreads));
-    else if (a == "--repeats") repeats = int(integer(value(), 1000));
-    else if (a == "--json") json = true;
-    else if (a == "--static-tensor-amax") static_tensor_amax = true;
-    else if (a == "--dtype") {
-      const std::string d = value();
-      if (d == "f32") dtype = qcast::DType::f32;
-      else if (d == "bf16") dtype = qcast::DType::bf16;
-      else if (d == "f16") dtype = qcast::DType::f16;
-      else throw UsageError{"--dtype must be f32, bf16 or f16, got " + shown(d)};
-    }
-    else if (a == "--op") {
-      op = value();
-      if (op != "cast" && op != "encode" && op != "decode")
-        throw UsageError{"--op must be cast, encode or decode, got " + shown(op)};
-    }
-    else if (a == "--device") {
-      const std::string d = value();
-      if (d != "cpu" && d != "cuda") throw UsageError{"--device must be cpu or cuda, got " + shown(d)};
-#ifndef QCAST_CLI_CUDA
-      if (d == "cuda") throw UsageError{"--device cuda: this qcast was built without the CUDA kernels (valid: cpu)"};
-#endif
-      cuda = d == "cuda";
-    } else throw UsageError{"unknown option " + shown(a)};
+  std::string formats_text, elements_text, shape_text_arg, threads_text, repeats_text, dtype_text, device_text = "cpu";
+  CLI::App app{"", "qcast bench"};
+  prepare_command_app(app);
+  app.add_option("--formats", formats_text);
+  app.add_option("--elements", elements_text);
+  app.add_option("--shape", shape_text_arg);
+  app.add_option("--threads", threads_text);
+  app.add_option("--repeats", repeats_text);
+  app.add_option("--device", device_text);
+  app.add_option("--op", op);
+  app.add_option("--dtype", dtype_text);
+  app.add_flag("--static-tensor-amax", static_tensor_amax);
+  app.add_flag("--json", json);
+  if (!parse_command_line(app, args, kHelp)) return exit_ok;
+  // Bounds: --threads at most kMaxThreads (a bench thread each), sizes at most 2^40 elements.
+  if (!formats_text.empty()) names = split(formats_text);
+  if (!elements_text.empty()) elements = parse_integer("--elements", elements_text, 1, std::int64_t(1) << 40);
+  if (!shape_text_arg.empty() || app.count("--shape")) {
+    for (const auto& d : split(shape_text_arg)) shape.push_back(parse_integer("--shape", d, 1, std::int64_t(1) << 40));
+    if (shape.empty()) throw UsageError{"--shape needs at least one dimension, e.g. 64,256,4096"};
   }
+  if (!threads_text.empty()) threads = int(parse_integer("--threads", threads_text, 1, kMaxThreads));
+  if (!repeats_text.empty()) repeats = int(parse_integer("--repeats", repeats_text, 1, 1000));
+  if (dtype_text == "bf16") dtype = qcast::DType::bf16;
+  else if (dtype_text == "f16") dtype = qcast::DType::f16;
+  else if (!dtype_text.empty() && dtype_text != "f32")
+    throw UsageError{"--dtype must be f32, bf16 or f16, got " + shown(dtype_text)};
+  if (op != "cast" && op != "encode" && op != "decode")
+    throw UsageError{"--op must be cast, encode or decode, got " + shown(op)};
+  if (device_text != "cpu" && device_text != "cuda")
+    throw UsageError{"--device must be cpu or cuda, got " + shown(device_text)};
+#ifndef QCAST_CLI_CUDA
+  if (device_text == "cuda")
+    throw UsageError{"--device cuda: this qcast was built without the CUDA kernels (valid: cpu)"};
+#endif
+  cuda = device_text == "cuda";
   if (dtype != qcast::DType::f32 && cuda) throw UsageError{"--dtype bf16 and f16 are measured on the CPU only"};
   if (!shape.empty() && cuda) throw UsageError{"--shape is measured on the CPU only (--device cuda takes --elements)"};
   std::vector<qcast::Format> formats;
-  for (const auto& n : names) formats.push_back(qcast::parse_format(n));
+  for (const auto& n : names) formats.push_back(format_option(n));
 #ifdef QCAST_CLI_CUDA
   if (cuda) return bench_cuda(names, formats, elements, repeats, op, json, static_tensor_amax);
 #endif
@@ -273,27 +264,22 @@ int bench_command(const std::vector<std::string>& args) {
   scalar_shape[0] = std::min<std::int64_t>(shape[0], std::max<std::int64_t>(1, (std::int64_t{1} << 22) / slice));
   std::int64_t scalar_elements = 1;
   for (auto d : scalar_shape) scalar_elements *= d;
-  std::string shape_text, shape_json;
-  for (auto d : shape) {
-    shape_text += (shape_text.empty() ? "" : "x") + std::to_string(d);
-    shape_json += (shape_json.empty() ? "" : ", ") + std::to_string(d);
-  }
+  std::string shape_text;
+  for (auto d : shape) shape_text += (shape_text.empty() ? "" : "x") + std::to_string(d);
 
   if (!json) {
-    std::printf("%s: %lld elements (%s, shape %s), %d threads, ISA %s, median of %d runs\n", op.c_str(),
-                (long long)elements, qcast::dtype_name(dtype), shape_text.c_str(), threads,
-                qcast::kernels::current_target().c_str(), repeats);
-    std::printf("memcpy: %.2f GB/s on 1 thread, %.2f GB/s on %d; the faster is the limit, timed again beside each "
-                "format\n",
-                bytes / memcpy_1_s / 1e9, bytes / memcpy_t_s / 1e9, threads);
+    fmt::print("{}: {} elements ({}, shape {}), {} threads, ISA {}, median of {} runs\n", op, elements,
+               qcast::dtype_name(dtype), shape_text, threads, qcast::kernels::current_target(), repeats);
+    fmt::print("memcpy: {:.2f} GB/s on 1 thread, {:.2f} GB/s on {}; the faster is the limit, timed again beside each "
+               "format\n",
+               bytes / memcpy_1_s / 1e9, bytes / memcpy_t_s / 1e9, threads);
 #ifndef QCAST_CLI_TORCH
-    std::printf("ATen baselines: not measured (this qcast was built without LibTorch)\n");
+    fmt::print("ATen baselines: not measured (this qcast was built without LibTorch)\n");
 #endif
     if (static_tensor_amax)
-      std::printf("two-level formats take the tensor's amax as given (--static-tensor-amax): no statistics pass\n");
-    std::printf("\n");
-    std::printf("%-14s %9s %9s %9s %9s %9s %10s %10s\n", "format", "qcast", "memcpy", "ATen ops", "scalar", "fq_p.c.",
-                "vs memcpy", "vs ATen");
+      fmt::print("two-level formats take the tensor's amax as given (--static-tensor-amax): no statistics pass\n");
+    fmt::print("\n{:<14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}\n", "format", "qcast", "memcpy", "ATen ops",
+               "scalar", "fq_p.c.", "vs memcpy", "vs ATen");
   }
   for (std::size_t k = 0; k < formats.size(); ++k) {
     const qcast::Format& f = formats[k];
@@ -343,32 +329,40 @@ int bench_command(const std::vector<std::string>& args) {
     const double aten_gbps = aten_s > 0 ? bytes / aten_s / 1e9 : 0;
     const double scalar_gbps = scalar_s > 0 ? scalar_bytes / scalar_s / 1e9 : 0;
     const double fq_gbps = fq_s > 0 ? bytes / fq_s / 1e9 : 0;
-    auto opt = [](double v) { return v > 0 ? strf("%.4g", v) : std::string("null"); };
+    // A figure that was not measured is null in JSON and '-' in the table.
+    auto measured = [](double v) { return v > 0 ? nlohmann::ordered_json(v) : nlohmann::ordered_json(nullptr); };
+    auto cell = [](double v, const char* spec) { return v > 0 ? fmt::format(fmt::runtime(spec), v) : std::string("-"); };
     if (json) {
-      std::printf(
-          "{\"format\": \"%s\", \"op\": \"%s\", \"dtype\": \"%s\", \"device\": \"cpu\", \"isa\": \"%s\", \"elements\": %lld, "
-          "\"shape\": [%s], "
-          "\"threads\": %d, \"gbps\": %.4g, \"memcpy_gbps\": %.4g, \"aten_gbps\": %s, \"scalar_gbps\": %s, \"ratio_memcpy\": %.4g, "
-          "\"ratio_aten\": %s, \"fake_quantize_per_channel_gbps\": %s, \"ratio_fake_quantize_per_channel\": %s, "
-          "\"tensor_amax\": %s}\n",
-          names[k].c_str(), op.c_str(), qcast::dtype_name(dtype), qcast::kernels::current_target().c_str(),
-          (long long)elements, shape_json.c_str(), threads, gbps, memcpy_gbps, opt(aten_gbps).c_str(), opt(scalar_gbps).c_str(), gbps / memcpy_gbps,
-          (aten_gbps > 0 ? opt(gbps / aten_gbps) : std::string("null")).c_str(), opt(fq_gbps).c_str(),
-          (fq_gbps > 0 ? opt(gbps / fq_gbps) : std::string("null")).c_str(),
-          !f.tensor_scale ? "null" : o.tensor_amax ? "\"given\"" : "\"measured\"");
+      nlohmann::ordered_json j;
+      j["format"] = names[k];
+      j["op"] = op;
+      j["dtype"] = qcast::dtype_name(dtype);
+      j["device"] = "cpu";
+      j["isa"] = qcast::kernels::current_target();
+      j["elements"] = elements;
+      j["shape"] = shape;
+      j["threads"] = threads;
+      j["gbps"] = gbps;
+      j["memcpy_gbps"] = memcpy_gbps;
+      j["aten_gbps"] = measured(aten_gbps);
+      j["scalar_gbps"] = measured(scalar_gbps);
+      j["ratio_memcpy"] = gbps / memcpy_gbps;
+      j["ratio_aten"] = measured(aten_gbps > 0 ? gbps / aten_gbps : 0);
+      j["fake_quantize_per_channel_gbps"] = measured(fq_gbps);
+      j["ratio_fake_quantize_per_channel"] = measured(fq_gbps > 0 ? gbps / fq_gbps : 0);
+      j["tensor_amax"] = !f.tensor_scale ? nlohmann::ordered_json(nullptr) : o.tensor_amax ? "given" : "measured";
+      fmt::print("{}\n", j.dump());
     } else {
-      std::printf("%-14s %9.2f %9.2f %9s %9s %9s %10.2f %10s\n", names[k].c_str(), gbps, memcpy_gbps,
-                  (aten_gbps > 0 ? strf("%.2f", aten_gbps) : std::string("-")).c_str(),
-                  (scalar_gbps > 0 ? strf("%.3f", scalar_gbps) : std::string("-")).c_str(),
-                  (fq_gbps > 0 ? strf("%.2f", fq_gbps) : std::string("-")).c_str(), gbps / memcpy_gbps,
-                  (aten_gbps > 0 ? strf("%.1fx", gbps / aten_gbps) : std::string("-")).c_str());
+      fmt::print("{:<14} {:>9.2f} {:>9.2f} {:>9} {:>9} {:>9} {:>10.2f} {:>10}\n", names[k], gbps, memcpy_gbps,
+                 cell(aten_gbps, "{:.2f}"), cell(scalar_gbps, "{:.3f}"), cell(fq_gbps, "{:.2f}"), gbps / memcpy_gbps,
+                 cell(aten_gbps > 0 ? gbps / aten_gbps : 0, "{:.1f}x"));
     }
     std::fflush(stdout);
   }
   if (!json)
-    std::printf("\nGB/s count bytes read + written; 'scalar' is the reference on %lld elements, one thread.\n",
-                (long long)scalar_elements);
-  return 0;
+    fmt::print("\nGB/s count bytes read + written; 'scalar' is the reference on {} elements, one thread.\n",
+               scalar_elements);
+  return exit_ok;
 }
 
 }  // namespace qcast_cli

@@ -14,6 +14,9 @@
 #include <thread>
 #include <vector>
 
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
 #ifdef QCAST_CLI_TORCH
 #include "aten_reference.hpp"
 #endif
@@ -63,12 +66,9 @@ double median_gpu_seconds(int repeats, const std::function<void()>& fn) {
   return t[t.size() / 2];
 }
 
-std::string opt(double v, const char* fmt = "%.4g") {
-  if (!(v > 0)) return "null";
-  char buf[64];
-  std::snprintf(buf, sizeof buf, fmt, v);
-  return buf;
-}
+// A figure that was not measured: null in JSON, '-' in the table.
+nlohmann::ordered_json measured(double v) { return v > 0 ? nlohmann::ordered_json(v) : nlohmann::ordered_json(nullptr); }
+std::string cell(double v, const char* spec) { return v > 0 ? fmt::format(fmt::runtime(spec), v) : std::string("-"); }
 
 }  // namespace
 
@@ -97,13 +97,12 @@ int bench_cuda(const std::vector<std::string>& names, const std::vector<qcast::F
     return median_gpu_seconds(repeats, fn);
   };
   if (!json) {
-    std::printf("%s on %s: %lld elements (float32, rows of %lld), median of %d runs\n", op.c_str(), gpu.c_str(),
-                (long long)elements, (long long)cols, repeats);
-    std::printf("device-to-device copy: %.1f GB/s\n", copy_gbps);
+    fmt::print("{} on {}: {} elements (float32, rows of {}), median of {} runs\n", op, gpu, elements, cols, repeats);
+    fmt::print("device-to-device copy: {:.1f} GB/s\n", copy_gbps);
 #ifndef QCAST_CLI_TORCH
-    std::printf("ATen baselines: not measured (this qcast was built without LibTorch)\n");
+    fmt::print("ATen baselines: not measured (this qcast was built without LibTorch)\n");
 #endif
-    std::printf("\n%-14s %9s %9s %9s %10s %10s\n", "format", "qcast", "ATen ops", "fq_p.c.", "vs copy", "vs ATen");
+    fmt::print("\n{:<14} {:>9} {:>9} {:>9} {:>10} {:>10}\n", "format", "qcast", "ATen ops", "fq_p.c.", "vs copy", "vs ATen");
   }
   for (std::size_t k = 0; k < formats.size(); ++k) {
     const qcast::Format& f = formats[k];
@@ -133,24 +132,32 @@ int bench_cuda(const std::vector<std::string>& names, const std::vector<qcast::F
     const double aten_gbps = aten_s > 0 ? cast_bytes / aten_s / 1e9 : 0;
     const double fq_gbps = fq_s > 0 ? cast_bytes / fq_s / 1e9 : 0;
     if (json) {
-      std::printf(
-          "{\"format\": \"%s\", \"op\": \"%s\", \"device\": \"cuda\", \"gpu\": \"%s\", \"elements\": %lld, \"threads\": null, "
-          "\"gbps\": %.4g, \"memcpy_gbps\": %.4g, \"aten_gbps\": %s, \"scalar_gbps\": null, \"ratio_memcpy\": %.4g, "
-          "\"ratio_aten\": %s, \"fake_quantize_per_channel_gbps\": %s, \"ratio_fake_quantize_per_channel\": %s, "
-          "\"tensor_amax\": %s}\n",
-          names[k].c_str(), op.c_str(), gpu.c_str(), (long long)elements, gbps, copy_gbps, opt(aten_gbps).c_str(),
-          gbps / copy_gbps, opt(aten_gbps > 0 ? gbps / aten_gbps : 0).c_str(), opt(fq_gbps).c_str(),
-          opt(fq_gbps > 0 ? gbps / fq_gbps : 0).c_str(),
-          !f.tensor_scale ? "null" : o.tensor_amax ? "\"given\"" : "\"measured\"");
+      nlohmann::ordered_json j;
+      j["format"] = names[k];
+      j["op"] = op;
+      j["device"] = "cuda";
+      j["gpu"] = gpu;
+      j["elements"] = elements;
+      j["threads"] = nullptr;
+      j["gbps"] = gbps;
+      j["memcpy_gbps"] = copy_gbps;
+      j["aten_gbps"] = measured(aten_gbps);
+      j["scalar_gbps"] = nullptr;
+      j["ratio_memcpy"] = gbps / copy_gbps;
+      j["ratio_aten"] = measured(aten_gbps > 0 ? gbps / aten_gbps : 0);
+      j["fake_quantize_per_channel_gbps"] = measured(fq_gbps);
+      j["ratio_fake_quantize_per_channel"] = measured(fq_gbps > 0 ? gbps / fq_gbps : 0);
+      j["tensor_amax"] = !f.tensor_scale ? nlohmann::ordered_json(nullptr) : o.tensor_amax ? "given" : "measured";
+      fmt::print("{}\n", j.dump());
     } else {
-      std::printf("%-14s %9.1f %9s %9s %10.2f %10s\n", names[k].c_str(), gbps, opt(aten_gbps, "%.1f").c_str(),
-                  opt(fq_gbps, "%.1f").c_str(), gbps / copy_gbps, opt(aten_gbps > 0 ? gbps / aten_gbps : 0, "%.1fx").c_str());
+      fmt::print("{:<14} {:>9.1f} {:>9} {:>9} {:>10.2f} {:>10}\n", names[k], gbps, cell(aten_gbps, "{:.1f}"),
+                 cell(fq_gbps, "{:.1f}"), gbps / copy_gbps, cell(aten_gbps > 0 ? gbps / aten_gbps : 0, "{:.1f}x"));
     }
     std::fflush(stdout);
   }
   if (!json)
-    std::printf("\nGB/s count bytes read + written (encode/decode: float32 on one side, packed codes + scales on "
-                "the other); memcpy_gbps is the device-to-device copy.\n");
+    fmt::print("\nGB/s count bytes read + written (encode/decode: float32 on one side, packed codes + scales on "
+               "the other); memcpy_gbps is the device-to-device copy.\n");
   return 0;
 }
 

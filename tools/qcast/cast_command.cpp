@@ -4,7 +4,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "commands.hpp"
+#include "command_line.hpp"
 #include "qcast/cast.hpp"
 #include "qcast/detail/atomic_file.hpp"
 #include "qcast/kernels.hpp"
@@ -38,28 +38,26 @@ const char* kHelp =
 int cast_command(const std::vector<std::string>& args) {
   std::string format_text, round = "even";
   std::string axis_text, seed_text, tensor_amax_text;
-  std::optional<bool> saturate;
+  bool saturate_flag = false, no_saturate_flag = false;
   std::vector<std::string> files;
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    auto value = [&]() -> const std::string& { return option_value(args, i); };
-    if (a == "--help" || a == "-h") {
-      std::fputs(kHelp, stdout);
-      return 0;
-    } else if (a == "--format") format_text = value();
-    else if (a == "--axis") axis_text = value();
-    else if (a == "--round") round = value();
-    else if (a == "--seed") seed_text = value();
-    else if (a == "--tensor-amax") tensor_amax_text = value();
-    else if (a == "--no-saturate") saturate = false;
-    else if (a == "--saturate") saturate = true;
-    else if (a.size() > 1 && a[0] == '-' && a != "-") throw UsageError{"unknown option " + shown(a)};
-    else files.push_back(a);
-  }
+  CLI::App app{"", "qcast cast"};
+  prepare_command_app(app);
+  app.add_option("--format", format_text);
+  app.add_option("--axis", axis_text);
+  app.add_option("--round", round);
+  app.add_option("--seed", seed_text);
+  app.add_option("--tensor-amax", tensor_amax_text);
+  app.add_flag("--saturate", saturate_flag);
+  app.add_flag("--no-saturate", no_saturate_flag);
+  app.add_option("files", files);
+  if (!parse_command_line(app, args, kHelp)) return exit_ok;
+  if (saturate_flag && no_saturate_flag) throw UsageError{"--saturate and --no-saturate contradict each other"};
+  std::optional<bool> saturate;
+  if (saturate_flag || no_saturate_flag) saturate = saturate_flag;
   if (format_text.empty()) throw UsageError{"--format is required"};
   if (files.size() != 2) throw UsageError{"expected IN.npy and OUT.npy, got " + std::to_string(files.size()) + " paths"};
 
-  qcast::Format format = qcast::parse_format(format_text);
+  qcast::Format format = format_option(format_text);
   if (!axis_text.empty()) {
     if (!format.has_axis())
       throw UsageError{"--axis applies to channel and block formats; " + shown(format_text) + " has no axis"};
@@ -97,7 +95,7 @@ int cast_command(const std::vector<std::string>& args) {
   qcast::kernels::cast(values.data(), values.data(), in.shape, format, options);
   output->write(0, [&](std::ostream& f) { qcast::write_npy(f, in.shape, values.data()); });
   output->commit();
-  return 0;
+  return exit_ok;
 }
 
 }  // namespace qcast_cli

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <exception>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -16,11 +17,11 @@ struct UsageError {
   std::string message;
 };
 
-// The value after option args[i] (advancing i), or a UsageError naming the option.
-inline const std::string& option_value(const std::vector<std::string>& args, std::size_t& i) {
-  if (i + 1 >= args.size()) throw UsageError{args[i] + " needs a value"};
-  return args[++i];
-}
+// The exit codes of every command, as each --help states them.
+enum ExitCode : int { exit_ok = 0, exit_error = 1, exit_usage = 2, exit_stopped = 130 };
+inline constexpr const char* kExitCodes =
+    "\nexit status: 0 done, 1 error while running (a file, the data, the model), 2 usage error (an\n"
+    "option, a value, a format or method name), 130 stopped by SIGINT/SIGTERM (quantize)\n";
 
 // Text from the command line for a message: quoted, at most 64 characters.
 inline std::string shown(const std::string& v) { return qcast::detail::quoted_text(v); }
@@ -53,6 +54,16 @@ inline float parse_number(const std::string& flag, const std::string& v) {
     if (*end == '\0' && std::isfinite(x)) return x;
   }
   throw UsageError{flag + " needs a finite number, got " + shown(v)};
+}
+
+// A format named on the command line; an unknown or malformed name is a usage error (the message
+// lists the valid names).
+inline qcast::Format format_option(const std::string& text) {
+  try {
+    return qcast::parse_format(text);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError{e.what()};
+  }
 }
 
 int formats_command(const std::vector<std::string>& args);

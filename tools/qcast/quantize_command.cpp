@@ -6,9 +6,13 @@
 #include <csignal>
 #include <cstdio>
 #include <optional>
+#include <set>
 #include <string>
 
-#include "commands.hpp"
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "command_line.hpp"
 #include "qcast/detail/atomic_file.hpp"
 #include "qcast/format_names.hpp"
 #include "qcast/ptq/engine.hpp"
@@ -34,7 +38,7 @@ const char* kUsage =
     "                      [--samples N] [--batch-size B] [--exclude PATTERN]...\n"
     "                      [--layer-format PATTERN=F]... [--device cpu|cuda[:N]] [--cache-mb MB]\n"
     "                      [--spill-dir DIR] [METHOD OPTIONS] [--export OUT.qpack] [--report R.json]\n"
-    "                      [--list] [--quiet]\n"
+    "                      [--list [--json]] [--quiet]\n"
     "\n"
     "Quantizes the weights of every linear, convolution (1-D/2-D, grouped, depthwise) and\n"
     "matmul/mm/addmm/bmm with a parameter weight of a TorchScript model, layer by layer in execution\n"
@@ -65,8 +69,10 @@ const char* kUsage =
     "                        its bias (linear and convolution layers with a bias; any method)\n"
     "  -o, --output OUT.pt   the quantized model (written to a temporary file, then renamed)\n"
     "  --export OUT.qpack    also write codes + scales + format per layer (docs/qpack.md)\n"
-    "  --report R.json       also write the per-layer report as JSON\n"
+    "  --report R.json       also write the report as JSON: versions, options, per-layer errors and\n"
+    "                        bytes of the float and the quantized weights (docs/ptq.md)\n"
     "  --list                print the model's weight layers and exit\n"
+    "  --json                with --list: one JSON array, an object per layer\n"
     "  --quiet               no progress lines on stderr\n"
     "\n"
     "Ctrl-C (SIGINT) or SIGTERM stops the run at the next batch: nothing is written, temporary files\n"
@@ -76,9 +82,7 @@ std::string help_text() {
   std::string h = kUsage;
   h += "\nmethods:\n";
   for (const auto& m : ptq::methods()) {
-    char line[256];
-    std::snprintf(line, sizeof line, "  %-8s %s\n", m.name.c_str(), m.help.c_str());
-    h += line;
+    h += fmt::format("  {:<8} {}\n", m.name, m.help);
     for (const auto& o : m.options) {
       std::string flag = "--" + o.name;
       if (o.kind == ptq::MethodOption::Kind::choice) {
@@ -87,29 +91,47 @@ std::string help_text() {
       } else if (o.kind != ptq::MethodOption::Kind::flag) {
         flag += " X";
       }
-      std::snprintf(line, sizeof line, "      %-20s %s (default %s)\n", flag.c_str(), o.help.c_str(),
-                    o.default_value.c_str());
-      h += line;
+      h += fmt::format("      {:<20} {} (default {})\n", flag, o.help, o.default_value);
     }
   }
   return h;
 }
 
-// The method option of that flag ("--act-order" -> act-order), over every registered method.
-const ptq::MethodOption* method_option(const std::string& flag) {
-  if (flag.rfind("--", 0) != 0) return nullptr;
-  const std::string name = flag.substr(2);
-  for (const auto& m : ptq::methods())
-    for (const auto& o : m.options)
-      if (o.name == name) return &o;
-  return nullptr;
+std::string duration(double s) {
+  if (s < 120) return fmt::format("{:.0f}s", s);
+  return fmt::format("{:.0f}m{:02.0f}s", std::floor(s / 60), std::fmod(s, 60));
 }
 
-std::string duration(double s) {
-  char b[32];
-  if (s < 120) std::snprintf(b, sizeof b, "%.0fs", s);
-  else std::snprintf(b, sizeof b, "%.0fm%02.0fs", std::floor(s / 60), std::fmod(s, 60));
-  return b;
+std::string shape_text(const std::vector<std::int64_t>& shape) {
+  std::string t = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) t += (i ? ", " : "") + std::to_string(shape[i]);
+  return t + "]";
+}
+
+// quantize --list: the model's weight layers as a table or (--json) a JSON array.
+void print_layers(const std::vector<ptq::LayerInfo>& layers, bool json) {
+  if (json) {
+    nlohmann::ordered_json all = nlohmann::ordered_json::array();
+    for (const auto& l : layers) {
+      nlohmann::ordered_json j;
+      j["name"] = l.name;
+      j["op"] = l.op;
+      j["shape"] = l.shape;
+      j["uses"] = l.uses;
+      j["quantizable"] = l.unsupported.empty();
+      j["float_reason"] = l.unsupported.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(l.unsupported);
+      all.push_back(j);
+    }
+    fmt::print("{}\n", all.dump(2));
+    return;
+  }
+  fmt::print("{:<40} {:<16} {:<20} {}\n", "layer", "op", "shape", "status");
+  for (const auto& l : layers) {
+    const std::string status = !l.unsupported.empty() ? "float: " + l.unsupported
+                               : l.uses > 1          ? fmt::format("quantizable ({} uses)", l.uses)
+                                                     : std::string("quantizable");
+    fmt::print("{:<40} {:<16} {:<20} {}\n", l.name, l.op, shape_text(l.shape), status);
+  }
 }
 
 std::atomic<int> stop_signal{0};
@@ -117,56 +139,65 @@ extern "C" void on_stop_signal(int sig) { stop_signal = sig; }
 
 int run_quantize(const std::vector<std::string>& args) {
   std::string model_path, format_text, calib, out, export_path, report_path;
+  std::string samples_text, batch_size_text, cache_mb_text;
+  std::vector<std::string> layer_format_texts, positionals;
   long long samples = -1, batch_size = 16;
-  bool list = false, quiet = false;
+  bool list = false, list_json = false, quiet = false;
   ptq::Options options;
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    auto value = [&]() -> const std::string& { return option_value(args, i); };
-    if (a == "--help" || a == "-h") {
-      std::fputs(help_text().c_str(), stdout);
-      return 0;
-    } else if (a == "--format") format_text = value();
-    else if (a == "--method") options.method = value();
-    else if (a == "--calib") calib = value();
-    else if (a == "--samples") samples = parse_integer(a, value(), 1, std::int64_t(1) << 40);
-    else if (a == "--batch-size") batch_size = parse_integer(a, value(), 1, std::int64_t(1) << 20);
-    else if (a == "--exclude") options.exclude.push_back(value());
-    else if (a == "--layer-format") {
-      const std::string v = value();
-      const auto eq = v.find('=');
-      if (eq == std::string::npos || eq == 0) throw UsageError{"--layer-format needs PATTERN=FORMAT, got " + shown(v)};
-      options.layer_formats.push_back({v.substr(0, eq), qcast::parse_format(v.substr(eq + 1))});
-    } else if (a == "--device") options.device = value();
-    else if (a == "--cache-mb") options.cache_mb = parse_integer(a, value(), 0, std::int64_t(1) << 30);
-    else if (a == "--spill-dir") options.spill_dir = value();
-    else if (a == "--threaded-forward") options.threaded_forward = true;
-    else if (a == "--bias-correction") options.bias_correction = true;
-    else if (a == "-o" || a == "--output") out = value();
-    else if (a == "--export") export_path = value();
-    else if (a == "--report") report_path = value();
-    else if (a == "--list") list = true;
-    else if (a == "--quiet") quiet = true;
-    else if (const ptq::MethodOption* mo = method_option(a)) {
-      options.method_options[mo->name] = mo->kind == ptq::MethodOption::Kind::flag ? "true" : value();
-    } else if (a.size() > 1 && a[0] == '-') throw UsageError{"unknown option " + shown(a)};
-    else if (model_path.empty()) model_path = a;
-    else throw UsageError{"more than one model given (" + shown(model_path) + ", " + shown(a) + ")"};
-  }
-  if (model_path.empty()) throw UsageError{"no MODEL.pt given"};
-  if (list) {
-    const auto layers = ptq::list_layers(ptq::load_model(model_path));
-    std::printf("%-40s %-16s %-20s %s\n", "layer", "op", "shape", "status");
-    for (const auto& l : layers) {
-      std::string shape = "[";
-      for (std::size_t i = 0; i < l.shape.size(); ++i) shape += (i ? ", " : "") + std::to_string(l.shape[i]);
-      shape += "]";
-      std::printf("%-40s %-16s %-20s %s\n", l.name.c_str(), l.op.c_str(), shape.c_str(),
-                  l.unsupported.empty() ? (l.uses > 1 ? ("quantizable (" + std::to_string(l.uses) + " uses)").c_str()
-                                                      : "quantizable")
-                                        : ("float: " + l.unsupported).c_str());
+  CLI::App app{"", "qcast quantize"};
+  prepare_command_app(app);
+  app.add_option("--format", format_text);
+  app.add_option("--method", options.method);
+  app.add_option("--calib", calib);
+  app.add_option("--samples", samples_text);
+  app.add_option("--batch-size", batch_size_text);
+  app.add_option("--exclude", options.exclude);
+  app.add_option("--layer-format", layer_format_texts);
+  app.add_option("--device", options.device);
+  app.add_option("--cache-mb", cache_mb_text);
+  app.add_option("--spill-dir", options.spill_dir);
+  app.add_flag("--threaded-forward", options.threaded_forward);
+  app.add_flag("--bias-correction", options.bias_correction);
+  app.add_option("-o,--output", out);
+  app.add_option("--export", export_path);
+  app.add_option("--report", report_path);
+  app.add_flag("--list", list);
+  app.add_flag("--json", list_json);
+  app.add_flag("--quiet", quiet);
+  // The options of every registered method (a name two methods share is one flag); which method
+  // may take them is checked once the method is known.
+  std::map<std::string, std::string> method_values;
+  std::map<std::string, bool> method_flags;
+  std::set<std::string> method_option_names;
+  for (const auto& m : ptq::methods())
+    for (const auto& o : m.options) {
+      if (!method_option_names.insert(o.name).second) continue;
+      if (o.kind == ptq::MethodOption::Kind::flag) app.add_flag("--" + o.name, method_flags[o.name]);
+      else app.add_option("--" + o.name, method_values[o.name]);
     }
-    return 0;
+  app.add_option("model", positionals);
+  if (!parse_command_line(app, args, help_text())) return exit_ok;
+  for (const auto& name : method_option_names) {
+    if (app.count("--" + name) == 0) continue;
+    const auto flag = method_flags.find(name);
+    options.method_options[name] = flag != method_flags.end() ? (flag->second ? "true" : "false") : method_values[name];
+  }
+  if (positionals.size() > 1)
+    throw UsageError{"more than one model given (" + shown(positionals[0]) + ", " + shown(positionals[1]) + ")"};
+  if (positionals.empty()) throw UsageError{"no MODEL.pt given"};
+  model_path = positionals[0];
+  if (!samples_text.empty()) samples = parse_integer("--samples", samples_text, 1, std::int64_t(1) << 40);
+  if (!batch_size_text.empty()) batch_size = parse_integer("--batch-size", batch_size_text, 1, std::int64_t(1) << 20);
+  if (!cache_mb_text.empty()) options.cache_mb = parse_integer("--cache-mb", cache_mb_text, 0, std::int64_t(1) << 30);
+  for (const auto& v : layer_format_texts) {
+    const auto eq = v.find('=');
+    if (eq == std::string::npos || eq == 0) throw UsageError{"--layer-format needs PATTERN=FORMAT, got " + shown(v)};
+    options.layer_formats.push_back({v.substr(0, eq), format_option(v.substr(eq + 1))});
+  }
+  if (list_json && !list) throw UsageError{"--json applies to --list (the report's JSON is --report R.json)"};
+  if (list) {
+    print_layers(ptq::list_layers(ptq::load_model(model_path)), list_json);
+    return exit_ok;
   }
   const ptq::MethodInfo* method = nullptr;
   try {
@@ -190,7 +221,7 @@ int run_quantize(const std::vector<std::string>& args) {
     throw UsageError{"--calib is required by method " + method->name + " (rtn runs without)"};
   if (calib.empty() && options.bias_correction) throw UsageError{"--bias-correction needs --calib"};
   if (out.empty()) throw UsageError{"-o OUT.pt is required"};
-  options.format = qcast::parse_format(format_text);
+  options.format = format_option(format_text);
   // From here a signal stops the run at the next batch (before the outputs exist, so that none of
   // their temporary files can be left behind); restored on every way out.
   stop_signal = 0;
@@ -226,12 +257,11 @@ int run_quantize(const std::vector<std::string>& args) {
     const auto now = std::chrono::steady_clock::now();
     const std::string eta = p.eta_s >= 0 ? ", ETA " + duration(p.eta_s) : "";
     if (p.phase == ptq::Progress::Phase::solve) {
-      std::fprintf(stderr, "[%d/%d] %-40s solve, elapsed %s%s\n", p.layer, p.layers, p.name.c_str(),
-                   duration(p.elapsed_s).c_str(), eta.c_str());
+      fmt::print(stderr, "[{}/{}] {:<40} solve, elapsed {}{}\n", p.layer, p.layers, p.name, duration(p.elapsed_s), eta);
       last_line = now;
     } else if (now - last_line > std::chrono::seconds(5)) {
-      std::fprintf(stderr, "[%d/%d] %-40s forward, batch %d/%d, elapsed %s%s\n", p.layer, p.layers, p.name.c_str(),
-                   p.batch, p.batches, duration(p.elapsed_s).c_str(), eta.c_str());
+      fmt::print(stderr, "[{}/{}] {:<40} forward, batch {}/{}, elapsed {}{}\n", p.layer, p.layers, p.name, p.batch,
+                 p.batches, duration(p.elapsed_s), eta);
       last_line = now;
     }
     return true;
@@ -240,24 +270,27 @@ int run_quantize(const std::vector<std::string>& args) {
   try {
     r = ptq::quantize(model, batches, options);
   } catch (const ptq::Stopped&) {
-    std::fprintf(stderr, "qcast quantize: stopped by %s; nothing was written\n",
-                 stop_signal == SIGTERM ? "SIGTERM" : "SIGINT");
-    return 130;
+    fmt::print(stderr, "qcast quantize: stopped by {}; nothing was written\n", stop_signal == SIGTERM ? "SIGTERM" : "SIGINT");
+    return exit_stopped;
   } catch (const std::exception& e) {
     throw std::runtime_error(error_summary(e) + (calib.empty() ? "" : " [calibration data: " + calib + "]"));
   }
+  // The report's options: the engine's, then what only the command line knows.
+  r.report.options.insert(r.report.options.begin(), {{"model", model_path}});
+  if (!calib.empty()) r.report.options.emplace_back("calib", calib);
+  if (samples > 0) r.report.options.emplace_back("samples", std::to_string(samples));
+  r.report.options.emplace_back("batch-size", std::to_string(batch_size));
   std::size_t k = 0;
   outputs->write(k++, [&](std::ostream& f) { ptq::save_model(r.model, f); });
   if (!export_path.empty()) outputs->write(k++, [&](std::ostream& f) { qcast::write_qpack(f, r.packed); });
   if (!report_path.empty()) outputs->write(k++, [&](std::ostream& f) { f << r.report.json(); });
   if (stop_signal) {  // a signal while the outputs were written: none of them is moved into place
-    std::fprintf(stderr, "qcast quantize: stopped by %s; nothing was written\n",
-                 stop_signal == SIGTERM ? "SIGTERM" : "SIGINT");
-    return 130;
+    fmt::print(stderr, "qcast quantize: stopped by {}; nothing was written\n", stop_signal == SIGTERM ? "SIGTERM" : "SIGINT");
+    return exit_stopped;
   }
   outputs->commit();
-  std::fputs(r.report.table().c_str(), stdout);
-  return 0;
+  fmt::print("{}", r.report.table());
+  return exit_ok;
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "qcast/format.hpp"
@@ -102,11 +103,20 @@ struct LayerReport {
   double relative_error = -1;  // ||Ŵ·X̂ − W·X|| / ||W·X|| over the calibration set (bias excluded); -1: no data
   double rtn_relative_error = -1;  // the same for round-to-nearest weights on the same inputs
   double seconds = 0;              // statistics + solve of this layer
+  // The weight parameter's bytes in float (its dtype) and as stored quantized: packed codes +
+  // scales (+ 4 bytes of a two-level format's tensor scale). A layer left in float counts its float
+  // bytes on both sides.
+  std::int64_t float_bytes = 0, quantized_bytes = 0;
   std::map<std::string, double> notes;  // what the method reports of this layer, e.g. ED's "fold" factor
 };
 
 struct Report {
+  // The JSON's layout; raised when a field changes meaning or goes (docs/ptq.md: the report).
+  static constexpr int schema_version = 1;
   std::string method, format, device;
+  // The run's options as NAME -> value text (a repeated option appears once per value, in order):
+  // the engine's from Options, a caller's own (the CLI adds its model, calib, samples, batch-size).
+  std::vector<std::pair<std::string, std::string>> options;
   std::int64_t samples = 0, batches = 0;
   double seconds = 0;             // the whole run
   double forward_seconds = 0;     // the stages of both streams (and the look-ahead of shared weights)
@@ -117,6 +127,8 @@ struct Report {
   std::int64_t peak_spilled_bytes = 0;  // boundary state on disk at once
   std::int64_t peak_rss_bytes = 0;      // the process's peak resident memory (Linux), 0 where unknown
   std::vector<LayerReport> layers;
+  std::int64_t float_bytes() const;      // sums over every weight layer
+  std::int64_t quantized_bytes() const;
   std::string json() const;
   std::string table() const;
 };
