@@ -5,6 +5,10 @@ set -euo pipefail
 
 QCAST_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 QCAST_TORCH_VERSION="2.11.0"   # its wheel links CUDA 13.0, the toolkit of this machine kind
+# Test-only Python packages: safetensors reads the export; torchao is the peer it is compared with
+# (installed without dependencies, so that it cannot replace the pinned torch).
+QCAST_SAFETENSORS_VERSION="0.8.0"
+QCAST_TORCHAO_VERSION="0.18.0"
 # fmt, CLI11 and nlohmann-json are header-only here (fmt as a library only in builds without Torch).
 QCAST_APT_PACKAGES=(build-essential cmake ccache git libhwy-dev catch2 libfmt-dev libcli11-dev nlohmann-json3-dev)
 
@@ -26,12 +30,22 @@ qcast_install_packages() {
 qcast_install_torch() {
   local venv="$QCAST_ROOT/.venv"
   if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import torch, numpy, sys; sys.exit(torch.__version__.split('+')[0] != '$QCAST_TORCH_VERSION')" 2>/dev/null; then
+    qcast_install_python_test_packages
     return 0
   fi
   qcast_log "installing torch==$QCAST_TORCH_VERSION and numpy into .venv (a few minutes the first time)"
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   "$venv/bin/pip" install -q --progress-bar off --upgrade pip
   "$venv/bin/pip" install -q --progress-bar off "torch==$QCAST_TORCH_VERSION" numpy
+  qcast_install_python_test_packages
+}
+
+qcast_install_python_test_packages() {
+  local venv="$QCAST_ROOT/.venv"
+  "$venv/bin/python" -c "import safetensors, torchao, sys; sys.exit(safetensors.__version__ != '$QCAST_SAFETENSORS_VERSION' or torchao.__version__.split('+')[0] != '$QCAST_TORCHAO_VERSION')" 2>/dev/null && return 0
+  qcast_log "installing safetensors==$QCAST_SAFETENSORS_VERSION and torchao==$QCAST_TORCHAO_VERSION into .venv"
+  "$venv/bin/pip" install -q --progress-bar off "safetensors==$QCAST_SAFETENSORS_VERSION"
+  "$venv/bin/pip" install -q --progress-bar off --no-deps "torchao==$QCAST_TORCHAO_VERSION"
 }
 
 # qcast_build DIR [cmake options...]

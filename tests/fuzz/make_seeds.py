@@ -8,7 +8,7 @@ Needs numpy and torch (the project venv) and a built qcast (for .qpack files wri
 quantize --export`). Seeds are small, valid or nearly valid inputs of each kind; libFuzzer mutates
 from there. Run it again after a format change and commit what changed.
 """
-import io
+import io, json
 import os
 import struct
 import subprocess
@@ -103,13 +103,14 @@ def qpack_seeds(qcast):
             path = os.path.join(tmp, mname + ".pt")
             torch.jit.save(torch.jit.script(m.eval()), path)
             for fmt in ["mxfp4", "nvfp4", "int4@g32", "fp8_e4m3", "int8@channel", "mxint8", "mxfp6_e3m2"]:
-                q = os.path.join(tmp, "q.qpack")
-                subprocess.run([qcast, "quantize", path, "--format", fmt, "--method", "rtn", "-o",
-                                os.path.join(tmp, "q.pt"), "--export", q, "--quiet"], check=True,
-                               stdout=subprocess.DEVNULL)
-                with open(q, "rb") as f:
-                    data = f.read()
-                out("corpus", "qpack", "%s_%s" % (mname, fmt.replace("@", "_")), data)
+                for kind in ("qpack", "safetensors"):
+                    q = os.path.join(tmp, "q." + kind)
+                    subprocess.run([qcast, "quantize", path, "--format", fmt, "--method", "rtn", "-o",
+                                    os.path.join(tmp, "q.pt"), "--export", q, "--quiet"], check=True,
+                                   stdout=subprocess.DEVNULL)
+                    with open(q, "rb") as f:
+                        data = f.read()
+                    out("corpus", kind, "%s_%s" % (mname, fmt.replace("@", "_")), data)
     # Inputs that crashed the reader before its checks (issue 24): a dimension product that
     # overflows, and a transposed entry whose matrix is not its parameter.
     def entry(name, fmt, shape, layout, rows, cols, codes, scales):
@@ -122,6 +123,34 @@ def qpack_seeds(qcast):
     out("crashes", "qpack", "transposed_mismatch", head + entry(b"w", b"fp8_e4m3", [2, 3], 1, 2, 3, b"\0" * 6, b""))
     out("crashes", "qpack", "huge_blob", head + entry(b"w", b"fp8_e4m3", [2, 3], 0, 2, 3, b"", b"")[:-16]
         + struct.pack("<Q", 1 << 60))
+
+
+def safetensors_seeds():
+    """Hand-made files beside the ones qpack_seeds exports: each breaks one rule of the reader."""
+    def st(header, data=b""):
+        h = json.dumps(header).encode()
+        h += b" " * ((8 - len(h) % 8) % 8)
+        return struct.pack("<Q", len(h)) + h + data
+    meta = {"qcast:w": json.dumps({"format": "mxfp4", "shape": [2, 32], "layout": "rows", "matrix": [2, 32]})}
+    good = {"__metadata__": meta, "w": {"dtype": "F4", "shape": [2, 32], "data_offsets": [0, 32]},
+            "w_scale": {"dtype": "F8_E8M0", "shape": [2, 1], "data_offsets": [32, 34]}}
+    out("corpus", "safetensors", "hand_mxfp4", st(good, bytes(range(32)) + b"\x7f\x80"))
+    bad = {
+        "header_past_end": struct.pack("<Q", 1 << 40) + b"{}",
+        "not_json": struct.pack("<Q", 4) + b"{\"a\"",
+        "overlap": st({"a": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4]},
+                       "b": {"dtype": "U8", "shape": [4], "data_offsets": [2, 6]}}, bytes(6)),
+        "hole": st({"a": {"dtype": "U8", "shape": [2], "data_offsets": [2, 4]}}, bytes(4)),
+        "odd_f4": st({"a": {"dtype": "F4", "shape": [3], "data_offsets": [0, 1]}}, bytes(1)),
+        "huge_shape": st({"a": {"dtype": "F32", "shape": [1 << 40, 1 << 40], "data_offsets": [0, 4]}}, bytes(4)),
+        "missing_scale": st({"__metadata__": meta, "w": good["w"]}, bytes(32)),
+        "bad_metadata": st({"__metadata__": {"qcast:w": "{"}, "w": good["w"]}, bytes(32)),
+        "matrix_mismatch": st({"__metadata__": {"qcast:w": json.dumps({"format": "mxfp4", "shape": [4, 32],
+                                                                      "layout": "rows", "matrix": [2, 32]})},
+                               "w": good["w"], "w_scale": good["w_scale"]}, bytes(34)),
+    }
+    for name, data in bad.items():
+        out("corpus", "safetensors", "hand_" + name, data)
 
 
 def calibration_seeds():
@@ -159,4 +188,5 @@ if __name__ == "__main__":
     format_names()
     npy_seeds()
     qpack_seeds(sys.argv[1])
+    safetensors_seeds()
     calibration_seeds()

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <filesystem>
 #include <cstdio>
 #include <optional>
 #include <set>
@@ -37,7 +38,8 @@ const char* kUsage =
     "usage: qcast quantize MODEL.pt --format F [--method M] [--calib DATA] -o OUT.pt\n"
     "                      [--samples N] [--batch-size B] [--exclude PATTERN]...\n"
     "                      [--layer-format PATTERN=F]... [--device cpu|cuda[:N]] [--cache-mb MB]\n"
-    "                      [--spill-dir DIR] [METHOD OPTIONS] [--export OUT.qpack] [--report R.json]\n"
+    "                      [--spill-dir DIR] [METHOD OPTIONS] [--export OUT.safetensors|OUT.qpack]\n"
+    "                      [--report R.json]\n"
     "                      [--list [--json]] [--quiet]\n"
     "\n"
     "Quantizes the weights of every linear, convolution (1-D/2-D, grouped, depthwise) and\n"
@@ -68,7 +70,11 @@ const char* kUsage =
     "  --bias-correction     add each quantized layer's mean output shift on the calibration set to\n"
     "                        its bias (linear and convolution layers with a bias; any method)\n"
     "  -o, --output OUT.pt   the quantized model (written to a temporary file, then renamed)\n"
-    "  --export OUT.qpack    also write codes + scales + format per layer (docs/qpack.md)\n"
+    "  --export OUT.safetensors\n"
+    "                        also write the quantized weights as codes + scales with PyTorch's\n"
+    "                        low-precision dtypes, the model's other tensors, and OUT.quantization_\n"
+    "                        config.json beside it (docs/safetensors.md)\n"
+    "  --export OUT.qpack    or as qcast's own .qpack file (docs/qpack.md)\n"
     "  --report R.json       also write the report as JSON: versions, options, per-layer errors and\n"
     "                        bytes of the float and the quantized weights (docs/ptq.md)\n"
     "  --list                print the model's weight layers and exit\n"
@@ -95,6 +101,10 @@ std::string help_text() {
     }
   }
   return h;
+}
+
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() > tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
 }
 
 std::string duration(double s) {
@@ -237,7 +247,17 @@ int run_quantize(const std::vector<std::string>& args) {
   // Every output is checked against the others and the inputs, and gets its temporary file, before
   // any work; they are renamed into place together at the end (OutputSet).
   std::vector<qcast::detail::OutputSet::Output> wanted = {{"-o", out}};
+  // --export: by its extension, a safetensors checkpoint (with its quantization config beside it,
+  // STEM.quantization_config.json) or a .qpack file.
+  const bool export_safetensors = ends_with(export_path, ".safetensors");
+  std::string config_path;
+  if (!export_path.empty() && !export_safetensors && !ends_with(export_path, ".qpack"))
+    throw UsageError{"--export needs a path ending in .safetensors or .qpack, got " + shown(export_path)};
   if (!export_path.empty()) wanted.push_back({"--export", export_path});
+  if (export_safetensors) {
+    config_path = export_path.substr(0, export_path.size() - std::string(".safetensors").size()) + ".quantization_config.json";
+    wanted.push_back({"--export (its quantization config)", config_path});
+  }
   if (!report_path.empty()) wanted.push_back({"--report", report_path});
   std::optional<qcast::detail::OutputSet> outputs;
   try {
@@ -282,7 +302,13 @@ int run_quantize(const std::vector<std::string>& args) {
   r.report.options.emplace_back("batch-size", std::to_string(batch_size));
   std::size_t k = 0;
   outputs->write(k++, [&](std::ostream& f) { ptq::save_model(r.model, f); });
-  if (!export_path.empty()) outputs->write(k++, [&](std::ostream& f) { qcast::write_qpack(f, r.packed); });
+  if (export_safetensors) {
+    outputs->write(k++, [&](std::ostream& f) { qcast::write_safetensors(f, ptq::export_safetensors(r)); });
+    const std::string weights_file = std::filesystem::path(export_path).filename().string();
+    outputs->write(k++, [&](std::ostream& f) { f << ptq::quantization_config(r, weights_file); });
+  } else if (!export_path.empty()) {
+    outputs->write(k++, [&](std::ostream& f) { qcast::write_qpack(f, r.packed); });
+  }
   if (!report_path.empty()) outputs->write(k++, [&](std::ostream& f) { f << r.report.json(); });
   if (stop_signal) {  // a signal while the outputs were written: none of them is moved into place
     fmt::print(stderr, "qcast quantize: stopped by {}; nothing was written\n", stop_signal == SIGTERM ? "SIGTERM" : "SIGINT");

@@ -16,6 +16,7 @@
 
 #include "qcast/format.hpp"
 #include "qcast/qpack.hpp"
+#include "qcast/safetensors.hpp"
 
 namespace qcast::ptq {
 
@@ -138,6 +139,13 @@ struct Result {
   std::vector<PackedWeight> packed;
   Report report;
 };
+
+// The run as a safetensors checkpoint: each quantized weight as codes + scales (+ tensor scale)
+// with its format in the metadata (qcast/safetensors.hpp), every other parameter and buffer of the
+// quantized model as it is (docs/safetensors.md).
+SafetensorsFile export_safetensors(const Result& result);
+// The JSON quantization config written beside it: method, formats per layer, layers left in float.
+std::string quantization_config(const Result& result, const std::string& weights_file);
 
 // The weight layers of `model` in execution order (of forward, with submodules inlined).
 std::vector<LayerInfo> list_layers(const torch::jit::Module& model);

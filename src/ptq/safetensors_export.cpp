@@ -1,0 +1,80 @@
+// A quantization run as a safetensors checkpoint (engine.hpp: export_safetensors): the quantized
+// weights as codes + scales with PyTorch's low-precision dtypes (qcast/safetensors.hpp), every other
+// parameter and buffer of the model as it is, and a JSON quantization config to write beside it.
+#include <set>
+
+#include <nlohmann/json.hpp>
+#include <torch/version.h>
+
+#include "qcast/ptq/engine.hpp"
+#include "qcast/version.hpp"
+
+namespace qcast::ptq {
+namespace {
+
+// The safetensors dtype of a float or integer tensor of the model.
+std::string dtype_name(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return "F32";
+    case at::kHalf: return "F16";
+    case at::kBFloat16: return "BF16";
+    case at::kDouble: return "F64";
+    case at::kLong: return "I64";
+    case at::kInt: return "I32";
+    case at::kShort: return "I16";
+    case at::kChar: return "I8";
+    case at::kByte: return "U8";
+    case at::kBool: return "BOOL";
+    default: throw std::runtime_error(std::string("no safetensors dtype for ") + c10::toString(t));
+  }
+}
+
+SafetensorsTensor tensor_of(const std::string& name, const at::Tensor& value) {
+  const at::Tensor t = value.detach().to(at::kCPU).contiguous();
+  SafetensorsTensor s;
+  s.name = name;
+  s.dtype = dtype_name(t.scalar_type());
+  s.shape.assign(t.sizes().begin(), t.sizes().end());
+  const auto* p = static_cast<const std::uint8_t*>(t.data_ptr());
+  s.data.assign(p, p + t.nbytes());
+  return s;
+}
+
+}  // namespace
+
+SafetensorsFile export_safetensors(const Result& r) {
+  SafetensorsFile file;
+  std::set<std::string> quantized;
+  for (const auto& w : r.packed) {
+    add_quantized_weight(file, w);
+    quantized.insert(w.name);
+  }
+  // Every other tensor of the model under its own name, so that the file is a whole checkpoint.
+  for (const auto& p : r.model.named_parameters(/*recurse=*/true))
+    if (!quantized.count(p.name)) file.tensors.push_back(tensor_of(p.name, p.value));
+  for (const auto& b : r.model.named_buffers(/*recurse=*/true))
+    if (!quantized.count(b.name) && b.value.defined()) file.tensors.push_back(tensor_of(b.name, b.value));
+  return file;
+}
+
+std::string quantization_config(const Result& r, const std::string& weights_file) {
+  nlohmann::ordered_json c;
+  c["quant_method"] = "qcast";
+  c["producer"] = std::string("qcast ") + qcast::version_string;
+  c["torch_version"] = TORCH_VERSION;
+  c["weights_file"] = weights_file;
+  c["method"] = r.report.method;
+  c["format"] = r.report.format;
+  // The tensors of each quantized weight W: W (codes), W_scale (scales), W_scale_2 (tensor scale).
+  c["tensor_names"] = {{"codes", "{name}"}, {"scales", "{name}_scale"}, {"tensor_scale", "{name}_scale_2"}};
+  nlohmann::ordered_json layers = nlohmann::ordered_json::object(), ignored = nlohmann::ordered_json::array();
+  for (const auto& l : r.report.layers) {
+    if (l.status == "quantized") layers[l.name] = l.format;
+    else ignored.push_back(l.name);
+  }
+  c["quantized"] = layers;
+  c["ignore"] = ignored;
+  return c.dump(2) + "\n";
+}
+
+}  // namespace qcast::ptq
