@@ -177,7 +177,9 @@ with tempfile.TemporaryDirectory() as d:
     check(not os.path.exists(p("o.pt")), "a refused quantize wrote its output")
 
     # 6. Outputs: collisions and missing folders are refused before any work, and nothing is written.
-    for extra, says in ((["--export", p("o.pt")], "is also -o"), (["--report", p("o.pt")], "is also -o"),
+    for extra, says in ((["--export", p("o.pt")], ".safetensors or .qpack"), (["--report", p("o.pt")], "is also -o"),
+                        (["--export", p("e.safetensors"), "--report", p("e.quantization_config.json")],
+                         "is also --export (its quantization config)"),
                         (["--export", p("nodir/o.qpack")], "does not exist"), (["--report", p("nodir/r.json")], "does not exist"),
                         (["--report", d], "is a folder")):
         r = q("--calib", p("calib.pt"), "-o", p("o.pt"), *extra)

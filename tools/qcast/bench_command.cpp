@@ -26,6 +26,7 @@
 #ifdef QCAST_CLI_CUDA
 #include "bench_cuda.hpp"
 #endif
+#include "bench_row.hpp"
 #include "command_line.hpp"
 #include "qcast/cast.hpp"
 #include "qcast/format_names.hpp"
@@ -329,9 +330,6 @@ int bench_command(const std::vector<std::string>& args) {
     const double aten_gbps = aten_s > 0 ? bytes / aten_s / 1e9 : 0;
     const double scalar_gbps = scalar_s > 0 ? scalar_bytes / scalar_s / 1e9 : 0;
     const double fq_gbps = fq_s > 0 ? bytes / fq_s / 1e9 : 0;
-    // A figure that was not measured is null in JSON and '-' in the table.
-    auto measured = [](double v) { return v > 0 ? nlohmann::ordered_json(v) : nlohmann::ordered_json(nullptr); };
-    auto cell = [](double v, const char* spec) { return v > 0 ? fmt::format(fmt::runtime(spec), v) : std::string("-"); };
     if (json) {
       nlohmann::ordered_json j;
       j["format"] = names[k];
@@ -342,15 +340,7 @@ int bench_command(const std::vector<std::string>& args) {
       j["elements"] = elements;
       j["shape"] = shape;
       j["threads"] = threads;
-      j["gbps"] = gbps;
-      j["memcpy_gbps"] = memcpy_gbps;
-      j["aten_gbps"] = measured(aten_gbps);
-      j["scalar_gbps"] = measured(scalar_gbps);
-      j["ratio_memcpy"] = gbps / memcpy_gbps;
-      j["ratio_aten"] = measured(aten_gbps > 0 ? gbps / aten_gbps : 0);
-      j["fake_quantize_per_channel_gbps"] = measured(fq_gbps);
-      j["ratio_fake_quantize_per_channel"] = measured(fq_gbps > 0 ? gbps / fq_gbps : 0);
-      j["tensor_amax"] = !f.tensor_scale ? nlohmann::ordered_json(nullptr) : o.tensor_amax ? "given" : "measured";
+      add_figures(j, {gbps, memcpy_gbps, aten_gbps, scalar_gbps, fq_gbps}, f.tensor_scale, o.tensor_amax.has_value());
       fmt::print("{}\n", j.dump());
     } else {
       fmt::print("{:<14} {:>9.2f} {:>9.2f} {:>9} {:>9} {:>9} {:>10.2f} {:>10}\n", names[k], gbps, memcpy_gbps,

@@ -20,6 +20,7 @@
 #ifdef QCAST_CLI_TORCH
 #include "aten_reference.hpp"
 #endif
+#include "bench_row.hpp"
 #include "qcast/cast.hpp"
 #include "qcast/cuda.hpp"
 #include "qcast/packing.hpp"
@@ -66,9 +67,6 @@ double median_gpu_seconds(int repeats, const std::function<void()>& fn) {
   return t[t.size() / 2];
 }
 
-// A figure that was not measured: null in JSON, '-' in the table.
-nlohmann::ordered_json measured(double v) { return v > 0 ? nlohmann::ordered_json(v) : nlohmann::ordered_json(nullptr); }
-std::string cell(double v, const char* spec) { return v > 0 ? fmt::format(fmt::runtime(spec), v) : std::string("-"); }
 
 }  // namespace
 
@@ -139,15 +137,7 @@ int bench_cuda(const std::vector<std::string>& names, const std::vector<qcast::F
       j["gpu"] = gpu;
       j["elements"] = elements;
       j["threads"] = nullptr;
-      j["gbps"] = gbps;
-      j["memcpy_gbps"] = copy_gbps;
-      j["aten_gbps"] = measured(aten_gbps);
-      j["scalar_gbps"] = nullptr;
-      j["ratio_memcpy"] = gbps / copy_gbps;
-      j["ratio_aten"] = measured(aten_gbps > 0 ? gbps / aten_gbps : 0);
-      j["fake_quantize_per_channel_gbps"] = measured(fq_gbps);
-      j["ratio_fake_quantize_per_channel"] = measured(fq_gbps > 0 ? gbps / fq_gbps : 0);
-      j["tensor_amax"] = !f.tensor_scale ? nlohmann::ordered_json(nullptr) : o.tensor_amax ? "given" : "measured";
+      add_figures(j, {gbps, copy_gbps, aten_gbps, 0, fq_gbps}, f.tensor_scale, o.tensor_amax.has_value());
       fmt::print("{}\n", j.dump());
     } else {
       fmt::print("{:<14} {:>9.1f} {:>9} {:>9} {:>10.2f} {:>10}\n", names[k], gbps, cell(aten_gbps, "{:.1f}"),
