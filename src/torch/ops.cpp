@@ -1,0 +1,102 @@
+// The qcast operator library for TorchScript and PyTorch (libqcast_ops.so): `torch.ops.qcast.cast`
+// and `torch.ops.qcast.hadamard`, registered with TORCH_LIBRARY, so that a saved TorchScript model
+// can call qcast and Python can load it with torch.ops.load_library(path). The cast goes through the
+// LibTorch adapter (qcast/torch.hpp: the CPU kernels, or the CUDA kernels for CUDA tensors), so its
+// bits are those of the CLI and the adapter. Gradients pass straight through the rounding.
+#include <ATen/ATen.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <optional>
+#include <string>
+
+#include "qcast/format_names.hpp"
+#include "qcast/torch.hpp"
+
+namespace {
+
+qcast::Rounding rounding_of(const std::string& r) {
+  if (r == "even") return qcast::Rounding::nearest_even;
+  if (r == "away") return qcast::Rounding::nearest_away;
+  if (r == "zero") return qcast::Rounding::toward_zero;
+  if (r == "stochastic") return qcast::Rounding::stochastic;
+  TORCH_CHECK(false, "qcast::cast: rounding must be even, away, zero or stochastic, got '", r, "'");
+}
+
+// The straight-through estimator: forward is the cast, backward the identity (the gradient of the
+// rounding is taken to be 1 everywhere, as the quantization-aware-training literature does).
+struct CastStraightThrough : torch::autograd::Function<CastStraightThrough> {
+  static at::Tensor forward(torch::autograd::AutogradContext*, const at::Tensor& x, const std::string& format,
+                            const std::string& rounding, int64_t seed, std::optional<bool> saturate,
+                            std::optional<double> tensor_amax, std::optional<int64_t> axis) {
+    qcast::Format f;
+    try {
+      f = qcast::parse_format(format);
+    } catch (const std::exception& e) {
+      TORCH_CHECK(false, "qcast::cast: ", e.what());
+    }
+    if (axis) {
+      TORCH_CHECK(f.has_axis(), "qcast::cast: axis applies to channel and block formats; '", format, "' has none");
+      f.axis = int(*axis);
+    }
+    qcast::CastOptions o;
+    o.rounding = rounding_of(rounding);
+    TORCH_CHECK(seed >= 0, "qcast::cast: seed must be non-negative, got ", seed);
+    o.seed = std::uint64_t(seed);
+    o.saturate = saturate;
+    if (tensor_amax) o.tensor_amax = float(*tensor_amax);
+    try {
+      return qcast::cast(x, f, o);
+    } catch (const c10::Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      TORCH_CHECK(false, "qcast::cast: ", e.what());
+    }
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext*,
+                                                 torch::autograd::variable_list grad) {
+    return {grad[0], at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+at::Tensor cast(const at::Tensor& x, const std::string& format, const std::string& rounding, int64_t seed,
+                std::optional<bool> saturate, std::optional<double> tensor_amax, std::optional<int64_t> axis) {
+  return CastStraightThrough::apply(x, format, rounding, seed, saturate, tensor_amax, axis);
+}
+
+// Block-diagonal Walsh-Hadamard transform along the last dimension: each run of `block` elements
+// (a power of two dividing the dimension) is multiplied by H_block / sqrt(block), the orthonormal
+// Sylvester Hadamard matrix, in log2(block) butterfly steps. Orthonormal and symmetric, so it is its
+// own inverse; composed of ATen ops, so autograd and every device come with it.
+at::Tensor hadamard(const at::Tensor& x, int64_t block) {
+  TORCH_CHECK(x.dim() >= 1, "qcast::hadamard: needs at least one dimension");
+  TORCH_CHECK(block >= 1 && (block & (block - 1)) == 0, "qcast::hadamard: block must be a power of two, got ", block);
+  const int64_t n = x.size(-1);
+  TORCH_CHECK(n % block == 0, "qcast::hadamard: block ", block, " does not divide the last dimension ", n);
+  TORCH_CHECK(x.is_floating_point(), "qcast::hadamard: needs a floating-point tensor, got ", x.scalar_type());
+  auto sizes = x.sizes().vec();
+  at::Tensor y = x.reshape({-1, n / block, block});
+  for (int64_t h = 1; h < block; h *= 2) {
+    // Pairs (i, i + h) within runs of 2h: (a, b) -> (a + b, a - b).
+    const at::Tensor v = y.reshape({y.size(0), n / block, block / (2 * h), 2, h});
+    const at::Tensor a = v.select(3, 0), b = v.select(3, 1);
+    y = at::stack({a + b, a - b}, 3).reshape({-1, n / block, block});
+  }
+  return (y * (1.0 / std::sqrt(double(block)))).reshape(sizes);
+}
+
+}  // namespace
+
+TORCH_LIBRARY(qcast, m) {
+  m.def("cast(Tensor x, str format, str rounding='even', int seed=0, bool? saturate=None, float? tensor_amax=None, "
+        "int? axis=None) -> Tensor");
+  m.def("hadamard(Tensor x, int block) -> Tensor");
+}
+
+// CompositeImplicitAutograd: one kernel for every device; the cast's own autograd Function gives the
+// straight-through gradient, the transform's ATen ops their exact one.
+TORCH_LIBRARY_IMPL(qcast, CompositeImplicitAutograd, m) {
+  m.impl("cast", &cast);
+  m.impl("hadamard", &hadamard);
+}
