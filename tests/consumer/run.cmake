@@ -1,6 +1,6 @@
 # Installs the build tree into a scratch prefix, moves the prefix elsewhere (nothing installed may
 # hold a path of the build), then builds and runs a consumer project against each component:
-#   1. core alone, with Highway and Torch hidden from find_package: the core needs neither;
+#   1. core and safetensors, with Highway and Torch hidden from find_package: they need neither;
 #   2. kernels, torch and ptq (where built);
 #   3. COMPONENTS torch with Torch hidden must fail and say what is missing.
 # Inputs: SOURCE_DIR, BUILD_DIR, WORK_DIR, COMPONENTS (built ones), TORCH_DIR, LAUNCHER.
@@ -31,11 +31,12 @@ foreach(f ${installed})
 endforeach()
 
 set(common -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER_LAUNCHER=${LAUNCHER})
-# 1. The core alone.
+# 1. The core and safetensors alone.
 step(${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/consumer -B ${WORK_DIR}/core ${common} -DCMAKE_PREFIX_PATH=${prefix}
-     -DQCAST_CONSUMER_COMPONENTS=core -DCMAKE_DISABLE_FIND_PACKAGE_hwy=ON -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON)
+     -DQCAST_CONSUMER_COMPONENTS=core,safetensors -DCMAKE_DISABLE_FIND_PACKAGE_hwy=ON -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON)
 step(${CMAKE_COMMAND} --build ${WORK_DIR}/core)
 step(${WORK_DIR}/core/consumer_core)
+step(${WORK_DIR}/core/consumer_safetensors)
 
 # 2. Every other component that was built (cuda is linked through torch where it was built).
 set(wanted kernels)
@@ -51,7 +52,7 @@ step(${CMAKE_COMMAND} --build ${WORK_DIR}/all)
 foreach(c ${wanted})
   step(${WORK_DIR}/all/consumer_${c})
 endforeach()
-message(STATUS "consumer: ran core (without Highway or Torch) and ${wanted} against a moved install")
+message(STATUS "consumer: ran core and safetensors (without Highway or Torch) and ${wanted} against a moved install")
 
 # 3. A missing dependency is named.
 if(torch IN_LIST COMPONENTS)
