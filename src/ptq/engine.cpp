@@ -30,6 +30,7 @@
 #include "grams.hpp"
 #include "method.hpp"
 #include "model_walk.hpp"
+#include "shape_list_text.hpp"
 #include "qcast/format_names.hpp"
 #include "solvers.hpp"
 #include "stage_graph.hpp"
@@ -46,19 +47,13 @@ bool matches(const std::string& pattern, const std::string& name) {
   return fnmatch(pattern.c_str(), name.c_str(), 0) == 0;
 }
 
-std::string shape_text(const std::vector<std::int64_t>& s) {
-  std::string r = "[";
-  for (std::size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
-  return r + "]";
-}
-
 std::string batch_text(const Batch& b) {
   std::string r;
   for (const auto& v : b) {
     if (!r.empty()) r += ", ";
     if (v.isTensor()) {
       const auto& t = v.toTensor();
-      r += std::string(c10::toString(t.scalar_type())) + shape_text({t.sizes().begin(), t.sizes().end()});
+      r += std::string(c10::toString(t.scalar_type())) + detail::shape_list_text({t.sizes().begin(), t.sizes().end()});
     } else {
       r += v.tagKind();
     }
@@ -219,11 +214,9 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
     lr.op = l.info.op;
     lr.shape = l.info.shape;
     lr.method = rep.method;
-    {
-      const at::Tensor w = parameter_of(fm, l.info.name);
-      lr.float_bytes = w.numel() * std::int64_t(w.element_size());
-      lr.quantized_bytes = lr.float_bytes;  // until it is quantized
-    }
+    const at::Tensor w = parameter_of(fm, l.info.name);
+    lr.float_bytes = w.numel() * std::int64_t(w.element_size());
+    lr.quantized_bytes = lr.float_bytes;  // until it is quantized
     bool excluded = false;
     for (const auto& p : o.exclude) excluded = excluded || matches(p, l.info.name);
     if (!l.info.unsupported.empty()) {
@@ -238,7 +231,6 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
           break;
         }
       lr.format = format_name(format);
-      const at::Tensor w = parameter_of(fm, l.info.name);
       plan.push_back({&l, format, rep.layers.size(), w, detail::reduction_size(l.sites.front(), l.layout, w)});
     }
     rep.layers.push_back(lr);

@@ -9,6 +9,7 @@
 
 #include "qcast/ptq/engine.hpp"
 #include "qcast/version.hpp"
+#include "shape_list_text.hpp"
 
 namespace qcast::ptq {
 namespace {
@@ -17,12 +18,6 @@ using Json = nlohmann::ordered_json;
 
 Json number(double v) { return std::isfinite(v) ? Json(v) : Json(nullptr); }
 Json error_value(double e) { return e >= 0 ? number(e) : Json(nullptr); }
-
-std::string shape_text(const std::vector<std::int64_t>& s) {
-  std::string r = "[";
-  for (std::size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
-  return r + "]";
-}
 
 // Bytes in the largest binary unit that leaves at least 1 of it.
 std::string size_text(std::int64_t bytes) {
@@ -37,16 +32,15 @@ std::string size_text(std::int64_t bytes) {
 // on how many were given.
 bool repeatable(const std::string& name) { return name == "exclude" || name == "layer-format"; }
 
-// Bits per weight element of the weight layers: quantized bytes over their elements.
-double bits_per_weight(const std::vector<LayerReport>& layers) {
-  std::int64_t elements = 0, bytes = 0;
-  for (const auto& l : layers) {
+// Bits per weight element of the weight layers: their quantized bytes over their elements.
+double bits_per_weight(const Report& r) {
+  std::int64_t elements = 0;
+  for (const auto& l : r.layers) {
     std::int64_t n = 1;
     for (auto d : l.shape) n *= d;
     elements += n;
-    bytes += l.quantized_bytes;
   }
-  return elements ? 8.0 * double(bytes) / double(elements) : 0;
+  return elements ? 8.0 * double(r.quantized_bytes()) / double(elements) : 0;
 }
 
 }  // namespace
@@ -91,7 +85,7 @@ std::string Report::json() const {
   j["peak_rss_bytes"] = peak_rss_bytes;
   j["float_bytes"] = float_bytes();
   j["quantized_bytes"] = quantized_bytes();
-  j["bits_per_weight"] = number(bits_per_weight(layers));
+  j["bits_per_weight"] = number(bits_per_weight(*this));
   Json all = Json::array();
   for (const LayerReport& l : layers) {
     Json e;
@@ -123,17 +117,17 @@ std::string Report::table() const {
   auto err = [](double e) { return e >= 0 && std::isfinite(e) ? fmt::format("{:.6g}", e) : std::string("-"); };
   for (const LayerReport& l : layers) {
     if (l.status != "quantized")
-      s += fmt::format("{:<36} {:<14} {:<20} {:<12} {:>10} {:>10} {:>8} {:>10}\n", l.name, l.op, shape_text(l.shape),
+      s += fmt::format("{:<36} {:<14} {:<20} {:<12} {:>10} {:>10} {:>8} {:>10}\n", l.name, l.op, detail::shape_list_text(l.shape),
                        l.status, "", "", "", l.quantized_bytes);
     else
-      s += fmt::format("{:<36} {:<14} {:<20} {:<12} {:>10} {:>10} {:>8.2f} {:>10}\n", l.name, l.op, shape_text(l.shape),
+      s += fmt::format("{:<36} {:<14} {:<20} {:<12} {:>10} {:>10} {:>8.2f} {:>10}\n", l.name, l.op, detail::shape_list_text(l.shape),
                        l.format, err(l.relative_error), err(l.rtn_relative_error), l.seconds, l.quantized_bytes);
   }
   s += fmt::format("method {}, {} calibration samples, {:.2f} s in all\n", method, samples, seconds);
   // The size line, as llama.cpp's quantize prints it: the weights before and after.
   const std::int64_t before = float_bytes(), after = quantized_bytes();
   s += fmt::format("weights: {} in float -> {} quantized ({:.2f} bits per weight, {:.2f}x smaller)\n", size_text(before),
-                   size_text(after), bits_per_weight(layers), after > 0 ? double(before) / double(after) : 0.0);
+                   size_text(after), bits_per_weight(*this), after > 0 ? double(before) / double(after) : 0.0);
   if (batches > 0)
     s += fmt::format(
         "{} stages x {} batches: forward {:.2f} s, statistics {:.2f} s, solve {:.2f} s; boundary state {:.1f} MiB in "

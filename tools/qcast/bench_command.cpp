@@ -181,7 +181,7 @@ int bench_command(const std::vector<std::string>& args) {
   // Bounds: --threads at most kMaxThreads (a bench thread each), sizes at most 2^40 elements.
   if (!formats_text.empty()) names = split(formats_text);
   if (!elements_text.empty()) elements = parse_integer("--elements", elements_text, 1, std::int64_t(1) << 40);
-  if (!shape_text_arg.empty() || app.count("--shape")) {
+  if (app.count("--shape")) {
     for (const auto& d : split(shape_text_arg)) shape.push_back(parse_integer("--shape", d, 1, std::int64_t(1) << 40));
     if (shape.empty()) throw UsageError{"--shape needs at least one dimension, e.g. 64,256,4096"};
   }

@@ -17,7 +17,8 @@
 #include "qcast/detail/atomic_file.hpp"
 #include "qcast/format_names.hpp"
 #include "qcast/ptq/engine.hpp"
-#include "error_text.hpp"  // src/ptq: LibTorch errors without backtraces
+#include "error_text.hpp"       // src/ptq: LibTorch errors without backtraces
+#include "shape_list_text.hpp"  // src/ptq: shapes as the engine writes them
 
 namespace qcast_cli {
 namespace {
@@ -103,19 +104,9 @@ std::string help_text() {
   return h;
 }
 
-bool ends_with(const std::string& s, const std::string& tail) {
-  return s.size() > tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
-}
-
 std::string duration(double s) {
   if (s < 120) return fmt::format("{:.0f}s", s);
   return fmt::format("{:.0f}m{:02.0f}s", std::floor(s / 60), std::fmod(s, 60));
-}
-
-std::string shape_text(const std::vector<std::int64_t>& shape) {
-  std::string t = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) t += (i ? ", " : "") + std::to_string(shape[i]);
-  return t + "]";
 }
 
 // quantize --list: the model's weight layers as a table or (--json) a JSON array.
@@ -140,7 +131,7 @@ void print_layers(const std::vector<ptq::LayerInfo>& layers, bool json) {
     const std::string status = !l.unsupported.empty() ? "float: " + l.unsupported
                                : l.uses > 1          ? fmt::format("quantizable ({} uses)", l.uses)
                                                      : std::string("quantizable");
-    fmt::print("{:<40} {:<16} {:<20} {}\n", l.name, l.op, shape_text(l.shape), status);
+    fmt::print("{:<40} {:<16} {:<20} {}\n", l.name, l.op, ptq::detail::shape_list_text(l.shape), status);
   }
 }
 
@@ -249,15 +240,14 @@ int run_quantize(const std::vector<std::string>& args) {
   std::vector<qcast::detail::OutputSet::Output> wanted = {{"-o", out}};
   // --export: by its extension, a safetensors checkpoint (with its quantization config beside it,
   // STEM.quantization_config.json) or a .qpack file.
-  const bool export_safetensors = ends_with(export_path, ".safetensors");
-  std::string config_path;
-  if (!export_path.empty() && !export_safetensors && !ends_with(export_path, ".qpack"))
+  const std::filesystem::path export_file(export_path);
+  const bool export_safetensors = export_file.extension() == ".safetensors";
+  if (!export_path.empty() && !export_safetensors && export_file.extension() != ".qpack")
     throw UsageError{"--export needs a path ending in .safetensors or .qpack, got " + shown(export_path)};
   if (!export_path.empty()) wanted.push_back({"--export", export_path});
-  if (export_safetensors) {
-    config_path = export_path.substr(0, export_path.size() - std::string(".safetensors").size()) + ".quantization_config.json";
-    wanted.push_back({"--export (its quantization config)", config_path});
-  }
+  if (export_safetensors)
+    wanted.push_back({"--export (its quantization config)",
+                      std::filesystem::path(export_file).replace_extension(".quantization_config.json").string()});
   if (!report_path.empty()) wanted.push_back({"--report", report_path});
   std::optional<qcast::detail::OutputSet> outputs;
   try {
@@ -286,12 +276,15 @@ int run_quantize(const std::vector<std::string>& args) {
     }
     return true;
   };
+  auto stopped = [&] {
+    fmt::print(stderr, "qcast quantize: stopped by {}; nothing was written\n", stop_signal == SIGTERM ? "SIGTERM" : "SIGINT");
+    return exit_stopped;
+  };
   ptq::Result r;
   try {
     r = ptq::quantize(model, batches, options);
   } catch (const ptq::Stopped&) {
-    fmt::print(stderr, "qcast quantize: stopped by {}; nothing was written\n", stop_signal == SIGTERM ? "SIGTERM" : "SIGINT");
-    return exit_stopped;
+    return stopped();
   } catch (const std::exception& e) {
     throw std::runtime_error(error_summary(e) + (calib.empty() ? "" : " [calibration data: " + calib + "]"));
   }
@@ -304,16 +297,12 @@ int run_quantize(const std::vector<std::string>& args) {
   outputs->write(k++, [&](std::ostream& f) { ptq::save_model(r.model, f); });
   if (export_safetensors) {
     outputs->write(k++, [&](std::ostream& f) { qcast::write_safetensors(f, ptq::export_safetensors(r)); });
-    const std::string weights_file = std::filesystem::path(export_path).filename().string();
-    outputs->write(k++, [&](std::ostream& f) { f << ptq::quantization_config(r, weights_file); });
+    outputs->write(k++, [&](std::ostream& f) { f << ptq::quantization_config(r, export_file.filename().string()); });
   } else if (!export_path.empty()) {
     outputs->write(k++, [&](std::ostream& f) { qcast::write_qpack(f, r.packed); });
   }
   if (!report_path.empty()) outputs->write(k++, [&](std::ostream& f) { f << r.report.json(); });
-  if (stop_signal) {  // a signal while the outputs were written: none of them is moved into place
-    fmt::print(stderr, "qcast quantize: stopped by {}; nothing was written\n", stop_signal == SIGTERM ? "SIGTERM" : "SIGINT");
-    return exit_stopped;
-  }
+  if (stop_signal) return stopped();  // a signal while the outputs were written: none is moved into place
   outputs->commit();
   fmt::print("{}", r.report.table());
   return exit_ok;
