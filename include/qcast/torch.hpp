@@ -19,6 +19,22 @@ namespace qcast {
 at::Tensor cast(const at::Tensor& x, const Format& format, const CastOptions& options = {});
 at::Tensor cast(const at::Tensor& x, const std::string& format, const CastOptions& options = {});
 
+// Fake quantization with a static, calibrated amax (an activation quantizer whose scale was
+// measured on calibration data, not on the tensor at hand). Two formats take one:
+// - two-level formats (nvfp4, ...@gK+tensor): amax is CastOptions::tensor_amax, the same bits as
+//   cast() with it (docs/formats.md);
+// - per-tensor formats (intN, X@tensor): the scale is the one the format derives from amax
+//   (scaling.hpp's group_scale), and each element is cast alone: y = Q(x / s) * s in binary32. With
+//   amax equal to the tensor's own finite amax and no NaN or Inf in x, the same bits as cast();
+//   unlike cast(), a NaN or Inf element does not make the whole tensor NaN (it is cast alone: Inf
+//   saturates or overflows by `saturate`), and values above amax saturate.
+// Other formats (direct, channel, block) have no tensor-wide scale: std::invalid_argument. amax must
+// be finite and > 0. float16 and bfloat16 inputs are cast in binary32 and rounded back.
+at::Tensor cast_calibrated(const at::Tensor& x, const Format& format, float amax, const CastOptions& options = {});
+
+// Whether cast_calibrated() takes a static amax for this format (per-tensor or two-level).
+bool takes_static_amax(const Format& format);
+
 // Packed codes and scales of a tensor (bit order and scale layout: qcast/packing.hpp, docs/formats.md).
 struct EncodedTensor {
   Format format;

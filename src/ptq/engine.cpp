@@ -25,6 +25,8 @@
 #include <optional>
 #include <stdexcept>
 
+#include "activation_amax.hpp"
+#include "activation_casts.hpp"
 #include "boundary_cache.hpp"
 #include "capture_observer.hpp"
 #include "grams.hpp"
@@ -32,6 +34,8 @@
 #include "model_walk.hpp"
 #include "shape_list_text.hpp"
 #include "qcast/format_names.hpp"
+#include "qcast/torch.hpp"
+#include "qcast/torch_ops.hpp"
 #include "solvers.hpp"
 #include "stage_graph.hpp"
 
@@ -42,6 +46,12 @@ using detail::SiteKind;
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+std::string real_text(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
 
 bool matches(const std::string& pattern, const std::string& name) {
   return fnmatch(pattern.c_str(), name.c_str(), 0) == 0;
@@ -149,6 +159,8 @@ struct Planned {
 
 }  // namespace
 
+bool ActivationOptions::any() const { return format.has_value() || !layer_formats.empty(); }
+
 namespace detail {
 CaptureObserver& capture_observer() {
   static CaptureObserver observer;
@@ -164,6 +176,7 @@ std::vector<LayerInfo> list_layers(const torch::jit::Module& model) {
 
 Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calibration, const Options& o) {
   const auto start = Clock::now();
+  if (!torch_ops_library()) throw std::logic_error("qcast: the operator library is not loaded");
   const detail::MethodPlugin& plugin = detail::find_plugin(o.method);
   const detail::MethodValues values(plugin.info, o.method_options);
   const c10::Device device = parse_device(o.device);
@@ -202,6 +215,16 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
   if (o.cache_mb >= 0) rep.options.emplace_back("cache-mb", std::to_string(o.cache_mb));
   rep.options.emplace_back("bias-correction", o.bias_correction ? "true" : "false");
   rep.options.emplace_back("threaded-forward", o.threaded_forward ? "true" : "false");
+  const ActivationOptions& act = o.activations;
+  if (act.any()) {
+    if (act.format) rep.options.emplace_back("act-format", format_name(*act.format));
+    for (const auto& lf : act.layer_formats)
+      rep.options.emplace_back("layer-act-format", lf.pattern + "=" + (lf.format ? format_name(*lf.format) : "none"));
+    rep.options.emplace_back("act-amax", act.amax == ActivationOptions::Amax::max          ? std::string("max")
+                                         : act.amax == ActivationOptions::Amax::percentile ? "percentile:" + real_text(act.percentile)
+                                                                                            : std::string("mse"));
+    rep.options.emplace_back("act-unfit", act.unfit_float ? "float" : "error");
+  }
   rep.batches = std::int64_t(calibration.size());
   for (const auto& b : calibration)
     if (!b.empty() && b.front().isTensor()) rep.samples += b.front().toTensor().dim() ? b.front().toTensor().size(0) : 1;
@@ -236,6 +259,46 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
     rep.layers.push_back(lr);
   }
   const int todo = int(plan.size());
+
+  // Activation quantizers: one per site of each quantized layer whose activation format applies.
+  std::vector<detail::ActivationCast> act_casts;
+  std::vector<std::size_t> act_plan;  // the plan entry of each
+  for (std::size_t pi = 0; pi < plan.size(); ++pi) {
+    const detail::WalkLayer& l = *plan[pi].layer;
+    std::optional<Format> af = act.format;
+    for (const auto& lf : act.layer_formats)
+      if (matches(lf.pattern, l.info.name)) {
+        af = lf.format;
+        break;
+      }
+    if (!af) continue;
+    LayerReport& lr = rep.layers[plan[pi].report_index];
+    std::string why;
+    for (const detail::Site& site : l.sites)
+      if (why.empty()) why = detail::activation_unfit_reason(*af, site, plan[pi].float_weight);
+    if (!why.empty()) {
+      if (!act.unfit_float)
+        throw std::invalid_argument("layer " + l.info.name + " (" + l.info.op + "): activation format " + format_name(*af) +
+                                    " cannot apply: " + why +
+                                    " (with --act-unfit float, or ActivationOptions::unfit_float, its activations stay in float)");
+      lr.act_status = "float: " + why;
+      continue;
+    }
+    if (takes_static_amax(*af) && calibration.empty())
+      throw std::invalid_argument("layer " + l.info.name + ": activation format " + format_name(*af) +
+                                  " has a static amax, which is measured on calibration data; none was given");
+    for (const detail::Site& site : l.sites) {
+      detail::ActivationCast c;
+      c.node_index = site.node_index;
+      c.op = site.op;
+      c.data_input = site.data_input;
+      c.format = *af;
+      if (c.format.has_axis()) c.format.axis = detail::activation_axis(site, plan[pi].float_weight);
+      act_casts.push_back(c);
+      act_plan.push_back(pi);
+    }
+    lr.act_format = format_name(act_casts.back().format);
+  }
 
   auto report_progress = [&](Progress pr) {
     pr.layers = todo;
@@ -337,6 +400,78 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
     p.solved = true;
   };
 
+  // The static amax of the per-tensor and two-level activation quantizers: the float stream's inputs
+  // of their layers, one or two passes over the calibration set ahead of the walk (each a forward
+  // pass of the float model up to the last such layer). A quantizer whose inputs were all zero is
+  // dropped: its layer's activations stay in float.
+  auto measure_static_amax = [&](const detail::StagedForward& staged) {
+    std::vector<std::size_t> which;
+    std::vector<Format> formats;
+    for (std::size_t i = 0; i < act_casts.size(); ++i)
+      if (takes_static_amax(act_casts[i].format)) {
+        which.push_back(i);
+        formats.push_back(act_casts[i].format);
+      }
+    if (which.empty()) return;
+    detail::AmaxCalibration cal(act, formats);
+    std::map<std::size_t, std::vector<std::size_t>> at_cut;  // walk position -> indices into `which`
+    for (std::size_t j = 0; j < which.size(); ++j) at_cut[act_casts[which[j]].node_index].push_back(j);
+    std::size_t last_stage = 0;
+    for (std::size_t k = 0; k < staged.stages(); ++k)
+      if (at_cut.count(staged.cut(k))) last_stage = k;
+    const auto t0 = Clock::now();
+    for (int pass = 0; pass < cal.passes(); ++pass)
+      for (std::size_t b = 0; b < calibration.size(); ++b) {
+        Progress pr;
+        pr.phase = Progress::Phase::activation_statistics;
+        pr.name = "activation amax, pass " + std::to_string(pass + 1) + "/" + std::to_string(cal.passes());
+        pr.batch = int(b) + 1;
+        pr.batches = int(calibration.size());
+        report_progress(pr);
+        SingleThreaded forward_threads(!o.threaded_forward && device.is_cpu());
+        Batch on_device;
+        for (const auto& v : calibration[b]) on_device.push_back(copy_to(v, device));
+        detail::Env env = staged.initial(on_device);
+        for (std::size_t k = 0; k <= last_stage; ++k) {
+          std::vector<c10::IValue> in;
+          try {
+            in = staged.run(k, fm, env);
+          } catch (const c10::Error& e) {
+            throw std::invalid_argument("calibration batch " + std::to_string(b + 1) + " (" + batch_text(calibration[b]) +
+                                        ") does not fit the model's forward: " + detail::error_summary(e));
+          }
+          const auto it = at_cut.find(staged.cut(k));
+          if (it == at_cut.end()) continue;
+          for (std::size_t j : it->second)
+            cal.observe(pass, j, in.at(std::size_t(act_casts[which[j]].data_input)).toTensor());
+        }
+      }
+    rep.forward_seconds += seconds_since(t0);
+    std::vector<bool> drop(act_casts.size(), false);
+    for (std::size_t j = 0; j < which.size(); ++j) {
+      const float a = cal.amax(j);
+      LayerReport& lr = rep.layers[plan[act_plan[which[j]]].report_index];
+      if (a > 0) {
+        act_casts[which[j]].amax = a;
+        if (lr.act_amax < 0) lr.act_amax = a;
+      } else {
+        drop[which[j]] = true;
+        lr.act_status = "float: its inputs were zero on the calibration set (amax 0)";
+      }
+    }
+    std::vector<detail::ActivationCast> kept;
+    std::vector<std::size_t> kept_plan;
+    for (std::size_t i = 0; i < act_casts.size(); ++i)
+      if (!drop[i]) {
+        kept.push_back(act_casts[i]);
+        kept_plan.push_back(act_plan[i]);
+      } else {
+        rep.layers[plan[act_plan[i]].report_index].act_format.clear();
+      }
+    act_casts = std::move(kept);
+    act_plan = std::move(kept_plan);
+  };
+
   if (calibration.empty()) {
     for (std::size_t i = 0; i < plan.size(); ++i) {
       Progress pr;
@@ -357,6 +492,16 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
       }
     const detail::StagedForward staged(fm, cuts);
     const std::size_t K = staged.stages(), B = calibration.size();
+    measure_static_amax(staged);
+    // The quantized stream runs through the same graph with the activation quantizers inserted.
+    const detail::StagedForward staged_q(fm, cuts, act_casts);
+    std::map<std::size_t, const detail::ActivationCast*> cast_at;  // walk position -> its cast
+    for (const auto& c : act_casts) cast_at[c.node_index] = &c;
+    auto same_casts = [&](std::size_t a, std::size_t b) {
+      const auto ia = cast_at.find(a), ib = cast_at.find(b);
+      if (ia == cast_at.end() || ib == cast_at.end()) return ia == cast_at.end() && ib == cast_at.end();
+      return ia->second->same_cast(*ib->second);
+    };
     rep.stages = std::int64_t(K);
     const std::int64_t budget =
         o.cache_mb >= 0 ? o.cache_mb * (std::int64_t(1) << 20) : detail::default_cache_bytes();
@@ -409,7 +554,8 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
         const bool same_kind = prev.kind == site.kind && site.kind != SiteKind::conv;
         reuse = same_kind && staged.cut_input(k, std::size_t(site.data_input)) ==
                                  staged.cut_input(k - 1, std::size_t(prev.data_input)) &&
-                plan[ppi].layer->layout == p.layer->layout && plan[ppi].cols == p.cols;
+                plan[ppi].layer->layout == p.layer->layout && plan[ppi].cols == p.cols &&
+                same_casts(staged.cut(k), staged.cut(k - 1));
       }
       detail::Grams grams;
       for (std::size_t b = 0; b < B; ++b) {
@@ -433,7 +579,7 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
             xf = staged.run(k, fm, ef);
             cache.put(slot_f(b), std::move(ef));
             detail::Env eq = cache.take(slot_q(b));
-            xq = staged.run(k, qm, eq);
+            xq = staged_q.run(k, qm, eq);
             cache.put(slot_q(b), std::move(eq));
           } catch (const c10::Error& e) {  // the batch that does not fit, not only the first one
             throw std::invalid_argument("calibration batch " + std::to_string(b + 1) + " of " + std::to_string(B) +
@@ -469,7 +615,7 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
             {
               SingleThreaded forward_threads(!o.threaded_forward && device.is_cpu());
               xf = staged.run(j, fm, cf);
-              xq = staged.run(j, qm, cq);
+              xq = staged_q.run(j, qm, cq);
             }
             rep.forward_seconds += seconds_since(t1);
             const auto [pj, sj] = site_at.at(staged.cut(j));
@@ -503,7 +649,7 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
     rep.peak_spilled_bytes = cache.peak_spilled_bytes();
   }
   qm.to(at::kCPU);
-  res.model = qm;
+  res.model = act_casts.empty() ? qm : detail::with_activation_casts(qm, act_casts);
   rep.seconds = seconds_since(start);
   rep.peak_rss_bytes = peak_rss_bytes();
   return res;

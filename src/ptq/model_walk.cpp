@@ -62,6 +62,17 @@ std::shared_ptr<torch::jit::Graph> inlined_forward(const torch::jit::Module& mod
   return g;
 }
 
+bool writes_memory(const Node* n) {
+  if (n->hasSideEffects()) return true;
+  const std::string kind = n->kind().toQualString();
+  if (!kind.empty() && kind.back() == '_') return true;  // aten in-place variants
+  if (const auto* schema = n->maybeSchema()) return schema->is_mutable();
+  for (const torch::jit::Block* b : n->blocks())
+    for (const Node* m : b->nodes())
+      if (writes_memory(m)) return true;
+  return false;
+}
+
 std::vector<std::pair<Node*, bool>> walk_order(torch::jit::Block* block) {
   std::vector<std::pair<Node*, bool>> out;
   collect_nodes(block, true, out);

@@ -30,7 +30,9 @@ std::string size_text(std::int64_t bytes) {
 
 // Options a run may give more than once: always a JSON array, so that their type does not depend
 // on how many were given.
-bool repeatable(const std::string& name) { return name == "exclude" || name == "layer-format"; }
+bool repeatable(const std::string& name) {
+  return name == "exclude" || name == "layer-format" || name == "layer-act-format";
+}
 
 // Bits per weight element of the weight layers: their quantized bytes over their elements.
 double bits_per_weight(const Report& r) {
@@ -95,6 +97,12 @@ std::string Report::json() const {
     e["status"] = l.status;
     e["format"] = l.format;
     e["method"] = l.method;
+    // The activation quantizer of its data input (absent in runs without activation formats).
+    if (!l.act_format.empty() || !l.act_status.empty()) {
+      e["act_format"] = l.act_format.empty() ? Json(nullptr) : Json(l.act_format);
+      e["act_amax"] = l.act_amax >= 0 ? number(l.act_amax) : Json(nullptr);
+      if (!l.act_status.empty()) e["act_status"] = l.act_status;
+    }
     e["relative_error"] = error_value(l.relative_error);
     e["rtn_relative_error"] = error_value(l.rtn_relative_error);
     e["seconds"] = number(l.seconds);
@@ -124,6 +132,12 @@ std::string Report::table() const {
                        l.format, err(l.relative_error), err(l.rtn_relative_error), l.seconds, l.quantized_bytes);
   }
   s += fmt::format("method {}, {} calibration samples, {:.2f} s in all\n", method, samples, seconds);
+  // Activation quantizers: how many layers have one, and each that was asked for one but stays float.
+  int act_layers = 0;
+  for (const LayerReport& l : layers) act_layers += l.act_format.empty() ? 0 : 1;
+  if (act_layers > 0) s += fmt::format("activations quantized at the inputs of {} layers\n", act_layers);
+  for (const LayerReport& l : layers)
+    if (!l.act_status.empty()) s += fmt::format("activations of {} stay in {}\n", l.name, l.act_status);
   // The size line, as llama.cpp's quantize prints it: the weights before and after.
   const std::int64_t before = float_bytes(), after = quantized_bytes();
   s += fmt::format("weights: {} in float -> {} quantized ({:.2f} bits per weight, {:.2f}x smaller)\n", size_text(before),

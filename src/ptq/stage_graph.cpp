@@ -18,6 +18,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "activation_casts.hpp"
 #include "model_walk.hpp"
 
 namespace qcast::ptq::detail {
@@ -46,23 +47,23 @@ void free_inputs(Node* n, Node* outer, const Block* top, std::vector<Value*>& ou
   }
 }
 
-bool writes_memory(const Node* n) {
-  if (n->hasSideEffects()) return true;
-  const std::string kind = n->kind().toQualString();
-  if (!kind.empty() && kind.back() == '_') return true;  // aten in-place variants
-  if (const auto* schema = n->maybeSchema()) return schema->is_mutable();
-  for (const Block* b : n->blocks())
-    for (const Node* m : b->nodes())
-      if (writes_memory(m)) return true;
-  return false;
-}
-
 }  // namespace
 
-StagedForward::StagedForward(const torch::jit::Module& model, const std::vector<std::size_t>& cuts) {
+StagedForward::StagedForward(const torch::jit::Module& model, const std::vector<std::size_t>& cuts,
+                             const std::vector<ActivationCast>& casts) {
   graph_ = inlined_forward(model);
   Block* top = graph_->block();
-  const auto order = walk_order(top);
+  // The nodes at the cuts, found by their walk positions before the casts shift them.
+  std::vector<std::pair<Node*, std::size_t>> cut_nodes;
+  {
+    const auto order = walk_order(top);
+    for (std::size_t c : cuts) {
+      const auto& [n, in_top] = order.at(c);
+      if (!in_top) throw std::logic_error("qcast: a cut inside control flow");
+      cut_nodes.emplace_back(n, c);
+    }
+  }
+  if (!casts.empty()) insert_activation_casts(*graph_, casts);
   for (Node* n : top->nodes()) top_.push_back(n);
   std::map<const Node*, std::size_t> pos;
   for (std::size_t i = 0; i < top_.size(); ++i) pos[top_[i]] = i;
@@ -74,11 +75,7 @@ StagedForward::StagedForward(const torch::jit::Module& model, const std::vector<
 
   // Cut positions in the top block, in order.
   std::map<std::size_t, std::size_t> cut_at;  // top position -> walk position
-  for (std::size_t c : cuts) {
-    const auto& [n, in_top] = order.at(c);
-    if (!in_top) throw std::logic_error("qcast: a cut inside control flow");
-    cut_at.emplace(pos.at(n), c);
-  }
+  for (const auto& [n, c] : cut_nodes) cut_at.emplace(pos.at(n), c);
 
   // Liveness: the last top-level node that reads each value (N: the graph's output).
   std::vector<std::vector<Value*>> reads(N);

@@ -13,6 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "activation_casts.hpp"
 #include "qcast/ptq/engine.hpp"
 
 namespace qcast::ptq::detail {
@@ -22,8 +23,12 @@ using Env = std::unordered_map<std::size_t, c10::IValue>;
 
 class StagedForward {
  public:
-  // cuts: walk positions (Site::node_index) of top-level nodes; duplicates are merged.
-  StagedForward(const torch::jit::Module& model, const std::vector<std::size_t>& cuts);
+  // cuts: walk positions (Site::node_index) of top-level nodes; duplicates are merged. casts:
+  // activation quantizers inserted before the cut nodes (the quantized stream's graph); the cut
+  // positions keep the numbering of the graph without them, and a cut's captured inputs are those
+  // after the casts.
+  StagedForward(const torch::jit::Module& model, const std::vector<std::size_t>& cuts,
+                const std::vector<ActivationCast>& casts = {});
 
   std::size_t stages() const { return stages_.size(); }
   std::size_t cut(std::size_t k) const { return stages_[k].cut_index; }  // walk position of cut k

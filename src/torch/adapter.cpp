@@ -12,6 +12,7 @@
 #include "qcast/cuda.hpp"
 #endif
 
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -95,6 +96,34 @@ at::Tensor cast(const at::Tensor& x, const Format& format, const CastOptions& op
 
 at::Tensor cast(const at::Tensor& x, const std::string& format, const CastOptions& options) {
   return cast(x, parse_format(format), options);
+}
+
+bool takes_static_amax(const Format& f) { return f.granularity == Granularity::tensor || f.tensor_scale; }
+
+at::Tensor cast_calibrated(const at::Tensor& x, const Format& format, float amax, const CastOptions& options) {
+  detail::check_format(format);
+  if (!takes_static_amax(format))
+    throw std::invalid_argument("qcast::cast_calibrated: " + format_name(format) +
+                                " has no tensor-wide scale to calibrate (per-tensor and two-level formats have one)");
+  if (!(std::isfinite(amax) && amax > 0.0f))
+    throw std::invalid_argument("qcast::cast_calibrated: the amax (tensor_amax) must be finite and > 0, got " +
+                                detail::float_text(amax));
+  CastOptions o = options;
+  if (format.tensor_scale) {
+    o.tensor_amax = amax;
+    return cast(x, format, o);
+  }
+  o.tensor_amax.reset();
+  // The per-tensor scale the format derives from amax (the scale rule and scale element included),
+  // then the element cast of x / s and the product, each in binary32 as the core's cast_group does
+  // (x / g.value, q * g.value).
+  const GroupScale g = group_scale(format, amax, /*nonfinite=*/false);
+  if (g.kind != GroupScale::Kind::finite)
+    throw std::invalid_argument("qcast::cast_calibrated: amax " + detail::float_text(amax) + " gives " +
+                                format_name(format) + " a zero scale");
+  const at::Tensor xf = x.to(at::kFloat);
+  const at::Tensor q = cast(xf / g.value, Format::direct(format.element), o);
+  return (q * g.value).to(x.scalar_type());
 }
 
 EncodedTensor encode(const at::Tensor& x, const Format& format, const CastOptions& options) {

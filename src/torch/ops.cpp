@@ -2,7 +2,9 @@
 // and `torch.ops.qcast.hadamard`, registered with TORCH_LIBRARY, so that a saved TorchScript model
 // can call qcast and Python can load it with torch.ops.load_library(path). The cast goes through the
 // LibTorch adapter (qcast/torch.hpp: the CPU kernels, or the CUDA kernels for CUDA tensors), so its
-// bits are those of the CLI and the adapter. Gradients pass straight through the rounding.
+// bits are those of the CLI and the adapter. Gradients pass straight through the rounding. The PTQ
+// engine inserts `qcast::cast` on the inputs of layers whose activations it quantizes and links this
+// library (torch_ops_library() keeps the link).
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
@@ -13,6 +15,7 @@
 
 #include "qcast/format_names.hpp"
 #include "qcast/torch.hpp"
+#include "qcast/torch_ops.hpp"
 
 namespace {
 
@@ -45,8 +48,9 @@ struct CastStraightThrough : torch::autograd::Function<CastStraightThrough> {
     TORCH_CHECK(seed >= 0, "qcast::cast: seed must be non-negative, got ", seed);
     o.seed = std::uint64_t(seed);
     o.saturate = saturate;
-    if (tensor_amax) o.tensor_amax = float(*tensor_amax);
     try {
+      // A static amax: the tensor scale of a two-level format, or the scale of a per-tensor one.
+      if (tensor_amax) return qcast::cast_calibrated(x, f, float(*tensor_amax), o);
       return qcast::cast(x, f, o);
     } catch (const c10::Error&) {
       throw;
@@ -87,6 +91,11 @@ at::Tensor hadamard(const at::Tensor& x, int64_t block) {
 }
 
 }  // namespace
+
+namespace qcast {
+// Declared in qcast/torch_ops.hpp.
+bool torch_ops_library() { return true; }
+}  // namespace qcast
 
 TORCH_LIBRARY(qcast, m) {
   m.def("cast(Tensor x, str format, str rounding='even', int seed=0, bool? saturate=None, float? tensor_amax=None, "

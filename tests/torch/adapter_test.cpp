@@ -1,5 +1,8 @@
 // The LibTorch adapter against the oracle and the core: dtypes, ranks, axes, strides, errors.
 #include <ATen/ATen.h>
+
+#include <cmath>
+#include <limits>
 // LibTorch's logging defines CHECK too: Catch's must win.
 #undef CHECK
 #include <catch2/catch.hpp>
@@ -54,6 +57,46 @@ TEST_CASE("nvfp4 with a given tensor amax matches the oracle; encode keeps its t
   qcast::CastOptions o;
   o.tensor_amax = 1.0f;
   CHECK_THROWS_WITH(qcast::cast(x, "mxfp4", o), Catch::Matchers::Contains("no tensor scale"));
+}
+
+TEST_CASE("a calibrated amax: per-tensor formats cast each element with the scale of the given amax") {
+  at::manual_seed(7);
+  const at::Tensor x = at::randn({12, 40}) * 2;
+  const auto v = values_of(x);
+  const float measured = x.abs().max().item<float>();
+  // The same bits as the dynamic cast where the amax is the tensor's own.
+  for (const char* name : {"int8", "int4", "fp8_e4m3@tensor", "int8@tensor:scale=e8m0", "nvfp4"}) {
+    INFO(name);
+    CHECK(mismatches(values_of(qcast::cast_calibrated(x, qcast::parse_format(name), measured)),
+                     values_of(qcast::cast(x, name))) == 0);
+  }
+  // Written from docs/formats.md ("Scaled integers"): s = amax / 127, q = clamp(RNE(x / s)) * s, with
+  // values beyond amax saturating; and s = amax / 448 for fp8_e4m3@tensor.
+  for (const float amax : {0.75f, 3.0f, 20.0f}) {
+    INFO(amax);
+    std::vector<float> int8, fp8;
+    const float s8 = amax / 127.0f, s448 = amax / 448.0f;
+    for (float f : v) {
+      const float q = std::nearbyint(f / s8);
+      int8.push_back(std::min(127.0f, std::max(-127.0f, q)) * s8);
+      fp8.push_back(float(oracle::cast(oracle::e4m3(), double(f / s448))) * s448);
+    }
+    CHECK(mismatches(values_of(qcast::cast_calibrated(x, qcast::parse_format("int8"), amax)), int8) == 0);
+    CHECK(mismatches(values_of(qcast::cast_calibrated(x, qcast::parse_format("fp8_e4m3@tensor"), amax)), fp8) == 0);
+    qcast::CastOptions o;
+    o.tensor_amax = amax;
+    CHECK(at::equal(qcast::cast_calibrated(x, qcast::parse_format("nvfp4"), amax), qcast::cast(x, "nvfp4", o)));
+  }
+  // An Inf element is cast alone (it saturates), not the whole tensor to NaN.
+  at::Tensor y = x.clone();
+  y[0][0] = std::numeric_limits<float>::infinity();
+  const at::Tensor c = qcast::cast_calibrated(y, qcast::parse_format("int8"), 2.0f);
+  CHECK(c[0][0].item<float>() == 2.0f);
+  CHECK(at::isfinite(c).all().item<bool>());
+  CHECK_THROWS_WITH(qcast::cast_calibrated(x, qcast::parse_format("mxfp4"), 1.0f),
+                    Catch::Matchers::Contains("has no tensor-wide scale"));
+  CHECK_THROWS_WITH(qcast::cast_calibrated(x, qcast::parse_format("int8"), 0.0f),
+                    Catch::Matchers::Contains("the amax (tensor_amax) must be finite and > 0"));
 }
 
 TEST_CASE("shape, dtype and device are kept; 16-bit tensors equal the core's 16-bit path") {

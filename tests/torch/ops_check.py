@@ -78,6 +78,7 @@ with tempfile.TemporaryDirectory() as d:
                        (lambda: torch.ops.qcast.cast(x, "mxfp4", rounding="up"), "rounding must be"),
                        (lambda: torch.ops.qcast.cast(x, "fp8_e4m3", axis=0), "axis applies"),
                        (lambda: torch.ops.qcast.cast(x, "nvfp4", tensor_amax=0.0), "tensor_amax"),
+                       (lambda: torch.ops.qcast.cast(x, "mxfp4", tensor_amax=1.0), "no tensor-wide scale"),
                        (lambda: torch.ops.qcast.hadamard(x, 24), "power of two"),
                        (lambda: torch.ops.qcast.hadamard(x, 64), "does not divide")):
         try:

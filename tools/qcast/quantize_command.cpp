@@ -38,7 +38,9 @@ std::string error_summary(const std::exception& e) {
 const char* kUsage =
     "usage: qcast quantize MODEL.pt --format F [--method M] [--calib DATA] -o OUT.pt\n"
     "                      [--samples N] [--batch-size B] [--exclude PATTERN]...\n"
-    "                      [--layer-format PATTERN=F]... [--device cpu|cuda[:N]] [--cache-mb MB]\n"
+    "                      [--layer-format PATTERN=F]... [--act-format F] [--layer-act-format PATTERN=F]...\n"
+    "                      [--act-amax max|percentile[:P]|mse] [--act-unfit error|float]\n"
+    "                      [--device cpu|cuda[:N]] [--cache-mb MB]\n"
     "                      [--spill-dir DIR] [METHOD OPTIONS] [--export OUT.safetensors|OUT.qpack]\n"
     "                      [--report R.json]\n"
     "                      [--list [--json]] [--quiet]\n"
@@ -60,6 +62,21 @@ const char* kUsage =
     "  --batch-size B        samples per forward pass (default 16)\n"
     "  --exclude PATTERN     leave layers whose name matches the glob in float (repeatable)\n"
     "  --layer-format P=F    format F for layers matching glob P; the first match wins (repeatable)\n"
+    "  --act-format F        also quantize activations: a qcast::cast (libqcast_ops.so) on the data\n"
+    "                        input of every quantized layer, in the calibration's quantized stream\n"
+    "                        and in the saved model. Block formats (mxfp8_e4m3, mxfp4, mxint8,\n"
+    "                        int8@g32, ...) scale along the reduction axis at run time; per-tensor\n"
+    "                        (int8, fp8_e4m3@tensor) and two-level (nvfp4) formats use a static amax\n"
+    "                        measured on the float model's inputs of the layer; 'none': float\n"
+    "  --layer-act-format P=F  activation format F (or none) for layers matching glob P; the first\n"
+    "                        match wins over --act-format (repeatable)\n"
+    "  --act-amax S          the static amax: max (default; the largest |x|), percentile[:P] (the\n"
+    "                        P-th percentile of |x|, default 99.99) or mse (the clip with the least\n"
+    "                        squared cast error over the calibration set)\n"
+    "  --act-unfit error|float  a layer an activation format cannot apply to (a block that does not\n"
+    "                        divide its reduction, e.g. a depthwise convolution's one channel):\n"
+    "                        an error naming it (default), or its activations stay in float\n"
+    "                        (the report lists them)\n"
     "  --device D            where the models run and the statistics are summed: cpu (default),\n"
     "                        cuda or cuda:N; the saved model is on the CPU\n"
     "  --cache-mb MB         activations kept in memory between stages (default: half the available\n"
@@ -141,7 +158,8 @@ extern "C" void on_stop_signal(int sig) { stop_signal = sig; }
 int run_quantize(const std::vector<std::string>& args) {
   std::string model_path, format_text, calib, out, export_path, report_path;
   std::string samples_text, batch_size_text, cache_mb_text;
-  std::vector<std::string> layer_format_texts, positionals;
+  std::vector<std::string> layer_format_texts, positionals, layer_act_format_texts;
+  std::string act_format_text, act_amax_text, act_unfit_text;
   long long samples = -1, batch_size = 16;
   bool list = false, list_json = false, quiet = false;
   ptq::Options options;
@@ -154,6 +172,10 @@ int run_quantize(const std::vector<std::string>& args) {
   app.add_option("--batch-size", batch_size_text);
   app.add_option("--exclude", options.exclude);
   app.add_option("--layer-format", layer_format_texts);
+  app.add_option("--act-format", act_format_text);
+  app.add_option("--layer-act-format", layer_act_format_texts);
+  app.add_option("--act-amax", act_amax_text);
+  app.add_option("--act-unfit", act_unfit_text);
   app.add_option("--device", options.device);
   app.add_option("--cache-mb", cache_mb_text);
   app.add_option("--spill-dir", options.spill_dir);
@@ -195,6 +217,42 @@ int run_quantize(const std::vector<std::string>& args) {
     if (eq == std::string::npos || eq == 0) throw UsageError{"--layer-format needs PATTERN=FORMAT, got " + shown(v)};
     options.layer_formats.push_back({v.substr(0, eq), format_option(v.substr(eq + 1))});
   }
+  // Activation formats: a format name or none.
+  auto act_format_option = [](const std::string& text) -> std::optional<qcast::Format> {
+    if (text == "none") return std::nullopt;
+    return format_option(text);
+  };
+  if (!act_format_text.empty()) options.activations.format = act_format_option(act_format_text);
+  for (const auto& v : layer_act_format_texts) {
+    const auto eq = v.find('=');
+    if (eq == std::string::npos || eq == 0) throw UsageError{"--layer-act-format needs PATTERN=FORMAT, got " + shown(v)};
+    options.activations.layer_formats.push_back({v.substr(0, eq), act_format_option(v.substr(eq + 1))});
+  }
+  if (!act_amax_text.empty()) {
+    using Amax = ptq::ActivationOptions::Amax;
+    if (act_amax_text == "max") {
+      options.activations.amax = Amax::max;
+    } else if (act_amax_text == "mse") {
+      options.activations.amax = Amax::mse;
+    } else if (act_amax_text.rfind("percentile", 0) == 0) {
+      options.activations.amax = Amax::percentile;
+      if (act_amax_text.size() > 10) {
+        if (act_amax_text[10] != ':') throw UsageError{"--act-amax: valid values are max, percentile[:P], mse; got " + shown(act_amax_text)};
+        const double p = parse_number("--act-amax percentile", act_amax_text.substr(11));
+        if (!(p > 0 && p <= 100)) throw UsageError{"--act-amax percentile: P must be in (0, 100], got " + shown(act_amax_text.substr(11))};
+        options.activations.percentile = p;
+      }
+    } else {
+      throw UsageError{"--act-amax: valid values are max, percentile[:P], mse; got " + shown(act_amax_text)};
+    }
+  }
+  if (!act_unfit_text.empty()) {
+    if (act_unfit_text != "error" && act_unfit_text != "float")
+      throw UsageError{"--act-unfit: valid values are error and float; got " + shown(act_unfit_text)};
+    options.activations.unfit_float = act_unfit_text == "float";
+  }
+  if (!options.activations.any() && (!act_amax_text.empty() || !act_unfit_text.empty()))
+    throw UsageError{"--act-amax and --act-unfit apply to activation formats (--act-format, --layer-act-format)"};
   if (list_json && !list) throw UsageError{"--json applies to --list (the report's JSON is --report R.json)"};
   if (list) {
     print_layers(ptq::list_layers(ptq::load_model(model_path)), list_json);
@@ -266,7 +324,12 @@ int run_quantize(const std::vector<std::string>& args) {
     if (quiet) return true;
     const auto now = std::chrono::steady_clock::now();
     const std::string eta = p.eta_s >= 0 ? ", ETA " + duration(p.eta_s) : "";
-    if (p.phase == ptq::Progress::Phase::solve) {
+    if (p.phase == ptq::Progress::Phase::activation_statistics) {
+      if (now - last_line > std::chrono::seconds(5) || p.batch == 1) {
+        fmt::print(stderr, "{}, batch {}/{}, elapsed {}\n", p.name, p.batch, p.batches, duration(p.elapsed_s));
+        last_line = now;
+      }
+    } else if (p.phase == ptq::Progress::Phase::solve) {
       fmt::print(stderr, "[{}/{}] {:<40} solve, elapsed {}{}\n", p.layer, p.layers, p.name, duration(p.elapsed_s), eta);
       last_line = now;
     } else if (now - last_line > std::chrono::seconds(5)) {

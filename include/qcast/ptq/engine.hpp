@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -51,12 +52,39 @@ struct LayerFormat {
   Format format;
 };
 
+// A format for the activations of the layers whose names match a glob; no format: they stay in float.
+struct LayerActFormat {
+  std::string pattern;
+  std::optional<Format> format;
+};
+
+// Activation quantization (WxAy, docs/ptq.md "Activations"): a `qcast::cast` on each quantized
+// layer's data input, in the quantized stream of the calibration (so that the methods fit the
+// weights to the inputs they will see) and in the saved model. Block formats take their scales
+// along the reduction axis at run time; per-tensor formats (intN, X@tensor) and the tensor scale of
+// two-level formats (nvfp4, ...@gK+tensor) use a static amax measured on the float stream's inputs
+// of the layer over the calibration set.
+struct ActivationOptions {
+  std::optional<Format> format;               // every quantized layer's; none: activations stay in float
+  std::vector<LayerActFormat> layer_formats;  // first match wins over `format`
+  // How the static amax is measured: the largest finite |x|; the `percentile`-th percentile of |x|
+  // (from a 2048-bin histogram over [0, max], its bin's upper edge); or the clip among
+  // max * 2^(-j/4), j = 0..19, whose cast has the smallest squared error over the calibration set.
+  enum class Amax { max, percentile, mse };
+  Amax amax = Amax::max;
+  double percentile = 99.99;
+  // A format that cannot apply to a layer (a block that does not divide its reduction): false, an
+  // error naming the layer; true, that layer's activations stay in float and the report says why.
+  bool unfit_float = false;
+  bool any() const;
+};
+
 struct Progress {
-  enum class Phase { forward, solve };
+  enum class Phase { forward, solve, activation_statistics };
   Phase phase = Phase::forward;
   int layer = 0, layers = 0;  // 1-based index of the layer whose stage runs or which is solved, of `layers`
   std::string name;           // that layer
-  int batch = 0, batches = 0;  // forward: 1-based batch within the stage, of `batches`
+  int batch = 0, batches = 0;  // forward, activation_statistics: 1-based batch within the stage or pass, of `batches`
   double elapsed_s = 0, eta_s = -1;  // eta_s < 0: not known yet
 };
 
@@ -83,6 +111,7 @@ struct Options {
   // mean(W·X) − mean(Ŵ·X̂) per output channel, is added to its bias (linear layers and convolutions
   // whose bias is a parameter; the report notes layers without one). Any method; needs calibration.
   bool bias_correction = false;
+  ActivationOptions activations;
   // Called at every batch of every stage and before every solve; returning false stops the run
   // (quantize throws Stopped).
   std::function<bool(const Progress&)> progress;
@@ -101,6 +130,10 @@ struct LayerReport {
   std::string name, op, status;  // status: "quantized", "excluded", or "float: <why>"
   std::vector<std::int64_t> shape;
   std::string format, method;
+  // The activation format of its data input (its axis along the reduction), "" when its activations
+  // stay in float; act_status says why they do where a format was asked for ("float: <why>").
+  std::string act_format, act_status;
+  double act_amax = -1;  // the static amax of a per-tensor or two-level act format (of its first use); -1: none
   double relative_error = -1;  // ||Ŵ·X̂ − W·X|| / ||W·X|| over the calibration set (bias excluded); -1: no data
   double rtn_relative_error = -1;  // the same for round-to-nearest weights on the same inputs
   double seconds = 0;              // statistics + solve of this layer

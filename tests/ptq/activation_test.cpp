@@ -1,0 +1,318 @@
+// Activation quantization (ActivationOptions): the quantized stream that the methods fit to runs
+// through the same casts as the saved model (every layer's captured inputs equal a run of the saved
+// model from its input); the static amax is the statistic the docs name, measured on the float
+// stream; layers a format cannot apply to fail with their name or stay in float; the casts sit on
+// the reduction axis; and the result does not depend on the batch size.
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <tuple>
+
+#include "capture_observer.hpp"
+#include "model_walk.hpp"
+#include "prefix_capture.hpp"
+#include "qcast/format_names.hpp"
+#include "qcast/ptq/engine.hpp"
+#include "qcast/torch.hpp"
+
+#undef CHECK
+#include <catch2/catch.hpp>
+
+#include "module_params.hpp"
+
+namespace ptq = qcast::ptq;
+using torch::jit::Module;
+using qcast_test::param;
+
+namespace {
+
+// Convolutions (a stem on 3 channels, a grouped one with 2 channels per group), linear layers of 24
+// inputs (one used twice), and q, k, v reading one value through matmul.
+Module mixed_model() {
+  at::manual_seed(31);
+  Module m("ActNet");
+  m.register_parameter("stem", at::randn({8, 3, 3, 3}) * 0.3, false);
+  m.register_parameter("grouped", at::randn({8, 2, 3, 3}) * 0.3, false);
+  m.register_parameter("a", at::randn({24, 24}) * 0.25, false);
+  m.register_parameter("b", at::randn({24, 24}) * 0.25, false);
+  m.register_parameter("wq", at::randn({6, 6}) * 0.4, false);
+  m.register_parameter("wk", at::randn({6, 6}) * 0.4, false);
+  m.register_parameter("wv", at::randn({6, 6}) * 0.4, false);
+  m.register_parameter("out", at::randn({5, 24}) * 0.3, false);
+  m.define(R"(
+def forward(self, x, extra):
+    y = torch.relu(torch.conv2d(x, self.stem, None, [1, 1], [1, 1], [1, 1], 1))
+    y = y + torch.conv2d(y, self.grouped, None, [1, 1], [1, 1], [1, 1], 4)
+    z = torch.cat([y.mean([2, 3]), extra], 1)
+    h = torch.linear(z, self.a)
+    g = torch.tanh(torch.linear(h, self.b))
+    h = torch.linear(g, self.a)
+    t = h.reshape(-1, 4, 6)
+    q = torch.matmul(t, self.wq)
+    k = torch.matmul(t, self.wk)
+    v = torch.matmul(t, self.wv)
+    att = torch.softmax(torch.matmul(q, k.transpose(1, 2)), -1)
+    o = torch.matmul(att, v) + t
+    return torch.linear(o.reshape(-1, 24), self.out)
+)");
+  return m;
+}
+
+std::vector<ptq::Batch> mixed_calibration(int batches, std::int64_t rows) {
+  at::manual_seed(32);
+  std::vector<ptq::Batch> c;
+  for (int i = 0; i < batches; ++i) c.push_back({at::rand({rows, 3, 6, 6}), at::randn({rows, 16})});
+  return c;
+}
+
+// A convolution on 16 channels, a 1x1 one on 32, a linear layer on 16.
+Module conv_model() {
+  at::manual_seed(33);
+  Module m("ConvNet");
+  m.register_parameter("c1", at::randn({32, 16, 3, 3}) * 0.1, false);
+  m.register_parameter("c2", at::randn({16, 32, 1, 1}) * 0.2, false);
+  m.register_parameter("fc", at::randn({10, 16}) * 0.3, false);
+  m.define(R"(
+def forward(self, x):
+    y = torch.relu(torch.conv2d(x, self.c1, None, [1, 1], [1, 1], [1, 1], 1))
+    y = torch.conv2d(y, self.c2, None, [1, 1], [0, 0], [1, 1], 1)
+    return torch.linear(y.mean([2, 3]), self.fc)
+)");
+  return m;
+}
+
+std::vector<ptq::Batch> conv_calibration(int batches, std::int64_t rows) {
+  at::manual_seed(34);
+  std::vector<ptq::Batch> c;
+  for (int i = 0; i < batches; ++i) c.push_back({at::randn({rows, 16, 5, 5}) * 2});
+  return c;
+}
+
+using Seen = std::map<std::tuple<std::string, std::size_t, std::size_t>, std::vector<c10::IValue>>;
+
+// Runs quantize and keeps every site's captured quantized-stream inputs.
+ptq::Result quantize_seen(const Module& model, const std::vector<ptq::Batch>& calib, const ptq::Options& o, Seen& seen) {
+  ptq::detail::capture_observer() = [&](const std::string& l, std::size_t s, std::size_t b,
+                                        const std::vector<c10::IValue>&, const std::vector<c10::IValue>& xq) {
+    std::vector<c10::IValue> c;
+    for (const auto& v : xq) c.push_back(v.deepcopy());
+    seen[{l, s, b}] = c;
+  };
+  try {
+    ptq::Result r = ptq::quantize(model, calib, o);
+    ptq::detail::capture_observer() = nullptr;
+    return r;
+  } catch (...) {
+    ptq::detail::capture_observer() = nullptr;
+    throw;
+  }
+}
+
+// Every captured quantized input equals the same site's input in a run of the saved model from its
+// input, with the layers from this one on restored to float (as the engine's stream had them).
+void check_saved_model_stream(const Module& model, const ptq::Result& r, const std::vector<ptq::Batch>& calib,
+                              const Seen& seen) {
+  const auto walk = ptq::detail::walk_model(r.model);
+  std::vector<std::string> order;
+  for (const auto& l : walk.layers) order.push_back(l.info.name);
+  std::size_t compared = 0;
+  for (std::size_t li = 0; li < walk.layers.size(); ++li) {
+    const auto& l = walk.layers[li];
+    Module qref = r.model.deepcopy();
+    for (std::size_t e = li; e < order.size(); ++e) param(qref, order[e]).copy_(param(model, order[e]));
+    qcast_test::PrefixCapture capture(qref, l);
+    for (std::size_t b = 0; b < calib.size(); ++b) {
+      const auto xq = capture.run(qref, calib[b]);
+      for (std::size_t s = 0; s < l.sites.size(); ++s) {
+        const auto it = seen.find({l.info.name, s, b});
+        if (it == seen.end()) continue;  // statistics shared with the layer before (q, k, v)
+        INFO(l.info.name << " site " << s << " batch " << b);
+        const auto& x = xq[s][std::size_t(l.sites[s].data_input)].toTensor();
+        const auto& got = it->second[std::size_t(l.sites[s].data_input)].toTensor();
+        REQUIRE(got.sizes() == x.sizes());
+        CHECK(at::equal(got, x));
+        ++compared;
+      }
+    }
+  }
+  CHECK(compared >= calib.size() * 3);
+}
+
+// The float stream's inputs of one layer's first site, one tensor per calibration batch.
+std::vector<at::Tensor> float_batches(const Module& model, const std::string& layer, const std::vector<ptq::Batch>& calib) {
+  const auto walk = ptq::detail::walk_model(model);
+  std::vector<at::Tensor> all;
+  for (const auto& l : walk.layers) {
+    if (l.info.name != layer) continue;
+    qcast_test::PrefixCapture capture(model, l);
+    for (const auto& b : calib) all.push_back(capture.run(model, b)[0][std::size_t(l.sites[0].data_input)].toTensor());
+  }
+  if (all.empty()) FAIL("no layer " << layer);
+  return all;
+}
+
+// The same, flattened into one tensor.
+at::Tensor float_inputs(const Module& model, const std::string& layer, const std::vector<ptq::Batch>& calib) {
+  std::vector<at::Tensor> flat;
+  for (const auto& t : float_batches(model, layer, calib)) flat.push_back(t.flatten());
+  return at::cat(flat);
+}
+
+const ptq::LayerReport& layer_report(const ptq::Result& r, const std::string& name) {
+  for (const auto& l : r.report.layers)
+    if (l.name == name) return l;
+  FAIL("no layer " << name << " in the report");
+  return r.report.layers.front();
+}
+
+}  // namespace
+
+TEST_CASE("the quantized stream runs through the saved model's activation casts") {
+  const Module model = mixed_model();
+  const auto calib = mixed_calibration(3, 4);
+  for (const std::string method : {"ed", "gptq", "rtn"}) {
+    INFO(method);
+    ptq::Options o;
+    o.format = qcast::parse_format("int4@g8");
+    o.method = method;
+    o.activations.format = qcast::parse_format("int8@g8");               // a, b, out: blocks of 8 along 24
+    o.activations.layer_formats.push_back({"w?", qcast::parse_format("int8")});  // static per-tensor, shared by q, k, v
+    o.activations.layer_formats.push_back({"grouped", qcast::parse_format("fp8_e4m3")});  // a direct cast
+    o.activations.unfit_float = true;  // the stem's 3 channels take no block of 8
+    Seen seen;
+    const ptq::Result r = quantize_seen(model, calib, o, seen);
+    check_saved_model_stream(model, r, calib, seen);
+
+    CHECK(layer_report(r, "stem").act_format.empty());
+    CHECK(layer_report(r, "stem").act_status.find("does not divide the input channels per group (3)") != std::string::npos);
+    CHECK(layer_report(r, "grouped").act_format == "fp8_e4m3");
+    CHECK(layer_report(r, "a").act_format == "int8@g8");
+    CHECK(layer_report(r, "wq").act_format == "int8");
+    // The static amax is the largest |x| of the float stream's inputs of the layer.
+    const double amax = float_inputs(model, "wq", calib).abs().max().item<double>();
+    CHECK(layer_report(r, "wq").act_amax == float(amax));
+    CHECK(layer_report(r, "wk").act_amax == float(amax));
+    CHECK(layer_report(r, "a").act_amax < 0);  // dynamic
+
+    // The saved graph holds one cast for q, k and v (they read one value), one per other site.
+    const std::string code = r.model.get_method("forward").function().qualname().name();
+    CHECK(code == "forward");
+    int casts = 0;
+    const auto graph = ptq::detail::inlined_forward(r.model);
+    for (const auto* n : graph->nodes()) casts += n->kind().toQualString() == std::string("qcast::cast");
+    CHECK(casts == 1 /*grouped*/ + 3 /*a, b, a*/ + 1 /*q k v*/ + 1 /*out*/);
+  }
+}
+
+TEST_CASE("activation formats that cannot apply name the layer, or leave it in float") {
+  const Module model = mixed_model();
+  const auto calib = mixed_calibration(2, 4);
+  ptq::Options o;
+  o.format = qcast::parse_format("int4@g8");
+  o.method = "gptq";
+  o.activations.format = qcast::parse_format("mxfp8_e4m3");
+  try {
+    ptq::quantize(model, calib, o);
+    FAIL("no error");
+  } catch (const std::invalid_argument& e) {
+    const std::string m = e.what();
+    CHECK(m.find("layer stem (aten::conv2d)") != std::string::npos);
+    CHECK(m.find("a block of 32 does not divide the input channels per group (3)") != std::string::npos);
+  }
+  o.activations.format = qcast::parse_format("int8@channel");
+  CHECK_THROWS_WITH(ptq::quantize(model, calib, o), Catch::Contains("per-channel activation scales are not supported"));
+  // A static amax needs data.
+  o.method = "rtn";
+  o.activations.format.reset();
+  o.activations.layer_formats = {{"out", qcast::parse_format("int8")}};
+  CHECK_THROWS_WITH(ptq::quantize(model, {}, o), Catch::Contains("layer out: activation format int8 has a static amax"));
+  // Dynamic formats run without data; "none" patterns keep a layer in float.
+  o.activations.layer_formats = {{"a", std::nullopt}, {"*", qcast::parse_format("int8@g8")}};
+  o.activations.unfit_float = true;
+  ptq::Result r = ptq::quantize(model, {}, o);
+  CHECK(layer_report(r, "a").act_format.empty());
+  CHECK(layer_report(r, "a").act_status.empty());
+  CHECK(layer_report(r, "b").act_format == "int8@g8");
+  // The saved model runs.
+  const at::Tensor y = r.model.forward(calib[0]).toTensor();
+  CHECK(y.sizes() == at::IntArrayRef{4, 5});
+}
+
+TEST_CASE("two-level activation scales on a convolution's channel axis, with each amax statistic") {
+  const Module model = conv_model();
+  const auto calib = conv_calibration(4, 3);
+  const at::Tensor x1 = float_inputs(model, "c1", calib);
+  for (const auto statistic : {ptq::ActivationOptions::Amax::max, ptq::ActivationOptions::Amax::percentile,
+                               ptq::ActivationOptions::Amax::mse}) {
+    INFO(int(statistic));
+    ptq::Options o;
+    o.format = qcast::parse_format("mxfp4");
+    o.method = "ed";
+    o.activations.format = qcast::parse_format("nvfp4");
+    o.activations.amax = statistic;
+    o.activations.percentile = 99.0;
+    Seen seen;
+    const ptq::Result r = quantize_seen(model, calib, o, seen);
+    check_saved_model_stream(model, r, calib, seen);
+    CHECK(layer_report(r, "c1").act_format == "fp4_e2m1@g16+tensor:axis=-3");  // blocks along the channels
+    CHECK(layer_report(r, "fc").act_format == "nvfp4");
+    const float amax = float(layer_report(r, "c1").act_amax);
+    const float max = x1.abs().max().item<float>();
+    switch (statistic) {
+      case ptq::ActivationOptions::Amax::max: CHECK(amax == max); break;
+      case ptq::ActivationOptions::Amax::percentile: {
+        // The upper edge of the histogram bin that holds the 99th percentile of |x|.
+        const at::Tensor sorted = std::get<0>(x1.abs().sort());
+        const auto n = sorted.numel();
+        const float exact = sorted[std::int64_t(std::ceil(0.99 * double(n))) - 1].item<float>();
+        CHECK(amax >= exact * (1 - 1e-6f));
+        CHECK(amax <= exact + max / 2048 * (1 + 1e-6f));
+        CHECK(amax < max);
+        break;
+      }
+      case ptq::ActivationOptions::Amax::mse: {
+        // One of the candidates max * 2^(-j/4), and no worse than max itself on these inputs.
+        bool candidate = false;
+        for (int j = 0; j < 20; ++j) candidate = candidate || amax == float(double(max) * std::exp2(-j / 4.0));
+        CHECK(candidate);
+        // The squared cast error over the calibration set, the casts as the layer's (blocks along
+        // the channels).
+        const qcast::Format f = qcast::parse_format("fp4_e2m1@g16+tensor:axis=-3");
+        auto err = [&](float a) {
+          double e = 0;
+          for (const auto& x : float_batches(model, "c1", calib))
+            e += (qcast::cast_calibrated(x, f, a) - x).to(at::kDouble).pow(2).sum().item<double>();
+          return e;
+        };
+        const double chosen = err(amax);
+        for (int j = 0; j < 20; ++j) CHECK(chosen <= err(float(double(max) * std::exp2(-j / 4.0))));
+        CHECK(chosen < err(max));  // on these Gaussian inputs a clip below the max does better
+        break;
+      }
+    }
+  }
+}
+
+TEST_CASE("activation quantization gives the same bits for any batch size") {
+  const Module model = conv_model();
+  std::vector<ptq::Batch> small = conv_calibration(4, 3), whole;
+  std::vector<at::Tensor> all;
+  for (const auto& b : small) all.push_back(b[0].toTensor());
+  whole.push_back({at::cat(all)});
+  for (const auto statistic : {ptq::ActivationOptions::Amax::max, ptq::ActivationOptions::Amax::percentile}) {
+    ptq::Options o;
+    o.format = qcast::parse_format("nvfp4");
+    o.method = "ed";
+    o.activations.format = qcast::parse_format("nvfp4");
+    o.activations.layer_formats = {{"c2", qcast::parse_format("int8")}};
+    o.activations.amax = statistic;
+    const ptq::Result a = ptq::quantize(model, small, o), b = ptq::quantize(model, whole, o);
+    for (const auto& l : a.report.layers) {
+      INFO(l.name);
+      CHECK(l.act_amax == layer_report(b, l.name).act_amax);
+      CHECK(at::equal(param(a.model, l.name), param(b.model, l.name)));
+    }
+  }
+}
