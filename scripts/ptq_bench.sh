@@ -23,6 +23,7 @@ qcast_install_packages
 work="${QCAST_PTQ_WORK:-$(mktemp -d)}"
 mkdir -p "$work"
 # Quantize with a copy of the binary, so that rebuilding build/ during a run changes nothing.
-cp build/qcast "$work/qcast"
+cp build/qcast build/libqcast_ops.so "$work/"
+export LD_LIBRARY_PATH="$work${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"  # the copied operator library first
 .venv/bin/python benchmarks/ptq/run.py --qcast "$work/qcast" --shared "$shared" --work "$work" \
   --results "$work/results.jsonl" "$@"

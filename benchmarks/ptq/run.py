@@ -8,8 +8,11 @@ and prints the markdown table (also: `run.py --table RESULTS.jsonl`).
                 [--batch-sizes 8,16,32] [--resume]
 --resume keeps the rows already in --results and runs only the missing ones; without it the file is
 started afresh. A method may carry method options after '+', e.g. `ed+scales=diffused` runs
-`--method ed --scales diffused`. With several batch sizes the main table shows the first and a
-stability table gives the metric at each and the spread.
+`--method ed --scales diffused`; activation formats go the same way, `gptq+act-format=mxfp8_e4m3`
+(W4A8; the saved model then needs the operator library, --ops-library, default libqcast_ops.so
+beside --qcast). With several batch sizes the main table shows the first and a stability table
+gives the metric at each and the spread. Rows with an activation format form their own table, with
+the quantized model's forward time over the float model's (CPU, measured in the same run).
 """
 import argparse, json, os, subprocess, sys, time
 
@@ -69,7 +72,7 @@ def variants(rows):
     plain = {(r["model"], r["format"], r["method"]): r for r in rows if batch_of(r) == first}
     out = ["| model | format | method | options | metric | at defaults | fidelity | at defaults |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        if "+" not in r["method"] or batch_of(r) != first:
+        if "+" not in r["method"] or batch_of(r) != first or act_of(r["method"]):
             continue
         name, _, opts = r["method"].partition("+")
         base = plain.get((r["model"], r["format"], name))
@@ -77,6 +80,30 @@ def variants(rows):
         out.append(f"| {r['model']} | {r['format']} | {name} | {opts.replace('+', ' ')} | {r['metric']:.4g} | {cell('metric')} | "
                    f"{r['fidelity']:.4g} | {cell('fidelity')} |")
     return "\n".join(out) if len(out) > 2 else ""
+
+
+def act_of(method):
+    """The activation format a method string carries ('gptq+act-format=nvfp4' -> 'nvfp4'), or ''."""
+    for o in method.split("+")[1:]:
+        k, _, v = o.partition("=")
+        if k == "act-format":
+            return v
+    return ""
+
+
+def act_table(rows):
+    """WxAy rows: weights x activations x method, with the forward time against the float model's."""
+    rows = [r for r in rows if act_of(r["method"])]
+    if not rows:
+        return ""
+    out = ["| model | weights | activations | method | metric | fidelity | forward / float |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        name, _, opts = r["method"].partition("+")
+        rest = "+".join(o for o in opts.split("+") if not o.startswith("act-format="))
+        ratio = f"{r['forward_s'] / r['float_forward_s']:.2f}" if r.get("float_forward_s") else ""
+        out.append(f"| {r['model']} | {r['format']} | {act_of(r['method'])}{' ' + rest if rest else ''} | {name} | "
+                   f"{r['metric']:.4g} | {r['fidelity']:.4g} | {ratio} |")
+    return "\n".join(out)
 
 
 def table(rows):
@@ -127,13 +154,18 @@ def main():
     p.add_argument("--batch-sizes", default="8")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--table")
+    p.add_argument("--ops-library")
     a = p.parse_args()
     if a.table:
         rows = [json.loads(l) for l in open(a.table) if l.strip()]
-        print(table(rows))
+        print(table([r for r in rows if not act_of(r["method"])]))
         print(stability(rows))
         print(variants(rows))
+        print(act_table(rows))
         return
+    ops = a.ops_library or os.path.join(os.path.dirname(os.path.realpath(a.qcast)), "libqcast_ops.so")
+    if os.path.exists(ops):
+        torch.ops.load_library(ops)
     torch.set_num_threads(os.cpu_count() or 1)
     os.makedirs(a.work, exist_ok=True)
     models_dir, data_dir = os.path.join(a.shared, "models"), os.path.join(a.shared, "data")
@@ -153,7 +185,11 @@ def main():
         samples = len(calib[0]) if isinstance(calib, (tuple, list)) else len(calib)
         calib_path = os.path.join(a.work, name + "_calib.pt")
         torch.save(calib, calib_path)
-        float_outs = t.outputs(torch.jit.load(model_path).eval())
+        float_model = torch.jit.load(model_path).eval()
+        float_outs = t.outputs(float_model)
+        start = time.time()  # timed on the second pass: the first one warms TorchScript's executor up
+        t.outputs(float_model)
+        float_forward_s = time.time() - start
         float_metric = t.score(float_outs, float_outs)["metric"]
         for fmt, meth, batch in ((f, m, b) for f in a.formats.split(",") for m in a.methods.split(",") for b in sizes):
             if (name, fmt, meth, batch) in done:
@@ -166,11 +202,17 @@ def main():
             start = time.time()
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             seconds = time.time() - start
-            s = t.score(t.outputs(torch.jit.load(out).eval()), float_outs)
+            qmodel = torch.jit.load(out).eval()
+            outs = t.outputs(qmodel)
+            start = time.time()
+            t.outputs(qmodel)
+            forward_s = time.time() - start
+            s = t.score(outs, float_outs)
             report = json.load(open(out + ".json"))
             row = {"model": name, "format": fmt, "method": meth, "batch_size": batch, "seconds": seconds,
                    "float_metric": float_metric,
                    "calib_samples": samples, "command": " ".join(cmd),
+                   "forward_s": forward_s, "float_forward_s": float_forward_s,
                    "peak_rss_mb": report.get("peak_rss_bytes", 0) / 2**20, **s}
             rows.append(row)
             with open(a.results, "a") as f:
@@ -179,8 +221,9 @@ def main():
                   f"{seconds:.1f} s", flush=True)
     order = {n: i for i, n in enumerate(a.models.split(","))}
     rows = sorted(rows, key=lambda r: order.get(r["model"], len(order)))
-    print(table(rows))
+    print(table([r for r in rows if not act_of(r["method"])]))
     print(stability(rows))
+    print(act_table(rows))
 
 
 if __name__ == "__main__":

@@ -68,6 +68,13 @@ struct Format {
     f.tensor_scale = true;
     return f;
   }
+  // NVINT4: NVFP4's two-level scaling over int4 elements (max 7, narrow range): blocks of 16, ue4m3
+  // block scales, a binary32 tensor scale.
+  static Format nvint4() {
+    Format f = per_block(ElementFormat::integer(4), 16, elements::ue4m3);
+    f.tensor_scale = true;
+    return f;
+  }
 
   bool is_scaled() const { return granularity != Granularity::element; }
   bool has_axis() const { return granularity == Granularity::channel || granularity == Granularity::block; }

@@ -64,6 +64,7 @@ inline const std::vector<NamedFormat>& named_formats() {
     v.push_back({"mxfp4", Format::mx(elements::fp4_e2m1)});
     v.push_back({"mxint8", Format::mx(elements::mxint8_element)});
     v.push_back({"nvfp4", Format::nvfp4()});
+    v.push_back({"nvint4", Format::nvint4()});
     for (int n = 2; n <= 8; ++n) v.push_back({"int" + std::to_string(n), Format::per_tensor(ElementFormat::integer(n))});
     for (int n : {4, 8}) {
       for (int k : {32, 64, 128})

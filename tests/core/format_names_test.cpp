@@ -35,6 +35,10 @@ TEST_CASE("generic names round-trip") {
   }
   CHECK(qcast::format_name(qcast::parse_format("fp4_e2m1@g32:scale=e8m0")) == "mxfp4");
   CHECK(qcast::format_name(qcast::parse_format("fp4_e2m1@g16+tensor")) == "nvfp4");
+  CHECK(qcast::format_name(qcast::parse_format("int4@g16+tensor")) == "nvint4");
+  CHECK(qcast::format_name(qcast::parse_format("int4@g16+tensor:scale=ue4m3")) == "nvint4");
+  CHECK(qcast::parse_format("nvint4").bits_per_element() == 4.5);
+  CHECK(qcast::format_name(qcast::parse_format("nvint4:axis=-3")) == "int4@g16+tensor:axis=-3");
   CHECK(qcast::format_name(qcast::parse_format("e4m3fnb7")) == "fp8_e4m3");
   CHECK(qcast::format_name(qcast::parse_format("e4m3fn")) == "fp8_e4m3");
   CHECK(qcast::parse_format("e2m1").element.specials == qcast::Specials::ieee);  // generic default

@@ -136,6 +136,32 @@ TEST_CASE("NVFP4 with a given (static) tensor amax matches the oracle") {
   }
 }
 
+TEST_CASE("NVINT4 matches the oracle, with a measured and a given tensor amax") {
+  sweep("nvint4", [](auto& x, int r, int c) { return oracle::nvint4(x, r, c); });
+  std::uint32_t seed = 200;
+  for (int cols : {16, 33, 100}) {
+    for (bool specials : {false, true}) {
+      const int rows = 23;
+      const auto x = test_matrix(rows, cols, seed++, specials);
+      float measured = 0.0f;
+      for (float v : x)
+        if (std::isfinite(v)) measured = std::max(measured, std::fabs(v));
+      for (const float amax : {measured, measured * 0.3f, measured * 5.0f, 1e-30f}) {
+        if (!std::isfinite(amax)) continue;
+        INFO("given amax_t " << amax);
+        qcast::CastOptions o;
+        o.tensor_amax = amax;
+        compare("nvint4", rows, cols, x, oracle::nvint4(x, rows, cols, amax), o);
+      }
+    }
+  }
+  // A zero tensor passes through; a block far below the tensor amax gives signed zeros.
+  std::vector<float> tiny(32, 1e-12f);
+  tiny[0] = 1e6f;
+  tiny[20] = -1e-12f;
+  compare("nvint4", 1, 32, tiny, oracle::nvint4(tiny, 1, 32));
+}
+
 TEST_CASE("scaled integers match the oracle") {
   for (int bits = 2; bits <= 8; ++bits) {
     const std::string n = "int" + std::to_string(bits);

@@ -185,6 +185,37 @@ std::vector<float> nvfp4(const std::vector<float>& x, int rows, int cols, float 
   return out;
 }
 
+std::vector<float> nvint4(const std::vector<float>& x, int rows, int cols, float given_amax_t) {
+  // The NVFP4 recipe with int4 elements (max 7, ties to even, no -8): s_t = amax_t / (7 * 448),
+  // floored at 2^-128 as the encode scale 3136 / amax_t is clamped to FLT_MAX; d = (amax_b / 7) /
+  // s_t; s_b = the e4m3 cast of d; q = clamp(RNE(x / (s_b * s_t)), -7, 7); y = (q * s_b) * s_t.
+  float amax_t = given_amax_t;
+  if (!(given_amax_t > 0.0f))
+    for (float v : x)
+      if (std::isfinite(v)) amax_t = std::max(amax_t, std::fabs(v));
+  float s_t = amax_t / 3136.0f;
+  if (amax_t > 0.0f) s_t = std::max(s_t, float(1.0 / double(std::numeric_limits<float>::max())));
+  std::vector<float> out(x.size());
+  for (int r = 0; r < rows; ++r)
+    for (int b = 0; b < cols; b += 16) {
+      const int from = r * cols + b, to = r * cols + std::min(cols, b + 16);
+      const bool finite = finite_block(x, from, to);
+      const float amax_b = block_amax(x, from, to);
+      const float d = (amax_b / 7.0f) / s_t;
+      const float s_b = float(cast(e4m3(), double(d)));
+      for (int i = from; i < to; ++i) {
+        if (!finite) out[i] = std::numeric_limits<float>::quiet_NaN();
+        else if (amax_t == 0.0f) out[i] = x[i];
+        else if (s_b == 0.0f) out[i] = std::copysign(0.0f, x[i]);
+        else {
+          const float q = std::min(7.0f, std::max(-7.0f, std::nearbyint(x[i] / (s_b * s_t))));
+          out[i] = (q * s_b) * s_t;
+        }
+      }
+    }
+  return out;
+}
+
 std::vector<float> intq(const std::vector<float>& x, int rows, int cols, int bits, int group) {
   const float qmax = float((1 << (bits - 1)) - 1);
   std::vector<float> out(x.size());

@@ -50,6 +50,9 @@ std::vector<float> mxint8(const std::vector<float>& x, int rows, int cols);
 // NVFP4 recipe: amax_t is the largest finite |x| of the tensor, or given_amax_t where that is > 0
 // (a static, calibrated tensor amax; block scales above 448 saturate, as the e4m3 cast does).
 std::vector<float> nvfp4(const std::vector<float>& x, int rows, int cols, float given_amax_t = 0.0f);
+// NVINT4: int4 elements in blocks of 16 with e4m3 scales under a binary32 tensor scale (NVFP4's
+// recipe with the int4 grid), the same given_amax_t convention.
+std::vector<float> nvint4(const std::vector<float>& x, int rows, int cols, float given_amax_t = 0.0f);
 // Symmetric narrow-range integers: group = 0 for per tensor, -1 for per channel (axis 0),
 // otherwise groups of `group` along the last axis.
 std::vector<float> intq(const std::vector<float>& x, int rows, int cols, int bits, int group);
