@@ -32,6 +32,14 @@ at::Tensor cast(const at::Tensor& x, const std::string& format, const CastOption
 // be finite and > 0. float16 and bfloat16 inputs are cast in binary32 and rounded back.
 at::Tensor cast_calibrated(const at::Tensor& x, const Format& format, float amax, const CastOptions& options = {});
 
+// Block-diagonal Walsh-Hadamard transform along `dim`: each run of `block` elements (a power of two
+// that divides the dimension) is multiplied by H_block / sqrt(block), the orthonormal Sylvester
+// Hadamard matrix, in log2(block) butterfly steps of ATen ops (any device, exact gradients). It is
+// symmetric and orthonormal, so it is its own inverse: (W·H)(H·x) = W·x, the rotation that
+// `qcast quantize --rotate hadamard` applies (weights offline, activations in the graph).
+// std::invalid_argument names a bad block or dim.
+at::Tensor hadamard(const at::Tensor& x, std::int64_t block, std::int64_t dim = -1);
+
 // Whether cast_calibrated() takes a static amax for this format (per-tensor or two-level).
 bool takes_static_amax(const Format& format);
 

@@ -26,7 +26,7 @@
 #include <stdexcept>
 
 #include "activation_amax.hpp"
-#include "activation_casts.hpp"
+#include "input_transforms.hpp"
 #include "boundary_cache.hpp"
 #include "capture_observer.hpp"
 #include "grams.hpp"
@@ -223,8 +223,10 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
     rep.options.emplace_back("act-amax", act.amax == ActivationOptions::Amax::max          ? std::string("max")
                                          : act.amax == ActivationOptions::Amax::percentile ? "percentile:" + real_text(act.percentile)
                                                                                             : std::string("mse"));
-    rep.options.emplace_back("act-unfit", act.unfit_float ? "float" : "error");
   }
+  if (o.hadamard_block != 0)
+    rep.options.emplace_back("rotate", o.hadamard_block < 0 ? std::string("hadamard") : "hadamard:" + std::to_string(o.hadamard_block));
+  if (act.any() || o.hadamard_block != 0) rep.options.emplace_back("act-unfit", act.unfit_float ? "float" : "error");
   rep.batches = std::int64_t(calibration.size());
   for (const auto& b : calibration)
     if (!b.empty() && b.front().isTensor()) rep.samples += b.front().toTensor().dim() ? b.front().toTensor().size(0) : 1;
@@ -260,44 +262,79 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
   }
   const int todo = int(plan.size());
 
-  // Activation quantizers: one per site of each quantized layer whose activation format applies.
-  std::vector<detail::ActivationCast> act_casts;
+  // Input transforms: on each site of a quantized layer, a Hadamard rotation (the weight rotated to
+  // match, in both model copies) and an activation quantizer, where asked for and where they apply.
+  std::vector<detail::InputTransform> transforms;
   std::vector<std::size_t> act_plan;  // the plan entry of each
+  auto unfit = [&](const detail::WalkLayer& l, const std::string& what, const std::string& why) {
+    if (!act.unfit_float)
+      throw std::invalid_argument("layer " + l.info.name + " (" + l.info.op + "): " + what + " cannot apply: " + why +
+                                  " (with --act-unfit float, or ActivationOptions::unfit_float, it is left out there)");
+  };
   for (std::size_t pi = 0; pi < plan.size(); ++pi) {
     const detail::WalkLayer& l = *plan[pi].layer;
+    const at::Tensor& w = plan[pi].float_weight;
+    LayerReport& lr = rep.layers[plan[pi].report_index];
+    // The rotation: its block from the option, or the layer's weight-format block.
+    std::int64_t block = o.hadamard_block;
+    if (block < 0) {
+      if (plan[pi].format.granularity != Granularity::block)
+        throw std::invalid_argument("layer " + l.info.name + ": --rotate hadamard takes its block from the weight format's, "
+                                    "and " + format_name(plan[pi].format) + " has no blocks; give one (hadamard:B)");
+      block = plan[pi].format.block_size;
+    }
+    if (block > 0 && (block & (block - 1)) != 0)
+      throw std::invalid_argument("layer " + l.info.name + ": the Hadamard rotation needs a power-of-two block, got " +
+                                  std::to_string(block));
+    std::string why;
+    for (const detail::Site& site : l.sites)
+      if (block > 0 && why.empty()) why = detail::rotation_unfit_reason(block, site, l.layout, w);
+    if (!why.empty()) {
+      unfit(l, "the Hadamard rotation", why);
+      lr.act_status = "not rotated: " + why;
+      block = 0;
+    }
     std::optional<Format> af = act.format;
     for (const auto& lf : act.layer_formats)
       if (matches(lf.pattern, l.info.name)) {
         af = lf.format;
         break;
       }
-    if (!af) continue;
-    LayerReport& lr = rep.layers[plan[pi].report_index];
-    std::string why;
+    why.clear();
     for (const detail::Site& site : l.sites)
-      if (why.empty()) why = detail::activation_unfit_reason(*af, site, plan[pi].float_weight);
+      if (af && why.empty()) why = detail::activation_unfit_reason(*af, site, l.layout, w);
     if (!why.empty()) {
-      if (!act.unfit_float)
-        throw std::invalid_argument("layer " + l.info.name + " (" + l.info.op + "): activation format " + format_name(*af) +
-                                    " cannot apply: " + why +
-                                    " (with --act-unfit float, or ActivationOptions::unfit_float, its activations stay in float)");
-      lr.act_status = "float: " + why;
-      continue;
+      unfit(l, "activation format " + format_name(*af), why);
+      lr.act_status += (lr.act_status.empty() ? "" : "; ") + std::string("activations in float: ") + why;
+      af.reset();
     }
-    if (takes_static_amax(*af) && calibration.empty())
+    if (af && takes_static_amax(*af) && calibration.empty())
       throw std::invalid_argument("layer " + l.info.name + ": activation format " + format_name(*af) +
                                   " has a static amax, which is measured on calibration data; none was given");
+    if (!af && block == 0) continue;
     for (const detail::Site& site : l.sites) {
-      detail::ActivationCast c;
-      c.node_index = site.node_index;
-      c.op = site.op;
-      c.data_input = site.data_input;
-      c.format = *af;
-      if (c.format.has_axis()) c.format.axis = detail::activation_axis(site, plan[pi].float_weight);
-      act_casts.push_back(c);
+      detail::InputTransform t;
+      t.node_index = site.node_index;
+      t.op = site.op;
+      t.data_input = site.data_input;
+      t.axis = detail::activation_axis(site, w);
+      t.hadamard_block = block;
+      t.format = af;
+      if (af && af->has_axis()) t.format->axis = t.axis;
+      transforms.push_back(t);
       act_plan.push_back(pi);
     }
-    lr.act_format = format_name(act_casts.back().format);
+    if (af) lr.act_format = format_name(*transforms.back().format);
+    if (block > 0) {
+      // W·x = (W·H)(H·x): the weight's reduction axis rotated offline, in both copies; the float
+      // model computes the same function up to rounding (its stream runs through H as well).
+      lr.hadamard_block = block;
+      const int axis = detail::weight_reduction_axis(l.sites.front(), l.layout);
+      for (torch::jit::Module* m : {&fm, &qm}) {
+        at::Tensor p = parameter_of(*m, l.info.name);
+        p.copy_(hadamard(p, block, axis));
+      }
+    }
   }
 
   auto report_progress = [&](Progress pr) {
@@ -407,15 +444,15 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
   auto measure_static_amax = [&](const detail::StagedForward& staged) {
     std::vector<std::size_t> which;
     std::vector<Format> formats;
-    for (std::size_t i = 0; i < act_casts.size(); ++i)
-      if (takes_static_amax(act_casts[i].format)) {
+    for (std::size_t i = 0; i < transforms.size(); ++i)
+      if (transforms[i].format && takes_static_amax(*transforms[i].format)) {
         which.push_back(i);
-        formats.push_back(act_casts[i].format);
+        formats.push_back(*transforms[i].format);
       }
     if (which.empty()) return;
     detail::AmaxCalibration cal(act, formats);
     std::map<std::size_t, std::vector<std::size_t>> at_cut;  // walk position -> indices into `which`
-    for (std::size_t j = 0; j < which.size(); ++j) at_cut[act_casts[which[j]].node_index].push_back(j);
+    for (std::size_t j = 0; j < which.size(); ++j) at_cut[transforms[which[j]].node_index].push_back(j);
     std::size_t last_stage = 0;
     for (std::size_t k = 0; k < staged.stages(); ++k)
       if (at_cut.count(staged.cut(k))) last_stage = k;
@@ -443,33 +480,27 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
           const auto it = at_cut.find(staged.cut(k));
           if (it == at_cut.end()) continue;
           for (std::size_t j : it->second)
-            cal.observe(pass, j, in.at(std::size_t(act_casts[which[j]].data_input)).toTensor());
+            cal.observe(pass, j, in.at(std::size_t(transforms[which[j]].data_input)).toTensor());
         }
       }
     rep.forward_seconds += seconds_since(t0);
-    std::vector<bool> drop(act_casts.size(), false);
+    std::vector<bool> drop(transforms.size(), false);
     for (std::size_t j = 0; j < which.size(); ++j) {
       const float a = cal.amax(j);
       LayerReport& lr = rep.layers[plan[act_plan[which[j]]].report_index];
       if (a > 0) {
-        act_casts[which[j]].amax = a;
+        transforms[which[j]].amax = a;
         if (lr.act_amax < 0) lr.act_amax = a;
       } else {
         drop[which[j]] = true;
-        lr.act_status = "float: its inputs were zero on the calibration set (amax 0)";
+        lr.act_status = "activations in float: its inputs were zero on the calibration set (amax 0)";
       }
     }
-    std::vector<detail::ActivationCast> kept;
-    std::vector<std::size_t> kept_plan;
-    for (std::size_t i = 0; i < act_casts.size(); ++i)
-      if (!drop[i]) {
-        kept.push_back(act_casts[i]);
-        kept_plan.push_back(act_plan[i]);
-      } else {
+    for (std::size_t i = 0; i < transforms.size(); ++i)
+      if (drop[i]) {
+        transforms[i].format.reset();
         rep.layers[plan[act_plan[i]].report_index].act_format.clear();
       }
-    act_casts = std::move(kept);
-    act_plan = std::move(kept_plan);
   };
 
   if (calibration.empty()) {
@@ -490,17 +521,21 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
         cuts.push_back(plan[pi].layer->sites[s].node_index);
         site_at[plan[pi].layer->sites[s].node_index] = {pi, s};
       }
-    const detail::StagedForward staged(fm, cuts);
+    // The float stream runs through the rotations alone, the quantized one through the casts too.
+    std::vector<detail::InputTransform> rotations;
+    for (const auto& t : transforms)
+      if (t.hadamard_block > 0) rotations.push_back(t.rotation_only());
+    const detail::StagedForward staged(fm, cuts, rotations);
     const std::size_t K = staged.stages(), B = calibration.size();
     measure_static_amax(staged);
     // The quantized stream runs through the same graph with the activation quantizers inserted.
-    const detail::StagedForward staged_q(fm, cuts, act_casts);
-    std::map<std::size_t, const detail::ActivationCast*> cast_at;  // walk position -> its cast
-    for (const auto& c : act_casts) cast_at[c.node_index] = &c;
-    auto same_casts = [&](std::size_t a, std::size_t b) {
-      const auto ia = cast_at.find(a), ib = cast_at.find(b);
-      if (ia == cast_at.end() || ib == cast_at.end()) return ia == cast_at.end() && ib == cast_at.end();
-      return ia->second->same_cast(*ib->second);
+    const detail::StagedForward staged_q(fm, cuts, transforms);
+    std::map<std::size_t, const detail::InputTransform*> transform_at;  // walk position -> its cast
+    for (const auto& c : transforms) transform_at[c.node_index] = &c;
+    auto same_transforms = [&](std::size_t a, std::size_t b) {
+      const auto ia = transform_at.find(a), ib = transform_at.find(b);
+      if (ia == transform_at.end() || ib == transform_at.end()) return ia == transform_at.end() && ib == transform_at.end();
+      return ia->second->same_transform(*ib->second);
     };
     rep.stages = std::int64_t(K);
     const std::int64_t budget =
@@ -555,7 +590,7 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
         reuse = same_kind && staged.cut_input(k, std::size_t(site.data_input)) ==
                                  staged.cut_input(k - 1, std::size_t(prev.data_input)) &&
                 plan[ppi].layer->layout == p.layer->layout && plan[ppi].cols == p.cols &&
-                same_casts(staged.cut(k), staged.cut(k - 1));
+                same_transforms(staged.cut(k), staged.cut(k - 1));
       }
       detail::Grams grams;
       for (std::size_t b = 0; b < B; ++b) {
@@ -649,7 +684,7 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
     rep.peak_spilled_bytes = cache.peak_spilled_bytes();
   }
   qm.to(at::kCPU);
-  res.model = act_casts.empty() ? qm : detail::with_activation_casts(qm, act_casts);
+  res.model = transforms.empty() ? qm : detail::with_input_transforms(qm, transforms);
   rep.seconds = seconds_since(start);
   rep.peak_rss_bytes = peak_rss_bytes();
   return res;

@@ -98,9 +98,10 @@ std::string Report::json() const {
     e["format"] = l.format;
     e["method"] = l.method;
     // The activation quantizer of its data input (absent in runs without activation formats).
-    if (!l.act_format.empty() || !l.act_status.empty()) {
+    if (!l.act_format.empty() || !l.act_status.empty() || l.hadamard_block > 0) {
       e["act_format"] = l.act_format.empty() ? Json(nullptr) : Json(l.act_format);
       e["act_amax"] = l.act_amax >= 0 ? number(l.act_amax) : Json(nullptr);
+      e["hadamard_block"] = l.hadamard_block;
       if (!l.act_status.empty()) e["act_status"] = l.act_status;
     }
     e["relative_error"] = error_value(l.relative_error);
@@ -132,12 +133,17 @@ std::string Report::table() const {
                        l.format, err(l.relative_error), err(l.rtn_relative_error), l.seconds, l.quantized_bytes);
   }
   s += fmt::format("method {}, {} calibration samples, {:.2f} s in all\n", method, samples, seconds);
-  // Activation quantizers: how many layers have one, and each that was asked for one but stays float.
-  int act_layers = 0;
-  for (const LayerReport& l : layers) act_layers += l.act_format.empty() ? 0 : 1;
+  // Input transforms: how many layers have an activation quantizer and a rotation, and each layer
+  // that was asked for one it could not take.
+  int act_layers = 0, rotated = 0;
+  for (const LayerReport& l : layers) {
+    act_layers += l.act_format.empty() ? 0 : 1;
+    rotated += l.hadamard_block > 0 ? 1 : 0;
+  }
   if (act_layers > 0) s += fmt::format("activations quantized at the inputs of {} layers\n", act_layers);
+  if (rotated > 0) s += fmt::format("Hadamard rotation on the inputs of {} layers\n", rotated);
   for (const LayerReport& l : layers)
-    if (!l.act_status.empty()) s += fmt::format("activations of {} stay in {}\n", l.name, l.act_status);
+    if (!l.act_status.empty()) s += fmt::format("{}: {}\n", l.name, l.act_status);
   // The size line, as llama.cpp's quantize prints it: the weights before and after.
   const std::int64_t before = float_bytes(), after = quantized_bytes();
   s += fmt::format("weights: {} in float -> {} quantized ({:.2f} bits per weight, {:.2f}x smaller)\n", size_text(before),

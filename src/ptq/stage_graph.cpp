@@ -18,7 +18,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "activation_casts.hpp"
+#include "input_transforms.hpp"
 #include "model_walk.hpp"
 
 namespace qcast::ptq::detail {
@@ -50,7 +50,7 @@ void free_inputs(Node* n, Node* outer, const Block* top, std::vector<Value*>& ou
 }  // namespace
 
 StagedForward::StagedForward(const torch::jit::Module& model, const std::vector<std::size_t>& cuts,
-                             const std::vector<ActivationCast>& casts) {
+                             const std::vector<InputTransform>& casts) {
   graph_ = inlined_forward(model);
   Block* top = graph_->block();
   // The nodes at the cuts, found by their walk positions before the casts shift them.
@@ -63,7 +63,7 @@ StagedForward::StagedForward(const torch::jit::Module& model, const std::vector<
       cut_nodes.emplace_back(n, c);
     }
   }
-  if (!casts.empty()) insert_activation_casts(*graph_, casts);
+  if (!casts.empty()) insert_input_transforms(*graph_, casts);
   for (Node* n : top->nodes()) top_.push_back(n);
   std::map<const Node*, std::size_t> pos;
   for (std::size_t i = 0; i < top_.size(); ++i) pos[top_[i]] = i;

@@ -13,7 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "activation_casts.hpp"
+#include "input_transforms.hpp"
 #include "qcast/ptq/engine.hpp"
 
 namespace qcast::ptq::detail {
@@ -28,7 +28,7 @@ class StagedForward {
   // positions keep the numbering of the graph without them, and a cut's captured inputs are those
   // after the casts.
   StagedForward(const torch::jit::Module& model, const std::vector<std::size_t>& cuts,
-                const std::vector<ActivationCast>& casts = {});
+                const std::vector<InputTransform>& casts = {});
 
   std::size_t stages() const { return stages_.size(); }
   std::size_t cut(std::size_t k) const { return stages_[k].cut_index; }  // walk position of cut k

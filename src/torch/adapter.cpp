@@ -98,6 +98,30 @@ at::Tensor cast(const at::Tensor& x, const std::string& format, const CastOption
   return cast(x, parse_format(format), options);
 }
 
+at::Tensor hadamard(const at::Tensor& x, std::int64_t block, std::int64_t dim) {
+  if (!x.defined() || x.dim() < 1) throw std::invalid_argument("needs a tensor with at least one dimension");
+  if (!(block >= 1 && (block & (block - 1)) == 0))
+    throw std::invalid_argument("block must be a power of two, got " + std::to_string(block));
+  if (dim < -x.dim() || dim >= x.dim())
+    throw std::invalid_argument("dim " + std::to_string(dim) + " is out of range for a tensor of rank " + std::to_string(x.dim()));
+  if (!x.is_floating_point())
+    throw std::invalid_argument("needs a floating-point tensor, got " + std::string(c10::toString(x.scalar_type())));
+  const std::int64_t n = x.size(dim);
+  if (n % block != 0)
+    throw std::invalid_argument("block " + std::to_string(block) + " does not divide dimension " + std::to_string(dim) +
+                                " of size " + std::to_string(n));
+  const at::Tensor moved = x.movedim(dim, -1);
+  const auto sizes = moved.sizes().vec();
+  at::Tensor y = moved.reshape({-1, n / block, block});
+  // log2(block) butterfly steps: pairs (i, i + h) within runs of 2h become (a + b, a - b).
+  for (std::int64_t h = 1; h < block; h *= 2) {
+    const at::Tensor v = y.reshape({y.size(0), n / block, block / (2 * h), 2, h});
+    const at::Tensor a = v.select(3, 0), b = v.select(3, 1);
+    y = at::stack({a + b, a - b}, 3).reshape({-1, n / block, block});
+  }
+  return (y * (1.0 / std::sqrt(double(block)))).reshape(sizes).movedim(-1, dim);
+}
+
 bool takes_static_amax(const Format& f) { return f.granularity == Granularity::tensor || f.tensor_scale; }
 
 at::Tensor cast_calibrated(const at::Tensor& x, const Format& format, float amax, const CastOptions& options) {

@@ -69,25 +69,15 @@ at::Tensor cast(const at::Tensor& x, const std::string& format, const std::strin
   return CastStraightThrough::apply(x, format, rounding, seed, saturate, tensor_amax, axis);
 }
 
-// Block-diagonal Walsh-Hadamard transform along the last dimension: each run of `block` elements
-// (a power of two dividing the dimension) is multiplied by H_block / sqrt(block), the orthonormal
-// Sylvester Hadamard matrix, in log2(block) butterfly steps. Orthonormal and symmetric, so it is its
-// own inverse; composed of ATen ops, so autograd and every device come with it.
-at::Tensor hadamard(const at::Tensor& x, int64_t block) {
-  TORCH_CHECK(x.dim() >= 1, "qcast::hadamard: needs at least one dimension");
-  TORCH_CHECK(block >= 1 && (block & (block - 1)) == 0, "qcast::hadamard: block must be a power of two, got ", block);
-  const int64_t n = x.size(-1);
-  TORCH_CHECK(n % block == 0, "qcast::hadamard: block ", block, " does not divide the last dimension ", n);
-  TORCH_CHECK(x.is_floating_point(), "qcast::hadamard: needs a floating-point tensor, got ", x.scalar_type());
-  auto sizes = x.sizes().vec();
-  at::Tensor y = x.reshape({-1, n / block, block});
-  for (int64_t h = 1; h < block; h *= 2) {
-    // Pairs (i, i + h) within runs of 2h: (a, b) -> (a + b, a - b).
-    const at::Tensor v = y.reshape({y.size(0), n / block, block / (2 * h), 2, h});
-    const at::Tensor a = v.select(3, 0), b = v.select(3, 1);
-    y = at::stack({a + b, a - b}, 3).reshape({-1, n / block, block});
+// The transform is the adapter's (qcast::hadamard): ATen ops, so autograd and every device come with it.
+at::Tensor hadamard(const at::Tensor& x, int64_t block, int64_t dim) {
+  try {
+    return qcast::hadamard(x, block, dim);
+  } catch (const c10::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, "qcast::hadamard: ", e.what());
   }
-  return (y * (1.0 / std::sqrt(double(block)))).reshape(sizes);
 }
 
 }  // namespace
@@ -100,7 +90,7 @@ bool torch_ops_library() { return true; }
 TORCH_LIBRARY(qcast, m) {
   m.def("cast(Tensor x, str format, str rounding='even', int seed=0, bool? saturate=None, float? tensor_amax=None, "
         "int? axis=None) -> Tensor");
-  m.def("hadamard(Tensor x, int block) -> Tensor");
+  m.def("hadamard(Tensor x, int block, int dim=-1) -> Tensor");
 }
 
 // CompositeImplicitAutograd: one kernel for every device; the cast's own autograd Function gives the

@@ -1,8 +1,9 @@
 """`qcast quantize --act-format` from PyTorch's side: a model quantized W4A8 and W4A4 (block,
-per-tensor static and two-level static activation formats, a layer left in float) loads in PyTorch
+per-tensor static and two-level static activation formats, a layer left in float, a Hadamard
+rotation) loads in PyTorch
 with the operator library, and its output equals a forward written here by hand from the saved
 weights, with torch.ops.qcast.cast on each layer's input in the format and with the amax that the
-report names. The static per-tensor op is checked against a NumPy formula from docs/formats.md.
+report names (and torch.ops.qcast.hadamard first where it names a rotation). The static per-tensor op is checked against a NumPy formula from docs/formats.md.
 Bad activation options fail with exit code 2, a format that cannot apply with the layer's name.
 
 usage: activation_check.py QCAST LIBQCAST_OPS
@@ -46,6 +47,8 @@ def by_hand(m, layers, x):
 
     def act(name, v):
         l = layers[name + ".weight"]
+        if l.get("hadamard_block"):  # the rotation along the reduction: channels (dim 1) or features
+            v = torch.ops.qcast.hadamard(v, l["hadamard_block"], 1 if v.dim() == 4 else -1)
         if not l.get("act_format"):
             return v
         if l["act_amax"] is None:
@@ -72,6 +75,7 @@ with tempfile.TemporaryDirectory() as d:
         ("W4A4 two-level", "nvfp4", ["--act-format", "nvfp4", "--layer-act-format", "out.*=int8@g16",
                                      "--act-amax", "mse"]),
         ("W4A8 mixed, head in float", "mxfp4", ["--act-format", "mxint8", "--layer-act-format", "head.*=none"]),
+        ("W4A4 rotated", "nvint4", ["--act-format", "nvint4", "--rotate", "hadamard"]),
     ]
     for name, wfmt, flags in cases:
         out, report = os.path.join(d, "q.pt"), os.path.join(d, "r.json")
@@ -85,7 +89,7 @@ with tempfile.TemporaryDirectory() as d:
         layers = {l["name"]: l for l in rep["layers"]}
         check(rep["options"]["act-unfit"] == "float", f"{name}: options in the report")
         if layers["body.weight"]["act_format"] != "int8":  # blocks: the stem's 3 channels take none
-            check("activations of stem.weight stay in float: a block of" in r.stdout,
+            check("activations in float: a block of" in r.stdout.split("stem.weight: ")[-1],
                   f"{name}: the table says the stem's activations stay in float: {r.stdout[-400:]}")
             check(layers["stem.weight"].get("act_format") is None and "does not divide" in layers["stem.weight"]["act_status"],
                   f"{name}: the stem's activations stay in float: {layers['stem.weight']}")
@@ -102,6 +106,10 @@ with tempfile.TemporaryDirectory() as d:
                                     f"(max {float((y - ref).abs().max())})")
         check(not torch.equal(y, net(x)), f"{name}: the saved model is not quantized")
         check("ops.qcast.cast" in q.code, f"{name}: the saved forward holds the casts")
+        if "--rotate" in flags:
+            check("ops.qcast.hadamard" in q.code, f"{name}: the saved forward holds the rotations")
+            check(layers["body.weight"]["hadamard_block"] == 16 and layers["stem.weight"]["hadamard_block"] == 0,
+                  f"{name}: rotated layers: {layers['body.weight']}, {layers['stem.weight']}")
         if "none" in " ".join(flags):
             check(layers["head.weight"].get("act_format") is None, f"{name}: head stays in float")
 
@@ -114,7 +122,10 @@ with tempfile.TemporaryDirectory() as d:
         check(np.array_equal(got, want), f"static int8 with amax {amax} against NumPy")
 
     # Bad options: usage errors (2); a format that cannot apply: the layer, exit 1.
-    for flags, text in [(["--act-amax", "max"], "apply to activation formats"),
+    for flags, text in [(["--act-amax", "max"], "applies to activation formats"),
+                        (["--act-unfit", "float"], "applies to activation formats and rotations"),
+                        (["--rotate", "hadamard:24"], "needs a power of two"),
+                        (["--rotate", "givens"], "valid values are hadamard and hadamard:B"),
                         (["--act-format", "mxfp8_e4m3", "--act-amax", "median"], "valid values are max, percentile[:P], mse"),
                         (["--act-format", "mxfp8_e4m3", "--act-amax", "percentile:120"], "P must be in (0, 100]"),
                         (["--act-format", "mxfp9"], "unknown"),

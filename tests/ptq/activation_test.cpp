@@ -2,7 +2,8 @@
 // through the same casts as the saved model (every layer's captured inputs equal a run of the saved
 // model from its input); the static amax is the statistic the docs name, measured on the float
 // stream; layers a format cannot apply to fail with their name or stay in float; the casts sit on
-// the reduction axis; and the result does not depend on the batch size.
+// the reduction axis; the result does not depend on the batch size; and Hadamard rotations leave
+// the float function unchanged (weights rotated on their reduction axis, inputs in the graph).
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -314,5 +315,62 @@ TEST_CASE("activation quantization gives the same bits for any batch size") {
       CHECK(l.act_amax == layer_report(b, l.name).act_amax);
       CHECK(at::equal(param(a.model, l.name), param(b.model, l.name)));
     }
+  }
+}
+
+TEST_CASE("a Hadamard rotation leaves the float function unchanged and rotates each weight's reduction axis") {
+  const Module model = mixed_model();
+  const auto calib = mixed_calibration(2, 4);
+  ptq::Options o;
+  o.format = qcast::parse_format("fp32");  // an identity cast: the saved model is the rotated float model
+  o.method = "rtn";
+  o.hadamard_block = 2;
+  o.activations.unfit_float = true;  // the stem's 3 channels take no rotation of 2
+  const ptq::Result r = ptq::quantize(model, calib, o);
+  CHECK(layer_report(r, "stem").hadamard_block == 0);
+  CHECK(layer_report(r, "stem").act_status == "not rotated: a rotation of 2 does not divide the input channels per group (3)");
+  // Each weight is W·H along its reduction axis: a conv's input channels, a linear layer's inputs,
+  // the first axis of the x·W weights q, k, v.
+  const std::map<std::string, int> axis = {{"grouped", 1}, {"a", -1}, {"b", -1}, {"wq", -2}, {"wk", -2}, {"wv", -2}, {"out", -1}};
+  for (const auto& [name, ax] : axis) {
+    INFO(name);
+    CHECK(layer_report(r, name).hadamard_block == 2);
+    CHECK(at::equal(param(r.model, name), qcast::hadamard(param(model, name), 2, ax)));
+  }
+  CHECK(at::equal(param(r.model, "stem"), param(model, "stem")));
+  // The same function up to rounding, through the residual, the attention and the shared weight.
+  for (const auto& b : calib) {
+    Module f = model.deepcopy();
+    const at::Tensor want = f.forward(b).toTensor();
+    Module q = r.model;
+    const at::Tensor got = q.forward(b).toTensor();
+    CHECK(at::allclose(got, want, 1e-5, 1e-5));
+  }
+  // A rotation that does not divide a layer names it.
+  o.activations.unfit_float = false;
+  CHECK_THROWS_WITH(ptq::quantize(model, calib, o),
+                    Catch::Contains("layer stem (aten::conv2d): the Hadamard rotation cannot apply: a rotation of 2 does not divide"));
+  o.hadamard_block = -1;  // from the weight format's block, which fp32 has none of
+  CHECK_THROWS_WITH(ptq::quantize(model, calib, o), Catch::Contains("has no blocks; give one (hadamard:B)"));
+}
+
+TEST_CASE("rotated and quantized inputs: the quantized stream equals the saved model's, for each method") {
+  const Module model = conv_model();
+  const auto calib = conv_calibration(3, 3);
+  for (const std::string method : {"ed", "gptq"}) {
+    INFO(method);
+    ptq::Options o;
+    o.format = qcast::parse_format("nvint4");
+    o.method = method;
+    o.hadamard_block = -1;  // 16, the weight format's block
+    o.activations.format = qcast::parse_format("nvint4");
+    Seen seen;
+    const ptq::Result r = quantize_seen(model, calib, o, seen);
+    check_saved_model_stream(model, r, calib, seen);
+    for (const auto& l : r.report.layers) CHECK(l.hadamard_block == 16);
+    int rotations = 0;
+    const auto graph = ptq::detail::inlined_forward(r.model);
+    for (const auto* n : graph->nodes()) rotations += n->kind().toQualString() == std::string("qcast::hadamard");
+    CHECK(rotations == 3);
   }
 }

@@ -68,6 +68,10 @@ with tempfile.TemporaryDirectory() as d:
         check(torch.allclose(got, ref, rtol=1e-12, atol=1e-9 * float(xd.abs().max())), f"hadamard {block} equals x · H/sqrt(B)")
         check(torch.allclose(torch.ops.qcast.hadamard(got, block), xd, rtol=1e-12, atol=1e-9 * float(xd.abs().max())),
               f"hadamard {block} is its own inverse")
+    # Along another dimension: the transform of the transpose, transposed back.
+    xt = torch.randn(64, 5, 3, dtype=torch.float64)
+    check(torch.equal(torch.ops.qcast.hadamard(xt, 16, 0), torch.ops.qcast.hadamard(xt.movedim(0, -1), 16).movedim(-1, 0)),
+          "hadamard along dim 0 equals the last-dim transform of the moved tensor")
     xh = x.clone().requires_grad_(True)
     torch.ops.qcast.hadamard(xh, 32).sum().backward()
     check(torch.allclose(xh.grad, torch.ones(16, 96) @ torch.block_diag(*[sylvester(32).float()] * 3), atol=1e-5),
@@ -80,7 +84,8 @@ with tempfile.TemporaryDirectory() as d:
                        (lambda: torch.ops.qcast.cast(x, "nvfp4", tensor_amax=0.0), "tensor_amax"),
                        (lambda: torch.ops.qcast.cast(x, "mxfp4", tensor_amax=1.0), "no tensor-wide scale"),
                        (lambda: torch.ops.qcast.hadamard(x, 24), "power of two"),
-                       (lambda: torch.ops.qcast.hadamard(x, 64), "does not divide")):
+                       (lambda: torch.ops.qcast.hadamard(x, 64), "does not divide"),
+                       (lambda: torch.ops.qcast.hadamard(x, 2, 5), "out of range")):
         try:
             call()
             check(False, f"no error (wanted '{says}')")

@@ -39,7 +39,8 @@ const char* kUsage =
     "usage: qcast quantize MODEL.pt --format F [--method M] [--calib DATA] -o OUT.pt\n"
     "                      [--samples N] [--batch-size B] [--exclude PATTERN]...\n"
     "                      [--layer-format PATTERN=F]... [--act-format F] [--layer-act-format PATTERN=F]...\n"
-    "                      [--act-amax max|percentile[:P]|mse] [--act-unfit error|float]\n"
+    "                      [--act-amax max|percentile[:P]|mse] [--rotate hadamard[:B]]\n"
+    "                      [--act-unfit error|float]\n"
     "                      [--device cpu|cuda[:N]] [--cache-mb MB]\n"
     "                      [--spill-dir DIR] [METHOD OPTIONS] [--export OUT.safetensors|OUT.qpack]\n"
     "                      [--report R.json]\n"
@@ -73,9 +74,13 @@ const char* kUsage =
     "  --act-amax S          the static amax: max (default; the largest |x|), percentile[:P] (the\n"
     "                        P-th percentile of |x|, default 99.99) or mse (the clip with the least\n"
     "                        squared cast error over the calibration set)\n"
-    "  --act-unfit error|float  a layer an activation format cannot apply to (a block that does not\n"
-    "                        divide its reduction, e.g. a depthwise convolution's one channel):\n"
-    "                        an error naming it (default), or its activations stay in float\n"
+    "  --rotate hadamard[:B] rotate each quantized layer's reduction dimension by the orthonormal\n"
+    "                        block Walsh-Hadamard transform of size B (a power of two; default the\n"
+    "                        layer's weight-format block): weights W·H offline, inputs H·x by a\n"
+    "                        qcast::hadamard in the graph, so the float function is unchanged\n"
+    "  --act-unfit error|float  a layer an activation format or rotation cannot apply to (a block\n"
+    "                        that does not divide its reduction, e.g. a depthwise convolution's one\n"
+    "                        channel): an error naming it (default), or the layer goes without it\n"
     "                        (the report lists them)\n"
     "  --device D            where the models run and the statistics are summed: cpu (default),\n"
     "                        cuda or cuda:N; the saved model is on the CPU\n"
@@ -159,7 +164,7 @@ int run_quantize(const std::vector<std::string>& args) {
   std::string model_path, format_text, calib, out, export_path, report_path;
   std::string samples_text, batch_size_text, cache_mb_text;
   std::vector<std::string> layer_format_texts, positionals, layer_act_format_texts;
-  std::string act_format_text, act_amax_text, act_unfit_text;
+  std::string act_format_text, act_amax_text, act_unfit_text, rotate_text;
   long long samples = -1, batch_size = 16;
   bool list = false, list_json = false, quiet = false;
   ptq::Options options;
@@ -176,6 +181,7 @@ int run_quantize(const std::vector<std::string>& args) {
   app.add_option("--layer-act-format", layer_act_format_texts);
   app.add_option("--act-amax", act_amax_text);
   app.add_option("--act-unfit", act_unfit_text);
+  app.add_option("--rotate", rotate_text);
   app.add_option("--device", options.device);
   app.add_option("--cache-mb", cache_mb_text);
   app.add_option("--spill-dir", options.spill_dir);
@@ -251,8 +257,21 @@ int run_quantize(const std::vector<std::string>& args) {
       throw UsageError{"--act-unfit: valid values are error and float; got " + shown(act_unfit_text)};
     options.activations.unfit_float = act_unfit_text == "float";
   }
-  if (!options.activations.any() && (!act_amax_text.empty() || !act_unfit_text.empty()))
-    throw UsageError{"--act-amax and --act-unfit apply to activation formats (--act-format, --layer-act-format)"};
+  if (!rotate_text.empty()) {
+    if (rotate_text == "hadamard") {
+      options.hadamard_block = -1;
+    } else if (rotate_text.rfind("hadamard:", 0) == 0) {
+      options.hadamard_block = parse_integer("--rotate hadamard:B", rotate_text.substr(9), 1, 1 << 16);
+      if (options.hadamard_block & (options.hadamard_block - 1))
+        throw UsageError{"--rotate hadamard:B needs a power of two, got " + shown(rotate_text.substr(9))};
+    } else {
+      throw UsageError{"--rotate: valid values are hadamard and hadamard:B; got " + shown(rotate_text)};
+    }
+  }
+  if (!options.activations.any() && !act_amax_text.empty())
+    throw UsageError{"--act-amax applies to activation formats (--act-format, --layer-act-format)"};
+  if (!options.activations.any() && options.hadamard_block == 0 && !act_unfit_text.empty())
+    throw UsageError{"--act-unfit applies to activation formats and rotations (--act-format, --rotate)"};
   if (list_json && !list) throw UsageError{"--json applies to --list (the report's JSON is --report R.json)"};
   if (list) {
     print_layers(ptq::list_layers(ptq::load_model(model_path)), list_json);

@@ -73,8 +73,8 @@ struct ActivationOptions {
   enum class Amax { max, percentile, mse };
   Amax amax = Amax::max;
   double percentile = 99.99;
-  // A format that cannot apply to a layer (a block that does not divide its reduction): false, an
-  // error naming the layer; true, that layer's activations stay in float and the report says why.
+  // A format or rotation that cannot apply to a layer (a block that does not divide its reduction):
+  // false, an error naming the layer; true, that layer goes without it and the report says why.
   bool unfit_float = false;
   bool any() const;
 };
@@ -112,6 +112,12 @@ struct Options {
   // whose bias is a parameter; the report notes layers without one). Any method; needs calibration.
   bool bias_correction = false;
   ActivationOptions activations;
+  // Hadamard rotation of each quantized layer's reduction dimension (--rotate hadamard[:B]): the
+  // weight W becomes W·H offline and its data input H·x in the graph (qcast::hadamard), so that W·x
+  // is unchanged up to rounding while outliers spread over each block of B. 0: none; -1: B is each
+  // layer's weight-format block size; B > 0: that block (a power of two). A layer whose reduction
+  // extent B does not divide fails, or with activations.unfit_float stays unrotated (reported).
+  std::int64_t hadamard_block = 0;
   // Called at every batch of every stage and before every solve; returning false stops the run
   // (quantize throws Stopped).
   std::function<bool(const Progress&)> progress;
@@ -133,6 +139,7 @@ struct LayerReport {
   // The activation format of its data input (its axis along the reduction), "" when its activations
   // stay in float; act_status says why they do where a format was asked for ("float: <why>").
   std::string act_format, act_status;
+  std::int64_t hadamard_block = 0;  // the block of its Hadamard rotation, 0: not rotated
   double act_amax = -1;  // the static amax of a per-tensor or two-level act format (of its first use); -1: none
   double relative_error = -1;  // ||Ŵ·X̂ − W·X|| / ||W·X|| over the calibration set (bias excluded); -1: no data
   double rtn_relative_error = -1;  // the same for round-to-nearest weights on the same inputs
