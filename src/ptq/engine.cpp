@@ -147,6 +147,44 @@ detail::Env deep_copy(const detail::Env& env) {
   return out;
 }
 
+// The weight's largest |w| per input channel of the layer's data input: over every axis but the
+// reduction axis, and for a grouped convolution (channels = groups x the weight's axis 1) per group
+// of output rows, in channel order (group major).
+at::Tensor weight_channel_max(const at::Tensor& weight, int axis, std::int64_t channels) {
+  const at::Tensor w = weight.detach().to(at::kCPU, at::kFloat).abs();
+  const std::int64_t a = axis < 0 ? axis + w.dim() : axis;
+  if (a == 1 && w.dim() >= 3 && channels != w.size(1)) {  // grouped convolution
+    const std::int64_t groups = channels / w.size(1);
+    std::vector<std::int64_t> shape = {groups, w.size(0) / groups};
+    shape.insert(shape.end(), w.sizes().begin() + 1, w.sizes().end());
+    std::vector<std::int64_t> other = {1};
+    for (std::int64_t d = 3; d < std::int64_t(shape.size()); ++d) other.push_back(d);
+    return w.reshape(shape).amax(other).reshape({-1});
+  }
+  std::vector<std::int64_t> other;
+  for (std::int64_t d = 0; d < w.dim(); ++d)
+    if (d != a) other.push_back(d);
+  return w.amax(other);
+}
+
+// The weight with input channel j multiplied by s[j] (s in channel order, as weight_channel_max).
+at::Tensor smooth_weight(const at::Tensor& weight, const at::Tensor& s, int axis) {
+  const std::int64_t a = axis < 0 ? axis + weight.dim() : axis;
+  const at::Tensor sv = s.to(weight.device(), weight.scalar_type());
+  if (a == 1 && weight.dim() >= 3 && s.numel() != weight.size(1)) {  // grouped convolution
+    const std::int64_t groups = s.numel() / weight.size(1);
+    std::vector<std::int64_t> shape = {groups, weight.size(0) / groups};
+    shape.insert(shape.end(), weight.sizes().begin() + 1, weight.sizes().end());
+    std::vector<std::int64_t> sshape(shape.size(), 1);
+    sshape[0] = groups;
+    sshape[2] = weight.size(1);
+    return (weight.reshape(shape) * sv.reshape(sshape)).reshape(weight.sizes());
+  }
+  std::vector<std::int64_t> shape(std::size_t(weight.dim()), 1);
+  shape[std::size_t(a)] = -1;
+  return weight * sv.reshape(shape);
+}
+
 // A layer to quantize.
 struct Planned {
   const detail::WalkLayer* layer;
@@ -224,6 +262,7 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
                                          : act.amax == ActivationOptions::Amax::percentile ? "percentile:" + real_text(act.percentile)
                                                                                             : std::string("mse"));
   }
+  if (o.smooth_alpha >= 0) rep.options.emplace_back("smooth", real_text(o.smooth_alpha));
   if (o.hadamard_block != 0)
     rep.options.emplace_back("rotate", o.hadamard_block < 0 ? std::string("hadamard") : "hadamard:" + std::to_string(o.hadamard_block));
   if (act.any() || o.hadamard_block != 0) rep.options.emplace_back("act-unfit", act.unfit_float ? "float" : "error");
@@ -311,7 +350,8 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
     if (af && takes_static_amax(*af) && calibration.empty())
       throw std::invalid_argument("layer " + l.info.name + ": activation format " + format_name(*af) +
                                   " has a static amax, which is measured on calibration data; none was given");
-    if (!af && block == 0) continue;
+    const bool smooth = o.smooth_alpha >= 0;
+    if (!af && block == 0 && !smooth) continue;  // nothing on this layer's input
     for (const detail::Site& site : l.sites) {
       detail::InputTransform t;
       t.node_index = site.node_index;
@@ -325,17 +365,31 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
       act_plan.push_back(pi);
     }
     if (af) lr.act_format = format_name(*transforms.back().format);
-    if (block > 0) {
-      // W·x = (W·H)(H·x): the weight's reduction axis rotated offline, in both copies; the float
-      // model computes the same function up to rounding (its stream runs through H as well).
-      lr.hadamard_block = block;
+    lr.hadamard_block = block;
+  }
+  if (o.smooth_alpha >= 0 && calibration.empty())
+    throw std::invalid_argument("smoothing (--smooth) measures each input channel's range on calibration data; none was given");
+  if (o.smooth_alpha > 1) throw std::invalid_argument("the smoothing strength alpha must be in [0, 1]");
+
+  // The weights that go with the input transforms, in both copies, so that the float model stays
+  // the same function up to rounding (its stream runs through the same smoothing and rotation):
+  // W·x = (W·diag(s)·H)(H·diag(1/s)·x). `smooth[pi]`: the layer's s along its weight's reduction axis.
+  auto transform_weights = [&](const std::map<std::size_t, at::Tensor>& smooth) {
+    for (std::size_t pi = 0; pi < plan.size(); ++pi) {
+      const detail::WalkLayer& l = *plan[pi].layer;
+      const std::int64_t block = rep.layers[plan[pi].report_index].hadamard_block;
+      const auto sm = smooth.find(pi);
+      if (block == 0 && sm == smooth.end()) continue;
       const int axis = detail::weight_reduction_axis(l.sites.front(), l.layout);
       for (torch::jit::Module* m : {&fm, &qm}) {
         at::Tensor p = parameter_of(*m, l.info.name);
-        p.copy_(hadamard(p, block, axis));
+        at::Tensor v = p;
+        if (sm != smooth.end()) v = smooth_weight(v, sm->second, axis);
+        if (block > 0) v = hadamard(v, block, axis);
+        p.copy_(v);
       }
     }
-  }
+  };
 
   auto report_progress = [&](Progress pr) {
     pr.layers = todo;
@@ -503,7 +557,75 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
       }
   };
 
+  // SmoothQuant's scales: s_j = max|X_j|^alpha / max|W_j|^(1-alpha) per input channel j of each
+  // layer, max|X_j| over the float stream's inputs (all its sites, the whole calibration set, one
+  // forward pass of the float model) and max|W_j| over the weight's other axes; 1 where either is
+  // 0. Sets each transform's 1/s and returns s per plan entry.
+  auto measure_smoothing = [&](const std::vector<std::size_t>& cuts) {
+    std::map<std::size_t, at::Tensor> smooth;
+    if (o.smooth_alpha < 0) return smooth;
+    const detail::StagedForward plain(fm, cuts);
+    std::map<std::size_t, std::vector<std::size_t>> at_cut;  // walk position -> transforms there
+    for (std::size_t i = 0; i < transforms.size(); ++i) at_cut[transforms[i].node_index].push_back(i);
+    std::map<std::size_t, at::Tensor> channel_max;  // plan entry -> max |x| per input channel
+    std::size_t last_stage = 0;
+    for (std::size_t k = 0; k < plain.stages(); ++k)
+      if (at_cut.count(plain.cut(k))) last_stage = k;
+    const auto t0 = Clock::now();
+    for (std::size_t b = 0; b < calibration.size(); ++b) {
+      Progress pr;
+      pr.phase = Progress::Phase::activation_statistics;
+      pr.name = "smoothing ranges";
+      pr.batch = int(b) + 1;
+      pr.batches = int(calibration.size());
+      report_progress(pr);
+      SingleThreaded forward_threads(!o.threaded_forward && device.is_cpu());
+      Batch on_device;
+      for (const auto& v : calibration[b]) on_device.push_back(copy_to(v, device));
+      detail::Env env = plain.initial(on_device);
+      for (std::size_t k = 0; k <= last_stage; ++k) {
+        const std::vector<c10::IValue> in = plain.run(k, fm, env);
+        const auto it = at_cut.find(plain.cut(k));
+        if (it == at_cut.end()) continue;
+        for (std::size_t i : it->second) {
+          const at::Tensor x = in.at(std::size_t(transforms[i].data_input)).toTensor().detach().to(at::kFloat).abs();
+          const std::int64_t axis = transforms[i].axis < 0 ? transforms[i].axis + x.dim() : transforms[i].axis;
+          std::vector<std::int64_t> other;
+          for (std::int64_t d = 0; d < x.dim(); ++d)
+            if (d != axis) other.push_back(d);
+          const at::Tensor m = at::nan_to_num(x, 0.0, 0.0, 0.0).amax(other).to(at::kCPU);
+          at::Tensor& acc = channel_max[act_plan[i]];
+          acc = acc.defined() ? at::maximum(acc, m) : m;
+        }
+      }
+    }
+    rep.forward_seconds += seconds_since(t0);
+    for (const auto& [pi, xmax] : channel_max) {
+      const detail::WalkLayer& l = *plan[pi].layer;
+      const int axis = detail::weight_reduction_axis(l.sites.front(), l.layout);
+      const at::Tensor wmax = weight_channel_max(plan[pi].float_weight, axis, xmax.numel());
+      const at::Tensor xd = xmax.to(at::kDouble), wd = wmax.to(at::kDouble);
+      at::Tensor sv = xd.pow(o.smooth_alpha) / wd.pow(1 - o.smooth_alpha);
+      sv = at::where((xd > 0) & (wd > 0) & at::isfinite(sv), sv, at::ones_like(sv)).clamp(1e-5, 1e5).to(at::kFloat);
+      smooth[pi] = sv;
+      rep.layers[plan[pi].report_index].notes["smooth_max"] = sv.max().item<double>();
+      rep.layers[plan[pi].report_index].notes["smooth_min"] = sv.min().item<double>();
+    }
+    // 1/s on each site's input, shaped to broadcast along its reduction axis, in the weight's dtype.
+    for (std::size_t i = 0; i < transforms.size(); ++i) {
+      const auto it = smooth.find(act_plan[i]);
+      if (it == smooth.end()) continue;
+      const at::Tensor w = plan[act_plan[i]].float_weight;
+      const int in_dim = -transforms[i].axis;  // trailing dimensions from the axis on
+      std::vector<std::int64_t> shape(std::size_t(in_dim), 1);
+      shape[0] = -1;
+      transforms[i].smooth_inv = (1.0 / it->second).to(device, w.scalar_type()).reshape(shape).contiguous();
+    }
+    return smooth;
+  };
+
   if (calibration.empty()) {
+    transform_weights({});
     for (std::size_t i = 0; i < plan.size(); ++i) {
       Progress pr;
       pr.phase = Progress::Phase::solve;
@@ -521,11 +643,13 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
         cuts.push_back(plan[pi].layer->sites[s].node_index);
         site_at[plan[pi].layer->sites[s].node_index] = {pi, s};
       }
-    // The float stream runs through the rotations alone, the quantized one through the casts too.
-    std::vector<detail::InputTransform> rotations;
+    transform_weights(measure_smoothing(cuts));
+    // The float stream runs through the smoothing and the rotations, the quantized one through the
+    // casts too.
+    std::vector<detail::InputTransform> float_transforms;
     for (const auto& t : transforms)
-      if (t.hadamard_block > 0) rotations.push_back(t.rotation_only());
-    const detail::StagedForward staged(fm, cuts, rotations);
+      if (t.hadamard_block > 0 || t.smooth_inv.defined()) float_transforms.push_back(t.float_stream());
+    const detail::StagedForward staged(fm, cuts, float_transforms);
     const std::size_t K = staged.stages(), B = calibration.size();
     measure_static_amax(staged);
     // The quantized stream runs through the same graph with the activation quantizers inserted.

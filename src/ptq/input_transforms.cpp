@@ -1,6 +1,7 @@
 // Rotations and activation quantizers on the layers' data inputs (input_transforms.hpp).
 #include "input_transforms.hpp"
 
+#include <ATen/ATen.h>
 #include <torch/csrc/jit/api/function_impl.h>
 #include <torch/csrc/jit/ir/named_value.h>
 
@@ -16,10 +17,12 @@ namespace qcast::ptq::detail {
 bool InputTransform::same_transform(const InputTransform& o) const {
   if (hadamard_block != o.hadamard_block || axis != o.axis || amax != o.amax || format.has_value() != o.format.has_value())
     return false;
+  if (smooth_inv.defined() != o.smooth_inv.defined()) return false;
+  if (smooth_inv.defined() && !(smooth_inv.sizes() == o.smooth_inv.sizes() && at::equal(smooth_inv, o.smooth_inv))) return false;
   return !format || format_name(*format) == format_name(*o.format);
 }
 
-InputTransform InputTransform::rotation_only() const {
+InputTransform InputTransform::float_stream() const {
   InputTransform t = *this;
   t.format.reset();
   t.amax.reset();
@@ -95,7 +98,7 @@ void insert_input_transforms(torch::jit::Graph& graph, const std::vector<InputTr
   std::map<const Value*, Inserted> last;
   for (std::size_t j = 0; j < idx.size(); ++j) {
     const InputTransform& t = transforms[idx[j]];
-    if (t.hadamard_block == 0 && !t.format) continue;
+    if (t.hadamard_block == 0 && !t.format && !t.smooth_inv.defined()) continue;
     Node* site = nodes[j];
     Value* x = site->input(std::size_t(t.data_input));
     auto it = last.find(x);
@@ -105,6 +108,10 @@ void insert_input_transforms(torch::jit::Graph& graph, const std::vector<InputTr
     if (!reuse) {
       torch::jit::WithInsertPoint guard(site);
       Value* y = x;
+      if (t.smooth_inv.defined()) {
+        y = graph.insert(c10::aten::mul, {torch::jit::NamedValue(y), torch::jit::NamedValue(graph.insertConstant(t.smooth_inv))});
+        y->setType(x->type());
+      }
       if (t.hadamard_block > 0) {
         y = graph.insert(c10::Symbol::fromQualString("qcast::hadamard"), {torch::jit::NamedValue(y)},
                          {{"block", t.hadamard_block}, {"dim", std::int64_t(t.axis)}});
@@ -126,7 +133,10 @@ void insert_input_transforms(torch::jit::Graph& graph, const std::vector<InputTr
 torch::jit::Module with_input_transforms(const torch::jit::Module& model, const std::vector<InputTransform>& transforms) {
   torch::jit::Module out = model.clone();  // new class types: the original's forward is not touched
   auto graph = inlined_forward(out);
-  insert_input_transforms(*graph, transforms);
+  std::vector<InputTransform> on_cpu = transforms;  // the saved model's constants live on the CPU
+  for (auto& t : on_cpu)
+    if (t.smooth_inv.defined()) t.smooth_inv = t.smooth_inv.to(at::kCPU);
+  insert_input_transforms(*graph, on_cpu);
   torch::jit::Function& old = out.get_method("forward").function();
   const c10::QualifiedName name = old.qualname();
   auto cu = out._ivalue()->compilation_unit();

@@ -1,8 +1,10 @@
-// What the engine inserts on a quantized layer's data input: a Hadamard rotation (`qcast::hadamard`
-// along the reduction axis, the weight rotated offline to match) and an activation quantizer
+// What the engine inserts on a quantized layer's data input: SmoothQuant's per-channel division
+// (an `aten::mul` by a constant 1/s, the weight's input channels multiplied by s to match), a
+// Hadamard rotation (`qcast::hadamard` along the reduction axis, the weight rotated offline to
+// match) and an activation quantizer
 // (`qcast::cast`, docs/ops.md) with its block axis along the reduction and, for per-tensor and
 // two-level formats, a static amax calibrated on the float stream. Both streams of the calibration
-// run through the rotation (so the float model is the same function, in the rotated basis); the
+// run through smoothing and rotation (so the float model is the same function, in a new basis); the
 // quantized stream and the saved model also through the cast, so the methods fit the weights to the
 // inputs they will see. Internal to src/ptq.
 #pragma once
@@ -26,13 +28,15 @@ struct InputTransform {
   std::string op;              // that node's operation (checked when the transform is inserted)
   int data_input = 0;          // the node input that is transformed
   int axis = -1;               // the data input's reduction axis (activation_axis)
-  std::int64_t hadamard_block = 0;  // > 0: rotate by qcast::hadamard(x, block, axis) first
+  // Defined: SmoothQuant's 1/s per input channel, shaped to broadcast along `axis` (x·(1/s) first).
+  at::Tensor smooth_inv;
+  std::int64_t hadamard_block = 0;  // > 0: then rotate by qcast::hadamard(x, block, axis)
   std::optional<Format> format;     // then cast (axis already set for block formats)
   std::optional<float> amax;        // static amax of the cast (per-tensor and two-level formats)
   // Equal transforms of one value share their nodes where nothing writes memory between them.
   bool same_transform(const InputTransform& o) const;
-  // The rotation alone (what the float stream runs through).
-  InputTransform rotation_only() const;
+  // The smoothing and the rotation without the cast (what the float stream runs through).
+  InputTransform float_stream() const;
 };
 
 // The axis of the site's data input that runs along the weight's reduction dimension (negative,

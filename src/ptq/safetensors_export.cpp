@@ -74,6 +74,18 @@ std::string quantization_config(const Result& r, const std::string& weights_file
   }
   c["quantized"] = layers;
   c["ignore"] = ignored;
+  // What runs on each layer's input before it (a deployment must do the same): the Hadamard block
+  // (the stored weight is W·H) and the activation format with its static amax.
+  nlohmann::ordered_json inputs = nlohmann::ordered_json::object();
+  for (const auto& l : r.report.layers) {
+    if (l.act_format.empty() && l.hadamard_block == 0) continue;
+    nlohmann::ordered_json e;
+    if (l.hadamard_block > 0) e["hadamard_block"] = l.hadamard_block;
+    if (!l.act_format.empty()) e["act_format"] = l.act_format;
+    if (l.act_amax >= 0) e["act_amax"] = l.act_amax;
+    inputs[l.name] = e;
+  }
+  if (!inputs.empty()) c["inputs"] = inputs;
   return c.dump(2) + "\n";
 }
 

@@ -79,8 +79,9 @@ with tempfile.TemporaryDirectory() as d:
     ]
     for name, wfmt, flags in cases:
         out, report = os.path.join(d, "q.pt"), os.path.join(d, "r.json")
+        export = os.path.join(d, "q.safetensors")
         r = run(model, "--format", wfmt, "--method", "gptq", "--calib", calib, *flags, "--act-unfit", "float",
-                "-o", out, "--report", report, "--quiet")
+                "-o", out, "--report", report, "--export", export, "--quiet")
         check(r.returncode == 0, f"{name}: quantize failed: {r.stderr.strip()}")
         if r.returncode != 0:
             continue
@@ -99,6 +100,11 @@ with tempfile.TemporaryDirectory() as d:
         check(layers["body.weight"]["act_format"] not in (None, "") and
               (layers["body.weight"]["act_format"].endswith(":axis=-3") or layers["body.weight"]["act_format"] == "int8"),
               f"{name}: the convolution's activation blocks run along its channels: {layers['body.weight']}")
+        with open(os.path.join(d, "q.quantization_config.json")) as f:
+            inputs = json.load(f).get("inputs", {})
+        for lname, l in layers.items():  # the export's config names what runs on each input
+            want = {k: l[k] for k in ("hadamard_block", "act_format", "act_amax") if l.get(k)}
+            check(inputs.get(lname, {}) == want, f"{name}: quantization config inputs of {lname}: {inputs.get(lname)} vs {want}")
         q = torch.jit.load(out)
         with torch.no_grad():
             y, ref = q(x), by_hand(q, layers, x)
@@ -113,6 +119,18 @@ with tempfile.TemporaryDirectory() as d:
         if "none" in " ".join(flags):
             check(layers["head.weight"].get("act_format") is None, f"{name}: head stays in float")
 
+    # SmoothQuant with an identity weight format: the same function as the float model (the inputs
+    # divided by s in the graph, the weights' input channels multiplied by it).
+    out = os.path.join(d, "smooth.pt")
+    r = run(model, "--format", "fp32", "--method", "rtn", "--calib", calib, "--smooth", "0.5", "-o", out, "--quiet")
+    check(r.returncode == 0, f"--smooth: {r.stderr.strip()[:300]}")
+    if r.returncode == 0:
+        q = torch.jit.load(out)
+        with torch.no_grad():
+            check(torch.allclose(q(x), net(x), rtol=1e-5, atol=1e-5), "--smooth keeps the float function")
+        check("torch.mul" in q.code and not torch.equal(dict(q.named_parameters())["body.weight"], net.body.weight),
+              "--smooth: the inputs are scaled in the graph and the weights offline")
+
     # The static per-tensor op against NumPy (docs/formats.md: scaled integers).
     v = torch.randn(4, 50) * 3
     for amax in (0.5, 2.0, 9.0):
@@ -125,6 +143,8 @@ with tempfile.TemporaryDirectory() as d:
     for flags, text in [(["--act-amax", "max"], "applies to activation formats"),
                         (["--act-unfit", "float"], "applies to activation formats and rotations"),
                         (["--rotate", "hadamard:24"], "needs a power of two"),
+                        (["--smooth", "1.5"], "needs ALPHA in [0, 1]"),
+                        (["--smooth", "0.5"], "--smooth needs --calib"),
                         (["--rotate", "givens"], "valid values are hadamard and hadamard:B"),
                         (["--act-format", "mxfp8_e4m3", "--act-amax", "median"], "valid values are max, percentile[:P], mse"),
                         (["--act-format", "mxfp8_e4m3", "--act-amax", "percentile:120"], "P must be in (0, 100]"),

@@ -112,7 +112,8 @@ ptq::Result quantize_seen(const Module& model, const std::vector<ptq::Batch>& ca
 }
 
 // Every captured quantized input equals the same site's input in a run of the saved model from its
-// input, with the layers from this one on restored to float (as the engine's stream had them).
+// input, with the layers from this one on restored to float (as the engine's stream had them: the
+// weights of `model`, which must be the float model with the run's smoothing and rotations).
 void check_saved_model_stream(const Module& model, const ptq::Result& r, const std::vector<ptq::Batch>& calib,
                               const Seen& seen) {
   const auto walk = ptq::detail::walk_model(r.model);
@@ -373,4 +374,57 @@ TEST_CASE("rotated and quantized inputs: the quantized stream equals the saved m
     for (const auto* n : graph->nodes()) rotations += n->kind().toQualString() == std::string("qcast::hadamard");
     CHECK(rotations == 3);
   }
+}
+
+TEST_CASE("SmoothQuant scales each input channel by max|X_j|^a / max|W_j|^(1-a) and keeps the float function") {
+  const Module model = mixed_model();
+  const auto calib = mixed_calibration(2, 4);
+  ptq::Options o;
+  o.format = qcast::parse_format("fp32");  // an identity cast: the saved model is the smoothed float model
+  o.method = "rtn";
+  o.smooth_alpha = 0.5;
+  const ptq::Result r = ptq::quantize(model, calib, o);
+  // Layer b: s from the float stream's inputs and the weight's columns, computed here.
+  const at::Tensor x = at::cat(float_batches(model, "b", calib)).abs().reshape({-1, 24}).amax(0).to(at::kDouble);
+  const at::Tensor w = param(model, "b").abs().amax(0).to(at::kDouble);
+  const at::Tensor sv = (x.sqrt() / w.sqrt()).to(at::kFloat);
+  CHECK(at::allclose(param(r.model, "b"), param(model, "b") * sv.reshape({1, 24}), 1e-6, 0));
+  // A grouped convolution (4 groups of 2 channels): channel j's weights are those of its group's
+  // output rows, so s has 8 entries and row o's column c takes s[2 * (o / 2) + c].
+  const at::Tensor xg = at::cat(float_batches(model, "grouped", calib)).abs().amax({0, 2, 3}).to(at::kDouble);
+  const at::Tensor wg0 = param(model, "grouped");
+  const at::Tensor wg = wg0.abs().reshape({4, 2, 2, 3, 3}).amax({1, 3, 4}).reshape({-1}).to(at::kDouble);
+  const at::Tensor sg = (xg.sqrt() / wg.sqrt()).to(at::kFloat);
+  REQUIRE(sg.numel() == 8);
+  for (int row = 0; row < 8; ++row)
+    for (int c = 0; c < 2; ++c) {
+      INFO("row " << row << " column " << c);
+      CHECK(at::allclose(param(r.model, "grouped")[row][c], wg0[row][c] * sg[2 * (row / 2) + c].item<float>(), 1e-6, 0));
+    }
+  for (const auto& b : calib) {
+    Module f = model.deepcopy();
+    Module q = r.model;
+    CHECK(at::allclose(q.forward(b).toTensor(), f.forward(b).toTensor(), 1e-5, 1e-5));
+  }
+  // Smoothing, rotation and activation casts together: the stream is still the saved model's.
+  ptq::Options a;
+  a.format = qcast::parse_format("int4@g8");
+  a.method = "ed";
+  a.smooth_alpha = 0.5;
+  a.hadamard_block = 2;
+  a.activations.format = qcast::parse_format("int8@g8");
+  a.activations.layer_formats.push_back({"w?", qcast::parse_format("int8")});
+  a.activations.unfit_float = true;
+  Seen seen;
+  const ptq::Result s = quantize_seen(model, calib, a, seen);
+  // The layers after the one compared are float in the engine's stream, but smoothed and rotated:
+  // their weights come from the same transforms with an identity cast.
+  ptq::Options t = a;
+  t.format = qcast::parse_format("fp32");
+  t.method = "rtn";
+  t.activations = {};
+  t.activations.unfit_float = true;
+  const ptq::Result transformed = ptq::quantize(model, calib, t);
+  check_saved_model_stream(transformed.model, s, calib, seen);
+  CHECK_THROWS_WITH(ptq::quantize(model, {}, o), Catch::Contains("smoothing (--smooth) measures"));
 }

@@ -39,7 +39,7 @@ const char* kUsage =
     "usage: qcast quantize MODEL.pt --format F [--method M] [--calib DATA] -o OUT.pt\n"
     "                      [--samples N] [--batch-size B] [--exclude PATTERN]...\n"
     "                      [--layer-format PATTERN=F]... [--act-format F] [--layer-act-format PATTERN=F]...\n"
-    "                      [--act-amax max|percentile[:P]|mse] [--rotate hadamard[:B]]\n"
+    "                      [--act-amax max|percentile[:P]|mse] [--smooth ALPHA] [--rotate hadamard[:B]]\n"
     "                      [--act-unfit error|float]\n"
     "                      [--device cpu|cuda[:N]] [--cache-mb MB]\n"
     "                      [--spill-dir DIR] [METHOD OPTIONS] [--export OUT.safetensors|OUT.qpack]\n"
@@ -74,6 +74,10 @@ const char* kUsage =
     "  --act-amax S          the static amax: max (default; the largest |x|), percentile[:P] (the\n"
     "                        P-th percentile of |x|, default 99.99) or mse (the clip with the least\n"
     "                        squared cast error over the calibration set)\n"
+    "  --smooth ALPHA        SmoothQuant: each layer's input channel j divided by s_j =\n"
+    "                        max|X_j|^ALPHA / max|W_j|^(1-ALPHA) (measured on the float model over the\n"
+    "                        calibration set) and its weight's input channel multiplied by it; ALPHA\n"
+    "                        in [0, 1], 0.5 is SmoothQuant's default; the float function is unchanged\n"
     "  --rotate hadamard[:B] rotate each quantized layer's reduction dimension by the orthonormal\n"
     "                        block Walsh-Hadamard transform of size B (a power of two; default the\n"
     "                        layer's weight-format block): weights W·H offline, inputs H·x by a\n"
@@ -164,7 +168,7 @@ int run_quantize(const std::vector<std::string>& args) {
   std::string model_path, format_text, calib, out, export_path, report_path;
   std::string samples_text, batch_size_text, cache_mb_text;
   std::vector<std::string> layer_format_texts, positionals, layer_act_format_texts;
-  std::string act_format_text, act_amax_text, act_unfit_text, rotate_text;
+  std::string act_format_text, act_amax_text, act_unfit_text, rotate_text, smooth_text;
   long long samples = -1, batch_size = 16;
   bool list = false, list_json = false, quiet = false;
   ptq::Options options;
@@ -182,6 +186,7 @@ int run_quantize(const std::vector<std::string>& args) {
   app.add_option("--act-amax", act_amax_text);
   app.add_option("--act-unfit", act_unfit_text);
   app.add_option("--rotate", rotate_text);
+  app.add_option("--smooth", smooth_text);
   app.add_option("--device", options.device);
   app.add_option("--cache-mb", cache_mb_text);
   app.add_option("--spill-dir", options.spill_dir);
@@ -267,6 +272,12 @@ int run_quantize(const std::vector<std::string>& args) {
     } else {
       throw UsageError{"--rotate: valid values are hadamard and hadamard:B; got " + shown(rotate_text)};
     }
+  }
+  if (!smooth_text.empty()) {
+    const double a = parse_number("--smooth", smooth_text);
+    if (!(a >= 0 && a <= 1)) throw UsageError{"--smooth needs ALPHA in [0, 1], got " + shown(smooth_text)};
+    if (calib.empty()) throw UsageError{"--smooth needs --calib (the input channels' ranges are measured on it)"};
+    options.smooth_alpha = a;
   }
   if (!options.activations.any() && !act_amax_text.empty())
     throw UsageError{"--act-amax applies to activation formats (--act-format, --layer-act-format)"};

@@ -118,6 +118,12 @@ struct Options {
   // layer's weight-format block size; B > 0: that block (a power of two). A layer whose reduction
   // extent B does not divide fails, or with activations.unfit_float stays unrotated (reported).
   std::int64_t hadamard_block = 0;
+  // SmoothQuant (--smooth ALPHA, in [0, 1]; < 0: none): per input channel j of each quantized layer,
+  // s_j = max|X_j|^alpha / max|W_j|^(1-alpha) from the float stream over the calibration set; the
+  // weight's input channels are multiplied by s and the input by 1/s (an inserted aten::mul), so
+  // the float function is unchanged while the activations' outlier channels shrink. Applied before
+  // the rotation. Needs calibration.
+  double smooth_alpha = -1;
   // Called at every batch of every stage and before every solve; returning false stops the run
   // (quantize throws Stopped).
   std::function<bool(const Progress&)> progress;

