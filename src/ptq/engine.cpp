@@ -21,6 +21,7 @@
 #include <fnmatch.h>
 #include <malloc.h>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -495,6 +496,44 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
   // of their layers, one or two passes over the calibration set ahead of the walk (each a forward
   // pass of the float model up to the last such layer). A quantizer whose inputs were all zero is
   // dropped: its layer's activations stay in float.
+  // One forward pass of the float model over the calibration set, ahead of the walk: for each batch
+  // the stages up to the last one with a transform of interest (on the device, one intra-op thread
+  // unless threaded_forward), handing `at` the transforms at each cut with the inputs the cut's node
+  // received. `of_interest`: walk position -> indices into `transforms`.
+  auto float_pass = [&](const detail::StagedForward& staged, const std::string& what,
+                        const std::map<std::size_t, std::vector<std::size_t>>& of_interest,
+                        const std::function<void(std::size_t transform, const at::Tensor& input)>& at) {
+    std::size_t last_stage = 0;
+    for (std::size_t k = 0; k < staged.stages(); ++k)
+      if (of_interest.count(staged.cut(k))) last_stage = k;
+    const auto t0 = Clock::now();
+    for (std::size_t b = 0; b < calibration.size(); ++b) {
+      Progress pr;
+      pr.phase = Progress::Phase::activation_statistics;
+      pr.name = what;
+      pr.batch = int(b) + 1;
+      pr.batches = int(calibration.size());
+      report_progress(pr);
+      SingleThreaded forward_threads(!o.threaded_forward && device.is_cpu());
+      Batch on_device;
+      for (const auto& v : calibration[b]) on_device.push_back(copy_to(v, device));
+      detail::Env env = staged.initial(on_device);
+      for (std::size_t k = 0; k <= last_stage; ++k) {
+        std::vector<c10::IValue> in;
+        try {
+          in = staged.run(k, fm, env);
+        } catch (const c10::Error& e) {
+          throw std::invalid_argument("calibration batch " + std::to_string(b + 1) + " (" + batch_text(calibration[b]) +
+                                      ") does not fit the model's forward: " + detail::error_summary(e));
+        }
+        const auto it = of_interest.find(staged.cut(k));
+        if (it == of_interest.end()) continue;
+        for (std::size_t i : it->second) at(i, in.at(std::size_t(transforms[i].data_input)).toTensor());
+      }
+    }
+    rep.forward_seconds += seconds_since(t0);
+  };
+
   auto measure_static_amax = [&](const detail::StagedForward& staged) {
     std::vector<std::size_t> which;
     std::vector<Format> formats;
@@ -505,39 +544,15 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
       }
     if (which.empty()) return;
     detail::AmaxCalibration cal(act, formats);
-    std::map<std::size_t, std::vector<std::size_t>> at_cut;  // walk position -> indices into `which`
-    for (std::size_t j = 0; j < which.size(); ++j) at_cut[transforms[which[j]].node_index].push_back(j);
-    std::size_t last_stage = 0;
-    for (std::size_t k = 0; k < staged.stages(); ++k)
-      if (at_cut.count(staged.cut(k))) last_stage = k;
-    const auto t0 = Clock::now();
+    std::map<std::size_t, std::vector<std::size_t>> at_cut;  // walk position -> transforms there
+    std::map<std::size_t, std::size_t> quantizer;            // transform -> index into `which`
+    for (std::size_t j = 0; j < which.size(); ++j) {
+      at_cut[transforms[which[j]].node_index].push_back(which[j]);
+      quantizer[which[j]] = j;
+    }
     for (int pass = 0; pass < cal.passes(); ++pass)
-      for (std::size_t b = 0; b < calibration.size(); ++b) {
-        Progress pr;
-        pr.phase = Progress::Phase::activation_statistics;
-        pr.name = "activation amax, pass " + std::to_string(pass + 1) + "/" + std::to_string(cal.passes());
-        pr.batch = int(b) + 1;
-        pr.batches = int(calibration.size());
-        report_progress(pr);
-        SingleThreaded forward_threads(!o.threaded_forward && device.is_cpu());
-        Batch on_device;
-        for (const auto& v : calibration[b]) on_device.push_back(copy_to(v, device));
-        detail::Env env = staged.initial(on_device);
-        for (std::size_t k = 0; k <= last_stage; ++k) {
-          std::vector<c10::IValue> in;
-          try {
-            in = staged.run(k, fm, env);
-          } catch (const c10::Error& e) {
-            throw std::invalid_argument("calibration batch " + std::to_string(b + 1) + " (" + batch_text(calibration[b]) +
-                                        ") does not fit the model's forward: " + detail::error_summary(e));
-          }
-          const auto it = at_cut.find(staged.cut(k));
-          if (it == at_cut.end()) continue;
-          for (std::size_t j : it->second)
-            cal.observe(pass, j, in.at(std::size_t(transforms[which[j]].data_input)).toTensor());
-        }
-      }
-    rep.forward_seconds += seconds_since(t0);
+      float_pass(staged, "activation amax, pass " + std::to_string(pass + 1) + "/" + std::to_string(cal.passes()), at_cut,
+                 [&](std::size_t i, const at::Tensor& x) { cal.observe(pass, quantizer.at(i), x); });
     std::vector<bool> drop(transforms.size(), false);
     for (std::size_t j = 0; j < which.size(); ++j) {
       const float a = cal.amax(j);
@@ -568,38 +583,16 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
     std::map<std::size_t, std::vector<std::size_t>> at_cut;  // walk position -> transforms there
     for (std::size_t i = 0; i < transforms.size(); ++i) at_cut[transforms[i].node_index].push_back(i);
     std::map<std::size_t, at::Tensor> channel_max;  // plan entry -> max |x| per input channel
-    std::size_t last_stage = 0;
-    for (std::size_t k = 0; k < plain.stages(); ++k)
-      if (at_cut.count(plain.cut(k))) last_stage = k;
-    const auto t0 = Clock::now();
-    for (std::size_t b = 0; b < calibration.size(); ++b) {
-      Progress pr;
-      pr.phase = Progress::Phase::activation_statistics;
-      pr.name = "smoothing ranges";
-      pr.batch = int(b) + 1;
-      pr.batches = int(calibration.size());
-      report_progress(pr);
-      SingleThreaded forward_threads(!o.threaded_forward && device.is_cpu());
-      Batch on_device;
-      for (const auto& v : calibration[b]) on_device.push_back(copy_to(v, device));
-      detail::Env env = plain.initial(on_device);
-      for (std::size_t k = 0; k <= last_stage; ++k) {
-        const std::vector<c10::IValue> in = plain.run(k, fm, env);
-        const auto it = at_cut.find(plain.cut(k));
-        if (it == at_cut.end()) continue;
-        for (std::size_t i : it->second) {
-          const at::Tensor x = in.at(std::size_t(transforms[i].data_input)).toTensor().detach().to(at::kFloat).abs();
-          const std::int64_t axis = transforms[i].axis < 0 ? transforms[i].axis + x.dim() : transforms[i].axis;
-          std::vector<std::int64_t> other;
-          for (std::int64_t d = 0; d < x.dim(); ++d)
-            if (d != axis) other.push_back(d);
-          const at::Tensor m = at::nan_to_num(x, 0.0, 0.0, 0.0).amax(other).to(at::kCPU);
-          at::Tensor& acc = channel_max[act_plan[i]];
-          acc = acc.defined() ? at::maximum(acc, m) : m;
-        }
-      }
-    }
-    rep.forward_seconds += seconds_since(t0);
+    float_pass(plain, "smoothing ranges", at_cut, [&](std::size_t i, const at::Tensor& input) {
+      const at::Tensor x = input.detach().to(at::kFloat).abs();
+      const std::int64_t axis = transforms[i].axis < 0 ? transforms[i].axis + x.dim() : transforms[i].axis;
+      std::vector<std::int64_t> other;
+      for (std::int64_t d = 0; d < x.dim(); ++d)
+        if (d != axis) other.push_back(d);
+      const at::Tensor m = at::nan_to_num(x, 0.0, 0.0, 0.0).amax(other).to(at::kCPU);
+      at::Tensor& acc = channel_max[act_plan[i]];
+      acc = acc.defined() ? at::maximum(acc, m) : m;
+    });
     for (const auto& [pi, xmax] : channel_max) {
       const detail::WalkLayer& l = *plan[pi].layer;
       const int axis = detail::weight_reduction_axis(l.sites.front(), l.layout);

@@ -155,14 +155,18 @@ std::vector<float> mxint8(const std::vector<float>& x, int rows, int cols) {
   return out;
 }
 
-std::vector<float> nvfp4(const std::vector<float>& x, int rows, int cols, float given_amax_t) {
+// The NVFP4 recipe over any element grid with maximum elem_max, quantized by q(v): blocks of 16;
+// amax_t the tensor's finite amax (or the given one); s_t = amax_t / (elem_max * 448), floored at
+// 2^-128 because the recipe clamps the encode scale (elem_max * 448) / amax_t to FLT_MAX;
+// d = (amax_b / elem_max) / s_t; s_b = the e4m3 cast of d; y = (q(x / (s_b * s_t)) * s_b) * s_t.
+template <class Quantize>
+std::vector<float> two_level(const std::vector<float>& x, int rows, int cols, float given_amax_t, float elem_max,
+                             Quantize q) {
   float amax_t = given_amax_t;
   if (!(given_amax_t > 0.0f))
     for (float v : x)
       if (std::isfinite(v)) amax_t = std::max(amax_t, std::fabs(v));
-  // NVFP4 recipe: the encode scale 2688 / amax_t is clamped to FLT_MAX, so the decode scale is
-  // at least 1 / FLT_MAX, which binary32 rounds to 2^-128.
-  float s_t = amax_t / 2688.0f;
+  float s_t = amax_t / (elem_max * 448.0f);
   if (amax_t > 0.0f) s_t = std::max(s_t, float(1.0 / double(std::numeric_limits<float>::max())));
   std::vector<float> out(x.size());
   for (int r = 0; r < rows; ++r)
@@ -170,50 +174,25 @@ std::vector<float> nvfp4(const std::vector<float>& x, int rows, int cols, float 
       const int from = r * cols + b, to = r * cols + std::min(cols, b + 16);
       const bool finite = finite_block(x, from, to);
       const float amax_b = block_amax(x, from, to);
-      const float d = (amax_b / 6.0f) / s_t;
+      const float d = (amax_b / elem_max) / s_t;
       const float s_b = float(cast(e4m3(), double(d)));
       for (int i = from; i < to; ++i) {
         if (!finite) out[i] = std::numeric_limits<float>::quiet_NaN();
         else if (amax_t == 0.0f) out[i] = x[i];
         else if (s_b == 0.0f) out[i] = std::copysign(0.0f, x[i]);
-        else {
-          const float q = float(cast(e2m1(), double(x[i] / (s_b * s_t))));
-          out[i] = (q * s_b) * s_t;
-        }
+        else out[i] = (q(x[i] / (s_b * s_t)) * s_b) * s_t;
       }
     }
   return out;
 }
 
+std::vector<float> nvfp4(const std::vector<float>& x, int rows, int cols, float given_amax_t) {
+  return two_level(x, rows, cols, given_amax_t, 6.0f, [](float v) { return float(cast(e2m1(), double(v))); });
+}
+
 std::vector<float> nvint4(const std::vector<float>& x, int rows, int cols, float given_amax_t) {
-  // The NVFP4 recipe with int4 elements (max 7, ties to even, no -8): s_t = amax_t / (7 * 448),
-  // floored at 2^-128 as the encode scale 3136 / amax_t is clamped to FLT_MAX; d = (amax_b / 7) /
-  // s_t; s_b = the e4m3 cast of d; q = clamp(RNE(x / (s_b * s_t)), -7, 7); y = (q * s_b) * s_t.
-  float amax_t = given_amax_t;
-  if (!(given_amax_t > 0.0f))
-    for (float v : x)
-      if (std::isfinite(v)) amax_t = std::max(amax_t, std::fabs(v));
-  float s_t = amax_t / 3136.0f;
-  if (amax_t > 0.0f) s_t = std::max(s_t, float(1.0 / double(std::numeric_limits<float>::max())));
-  std::vector<float> out(x.size());
-  for (int r = 0; r < rows; ++r)
-    for (int b = 0; b < cols; b += 16) {
-      const int from = r * cols + b, to = r * cols + std::min(cols, b + 16);
-      const bool finite = finite_block(x, from, to);
-      const float amax_b = block_amax(x, from, to);
-      const float d = (amax_b / 7.0f) / s_t;
-      const float s_b = float(cast(e4m3(), double(d)));
-      for (int i = from; i < to; ++i) {
-        if (!finite) out[i] = std::numeric_limits<float>::quiet_NaN();
-        else if (amax_t == 0.0f) out[i] = x[i];
-        else if (s_b == 0.0f) out[i] = std::copysign(0.0f, x[i]);
-        else {
-          const float q = std::min(7.0f, std::max(-7.0f, std::nearbyint(x[i] / (s_b * s_t))));
-          out[i] = (q * s_b) * s_t;
-        }
-      }
-    }
-  return out;
+  // int4 elements: ties to even, narrow range [-7, 7].
+  return two_level(x, rows, cols, given_amax_t, 7.0f, [](float v) { return std::min(7.0f, std::max(-7.0f, std::nearbyint(v))); });
 }
 
 std::vector<float> intq(const std::vector<float>& x, int rows, int cols, int bits, int group) {

@@ -26,47 +26,10 @@
 namespace ptq = qcast::ptq;
 using torch::jit::Module;
 using qcast_test::param;
+using qcast_test::pipeline_calibration;
+using qcast_test::pipeline_model;
 
 namespace {
-
-// Convolutions (a stem on 3 channels, a grouped one with 2 channels per group), linear layers of 24
-// inputs (one used twice), and q, k, v reading one value through matmul.
-Module mixed_model() {
-  at::manual_seed(31);
-  Module m("ActNet");
-  m.register_parameter("stem", at::randn({8, 3, 3, 3}) * 0.3, false);
-  m.register_parameter("grouped", at::randn({8, 2, 3, 3}) * 0.3, false);
-  m.register_parameter("a", at::randn({24, 24}) * 0.25, false);
-  m.register_parameter("b", at::randn({24, 24}) * 0.25, false);
-  m.register_parameter("wq", at::randn({6, 6}) * 0.4, false);
-  m.register_parameter("wk", at::randn({6, 6}) * 0.4, false);
-  m.register_parameter("wv", at::randn({6, 6}) * 0.4, false);
-  m.register_parameter("out", at::randn({5, 24}) * 0.3, false);
-  m.define(R"(
-def forward(self, x, extra):
-    y = torch.relu(torch.conv2d(x, self.stem, None, [1, 1], [1, 1], [1, 1], 1))
-    y = y + torch.conv2d(y, self.grouped, None, [1, 1], [1, 1], [1, 1], 4)
-    z = torch.cat([y.mean([2, 3]), extra], 1)
-    h = torch.linear(z, self.a)
-    g = torch.tanh(torch.linear(h, self.b))
-    h = torch.linear(g, self.a)
-    t = h.reshape(-1, 4, 6)
-    q = torch.matmul(t, self.wq)
-    k = torch.matmul(t, self.wk)
-    v = torch.matmul(t, self.wv)
-    att = torch.softmax(torch.matmul(q, k.transpose(1, 2)), -1)
-    o = torch.matmul(att, v) + t
-    return torch.linear(o.reshape(-1, 24), self.out)
-)");
-  return m;
-}
-
-std::vector<ptq::Batch> mixed_calibration(int batches, std::int64_t rows) {
-  at::manual_seed(32);
-  std::vector<ptq::Batch> c;
-  for (int i = 0; i < batches; ++i) c.push_back({at::rand({rows, 3, 6, 6}), at::randn({rows, 16})});
-  return c;
-}
 
 // A convolution on 16 channels, a 1x1 one on 32, a linear layer on 16.
 Module conv_model() {
@@ -162,6 +125,14 @@ at::Tensor float_inputs(const Module& model, const std::string& layer, const std
   return at::cat(flat);
 }
 
+// The quantized model computes the float model's function up to rounding, on each batch.
+void check_same_function(const Module& model, const Module& quantized, const std::vector<ptq::Batch>& calib) {
+  for (const auto& b : calib) {
+    Module f = model.deepcopy(), q = quantized.deepcopy();
+    CHECK(at::allclose(q.forward(b).toTensor(), f.forward(b).toTensor(), 1e-5, 1e-5));
+  }
+}
+
 const ptq::LayerReport& layer_report(const ptq::Result& r, const std::string& name) {
   for (const auto& l : r.report.layers)
     if (l.name == name) return l;
@@ -172,8 +143,8 @@ const ptq::LayerReport& layer_report(const ptq::Result& r, const std::string& na
 }  // namespace
 
 TEST_CASE("the quantized stream runs through the saved model's activation casts") {
-  const Module model = mixed_model();
-  const auto calib = mixed_calibration(3, 4);
+  const Module model = pipeline_model();
+  const auto calib = pipeline_calibration(3, 4);
   for (const std::string method : {"ed", "gptq", "rtn"}) {
     INFO(method);
     ptq::Options o;
@@ -209,8 +180,8 @@ TEST_CASE("the quantized stream runs through the saved model's activation casts"
 }
 
 TEST_CASE("activation formats that cannot apply name the layer, or leave it in float") {
-  const Module model = mixed_model();
-  const auto calib = mixed_calibration(2, 4);
+  const Module model = pipeline_model();
+  const auto calib = pipeline_calibration(2, 4);
   ptq::Options o;
   o.format = qcast::parse_format("int4@g8");
   o.method = "gptq";
@@ -320,8 +291,8 @@ TEST_CASE("activation quantization gives the same bits for any batch size") {
 }
 
 TEST_CASE("a Hadamard rotation leaves the float function unchanged and rotates each weight's reduction axis") {
-  const Module model = mixed_model();
-  const auto calib = mixed_calibration(2, 4);
+  const Module model = pipeline_model();
+  const auto calib = pipeline_calibration(2, 4);
   ptq::Options o;
   o.format = qcast::parse_format("fp32");  // an identity cast: the saved model is the rotated float model
   o.method = "rtn";
@@ -340,13 +311,7 @@ TEST_CASE("a Hadamard rotation leaves the float function unchanged and rotates e
   }
   CHECK(at::equal(param(r.model, "stem"), param(model, "stem")));
   // The same function up to rounding, through the residual, the attention and the shared weight.
-  for (const auto& b : calib) {
-    Module f = model.deepcopy();
-    const at::Tensor want = f.forward(b).toTensor();
-    Module q = r.model;
-    const at::Tensor got = q.forward(b).toTensor();
-    CHECK(at::allclose(got, want, 1e-5, 1e-5));
-  }
+  check_same_function(model, r.model, calib);
   // A rotation that does not divide a layer names it.
   o.activations.unfit_float = false;
   CHECK_THROWS_WITH(ptq::quantize(model, calib, o),
@@ -377,8 +342,8 @@ TEST_CASE("rotated and quantized inputs: the quantized stream equals the saved m
 }
 
 TEST_CASE("SmoothQuant scales each input channel by max|X_j|^a / max|W_j|^(1-a) and keeps the float function") {
-  const Module model = mixed_model();
-  const auto calib = mixed_calibration(2, 4);
+  const Module model = pipeline_model();
+  const auto calib = pipeline_calibration(2, 4);
   ptq::Options o;
   o.format = qcast::parse_format("fp32");  // an identity cast: the saved model is the smoothed float model
   o.method = "rtn";
@@ -401,11 +366,7 @@ TEST_CASE("SmoothQuant scales each input channel by max|X_j|^a / max|W_j|^(1-a) 
       INFO("row " << row << " column " << c);
       CHECK(at::allclose(param(r.model, "grouped")[row][c], wg0[row][c] * sg[2 * (row / 2) + c].item<float>(), 1e-6, 0));
     }
-  for (const auto& b : calib) {
-    Module f = model.deepcopy();
-    Module q = r.model;
-    CHECK(at::allclose(q.forward(b).toTensor(), f.forward(b).toTensor(), 1e-5, 1e-5));
-  }
+  check_same_function(model, r.model, calib);
   // Smoothing, rotation and activation casts together: the stream is still the saved model's.
   ptq::Options a;
   a.format = qcast::parse_format("int4@g8");

@@ -1,9 +1,11 @@
 // A module's parameter by its path, and small models, for the PTQ tests (Catch must be included first).
 #pragma once
+#include <ATen/ATen.h>
 #include <torch/csrc/jit/api/module.h>
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace qcast_test {
 
@@ -26,6 +28,53 @@ def forward(self, x):
     return torch.linear(x, self.w2)
 )");
   return m;
+}
+
+// Convolutions (a stem on 3 channels, a grouped one with 2 channels per group), in-place
+// operations, control flow, two model inputs, a linear weight used twice with another layer between
+// its uses, and attention whose q, k and v read one value through matmul.
+inline torch::jit::Module pipeline_model() {
+  at::manual_seed(5);
+  torch::jit::Module m("PipelineNet");
+  m.register_parameter("stem", at::randn({8, 3, 3, 3}) * 0.3, false);
+  m.register_parameter("grouped", at::randn({8, 2, 3, 3}) * 0.3, false);
+  m.register_parameter("a", at::randn({24, 24}) * 0.25, false);
+  m.register_parameter("b", at::randn({24, 24}) * 0.25, false);
+  m.register_parameter("wq", at::randn({6, 6}) * 0.4, false);
+  m.register_parameter("wk", at::randn({6, 6}) * 0.4, false);
+  m.register_parameter("wv", at::randn({6, 6}) * 0.4, false);
+  m.register_parameter("out", at::randn({5, 24}) * 0.3, false);
+  m.define(R"(
+def forward(self, x, extra):
+    y = torch.conv2d(x, self.stem, None, [1, 1], [1, 1], [1, 1], 1)
+    y = torch.relu_(y)
+    y = y + torch.conv2d(y, self.grouped, None, [1, 1], [1, 1], [1, 1], 4)
+    z = torch.cat([y.mean([2, 3]), extra], 1)
+    if bool(z.sum() > 0.0):
+        z = z * 0.5
+    else:
+        z = z * 2.0
+    h = torch.linear(z, self.a)
+    g = torch.linear(h, self.b)
+    g.tanh_()
+    h = torch.linear(g, self.a)
+    t = h.reshape(-1, 4, 6)
+    q = torch.matmul(t, self.wq)
+    k = torch.matmul(t, self.wk)
+    v = torch.matmul(t, self.wv)
+    att = torch.softmax(torch.matmul(q, k.transpose(1, 2)), -1)
+    o = torch.matmul(att, v)
+    o.add_(t)
+    return torch.linear(o.reshape(-1, 24), self.out)
+)");
+  return m;
+}
+
+inline std::vector<std::vector<c10::IValue>> pipeline_calibration(int batches, std::int64_t rows) {
+  at::manual_seed(6);
+  std::vector<std::vector<c10::IValue>> c;
+  for (int i = 0; i < batches; ++i) c.push_back({at::rand({rows, 3, 6, 6}), at::randn({rows, 16})});
+  return c;
 }
 
 }  // namespace qcast_test

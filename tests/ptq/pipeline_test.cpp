@@ -35,50 +35,8 @@ using torch::jit::Module;
 namespace {
 
 using qcast_test::param;
-
-Module pipeline_model() {
-  at::manual_seed(5);
-  Module m("PipelineNet");
-  m.register_parameter("stem", at::randn({8, 3, 3, 3}) * 0.3, false);
-  m.register_parameter("grouped", at::randn({8, 2, 3, 3}) * 0.3, false);
-  m.register_parameter("a", at::randn({24, 24}) * 0.25, false);
-  m.register_parameter("b", at::randn({24, 24}) * 0.25, false);
-  m.register_parameter("wq", at::randn({6, 6}) * 0.4, false);
-  m.register_parameter("wk", at::randn({6, 6}) * 0.4, false);
-  m.register_parameter("wv", at::randn({6, 6}) * 0.4, false);
-  m.register_parameter("out", at::randn({5, 24}) * 0.3, false);
-  m.define(R"(
-def forward(self, x, extra):
-    y = torch.conv2d(x, self.stem, None, [1, 1], [1, 1], [1, 1], 1)
-    y = torch.relu_(y)
-    y = y + torch.conv2d(y, self.grouped, None, [1, 1], [1, 1], [1, 1], 4)
-    z = torch.cat([y.mean([2, 3]), extra], 1)
-    if bool(z.sum() > 0.0):
-        z = z * 0.5
-    else:
-        z = z * 2.0
-    h = torch.linear(z, self.a)
-    g = torch.linear(h, self.b)
-    g.tanh_()
-    h = torch.linear(g, self.a)
-    t = h.reshape(-1, 4, 6)
-    q = torch.matmul(t, self.wq)
-    k = torch.matmul(t, self.wk)
-    v = torch.matmul(t, self.wv)
-    att = torch.softmax(torch.matmul(q, k.transpose(1, 2)), -1)
-    o = torch.matmul(att, v)
-    o.add_(t)
-    return torch.linear(o.reshape(-1, 24), self.out)
-)");
-  return m;
-}
-
-std::vector<ptq::Batch> pipeline_calibration(int batches, std::int64_t rows) {
-  at::manual_seed(6);
-  std::vector<ptq::Batch> c;
-  for (int i = 0; i < batches; ++i) c.push_back({at::rand({rows, 3, 6, 6}), at::randn({rows, 16})});
-  return c;
-}
+using qcast_test::pipeline_calibration;
+using qcast_test::pipeline_model;
 
 Module mlp(int layers, std::int64_t width) {
   at::manual_seed(21);
