@@ -193,6 +193,8 @@ struct Planned {
   std::size_t report_index;
   at::Tensor float_weight;  // the parameter in the float copy (its shape unfolds convolution inputs)
   std::int64_t cols;        // the reduction size: the weight matrix's columns
+  double clip = 1.0;        // the clip ratio of its grid (a format search may pick one below 1)
+  double search_error = -1;  // the format search's error of the chosen candidate (rounded to nearest)
   bool solved = false;
 };
 
@@ -264,6 +266,12 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
                                                                                             : std::string("mse"));
   }
   if (o.smooth_alpha >= 0) rep.options.emplace_back("smooth", real_text(o.smooth_alpha));
+  for (const Format& f : o.search_formats) rep.options.emplace_back("search-format", format_name(f));
+  for (const double c : o.search_clips) rep.options.emplace_back("search-clip", real_text(c));
+  if ((!o.search_formats.empty() || !o.search_clips.empty()) && calibration.empty())
+    throw std::invalid_argument("the format search scores candidates on calibration data; none was given");
+  for (const double c : o.search_clips)
+    if (!(c > 0 && c <= 1)) throw std::invalid_argument("a clip ratio must be in (0, 1], got " + real_text(c));
   if (o.hadamard_block != 0)
     rep.options.emplace_back("rotate", o.hadamard_block < 0 ? std::string("hadamard") : "hadamard:" + std::to_string(o.hadamard_block));
   if (act.any() || o.hadamard_block != 0) rep.options.emplace_back("act-unfit", act.unfit_float ? "float" : "error");
@@ -398,6 +406,29 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
     if (o.progress && !o.progress(pr)) throw Stopped();
   };
 
+  // The format search: each candidate format x clip ratio rounded to nearest, the one with the least
+  // relative output error kept (the first of equal ones, in the order given).
+  auto search_format = [&](Planned& p, const at::Tensor& w, const detail::Grams& grams) {
+    const std::vector<Format> formats = o.search_formats.empty() ? std::vector<Format>{p.format} : o.search_formats;
+    const std::vector<double> clips = o.search_clips.empty() ? std::vector<double>{1.0} : o.search_clips;
+    const double energy = grams.target_energy(w);
+    double best = -1;
+    for (const Format& f : formats)
+      for (const double c : clips) {
+        WeightGrid g(f, w.size(0), w.size(1), w.data_ptr<double>(), c);
+        at::Tensor r = w.clone();
+        detail::round_to_nearest(r, 0, g);
+        const double e = detail::relative_output_error(w, r, grams, energy);
+        if (best < 0 || e < best) {
+          best = e;
+          p.format = f;
+          p.clip = c;
+        }
+      }
+    rep.layers[p.report_index].format = format_name(p.format);
+    p.search_error = best;
+  };
+
   // Quantizes one planned layer from its statistics (grams: nullptr without calibration data).
   auto solve = [&](Planned& p, const detail::Grams* grams) {
     const detail::WalkLayer& l = *p.layer;
@@ -412,7 +443,8 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
       const std::int64_t groups = grams ? grams->xhat_xhat.size(0) : 1;
       if (rows % groups != 0) throw std::logic_error("weight rows do not split into the layer's groups");
       const std::int64_t per = rows / groups;
-      WeightGrid grid(p.format, rows, cols, w.data_ptr<double>());
+      if (grams && (!o.search_formats.empty() || !o.search_clips.empty())) search_format(p, w, *grams);
+      WeightGrid grid(p.format, rows, cols, w.data_ptr<double>(), p.clip);
       at::Tensor q = w.clone();
       std::map<std::string, double> notes;
       for (std::int64_t gi = 0; gi < groups; ++gi) {
@@ -434,6 +466,10 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
         for (const auto& [k, v] : gp.notes) notes[k] += v / double(groups);
       }
       lr.notes = notes;
+      if (p.search_error >= 0) {
+        lr.notes["clip"] = p.clip;
+        lr.notes["search_rtn_error"] = p.search_error;
+      }
       const bool correct_bias = o.bias_correction && grams && !l.bias.empty();
       if (o.bias_correction && grams && l.bias.empty()) lr.notes["no_bias"] = 1;
       const at::Tensor shift = correct_bias ? detail::bias_shift(w, q, *grams) : at::Tensor();
@@ -448,7 +484,7 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
         if (plugin.info.name == "rtn") {
           lr.rtn_relative_error = lr.relative_error;
         } else {
-          WeightGrid rtn_grid(p.format, rows, cols, w.data_ptr<double>());
+          WeightGrid rtn_grid(p.format, rows, cols, w.data_ptr<double>(), p.clip);
           at::Tensor r = w.clone();
           detail::round_to_nearest(r, 0, rtn_grid);
           lr.rtn_relative_error = error_of(r, correct_bias ? detail::bias_shift(w, r, *grams) : at::Tensor());

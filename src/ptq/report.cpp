@@ -31,7 +31,8 @@ std::string size_text(std::int64_t bytes) {
 // Options a run may give more than once: always a JSON array, so that their type does not depend
 // on how many were given.
 bool repeatable(const std::string& name) {
-  return name == "exclude" || name == "layer-format" || name == "layer-act-format";
+  return name == "exclude" || name == "layer-format" || name == "layer-act-format" || name == "search-format" ||
+         name == "search-clip";
 }
 
 // Bits per weight element of the weight layers: their quantized bytes over their elements.

@@ -131,6 +131,19 @@ with tempfile.TemporaryDirectory() as d:
         check("torch.mul" in q.code and not torch.equal(dict(q.named_parameters())["body.weight"], net.body.weight),
               "--smooth: the inputs are scaled in the graph and the weights offline")
 
+    # Format search: fp4@g32:scale=e8m0 is e1m2 and e2m1 (mxfp4) in MX blocks; with --search-clip.
+    out, report = os.path.join(d, "search.pt"), os.path.join(d, "search.json")
+    r = run(model, "--format", "mxfp4", "--method", "gptq", "--calib", calib, "--search-format", "fp4@g32:scale=e8m0",
+            "--search-clip", "-o", out, "--report", report, "--quiet")
+    check(r.returncode == 0, f"--search-format: {r.stderr.strip()[:300]}")
+    if r.returncode == 0:
+        with open(report) as f:
+            rep = json.load(f)
+        check(rep["options"]["search-format"] == ["e1m2nosp@g32:scale=e8m0", "mxfp4"], f"search options: {rep['options']}")
+        for l in rep["layers"]:
+            check(l["format"] in ("e1m2nosp@g32:scale=e8m0", "mxfp4") and 0.6 - 1e-9 <= l["notes"]["clip"] <= 1.0,
+                  f"searched layer {l['name']}: {l['format']}, {l['notes']}")
+
     # The static per-tensor op against NumPy (docs/formats.md: scaled integers).
     v = torch.randn(4, 50) * 3
     for amax in (0.5, 2.0, 9.0):
@@ -145,6 +158,9 @@ with tempfile.TemporaryDirectory() as d:
                         (["--rotate", "hadamard:24"], "needs a power of two"),
                         (["--smooth", "1.5"], "needs ALPHA in [0, 1]"),
                         (["--smooth", "0.5"], "--smooth needs --calib"),
+                        (["--search-clip"], "need --calib"),
+                        (["--search-format", "mxfp4,,nvfp4"], "has an empty entry"),
+                        (["--search-format", "fp9@g32"], "unknown"),
                         (["--rotate", "givens"], "valid values are hadamard and hadamard:B"),
                         (["--act-format", "mxfp8_e4m3", "--act-amax", "median"], "valid values are max, percentile[:P], mse"),
                         (["--act-format", "mxfp8_e4m3", "--act-amax", "percentile:120"], "P must be in (0, 100]"),

@@ -40,7 +40,7 @@ const char* kUsage =
     "                      [--samples N] [--batch-size B] [--exclude PATTERN]...\n"
     "                      [--layer-format PATTERN=F]... [--act-format F] [--layer-act-format PATTERN=F]...\n"
     "                      [--act-amax max|percentile[:P]|mse] [--smooth ALPHA] [--rotate hadamard[:B]]\n"
-    "                      [--act-unfit error|float]\n"
+    "                      [--act-unfit error|float] [--search-format F,...] [--search-clip]\n"
     "                      [--device cpu|cuda[:N]] [--cache-mb MB]\n"
     "                      [--spill-dir DIR] [METHOD OPTIONS] [--export OUT.safetensors|OUT.qpack]\n"
     "                      [--report R.json]\n"
@@ -82,6 +82,12 @@ const char* kUsage =
     "                        block Walsh-Hadamard transform of size B (a power of two; default the\n"
     "                        layer's weight-format block): weights W·H offline, inputs H·x by a\n"
     "                        qcast::hadamard in the graph, so the float function is unchanged\n"
+    "  --search-format F,... search each layer's weight format among these (LLM-FP4's search): every\n"
+    "                        candidate is rounded to nearest and scored by the layer's output error\n"
+    "                        on the calibration data, and the method runs with the best. fpN<rest>\n"
+    "                        (N = 3..8) stands for every eXmY with X + Y = N - 1 and no specials:\n"
+    "                        fp4@g32:scale=e8m0 is e1m2nosp@g32:scale=e8m0 and mxfp4\n"
+    "  --search-clip         also search the clip ratio of each group's amax among 1, 0.95, ..., 0.6\n"
     "  --act-unfit error|float  a layer an activation format or rotation cannot apply to (a block\n"
     "                        that does not divide its reduction, e.g. a depthwise convolution's one\n"
     "                        channel): an error naming it (default), or the layer goes without it\n"
@@ -161,6 +167,29 @@ void print_layers(const std::vector<ptq::LayerInfo>& layers, bool json) {
   }
 }
 
+// --search-format: comma-separated formats; fpN<rest> (N = 3..8) expands to every eXmY with
+// X + Y = N - 1, X, Y >= 1, without special values, each with <rest> (granularity and keys).
+std::vector<qcast::Format> search_format_list(const std::string& text) {
+  std::vector<qcast::Format> out;
+  std::size_t from = 0;
+  while (from <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', from), text.size());
+    const std::string item = text.substr(from, comma - from);
+    from = comma + 1;
+    if (item.empty()) throw UsageError{"--search-format has an empty entry: " + shown(text)};
+    const bool family = item.size() >= 3 && item.compare(0, 2, "fp") == 0 && item[2] >= '3' && item[2] <= '8' &&
+                        (item.size() == 3 || item[3] == '@' || item[3] == ':');
+    if (!family) {
+      out.push_back(format_option(item));
+      continue;
+    }
+    const int n = item[2] - '0';
+    for (int x = 1; x <= n - 2; ++x)
+      out.push_back(format_option("e" + std::to_string(x) + "m" + std::to_string(n - 1 - x) + "nosp" + item.substr(3)));
+  }
+  return out;
+}
+
 std::atomic<int> stop_signal{0};
 extern "C" void on_stop_signal(int sig) { stop_signal = sig; }
 
@@ -168,7 +197,8 @@ int run_quantize(const std::vector<std::string>& args) {
   std::string model_path, format_text, calib, out, export_path, report_path;
   std::string samples_text, batch_size_text, cache_mb_text;
   std::vector<std::string> layer_format_texts, positionals, layer_act_format_texts;
-  std::string act_format_text, act_amax_text, act_unfit_text, rotate_text, smooth_text;
+  std::string act_format_text, act_amax_text, act_unfit_text, rotate_text, smooth_text, search_format_text;
+  bool search_clip = false;
   long long samples = -1, batch_size = 16;
   bool list = false, list_json = false, quiet = false;
   ptq::Options options;
@@ -187,6 +217,8 @@ int run_quantize(const std::vector<std::string>& args) {
   app.add_option("--act-unfit", act_unfit_text);
   app.add_option("--rotate", rotate_text);
   app.add_option("--smooth", smooth_text);
+  app.add_option("--search-format", search_format_text);
+  app.add_flag("--search-clip", search_clip);
   app.add_option("--device", options.device);
   app.add_option("--cache-mb", cache_mb_text);
   app.add_option("--spill-dir", options.spill_dir);
@@ -279,6 +311,11 @@ int run_quantize(const std::vector<std::string>& args) {
     if (calib.empty()) throw UsageError{"--smooth needs --calib (the input channels' ranges are measured on it)"};
     options.smooth_alpha = a;
   }
+  if (!search_format_text.empty()) options.search_formats = search_format_list(search_format_text);
+  if (search_clip)
+    for (int i = 0; i <= 8; ++i) options.search_clips.push_back(1.0 - 0.05 * i);
+  if ((search_clip || !search_format_text.empty()) && calib.empty())
+    throw UsageError{"--search-format and --search-clip need --calib (the candidates are scored on it)"};
   if (!options.activations.any() && !act_amax_text.empty())
     throw UsageError{"--act-amax applies to activation formats (--act-format, --layer-act-format)"};
   if (!options.activations.any() && options.hadamard_block == 0 && !act_unfit_text.empty())

@@ -124,6 +124,12 @@ struct Options {
   // the float function is unchanged while the activations' outlier channels shrink. Applied before
   // the rotation. Needs calibration.
   double smooth_alpha = -1;
+  // Format search (LLM-FP4's baseline; --search-format, --search-clip): for each quantized layer,
+  // every candidate format x clip ratio is rounded to nearest and scored by the layer's relative
+  // output error on the calibration statistics; the method then runs with the best. Empty formats:
+  // the layer's own format is the one candidate; empty clips: {1}. Needs calibration.
+  std::vector<Format> search_formats;
+  std::vector<double> search_clips;
   // Called at every batch of every stage and before every solve; returning false stops the run
   // (quantize throws Stopped).
   std::function<bool(const Progress&)> progress;

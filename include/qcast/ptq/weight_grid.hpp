@@ -33,11 +33,14 @@ class WeightGrid {
  public:
   // `initial` is the weight before any update (rows x cols, row-major): the scales that belong to
   // more than one column (tensor and channel granularity, and the tensor scale of a two-level format)
-  // are fixed from it, as GPTQ fixes them before its first column.
+  // are fixed from it, as GPTQ fixes them before its first column. `clip` in (0, 1] scales every
+  // group's amax before its scale is derived (values beyond clip x amax then saturate): the clipping
+  // a format search tries (LLM-FP4); a two-level format's tensor scale keeps the whole amax.
   template <class T>
-  WeightGrid(const Format& format, std::int64_t rows, std::int64_t cols, const T* initial)
-      : f_(weight_format(format)), rows_(rows), cols_(cols) {
+  WeightGrid(const Format& format, std::int64_t rows, std::int64_t cols, const T* initial, double clip = 1.0)
+      : f_(weight_format(format)), rows_(rows), cols_(cols), clip_(clip) {
     qcast::detail::check_format(f_);
+    if (!(clip > 0.0 && clip <= 1.0)) throw std::invalid_argument("a clip ratio must be in (0, 1], got " + std::to_string(clip));
     if (rows < 1 || cols < 1) throw std::invalid_argument("a weight matrix needs at least one row and one column");
     for (std::int64_t i = 0; i < rows * cols; ++i)
       if (!std::isfinite(double(initial[i])))
@@ -128,12 +131,14 @@ class WeightGrid {
     return row * groups_per_row_ + col / f_.block_size;
   }
   void fix(std::int64_t gi, float amax) {
+    if (clip_ != 1.0) amax = float(double(amax) * clip_);
     scales_[std::size_t(gi)] = group_scale(f_, amax, false, amax_t_, s_t_);
     fixed_[std::size_t(gi)] = 1;
   }
 
   Format f_;
   std::int64_t rows_, cols_, groups_per_row_ = 1;
+  double clip_ = 1.0;
   CastOptions options_;  // round to nearest even; the format's own saturation convention
   float amax_t_ = 1.0f, s_t_ = 1.0f;
   std::vector<GroupScale> scales_;
