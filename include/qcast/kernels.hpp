@@ -47,6 +47,10 @@ void decode(const Encoded& encoded, float* out, int threads = 0);
 // float16 / bfloat16 output (type t): decoded to binary32, then rounded once as qcast::narrow does.
 void decode(const Encoded& encoded, void* out, DType t, int threads = 0);
 
+// The block Walsh-Hadamard transform of n values in place (qcast/hadamard.hpp: the same bits as the
+// reference on every instruction set and thread count); threads as for cast.
+void hadamard(float* x, std::int64_t n, std::int64_t block, int threads = 0);
+
 // The largest finite |x| of n values (NaN and Inf skipped; 0 for none): the amax_t a two-level
 // format measures, e.g. to calibrate CastOptions::tensor_amax as the maximum over calibration
 // batches. threads as for cast.

@@ -18,6 +18,7 @@
 
 #include "qcast/cast.hpp"
 #include "qcast/format_names.hpp"
+#include "qcast/hadamard.hpp"
 #include "qcast/kernels.hpp"
 
 namespace qcast {
@@ -110,6 +111,12 @@ at::Tensor hadamard(const at::Tensor& x, std::int64_t block, std::int64_t dim) {
   if (n % block != 0)
     throw std::invalid_argument("block " + std::to_string(block) + " does not divide dimension " + std::to_string(dim) +
                                 " of size " + std::to_string(n));
+  if (x.is_cpu() && x.scalar_type() == at::kFloat) {  // the SIMD kernel, in place on a contiguous copy
+    at::Tensor y = x.movedim(dim, -1).clone(at::MemoryFormat::Contiguous);
+    kernels::hadamard(y.data_ptr<float>(), y.numel(), block);
+    return y.movedim(-1, dim);
+  }
+  // Other devices and dtypes: ATen's ops, the same butterflies in the same order.
   const at::Tensor moved = x.movedim(dim, -1);
   const auto sizes = moved.sizes().vec();
   at::Tensor y = moved.reshape({-1, n / block, block});

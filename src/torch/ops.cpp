@@ -69,8 +69,7 @@ at::Tensor cast(const at::Tensor& x, const std::string& format, const std::strin
   return CastStraightThrough::apply(x, format, rounding, seed, saturate, tensor_amax, axis);
 }
 
-// The transform is the adapter's (qcast::hadamard): ATen ops, so autograd and every device come with it.
-at::Tensor hadamard(const at::Tensor& x, int64_t block, int64_t dim) {
+at::Tensor hadamard_of(const at::Tensor& x, int64_t block, int64_t dim) {
   try {
     return qcast::hadamard(x, block, dim);
   } catch (const c10::Error&) {
@@ -79,6 +78,23 @@ at::Tensor hadamard(const at::Tensor& x, int64_t block, int64_t dim) {
     TORCH_CHECK(false, "qcast::hadamard: ", e.what());
   }
 }
+
+// The transform is the adapter's (the SIMD kernel on float32 CPU tensors). H / sqrt(B) is symmetric
+// and orthonormal, so its gradient is the same transform of the output gradient.
+struct HadamardSelfAdjoint : torch::autograd::Function<HadamardSelfAdjoint> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t block, int64_t dim) {
+    ctx->saved_data["block"] = block;
+    ctx->saved_data["dim"] = dim;
+    return hadamard_of(x, block, dim);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    return {hadamard_of(grad[0], ctx->saved_data["block"].toInt(), ctx->saved_data["dim"].toInt()), at::Tensor(),
+            at::Tensor()};
+  }
+};
+
+at::Tensor hadamard(const at::Tensor& x, int64_t block, int64_t dim) { return HadamardSelfAdjoint::apply(x, block, dim); }
 
 }  // namespace
 
@@ -93,8 +109,8 @@ TORCH_LIBRARY(qcast, m) {
   m.def("hadamard(Tensor x, int block, int dim=-1) -> Tensor");
 }
 
-// CompositeImplicitAutograd: one kernel for every device; the cast's own autograd Function gives the
-// straight-through gradient, the transform's ATen ops their exact one.
+// CompositeImplicitAutograd: one kernel for every device; the autograd Functions give the cast its
+// straight-through gradient and the transform its exact one.
 TORCH_LIBRARY_IMPL(qcast, CompositeImplicitAutograd, m) {
   m.impl("cast", &cast);
   m.impl("hadamard", &hadamard);

@@ -11,6 +11,7 @@
 #include "common/cast_options.hpp"
 #include "common/streaming.hpp"
 #include "common/tensor_values.hpp"
+#include "qcast/hadamard.hpp"
 #include "qcast/kernels.hpp"
 
 namespace {
@@ -333,4 +334,49 @@ TEST_CASE("16-bit kernels equal the reference's 16-bit path on lines longer than
       }
     }
   }
+}
+
+TEST_CASE("the Hadamard kernel equals the reference on every target and thread count, and H/sqrt(B) itself") {
+  std::mt19937 rng(77);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (const std::int64_t block : {1, 2, 4, 8, 16, 32, 64, 128, 256}) {
+    // Enough blocks that several threads get a share; NaN, Inf and a huge value in a few places.
+    const std::int64_t n = block * std::max<std::int64_t>(3, (1 << 18) / block);
+    std::vector<float> x(static_cast<std::size_t>(n));
+    for (auto& v : x) v = normal(rng) * std::exp2(float(int(rng() % 20) - 10));
+    x[3] = std::numeric_limits<float>::quiet_NaN();
+    x[std::size_t(n / 2)] = INFINITY;
+    x[std::size_t(n - 1)] = 3e38f;
+    std::vector<float> want = x;
+    qcast::hadamard(want.data(), n, block);
+    for (const auto& target : qcast::kernels::available_targets()) {
+      qcast::kernels::use_target(target);
+      for (const int threads : {1, 3}) {
+        std::vector<float> got = x;
+        qcast::kernels::hadamard(got.data(), n, block, threads);
+        std::size_t bad = 0;
+        for (std::size_t i = 0; i < got.size(); ++i) bad += !same(got[i], want[i]);
+        INFO(target << ", block " << block << ", " << threads << " threads");
+        CHECK(bad == 0);
+      }
+    }
+    qcast::kernels::use_target("");
+  }
+  // The reference against the explicit Sylvester matrix H_B / sqrt(B), in binary64.
+  for (const std::int64_t block : {2, 8, 32}) {
+    std::vector<float> x(static_cast<std::size_t>(block));
+    for (auto& v : x) v = normal(rng);
+    std::vector<float> y = x;
+    qcast::hadamard(y.data(), block, block);
+    for (std::int64_t r = 0; r < block; ++r) {
+      double want = 0;
+      for (std::int64_t c = 0; c < block; ++c)  // Sylvester: H[r][c] = (-1)^popcount(r & c)
+        want += (__builtin_popcountll(std::uint64_t(r & c)) % 2 ? -1.0 : 1.0) * double(x[std::size_t(c)]);
+      want /= std::sqrt(double(block));
+      CHECK(double(y[std::size_t(r)]) == Approx(want).margin(1e-5));
+    }
+  }
+  std::vector<float> x(24);
+  CHECK_THROWS_WITH(qcast::kernels::hadamard(x.data(), 24, 16), Catch::Contains("does not divide"));
+  CHECK_THROWS_WITH(qcast::kernels::hadamard(x.data(), 24, 12), Catch::Contains("power of two"));
 }
