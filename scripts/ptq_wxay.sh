@@ -34,18 +34,19 @@ grid() {  # --formats F --methods M: appended to results.jsonl
   .venv/bin/python benchmarks/ptq/run.py --qcast "$QCAST_PTQ_QCAST" --shared "$shared" --work "$work" \
     --results "$work/results.jsonl" --resume --models "$models" "$@"
 }
-with_act() {  # method list for activation format $1 with extra options $2
-  local a="$1" x="${2:++$2}" r=""
-  for m in rtn gptq ed; do r="$r${r:+,}$m+act-format=$a$x+$u"; done
+with_act() {  # rtn and ed with activation format $1 and extra options $2 (GPTQ: QCAST_WXAY_GPTQ=1)
+  local a="$1" x="${2:++$2}" r="" methods="rtn ed"
+  [ "${QCAST_WXAY_GPTQ:-0}" = 1 ] && methods="rtn gptq ed"
+  for m in $methods; do r="$r${r:+,}$m+act-format=$a$x+$u"; done
   echo "$r"
 }
 # 8 bits: MXFP8 against MXINT8, weights and activations alike.
-grid --formats mxfp8_e4m3 --methods "rtn+act-format=mxfp8_e4m3+$u,ed+act-format=mxfp8_e4m3+$u"
-grid --formats mxint8 --methods "rtn+act-format=mxint8+$u,ed+act-format=mxint8+$u"
+grid --formats mxfp8_e4m3 --methods "$(with_act mxfp8_e4m3)"
+grid --formats mxint8 --methods "$(with_act mxint8)"
 # 4 bits: NVFP4 against NVINT4, without and with a Hadamard rotation of 16.
 for f in nvfp4 nvint4; do
   grid --formats "$f" --methods "$(with_act "$f"),$(with_act "$f" rotate=hadamard)"
 done
 # W4A8: FP and INT weights under FP8 (dynamic blocks) and INT8 (static per tensor) activations.
-grid --formats mxfp4,nvint4 --methods "rtn+act-format=mxfp8_e4m3+$u,ed+act-format=mxfp8_e4m3+$u,rtn+act-format=int8+$u,ed+act-format=int8+$u"
+grid --formats mxfp4,nvint4 --methods "$(with_act mxfp8_e4m3),$(with_act int8)"
 .venv/bin/python benchmarks/ptq/run.py --table "$work/results.jsonl"

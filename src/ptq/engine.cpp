@@ -265,7 +265,8 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
                                          : act.amax == ActivationOptions::Amax::percentile ? "percentile:" + real_text(act.percentile)
                                                                                             : std::string("mse"));
   }
-  if (o.smooth_alpha >= 0) rep.options.emplace_back("smooth", real_text(o.smooth_alpha));
+  if (o.smooth_pow2) rep.options.emplace_back("smooth", "pow2");
+  else if (o.smooth_alpha >= 0) rep.options.emplace_back("smooth", real_text(o.smooth_alpha));
   for (const Format& f : o.search_formats) rep.options.emplace_back("search-format", format_name(f));
   for (const double c : o.search_clips) rep.options.emplace_back("search-clip", real_text(c));
   if ((!o.search_formats.empty() || !o.search_clips.empty()) && calibration.empty())
@@ -359,7 +360,7 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
     if (af && takes_static_amax(*af) && calibration.empty())
       throw std::invalid_argument("layer " + l.info.name + ": activation format " + format_name(*af) +
                                   " has a static amax, which is measured on calibration data; none was given");
-    const bool smooth = o.smooth_alpha >= 0;
+    const bool smooth = o.smooth_alpha >= 0 || o.smooth_pow2;
     if (!af && block == 0 && !smooth) continue;  // nothing on this layer's input
     for (const detail::Site& site : l.sites) {
       detail::InputTransform t;
@@ -376,7 +377,7 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
     if (af) lr.act_format = format_name(*transforms.back().format);
     lr.hadamard_block = block;
   }
-  if (o.smooth_alpha >= 0 && calibration.empty())
+  if ((o.smooth_alpha >= 0 || o.smooth_pow2) && calibration.empty())
     throw std::invalid_argument("smoothing (--smooth) measures each input channel's range on calibration data; none was given");
   if (o.smooth_alpha > 1) throw std::invalid_argument("the smoothing strength alpha must be in [0, 1]");
 
@@ -614,7 +615,7 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
   // 0. Sets each transform's 1/s and returns s per plan entry.
   auto measure_smoothing = [&](const std::vector<std::size_t>& cuts) {
     std::map<std::size_t, at::Tensor> smooth;
-    if (o.smooth_alpha < 0) return smooth;
+    if (o.smooth_alpha < 0 && !o.smooth_pow2) return smooth;
     const detail::StagedForward plain(fm, cuts);
     std::map<std::size_t, std::vector<std::size_t>> at_cut;  // walk position -> transforms there
     for (std::size_t i = 0; i < transforms.size(); ++i) at_cut[transforms[i].node_index].push_back(i);
@@ -634,8 +635,18 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
       const int axis = detail::weight_reduction_axis(l.sites.front(), l.layout);
       const at::Tensor wmax = weight_channel_max(plan[pi].float_weight, axis, xmax.numel());
       const at::Tensor xd = xmax.to(at::kDouble), wd = wmax.to(at::kDouble);
-      at::Tensor sv = xd.pow(o.smooth_alpha) / wd.pow(1 - o.smooth_alpha);
-      sv = at::where((xd > 0) & (wd > 0) & at::isfinite(sv), sv, at::ones_like(sv)).clamp(1e-5, 1e5).to(at::kFloat);
+      at::Tensor sv;
+      if (o.smooth_pow2) {
+        // LLM-FP4's per-channel exponent bias: s_j = 2^(floor(log2 max|X_j|) - floor(log2 max_j' max|X_j'|)),
+        // a power of two <= 1 that gives every channel the tensor's top exponent; the weights
+        // absorb it exactly.
+        const double top = std::floor(std::log2(xd.max().item<double>()));
+        sv = at::exp2(at::floor(at::log2(xd)) - top);
+        sv = at::where((xd > 0) & at::isfinite(sv), sv, at::ones_like(sv)).clamp(std::ldexp(1.0, -60), 1.0).to(at::kFloat);
+      } else {
+        sv = xd.pow(o.smooth_alpha) / wd.pow(1 - o.smooth_alpha);
+        sv = at::where((xd > 0) & (wd > 0) & at::isfinite(sv), sv, at::ones_like(sv)).clamp(1e-5, 1e5).to(at::kFloat);
+      }
       smooth[pi] = sv;
       rep.layers[plan[pi].report_index].notes["smooth_max"] = sv.max().item<double>();
       rep.layers[plan[pi].report_index].notes["smooth_min"] = sv.min().item<double>();

@@ -156,7 +156,7 @@ with tempfile.TemporaryDirectory() as d:
     for flags, text in [(["--act-amax", "max"], "applies to activation formats"),
                         (["--act-unfit", "float"], "applies to activation formats and rotations"),
                         (["--rotate", "hadamard:24"], "needs a power of two"),
-                        (["--smooth", "1.5"], "needs ALPHA in [0, 1]"),
+                        (["--smooth", "1.5"], "needs ALPHA in [0, 1] or pow2"),
                         (["--smooth", "0.5"], "--smooth needs --calib"),
                         (["--search-clip"], "need --calib"),
                         (["--search-format", "mxfp4,,nvfp4"], "has an empty entry"),

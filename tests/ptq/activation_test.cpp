@@ -389,3 +389,19 @@ TEST_CASE("SmoothQuant scales each input channel by max|X_j|^a / max|W_j|^(1-a) 
   check_saved_model_stream(transformed.model, s, calib, seen);
   CHECK_THROWS_WITH(ptq::quantize(model, {}, o), Catch::Contains("smoothing (--smooth) measures"));
 }
+
+TEST_CASE("LLM-FP4's per-channel exponent bias: powers of two folded into the weights exactly") {
+  const Module model = pipeline_model();
+  const auto calib = pipeline_calibration(2, 4);
+  ptq::Options o;
+  o.format = qcast::parse_format("fp32");
+  o.method = "rtn";
+  o.smooth_pow2 = true;
+  const ptq::Result r = ptq::quantize(model, calib, o);
+  // Layer b: s_j = 2^(floor(log2 max|X_j|) - floor(log2 max_j max|X_j|)), from the float inputs here.
+  const at::Tensor x = at::cat(float_batches(model, "b", calib)).abs().reshape({-1, 24}).amax(0).to(at::kDouble);
+  const at::Tensor sv = at::exp2(at::floor(at::log2(x)) - std::floor(std::log2(x.max().item<double>()))).to(at::kFloat);
+  CHECK((sv <= 1).all().item<bool>());
+  CHECK(at::equal(param(r.model, "b"), param(model, "b") * sv.reshape({1, 24})));  // exact: powers of two
+  check_same_function(model, r.model, calib);
+}

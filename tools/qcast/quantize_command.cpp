@@ -39,7 +39,7 @@ const char* kUsage =
     "usage: qcast quantize MODEL.pt --format F [--method M] [--calib DATA] -o OUT.pt\n"
     "                      [--samples N] [--batch-size B] [--exclude PATTERN]...\n"
     "                      [--layer-format PATTERN=F]... [--act-format F] [--layer-act-format PATTERN=F]...\n"
-    "                      [--act-amax max|percentile[:P]|mse] [--smooth ALPHA] [--rotate hadamard[:B]]\n"
+    "                      [--act-amax max|percentile[:P]|mse] [--smooth ALPHA|pow2] [--rotate hadamard[:B]]\n"
     "                      [--act-unfit error|float] [--search-format F,...] [--search-clip]\n"
     "                      [--device cpu|cuda[:N]] [--cache-mb MB]\n"
     "                      [--spill-dir DIR] [METHOD OPTIONS] [--export OUT.safetensors|OUT.qpack]\n"
@@ -77,7 +77,10 @@ const char* kUsage =
     "  --smooth ALPHA        SmoothQuant: each layer's input channel j divided by s_j =\n"
     "                        max|X_j|^ALPHA / max|W_j|^(1-ALPHA) (measured on the float model over the\n"
     "                        calibration set) and its weight's input channel multiplied by it; ALPHA\n"
-    "                        in [0, 1], 0.5 is SmoothQuant's default; the float function is unchanged\n"
+    "                        in [0, 1], 0.5 is SmoothQuant's default; the float function is unchanged.\n"
+    "                        --smooth pow2: LLM-FP4's per-channel activation exponent bias instead,\n"
+    "                        s_j = 2^(floor(log2 max|X_j|) - floor(log2 max over channels)), which the\n"
+    "                        weights absorb exactly\n"
     "  --rotate hadamard[:B] rotate each quantized layer's reduction dimension by the orthonormal\n"
     "                        block Walsh-Hadamard transform of size B (a power of two; default the\n"
     "                        layer's weight-format block): weights W·H offline, inputs H·x by a\n"
@@ -306,10 +309,14 @@ int run_quantize(const std::vector<std::string>& args) {
     }
   }
   if (!smooth_text.empty()) {
-    const double a = parse_number("--smooth", smooth_text);
-    if (!(a >= 0 && a <= 1)) throw UsageError{"--smooth needs ALPHA in [0, 1], got " + shown(smooth_text)};
+    if (smooth_text == "pow2") {
+      options.smooth_pow2 = true;
+    } else {
+      const double a = parse_number("--smooth", smooth_text);
+      if (!(a >= 0 && a <= 1)) throw UsageError{"--smooth needs ALPHA in [0, 1] or pow2, got " + shown(smooth_text)};
+      options.smooth_alpha = a;
+    }
     if (calib.empty()) throw UsageError{"--smooth needs --calib (the input channels' ranges are measured on it)"};
-    options.smooth_alpha = a;
   }
   if (!search_format_text.empty()) options.search_formats = search_format_list(search_format_text);
   if (search_clip)

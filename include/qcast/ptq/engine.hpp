@@ -124,6 +124,10 @@ struct Options {
   // the float function is unchanged while the activations' outlier channels shrink. Applied before
   // the rotation. Needs calibration.
   double smooth_alpha = -1;
+  // Instead (--smooth pow2): LLM-FP4's per-channel activation exponent bias folded into the weights,
+  // s_j = 2^(floor(log2 max|X_j|) - floor(log2 max over channels)): powers of two, so the weights
+  // absorb s exactly, and every input channel reaches the tensor's top exponent.
+  bool smooth_pow2 = false;
   // Format search (LLM-FP4's baseline; --search-format, --search-clip): for each quantized layer,
   // every candidate format x clip ratio is rounded to nearest and scored by the layer's relative
   // output error on the calibration statistics; the method then runs with the best. Empty formats:
