@@ -198,6 +198,13 @@ struct Planned {
   bool solved = false;
 };
 
+// Which of p's sites sits at a walk position.
+std::size_t site_at_of(const Planned& p, std::size_t node_index) {
+  for (std::size_t s = 0; s < p.layer->sites.size(); ++s)
+    if (p.layer->sites[s].node_index == node_index) return s;
+  throw std::logic_error("qcast: no site of " + p.layer->info.name + " at walk position " + std::to_string(node_index));
+}
+
 }  // namespace
 
 bool ActivationOptions::any() const { return format.has_value() || !layer_formats.empty(); }
@@ -269,6 +276,12 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
   else if (o.smooth_alpha >= 0) rep.options.emplace_back("smooth", real_text(o.smooth_alpha));
   for (const Format& f : o.search_formats) rep.options.emplace_back("search-format", format_name(f));
   for (const double c : o.search_clips) rep.options.emplace_back("search-clip", real_text(c));
+  for (const Format& f : o.search_act_formats) rep.options.emplace_back("search-act-format", format_name(f));
+  if (!o.search_act_formats.empty() && !act.any())
+    throw std::invalid_argument("the activation format search replaces the formats of quantized activations; "
+                                "give --act-format (or --layer-act-format) for the layers to search");
+  if (!o.search_act_formats.empty() && calibration.empty())
+    throw std::invalid_argument("the activation format search scores candidates on calibration data; none was given");
   if ((!o.search_formats.empty() || !o.search_clips.empty()) && calibration.empty())
     throw std::invalid_argument("the format search scores candidates on calibration data; none was given");
   for (const double c : o.search_clips)
@@ -466,7 +479,7 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
         q.narrow(0, gi * per, per).copy_(qg);
         for (const auto& [k, v] : gp.notes) notes[k] += v / double(groups);
       }
-      lr.notes = notes;
+      for (const auto& [k, v] : notes) lr.notes[k] = v;  // beside what the transforms noted
       if (p.search_error >= 0) {
         lr.notes["clip"] = p.clip;
         lr.notes["search_rtn_error"] = p.search_error;
@@ -539,7 +552,7 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
   // received. `of_interest`: walk position -> indices into `transforms`.
   auto float_pass = [&](const detail::StagedForward& staged, const std::string& what,
                         const std::map<std::size_t, std::vector<std::size_t>>& of_interest,
-                        const std::function<void(std::size_t transform, const at::Tensor& input)>& at) {
+                        const std::function<void(std::size_t transform, const std::vector<c10::IValue>& inputs)>& at) {
     std::size_t last_stage = 0;
     for (std::size_t k = 0; k < staged.stages(); ++k)
       if (of_interest.count(staged.cut(k))) last_stage = k;
@@ -565,17 +578,110 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
         }
         const auto it = of_interest.find(staged.cut(k));
         if (it == of_interest.end()) continue;
-        for (std::size_t i : it->second) at(i, in.at(std::size_t(transforms[i].data_input)).toTensor());
+        for (std::size_t i : it->second) at(i, in);
       }
     }
     rep.forward_seconds += seconds_since(t0);
+  };
+
+  // The activation format search (search_act_formats): for each layer with an activation quantizer,
+  // every candidate that fits it (x each clip ratio, for those with a static amax: the max of the
+  // float inputs times the ratio) is scored by ||W·(Q(X) - X)||² over the calibration set, summed
+  // over the layer's sites (one pass for the maxima where a candidate needs them, one for the
+  // errors); the best replaces the layer's format. Its amax is then fixed: the statistic of
+  // `act.amax` does not apply to searched layers.
+  auto search_activation_formats = [&](const detail::StagedForward& staged) {
+    if (o.search_act_formats.empty()) return;
+    const std::vector<double> clips = o.search_clips.empty() ? std::vector<double>{1.0} : o.search_clips;
+    struct Candidate {
+      Format format;
+      double clip;
+      bool fits;
+    };
+    std::map<std::size_t, std::vector<Candidate>> candidates;  // plan entry -> its candidates
+    std::map<std::size_t, std::vector<std::size_t>> at_cut;
+    bool needs_max = false;
+    for (std::size_t i = 0; i < transforms.size(); ++i) {
+      if (!transforms[i].format) continue;
+      at_cut[transforms[i].node_index].push_back(i);
+      auto& c = candidates[act_plan[i]];
+      if (!c.empty()) continue;
+      const detail::WalkLayer& l = *plan[act_plan[i]].layer;
+      for (const Format& f : o.search_act_formats) {
+        std::string why;
+        for (const detail::Site& site : l.sites)
+          if (why.empty()) why = detail::activation_unfit_reason(f, site, l.layout, plan[act_plan[i]].float_weight);
+        const bool fixed = takes_static_amax(f);
+        needs_max = needs_max || fixed;
+        for (const double clip : fixed ? clips : std::vector<double>{1.0}) c.push_back({f, clip, why.empty()});
+      }
+    }
+    if (candidates.empty()) return;
+    std::vector<float> max(transforms.size(), 0.0f);
+    if (needs_max)
+      float_pass(staged, "activation search, maxima", at_cut, [&](std::size_t i, const std::vector<c10::IValue>& in) {
+        const at::Tensor a = in.at(std::size_t(transforms[i].data_input)).toTensor().detach().to(at::kFloat).abs();
+        max[i] = std::max(max[i], at::where(at::isfinite(a), a, at::zeros({}, a.options())).max().item<float>());
+      });
+    std::map<std::size_t, std::vector<double>> error;  // plan entry -> per candidate
+    std::map<std::size_t, double> energy;              // plan entry -> ||W·X||²
+    auto cast_of = [&](const at::Tensor& x, std::size_t i, const Candidate& c) {
+      Format f = c.format;
+      if (f.has_axis()) f.axis = transforms[i].axis;
+      if (!takes_static_amax(f)) return qcast::cast(x, f);
+      return max[i] > 0 ? cast_calibrated(x, f, float(double(max[i]) * c.clip)) : x;
+    };
+    float_pass(staged, "activation search, errors", at_cut, [&](std::size_t i, const std::vector<c10::IValue>& in) {
+      const std::size_t pi = act_plan[i];
+      const Planned& p = plan[pi];
+      const detail::Site& site = p.layer->sites[site_at_of(p, transforms[i].node_index)];
+      const at::Tensor x = in.at(std::size_t(transforms[i].data_input)).toTensor();
+      const at::Tensor w = weight_matrix(parameter_of(fm, p.layer->info.name), p.layer->layout, p.cols).to(at::kFloat);
+      const auto& cands = candidates[pi];
+      auto& errs = error[pi];
+      errs.resize(cands.size(), 0.0);
+      for (std::size_t c = 0; c < cands.size(); ++c) {
+        if (!cands[c].fits) continue;
+        std::vector<c10::IValue> xq = in;
+        xq[std::size_t(transforms[i].data_input)] = cast_of(x, i, cands[c]);
+        detail::for_each_input_chunk(site, in, xq, p.float_weight, p.cols,
+                                     [&](const at::Tensor& a, const at::Tensor& b, std::int64_t) {
+                                       const at::Tensor wg = w.reshape({a.size(0), -1, p.cols});
+                                       errs[c] += at::bmm(wg, (b - a).to(at::kFloat)).to(at::kDouble).pow(2).sum().item<double>();
+                                       if (c == 0)
+                                         energy[pi] += at::bmm(wg, a.to(at::kFloat)).to(at::kDouble).pow(2).sum().item<double>();
+                                     });
+      }
+    });
+    for (auto& [pi, errs] : error) {
+      const auto& cands = candidates[pi];
+      std::size_t best = cands.size();
+      for (std::size_t c = 0; c < cands.size(); ++c)
+        if (cands[c].fits && (best == cands.size() || errs[c] < errs[best])) best = c;
+      if (best == cands.size()) continue;  // no candidate fits: the layer keeps its format
+      LayerReport& lr = rep.layers[plan[pi].report_index];
+      lr.act_amax = -1;
+      for (std::size_t i = 0; i < transforms.size(); ++i) {
+        if (act_plan[i] != pi || !transforms[i].format) continue;
+        Format f = cands[best].format;
+        if (f.has_axis()) f.axis = transforms[i].axis;
+        transforms[i].format = f;
+        transforms[i].amax.reset();
+        transforms[i].searched = true;
+        if (takes_static_amax(f) && max[i] > 0) transforms[i].amax = float(double(max[i]) * cands[best].clip);
+        lr.act_format = format_name(f);
+        if (transforms[i].amax && lr.act_amax < 0) lr.act_amax = double(*transforms[i].amax);
+      }
+      lr.notes["act_clip"] = cands[best].clip;
+      lr.notes["act_search_error"] = energy[pi] > 0 ? std::sqrt(errs[best] / energy[pi]) : 0;
+    }
   };
 
   auto measure_static_amax = [&](const detail::StagedForward& staged) {
     std::vector<std::size_t> which;
     std::vector<Format> formats;
     for (std::size_t i = 0; i < transforms.size(); ++i)
-      if (transforms[i].format && takes_static_amax(*transforms[i].format)) {
+      if (transforms[i].format && takes_static_amax(*transforms[i].format) && !transforms[i].searched) {
         which.push_back(i);
         formats.push_back(*transforms[i].format);
       }
@@ -589,7 +695,9 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
     }
     for (int pass = 0; pass < cal.passes(); ++pass)
       float_pass(staged, "activation amax, pass " + std::to_string(pass + 1) + "/" + std::to_string(cal.passes()), at_cut,
-                 [&](std::size_t i, const at::Tensor& x) { cal.observe(pass, quantizer.at(i), x); });
+                 [&](std::size_t i, const std::vector<c10::IValue>& in) {
+                   cal.observe(pass, quantizer.at(i), in.at(std::size_t(transforms[i].data_input)).toTensor());
+                 });
     std::vector<bool> drop(transforms.size(), false);
     for (std::size_t j = 0; j < which.size(); ++j) {
       const float a = cal.amax(j);
@@ -620,8 +728,8 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
     std::map<std::size_t, std::vector<std::size_t>> at_cut;  // walk position -> transforms there
     for (std::size_t i = 0; i < transforms.size(); ++i) at_cut[transforms[i].node_index].push_back(i);
     std::map<std::size_t, at::Tensor> channel_max;  // plan entry -> max |x| per input channel
-    float_pass(plain, "smoothing ranges", at_cut, [&](std::size_t i, const at::Tensor& input) {
-      const at::Tensor x = input.detach().to(at::kFloat).abs();
+    float_pass(plain, "smoothing ranges", at_cut, [&](std::size_t i, const std::vector<c10::IValue>& in) {
+      const at::Tensor x = in.at(std::size_t(transforms[i].data_input)).toTensor().detach().to(at::kFloat).abs();
       const std::int64_t axis = transforms[i].axis < 0 ? transforms[i].axis + x.dim() : transforms[i].axis;
       std::vector<std::int64_t> other;
       for (std::int64_t d = 0; d < x.dim(); ++d)
@@ -691,6 +799,7 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
       if (t.hadamard_block > 0 || t.smooth_inv.defined()) float_transforms.push_back(t.float_stream());
     const detail::StagedForward staged(fm, cuts, float_transforms);
     const std::size_t K = staged.stages(), B = calibration.size();
+    search_activation_formats(staged);
     measure_static_amax(staged);
     // The quantized stream runs through the same graph with the activation quantizers inserted.
     const detail::StagedForward staged_q(fm, cuts, transforms);

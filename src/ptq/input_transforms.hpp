@@ -33,6 +33,7 @@ struct InputTransform {
   std::int64_t hadamard_block = 0;  // > 0: then rotate by qcast::hadamard(x, block, axis)
   std::optional<Format> format;     // then cast (axis already set for block formats)
   std::optional<float> amax;        // static amax of the cast (per-tensor and two-level formats)
+  bool searched = false;            // format and amax chosen by the activation format search
   // Equal transforms of one value share their nodes where nothing writes memory between them.
   bool same_transform(const InputTransform& o) const;
   // The smoothing and the rotation without the cast (what the float stream runs through).

@@ -32,7 +32,7 @@ std::string size_text(std::int64_t bytes) {
 // on how many were given.
 bool repeatable(const std::string& name) {
   return name == "exclude" || name == "layer-format" || name == "layer-act-format" || name == "search-format" ||
-         name == "search-clip";
+         name == "search-clip" || name == "search-act-format";
 }
 
 // Bits per weight element of the weight layers: their quantized bytes over their elements.

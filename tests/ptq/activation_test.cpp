@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <tuple>
 
@@ -354,6 +355,7 @@ TEST_CASE("SmoothQuant scales each input channel by max|X_j|^a / max|W_j|^(1-a) 
   const at::Tensor w = param(model, "b").abs().amax(0).to(at::kDouble);
   const at::Tensor sv = (x.sqrt() / w.sqrt()).to(at::kFloat);
   CHECK(at::allclose(param(r.model, "b"), param(model, "b") * sv.reshape({1, 24}), 1e-6, 0));
+  CHECK(layer_report(r, "b").notes.at("smooth_max") == Approx(sv.max().item<double>()).epsilon(1e-6));
   // A grouped convolution (4 groups of 2 channels): channel j's weights are those of its group's
   // output rows, so s has 8 entries and row o's column c takes s[2 * (o / 2) + c].
   const at::Tensor xg = at::cat(float_batches(model, "grouped", calib)).abs().amax({0, 2, 3}).to(at::kDouble);
@@ -404,4 +406,52 @@ TEST_CASE("LLM-FP4's per-channel exponent bias: powers of two folded into the we
   CHECK((sv <= 1).all().item<bool>());
   CHECK(at::equal(param(r.model, "b"), param(model, "b") * sv.reshape({1, 24})));  // exact: powers of two
   check_same_function(model, r.model, calib);
+}
+
+TEST_CASE("the activation format search keeps the candidate with the least ||W·(Q(X) - X)|| per layer") {
+  const Module model = conv_model();
+  const auto calib = conv_calibration(3, 3);
+  ptq::Options o;
+  o.format = qcast::parse_format("mxfp4");
+  o.method = "gptq";
+  o.activations.format = qcast::parse_format("int8");  // replaced by the search
+  // mxfp4's blocks of 32 fit c2 (32 channels) but not c1 or fc (16): there they are not candidates.
+  o.search_act_formats = {qcast::parse_format("mxfp4"), qcast::parse_format("int4"), qcast::parse_format("nvfp4")};
+  o.search_clips = {1.0, 0.5};
+  Seen seen;
+  const ptq::Result r = quantize_seen(model, calib, o, seen);
+  check_saved_model_stream(model, r, calib, seen);
+  // Layer fc, computed here from its float inputs: blocks along the last axis, static amax = max x clip.
+  const auto xs = float_batches(model, "fc", calib);
+  float max = 0;
+  for (const auto& x : xs) max = std::max(max, x.abs().max().item<float>());
+  const at::Tensor w = param(model, "fc").to(at::kDouble);
+  struct Cand {
+    const char* name;
+    double clip;
+  };
+  double best = std::numeric_limits<double>::infinity();
+  std::string best_name;
+  double best_clip = 0;
+  for (const Cand c : {Cand{"int4", 1.0}, Cand{"int4", 0.5}, Cand{"nvfp4", 1.0}, Cand{"nvfp4", 0.5}}) {
+    const qcast::Format f = qcast::parse_format(c.name);
+    double e = 0;
+    for (const auto& x : xs) {
+      const at::Tensor q = qcast::takes_static_amax(f) ? qcast::cast_calibrated(x, f, float(double(max) * c.clip)) : qcast::cast(x, f);
+      e += at::mm(q.to(at::kDouble) - x.to(at::kDouble), w.t()).pow(2).sum().item<double>();
+    }
+    if (e < best) {
+      best = e;
+      best_name = c.name;
+      best_clip = c.clip;
+    }
+  }
+  const auto& lr = layer_report(r, "fc");
+  INFO("chosen " << lr.act_format << " clip " << lr.notes.at("act_clip") << "; here " << best_name << " clip " << best_clip);
+  CHECK(lr.act_format == best_name);
+  CHECK(lr.notes.at("act_clip") == best_clip);
+  CHECK(float(lr.act_amax) == float(double(max) * best_clip));
+  // Without an activation format to replace, the search is an error.
+  o.activations = {};
+  CHECK_THROWS_WITH(ptq::quantize(model, calib, o), Catch::Contains("give --act-format"));
 }

@@ -41,6 +41,7 @@ const char* kUsage =
     "                      [--layer-format PATTERN=F]... [--act-format F] [--layer-act-format PATTERN=F]...\n"
     "                      [--act-amax max|percentile[:P]|mse] [--smooth ALPHA|pow2] [--rotate hadamard[:B]]\n"
     "                      [--act-unfit error|float] [--search-format F,...] [--search-clip]\n"
+    "                      [--search-act-format F,...]\n"
     "                      [--device cpu|cuda[:N]] [--cache-mb MB]\n"
     "                      [--spill-dir DIR] [METHOD OPTIONS] [--export OUT.safetensors|OUT.qpack]\n"
     "                      [--report R.json]\n"
@@ -91,6 +92,9 @@ const char* kUsage =
     "                        (N = 3..8) stands for every eXmY with X + Y = N - 1 and no specials:\n"
     "                        fp4@g32:scale=e8m0 is e1m2nosp@g32:scale=e8m0 and mxfp4\n"
     "  --search-clip         also search the clip ratio of each group's amax among 1, 0.95, ..., 0.6\n"
+    "                        (of the static amax, for --search-act-format candidates)\n"
+    "  --search-act-format F,...  the same for the activation formats of the layers --act-format\n"
+    "                        quantizes: each candidate scored by ||W·(Q(X) - X)|| on the float model\n"
     "  --act-unfit error|float  a layer an activation format or rotation cannot apply to (a block\n"
     "                        that does not divide its reduction, e.g. a depthwise convolution's one\n"
     "                        channel): an error naming it (default), or the layer goes without it\n"
@@ -202,6 +206,7 @@ int run_quantize(const std::vector<std::string>& args) {
   std::vector<std::string> layer_format_texts, positionals, layer_act_format_texts;
   std::string act_format_text, act_amax_text, act_unfit_text, rotate_text, smooth_text, search_format_text;
   bool search_clip = false;
+  std::string search_act_format_text;
   long long samples = -1, batch_size = 16;
   bool list = false, list_json = false, quiet = false;
   ptq::Options options;
@@ -222,6 +227,7 @@ int run_quantize(const std::vector<std::string>& args) {
   app.add_option("--smooth", smooth_text);
   app.add_option("--search-format", search_format_text);
   app.add_flag("--search-clip", search_clip);
+  app.add_option("--search-act-format", search_act_format_text);
   app.add_option("--device", options.device);
   app.add_option("--cache-mb", cache_mb_text);
   app.add_option("--spill-dir", options.spill_dir);
@@ -319,6 +325,12 @@ int run_quantize(const std::vector<std::string>& args) {
     if (calib.empty()) throw UsageError{"--smooth needs --calib (the input channels' ranges are measured on it)"};
   }
   if (!search_format_text.empty()) options.search_formats = search_format_list(search_format_text);
+  if (!search_act_format_text.empty()) {
+    options.search_act_formats = search_format_list(search_act_format_text);
+    if (calib.empty()) throw UsageError{"--search-act-format needs --calib (the candidates are scored on it)"};
+    if (!options.activations.any())
+      throw UsageError{"--search-act-format searches the formats of quantized activations: give --act-format too"};
+  }
   if (search_clip)
     for (int i = 0; i <= 8; ++i) options.search_clips.push_back(1.0 - 0.05 * i);
   if ((search_clip || !search_format_text.empty()) && calib.empty())

@@ -134,6 +134,10 @@ struct Options {
   // the layer's own format is the one candidate; empty clips: {1}. Needs calibration.
   std::vector<Format> search_formats;
   std::vector<double> search_clips;
+  // The same for activation formats (--search-act-format): each layer with an activation quantizer
+  // gets the candidate (x clip ratio of its static amax, for per-tensor and two-level formats) with
+  // the least ||W·(Q(X) - X)||² on the float stream over the calibration set.
+  std::vector<Format> search_act_formats;
   // Called at every batch of every stage and before every solve; returning false stops the run
   // (quantize throws Stopped).
   std::function<bool(const Progress&)> progress;
