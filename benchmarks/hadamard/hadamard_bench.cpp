@@ -21,20 +21,11 @@
 
 #include "qcast/hadamard.hpp"
 #include "qcast/kernels.hpp"
+#include "tools/qcast/median_time.hpp"
 
 namespace {
 
-double median_seconds(int repeats, const std::function<void()>& fn) {
-  fn();
-  std::vector<double> t;
-  for (int r = 0; r < repeats; ++r) {
-    const auto a = std::chrono::steady_clock::now();
-    fn();
-    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
+using qcast_cli::median_seconds;
 
 at::Tensor sylvester(std::int64_t b) {
   at::Tensor h = at::ones({1, 1});

@@ -134,6 +134,15 @@ void check_same_function(const Module& model, const Module& quantized, const std
   }
 }
 
+// Options whose weight cast is the identity (fp32, rtn): the saved model is the float model with the
+// run's input transforms (rotation, smoothing), so it must compute the float function.
+ptq::Options identity_options() {
+  ptq::Options o;
+  o.format = qcast::parse_format("fp32");
+  o.method = "rtn";
+  return o;
+}
+
 const ptq::LayerReport& layer_report(const ptq::Result& r, const std::string& name) {
   for (const auto& l : r.report.layers)
     if (l.name == name) return l;
@@ -294,9 +303,7 @@ TEST_CASE("activation quantization gives the same bits for any batch size") {
 TEST_CASE("a Hadamard rotation leaves the float function unchanged and rotates each weight's reduction axis") {
   const Module model = pipeline_model();
   const auto calib = pipeline_calibration(2, 4);
-  ptq::Options o;
-  o.format = qcast::parse_format("fp32");  // an identity cast: the saved model is the rotated float model
-  o.method = "rtn";
+  ptq::Options o = identity_options();
   o.hadamard_block = 2;
   o.activations.unfit_float = true;  // the stem's 3 channels take no rotation of 2
   const ptq::Result r = ptq::quantize(model, calib, o);
@@ -345,9 +352,7 @@ TEST_CASE("rotated and quantized inputs: the quantized stream equals the saved m
 TEST_CASE("SmoothQuant scales each input channel by max|X_j|^a / max|W_j|^(1-a) and keeps the float function") {
   const Module model = pipeline_model();
   const auto calib = pipeline_calibration(2, 4);
-  ptq::Options o;
-  o.format = qcast::parse_format("fp32");  // an identity cast: the saved model is the smoothed float model
-  o.method = "rtn";
+  ptq::Options o = identity_options();
   o.smooth_alpha = 0.5;
   const ptq::Result r = ptq::quantize(model, calib, o);
   // Layer b: s from the float stream's inputs and the weight's columns, computed here.
@@ -382,10 +387,9 @@ TEST_CASE("SmoothQuant scales each input channel by max|X_j|^a / max|W_j|^(1-a) 
   const ptq::Result s = quantize_seen(model, calib, a, seen);
   // The layers after the one compared are float in the engine's stream, but smoothed and rotated:
   // their weights come from the same transforms with an identity cast.
-  ptq::Options t = a;
-  t.format = qcast::parse_format("fp32");
-  t.method = "rtn";
-  t.activations = {};
+  ptq::Options t = identity_options();
+  t.smooth_alpha = a.smooth_alpha;
+  t.hadamard_block = a.hadamard_block;
   t.activations.unfit_float = true;
   const ptq::Result transformed = ptq::quantize(model, calib, t);
   check_saved_model_stream(transformed.model, s, calib, seen);
@@ -395,9 +399,7 @@ TEST_CASE("SmoothQuant scales each input channel by max|X_j|^a / max|W_j|^(1-a) 
 TEST_CASE("LLM-FP4's per-channel exponent bias: powers of two folded into the weights exactly") {
   const Module model = pipeline_model();
   const auto calib = pipeline_calibration(2, 4);
-  ptq::Options o;
-  o.format = qcast::parse_format("fp32");
-  o.method = "rtn";
+  ptq::Options o = identity_options();
   o.smooth_pow2 = true;
   const ptq::Result r = ptq::quantize(model, calib, o);
   // Layer b: s_j = 2^(floor(log2 max|X_j|) - floor(log2 max_j max|X_j|)), from the float inputs here.

@@ -28,6 +28,7 @@
 #endif
 #include "bench_row.hpp"
 #include "command_line.hpp"
+#include "median_time.hpp"
 #include "qcast/cast.hpp"
 #include "qcast/format_names.hpp"
 #include "qcast/kernels.hpp"
@@ -71,18 +72,6 @@ const char* kHelp =
     "                  (CastOptions::tensor_amax, measured once before timing), as a calibrated static\n"
     "                  tensor scale would: no statistics pass; no ATen figure for those formats\n"
     "  --json          one JSON object per format instead of the table\n";
-
-double median_seconds(int repeats, const std::function<void()>& fn) {
-  fn();  // warm-up: page faults, caches, thread start
-  std::vector<double> t;
-  for (int r = 0; r < repeats; ++r) {
-    const auto a = std::chrono::steady_clock::now();
-    fn();
-    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
 
 // Medians of fn and of its baseline, timed in alternation (baseline, fn, baseline, fn, ...) after
 // one warm-up of each: a shared VM's bandwidth drifts over seconds, and the ratio of two figures
