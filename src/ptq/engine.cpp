@@ -640,6 +640,12 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
       const auto& cands = candidates[pi];
       auto& errs = error[pi];
       errs.resize(cands.size(), 0.0);
+      const at::Tensor wl = w;  // ||W·X||² once per site, whichever candidates fit
+      detail::for_each_input_chunk(site, in, in, p.float_weight, p.cols,
+                                   [&](const at::Tensor& a, const at::Tensor&, std::int64_t) {
+                                     energy[pi] += at::bmm(wl.reshape({a.size(0), -1, p.cols}), a.to(at::kFloat))
+                                                       .to(at::kDouble).pow(2).sum().item<double>();
+                                   });
       for (std::size_t c = 0; c < cands.size(); ++c) {
         if (!cands[c].fits) continue;
         std::vector<c10::IValue> xq = in;
@@ -648,8 +654,6 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
                                      [&](const at::Tensor& a, const at::Tensor& b, std::int64_t) {
                                        const at::Tensor wg = w.reshape({a.size(0), -1, p.cols});
                                        errs[c] += at::bmm(wg, (b - a).to(at::kFloat)).to(at::kDouble).pow(2).sum().item<double>();
-                                       if (c == 0)
-                                         energy[pi] += at::bmm(wg, a.to(at::kFloat)).to(at::kDouble).pow(2).sum().item<double>();
                                      });
       }
     });

@@ -453,6 +453,9 @@ TEST_CASE("the activation format search keeps the candidate with the least ||W·
   CHECK(lr.act_format == best_name);
   CHECK(lr.notes.at("act_clip") == best_clip);
   CHECK(float(lr.act_amax) == float(double(max) * best_clip));
+  double energy = 0;
+  for (const auto& x : xs) energy += at::mm(x.to(at::kDouble), w.t()).pow(2).sum().item<double>();
+  CHECK(lr.notes.at("act_search_error") == Approx(std::sqrt(best / energy)).epsilon(1e-5));
   // Without an activation format to replace, the search is an error.
   o.activations = {};
   CHECK_THROWS_WITH(ptq::quantize(model, calib, o), Catch::Contains("give --act-format"));
