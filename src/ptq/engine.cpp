@@ -348,9 +348,7 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
     if (block > 0 && (block & (block - 1)) != 0)
       throw std::invalid_argument("layer " + l.info.name + ": the Hadamard rotation needs a power-of-two block, got " +
                                   std::to_string(block));
-    std::string why;
-    for (const detail::Site& site : l.sites)
-      if (block > 0 && why.empty()) why = detail::rotation_unfit_reason(block, site, l.layout, w);
+    std::string why = block > 0 ? detail::rotation_unfit_reason(block, l.sites, l.layout, w) : std::string();
     if (!why.empty()) {
       unfit(l, "the Hadamard rotation", why);
       lr.act_status = "not rotated: " + why;
@@ -362,9 +360,7 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
         af = lf.format;
         break;
       }
-    why.clear();
-    for (const detail::Site& site : l.sites)
-      if (af && why.empty()) why = detail::activation_unfit_reason(*af, site, l.layout, w);
+    why = af ? detail::activation_unfit_reason(*af, l.sites, l.layout, w) : std::string();
     if (!why.empty()) {
       unfit(l, "activation format " + format_name(*af), why);
       lr.act_status += (lr.act_status.empty() ? "" : "; ") + std::string("activations in float: ") + why;
@@ -497,6 +493,8 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
         lr.relative_error = error_of(q, shift);
         if (plugin.info.name == "rtn") {
           lr.rtn_relative_error = lr.relative_error;
+        } else if (p.search_error >= 0 && !correct_bias) {
+          lr.rtn_relative_error = p.search_error;  // the search rounded this very grid to nearest
         } else {
           WeightGrid rtn_grid(p.format, rows, cols, w.data_ptr<double>(), p.clip);
           at::Tensor r = w.clone();
@@ -542,10 +540,6 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
     p.solved = true;
   };
 
-  // The static amax of the per-tensor and two-level activation quantizers: the float stream's inputs
-  // of their layers, one or two passes over the calibration set ahead of the walk (each a forward
-  // pass of the float model up to the last such layer). A quantizer whose inputs were all zero is
-  // dropped: its layer's activations stay in float.
   // One forward pass of the float model over the calibration set, ahead of the walk: for each batch
   // the stages up to the last one with a transform of interest (on the device, one intra-op thread
   // unless threaded_forward), handing `at` the transforms at each cut with the inputs the cut's node
@@ -608,21 +602,22 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
       if (!c.empty()) continue;
       const detail::WalkLayer& l = *plan[act_plan[i]].layer;
       for (const Format& f : o.search_act_formats) {
-        std::string why;
-        for (const detail::Site& site : l.sites)
-          if (why.empty()) why = detail::activation_unfit_reason(f, site, l.layout, plan[act_plan[i]].float_weight);
+        const std::string why = detail::activation_unfit_reason(f, l.sites, l.layout, plan[act_plan[i]].float_weight);
         const bool fixed = takes_static_amax(f);
         needs_max = needs_max || fixed;
         for (const double clip : fixed ? clips : std::vector<double>{1.0}) c.push_back({f, clip, why.empty()});
       }
     }
     if (candidates.empty()) return;
-    std::vector<float> max(transforms.size(), 0.0f);
+    // The largest finite |x| per transform: AmaxCalibration's max statistic.
+    ActivationOptions by_max;
+    detail::AmaxCalibration maxima(by_max, std::vector<Format>(transforms.size(), Format()));
     if (needs_max)
       float_pass(staged, "activation search, maxima", at_cut, [&](std::size_t i, const std::vector<c10::IValue>& in) {
-        const at::Tensor a = in.at(std::size_t(transforms[i].data_input)).toTensor().detach().to(at::kFloat).abs();
-        max[i] = std::max(max[i], at::where(at::isfinite(a), a, at::zeros({}, a.options())).max().item<float>());
+        maxima.observe(0, i, in.at(std::size_t(transforms[i].data_input)).toTensor());
       });
+    std::vector<float> max(transforms.size(), 0.0f);
+    for (std::size_t i = 0; i < max.size(); ++i) max[i] = maxima.amax(i);
     std::map<std::size_t, std::vector<double>> error;  // plan entry -> per candidate
     std::map<std::size_t, double> energy;              // plan entry -> ||W·X||²
     auto cast_of = [&](const at::Tensor& x, std::size_t i, const Candidate& c) {
@@ -631,21 +626,18 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
       if (!takes_static_amax(f)) return qcast::cast(x, f);
       return max[i] > 0 ? cast_calibrated(x, f, float(double(max[i]) * c.clip)) : x;
     };
+    std::map<std::size_t, at::Tensor> weights;         // plan entry -> W [rows, cols], float32
     float_pass(staged, "activation search, errors", at_cut, [&](std::size_t i, const std::vector<c10::IValue>& in) {
       const std::size_t pi = act_plan[i];
       const Planned& p = plan[pi];
       const detail::Site& site = p.layer->sites[site_at_of(p, transforms[i].node_index)];
       const at::Tensor x = in.at(std::size_t(transforms[i].data_input)).toTensor();
-      const at::Tensor w = weight_matrix(parameter_of(fm, p.layer->info.name), p.layer->layout, p.cols).to(at::kFloat);
+      at::Tensor& w = weights[pi];
+      if (!w.defined()) w = weight_matrix(parameter_of(fm, p.layer->info.name), p.layer->layout, p.cols).to(at::kFloat);
       const auto& cands = candidates[pi];
       auto& errs = error[pi];
       errs.resize(cands.size(), 0.0);
-      const at::Tensor wl = w;  // ||W·X||² once per site, whichever candidates fit
-      detail::for_each_input_chunk(site, in, in, p.float_weight, p.cols,
-                                   [&](const at::Tensor& a, const at::Tensor&, std::int64_t) {
-                                     energy[pi] += at::bmm(wl.reshape({a.size(0), -1, p.cols}), a.to(at::kFloat))
-                                                       .to(at::kDouble).pow(2).sum().item<double>();
-                                   });
+      bool energy_summed = false;  // ||W·X||² from the first candidate that fits, whichever it is
       for (std::size_t c = 0; c < cands.size(); ++c) {
         if (!cands[c].fits) continue;
         std::vector<c10::IValue> xq = in;
@@ -654,7 +646,10 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
                                      [&](const at::Tensor& a, const at::Tensor& b, std::int64_t) {
                                        const at::Tensor wg = w.reshape({a.size(0), -1, p.cols});
                                        errs[c] += at::bmm(wg, (b - a).to(at::kFloat)).to(at::kDouble).pow(2).sum().item<double>();
+                                       if (!energy_summed)
+                                         energy[pi] += at::bmm(wg, a.to(at::kFloat)).to(at::kDouble).pow(2).sum().item<double>();
                                      });
+        energy_summed = true;
       }
     });
     for (auto& [pi, errs] : error) {
@@ -681,6 +676,10 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
     }
   };
 
+  // The static amax of the per-tensor and two-level activation quantizers: the float stream's inputs
+  // of their layers, one or two passes over the calibration set ahead of the walk (each a forward
+  // pass of the float model up to the last such layer). A quantizer whose inputs were all zero is
+  // dropped: its layer's activations stay in float.
   auto measure_static_amax = [&](const detail::StagedForward& staged) {
     std::vector<std::size_t> which;
     std::vector<Format> formats;

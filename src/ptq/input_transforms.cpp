@@ -74,6 +74,20 @@ std::string rotation_unfit_reason(std::int64_t block, const Site& site, WeightLa
   return {};
 }
 
+std::string activation_unfit_reason(const Format& f, const std::vector<Site>& sites, WeightLayout layout,
+                                    const at::Tensor& weight) {
+  for (const Site& site : sites)
+    if (std::string why = activation_unfit_reason(f, site, layout, weight); !why.empty()) return why;
+  return {};
+}
+
+std::string rotation_unfit_reason(std::int64_t block, const std::vector<Site>& sites, WeightLayout layout,
+                                  const at::Tensor& weight) {
+  for (const Site& site : sites)
+    if (std::string why = rotation_unfit_reason(block, site, layout, weight); !why.empty()) return why;
+  return {};
+}
+
 void insert_input_transforms(torch::jit::Graph& graph, const std::vector<InputTransform>& transforms) {
   using torch::jit::Node;
   using torch::jit::Value;

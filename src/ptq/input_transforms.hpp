@@ -54,6 +54,11 @@ std::int64_t reduction_extent(const Site& site, WeightLayout layout, const at::T
 std::string activation_unfit_reason(const Format& format, const Site& site, WeightLayout layout, const at::Tensor& weight);
 // Why a rotation of `block` cannot apply to this site ("" when it can).
 std::string rotation_unfit_reason(std::int64_t block, const Site& site, WeightLayout layout, const at::Tensor& weight);
+// The same over every site of a layer: the first reason, "" when each site takes it.
+std::string activation_unfit_reason(const Format& format, const std::vector<Site>& sites, WeightLayout layout,
+                                    const at::Tensor& weight);
+std::string rotation_unfit_reason(std::int64_t block, const std::vector<Site>& sites, WeightLayout layout,
+                                  const at::Tensor& weight);
 
 // Inserts the transforms into `graph` (an inlined forward; node_index as walk_order numbers it
 // before any insertion). Throws std::logic_error when a node is not the operation expected.

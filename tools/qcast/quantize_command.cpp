@@ -174,6 +174,13 @@ void print_layers(const std::vector<ptq::LayerInfo>& layers, bool json) {
   }
 }
 
+// PATTERN=FORMAT of --layer-format and --layer-act-format, split at the first '='.
+std::pair<std::string, std::string> pattern_and_format(const std::string& flag, const std::string& v) {
+  const auto eq = v.find('=');
+  if (eq == std::string::npos || eq == 0) throw UsageError{flag + " needs PATTERN=FORMAT, got " + shown(v)};
+  return {v.substr(0, eq), v.substr(eq + 1)};
+}
+
 // --search-format: comma-separated formats; fpN<rest> (N = 3..8) expands to every eXmY with
 // X + Y = N - 1, X, Y >= 1, without special values, each with <rest> (granularity and keys).
 std::vector<qcast::Format> search_format_list(const std::string& text) {
@@ -265,9 +272,8 @@ int run_quantize(const std::vector<std::string>& args) {
   if (!batch_size_text.empty()) batch_size = parse_integer("--batch-size", batch_size_text, 1, std::int64_t(1) << 20);
   if (!cache_mb_text.empty()) options.cache_mb = parse_integer("--cache-mb", cache_mb_text, 0, std::int64_t(1) << 30);
   for (const auto& v : layer_format_texts) {
-    const auto eq = v.find('=');
-    if (eq == std::string::npos || eq == 0) throw UsageError{"--layer-format needs PATTERN=FORMAT, got " + shown(v)};
-    options.layer_formats.push_back({v.substr(0, eq), format_option(v.substr(eq + 1))});
+    const auto [pattern, format] = pattern_and_format("--layer-format", v);
+    options.layer_formats.push_back({pattern, format_option(format)});
   }
   // Activation formats: a format name or none.
   auto act_format_option = [](const std::string& text) -> std::optional<qcast::Format> {
@@ -276,9 +282,8 @@ int run_quantize(const std::vector<std::string>& args) {
   };
   if (!act_format_text.empty()) options.activations.format = act_format_option(act_format_text);
   for (const auto& v : layer_act_format_texts) {
-    const auto eq = v.find('=');
-    if (eq == std::string::npos || eq == 0) throw UsageError{"--layer-act-format needs PATTERN=FORMAT, got " + shown(v)};
-    options.activations.layer_formats.push_back({v.substr(0, eq), act_format_option(v.substr(eq + 1))});
+    const auto [pattern, format] = pattern_and_format("--layer-act-format", v);
+    options.activations.layer_formats.push_back({pattern, act_format_option(format)});
   }
   if (!act_amax_text.empty()) {
     using Amax = ptq::ActivationOptions::Amax;
