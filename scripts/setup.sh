@@ -9,8 +9,13 @@ QCAST_TORCH_VERSION="2.11.0"   # its wheel links CUDA 13.0, the toolkit of this 
 # (installed without dependencies, so that it cannot replace the pinned torch).
 QCAST_SAFETENSORS_VERSION="0.8.0"
 QCAST_TORCHAO_VERSION="0.18.0"
+# scipy: HiGHS (scipy.optimize.milp), the independent solver the mixed-precision test checks the
+# allocation against.
+QCAST_SCIPY_VERSION="1.17.1"
 # fmt, CLI11 and nlohmann-json are header-only here (fmt as a library only in builds without Torch).
-QCAST_APT_PACKAGES=(build-essential cmake ccache git libhwy-dev catch2 libfmt-dev libcli11-dev nlohmann-json3-dev)
+# chromium-headless-shell: the browser the HTML report's test opens it in.
+QCAST_APT_PACKAGES=(build-essential cmake ccache git libhwy-dev catch2 libfmt-dev libcli11-dev nlohmann-json3-dev
+                    chromium-headless-shell)
 
 qcast_log() { printf '\033[1m[qcast]\033[0m %s\n' "$*"; }
 
@@ -42,9 +47,9 @@ qcast_install_torch() {
 
 qcast_install_python_test_packages() {
   local venv="$QCAST_ROOT/.venv"
-  "$venv/bin/python" -c "import safetensors, torchao, sys; sys.exit(safetensors.__version__ != '$QCAST_SAFETENSORS_VERSION' or torchao.__version__.split('+')[0] != '$QCAST_TORCHAO_VERSION')" 2>/dev/null && return 0
-  qcast_log "installing safetensors==$QCAST_SAFETENSORS_VERSION and torchao==$QCAST_TORCHAO_VERSION into .venv"
-  "$venv/bin/pip" install -q --progress-bar off "safetensors==$QCAST_SAFETENSORS_VERSION"
+  "$venv/bin/python" -c "import safetensors, torchao, scipy, sys; sys.exit(safetensors.__version__ != '$QCAST_SAFETENSORS_VERSION' or torchao.__version__.split('+')[0] != '$QCAST_TORCHAO_VERSION' or scipy.__version__ != '$QCAST_SCIPY_VERSION')" 2>/dev/null && return 0
+  qcast_log "installing safetensors==$QCAST_SAFETENSORS_VERSION, scipy==$QCAST_SCIPY_VERSION and torchao==$QCAST_TORCHAO_VERSION into .venv"
+  "$venv/bin/pip" install -q --progress-bar off "safetensors==$QCAST_SAFETENSORS_VERSION" "scipy==$QCAST_SCIPY_VERSION"
   "$venv/bin/pip" install -q --progress-bar off --no-deps "torchao==$QCAST_TORCHAO_VERSION"
 }
 

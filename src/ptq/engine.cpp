@@ -33,6 +33,7 @@
 #include "grams.hpp"
 #include "method.hpp"
 #include "model_walk.hpp"
+#include "pipeline_run.hpp"
 #include "shape_list_text.hpp"
 #include "qcast/format_names.hpp"
 #include "qcast/torch.hpp"
@@ -195,6 +196,7 @@ struct Planned {
   std::int64_t cols;        // the reduction size: the weight matrix's columns
   double clip = 1.0;        // the clip ratio of its grid (a format search may pick one below 1)
   double search_error = -1;  // the format search's error of the chosen candidate (rounded to nearest)
+  bool pinned = false;       // its format from --layer-format (mixed precision leaves it)
   bool solved = false;
 };
 
@@ -222,7 +224,10 @@ std::vector<LayerInfo> list_layers(const torch::jit::Module& model) {
   return r;
 }
 
-Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calibration, const Options& o) {
+namespace detail {
+
+Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& calibration, const Options& o,
+                    const LayerAssignment* assignment, bool measure) {
   const auto start = Clock::now();
   if (!torch_ops_library()) throw std::logic_error("qcast: the operator library is not loaded");
   const detail::MethodPlugin& plugin = detail::find_plugin(o.method);
@@ -312,13 +317,25 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
       lr.status = "excluded";
     } else {
       Format format = o.format;
+      bool pinned = false;
       for (const auto& lf : o.layer_formats)
         if (matches(lf.pattern, l.info.name)) {
           format = lf.format;
+          pinned = true;
           break;
         }
+      const auto assigned = assignment ? assignment->find(l.info.name) : LayerAssignment::const_iterator();
+      if (assignment && assigned != assignment->end()) {
+        if (!assigned->second) {
+          lr.status = "float: the allocation chose float";
+          rep.layers.push_back(lr);
+          continue;
+        }
+        format = *assigned->second;
+      }
       lr.format = format_name(format);
       plan.push_back({&l, format, rep.layers.size(), w, detail::reduction_size(l.sites.front(), l.layout, w)});
+      plan.back().pinned = pinned;
     }
     rep.layers.push_back(lr);
   }
@@ -413,6 +430,7 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
   auto report_progress = [&](Progress pr) {
     pr.layers = todo;
     pr.elapsed_s = seconds_since(start);
+    if (measure) pr.pass = "sensitivity";
     if (o.progress && !o.progress(pr)) throw Stopped();
   };
 
@@ -439,6 +457,94 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
     p.search_error = best;
   };
 
+  // The method's Ŵ for w [rows, cols] (float64) on `grid`, group by group (grams: nullptr without
+  // calibration data); the groups' notes averaged into `notes`.
+  auto solve_groups = [&](const at::Tensor& w, WeightGrid& grid, const detail::Grams* grams, std::map<std::string, double>& notes) {
+    const std::int64_t rows = w.size(0);
+    const std::int64_t groups = grams ? grams->xhat_xhat.size(0) : 1;
+    if (rows % groups != 0) throw std::logic_error("weight rows do not split into the layer's groups");
+    const std::int64_t per = rows / groups;
+    at::Tensor q = w.clone();
+    for (std::int64_t gi = 0; gi < groups; ++gi) {
+      detail::GroupProblem gp;
+      gp.w = q.narrow(0, gi * per, per).contiguous();
+      if (grams) {
+        gp.g = grams->xhat_xhat[gi];
+        gp.d = grams->diff_xhat[gi];
+        for (int h = 0; h < 2; ++h) {
+          gp.half_g[std::size_t(h)] = grams->half_xhat_xhat[std::size_t(h)][gi];
+          gp.half_d[std::size_t(h)] = grams->half_diff_xhat[std::size_t(h)][gi];
+        }
+      }
+      gp.row0 = gi * per;
+      gp.grid = &grid;
+      gp.options = &values;
+      const at::Tensor qg = plugin.solve(gp);
+      q.narrow(0, gi * per, per).copy_(qg);
+      for (const auto& [k, v] : gp.notes) notes[k] += v / double(groups);
+    }
+    return q;
+  };
+
+  // Ŵ [rows, cols] back in a parameter's layout (its shape; rows x cols of a transposed matmul weight).
+  auto in_parameter_layout = [](const at::Tensor& q, const at::Tensor& param, WeightLayout layout) {
+    if (layout == WeightLayout::rows) return q.reshape(param.sizes());
+    std::vector<std::int64_t> s(param.sizes().begin(), param.sizes().end());
+    std::swap(s[s.size() - 1], s[s.size() - 2]);
+    return q.reshape(s).transpose(-1, -2);
+  };
+
+  // Mixed precision's end-to-end probe: the quantized copy with the input transforms, whose output
+  // with float weights is the reference (log-probabilities per probe batch).
+  std::optional<torch::jit::Module> probe;
+  std::vector<at::Tensor> probe_reference;
+  std::size_t probe_batches = 0;
+  auto probe_forward = [&](std::size_t b) {
+    SingleThreaded forward_threads(!o.threaded_forward && device.is_cpu());
+    std::vector<c10::IValue> in;
+    for (const auto& v : calibration[b]) in.push_back(copy_to(v, device));
+    return detail::output_log_probabilities(probe->forward(in));
+  };
+  // The mean KL of the model's output with layer p's weight replaced by Ŵ.
+  auto probe_kl = [&](const Planned& p, const at::Tensor& q) {
+    at::Tensor param = parameter_of(*probe, p.layer->info.name);
+    const at::Tensor saved = param.clone();
+    param.copy_(in_parameter_layout(q, param, p.layer->layout).to(param.scalar_type()));
+    double kl = 0;
+    for (std::size_t b = 0; b < probe_batches; ++b) kl += detail::mean_kl(probe_reference[b], probe_forward(b));
+    param.copy_(saved);
+    return kl / double(probe_batches);
+  };
+
+  // The sensitivity pass: layer p solved with each candidate on its statistics, nothing written.
+  auto measure_candidates = [&](Planned& p, const at::Tensor& w, const detail::Grams& grams) {
+    LayerReport& lr = rep.layers[p.report_index];
+    const bool correct_bias = o.bias_correction && !p.layer->bias.empty();
+    const double energy = grams.target_energy(w);
+    const std::vector<std::optional<Format>> candidates =
+        p.pinned ? std::vector<std::optional<Format>>{p.format} : o.mixed.candidates;
+    const bool e2e = o.mixed.sensitivity == MixedPrecision::Sensitivity::end_to_end;
+    for (const auto& f : candidates) {
+      LayerReport::Candidate c;
+      c.format = f ? format_name(*f) : "float";
+      if (!f) {
+        c.bytes = lr.float_bytes;
+        if (e2e) c.kl = 0;
+      } else {
+        WeightGrid grid(*f, w.size(0), w.size(1), w.data_ptr<double>());
+        std::map<std::string, double> notes;
+        const at::Tensor q = solve_groups(w, grid, &grams, notes);
+        const double e = detail::relative_output_error(w, q, grams, energy);
+        c.relative_error = correct_bias ? detail::corrected_output_error(e, detail::bias_shift(w, q, grams), grams, energy) : e;
+        const Encoded enc = grid.encoded();
+        c.bytes = std::int64_t(enc.codes.size() + enc.scales.size()) + (enc.format.tensor_scale ? std::int64_t(sizeof(float)) : 0);
+        if (e2e) c.kl = probe_kl(p, q);
+      }
+      c.cost = e2e ? c.kl : c.relative_error * c.relative_error;
+      lr.candidates.push_back(c);
+    }
+  };
+
   // Quantizes one planned layer from its statistics (grams: nullptr without calibration data).
   auto solve = [&](Planned& p, const detail::Grams* grams) {
     const detail::WalkLayer& l = *p.layer;
@@ -450,31 +556,19 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
       const std::int64_t cols = p.cols;
       const at::Tensor w = weight_matrix(param.to(at::kCPU), l.layout, cols).to(at::kDouble).contiguous();
       const std::int64_t rows = w.size(0);
-      const std::int64_t groups = grams ? grams->xhat_xhat.size(0) : 1;
-      if (rows % groups != 0) throw std::logic_error("weight rows do not split into the layer's groups");
-      const std::int64_t per = rows / groups;
+      if (measure) {
+        measure_candidates(p, w, *grams);
+        lr.status = "measured";
+        const double s = seconds_since(t0);
+        lr.seconds += s;
+        rep.solve_seconds += s;
+        p.solved = true;
+        return;
+      }
       if (grams && (!o.search_formats.empty() || !o.search_clips.empty())) search_format(p, w, *grams);
       WeightGrid grid(p.format, rows, cols, w.data_ptr<double>(), p.clip);
-      at::Tensor q = w.clone();
       std::map<std::string, double> notes;
-      for (std::int64_t gi = 0; gi < groups; ++gi) {
-        detail::GroupProblem gp;
-        gp.w = q.narrow(0, gi * per, per).contiguous();
-        if (grams) {
-          gp.g = grams->xhat_xhat[gi];
-          gp.d = grams->diff_xhat[gi];
-          for (int h = 0; h < 2; ++h) {
-            gp.half_g[std::size_t(h)] = grams->half_xhat_xhat[std::size_t(h)][gi];
-            gp.half_d[std::size_t(h)] = grams->half_diff_xhat[std::size_t(h)][gi];
-          }
-        }
-        gp.row0 = gi * per;
-        gp.grid = &grid;
-        gp.options = &values;
-        const at::Tensor qg = plugin.solve(gp);
-        q.narrow(0, gi * per, per).copy_(qg);
-        for (const auto& [k, v] : gp.notes) notes[k] += v / double(groups);
-      }
+      const at::Tensor q = solve_groups(w, grid, grams, notes);
       for (const auto& [k, v] : notes) lr.notes[k] = v;  // beside what the transforms noted
       if (p.search_error >= 0) {
         lr.notes["clip"] = p.clip;
@@ -511,14 +605,7 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
         lr.notes["bias_shift"] = shift.abs().mean().item<double>();
       }
       // Write Ŵ into the copy, in the parameter's layout, dtype and device.
-      at::Tensor qp = l.layout == WeightLayout::rows
-                          ? q.reshape(param.sizes())
-                          : q.reshape([&] {
-                               std::vector<std::int64_t> s(param.sizes().begin(), param.sizes().end());
-                               std::swap(s[s.size() - 1], s[s.size() - 2]);
-                               return s;
-                             }())
-                                .transpose(-1, -2);
+      const at::Tensor qp = in_parameter_layout(q, param, l.layout);
       param.copy_(qp.to(param.scalar_type()));
       PackedWeight pw;
       pw.name = l.info.name;
@@ -804,6 +891,11 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
     const std::size_t K = staged.stages(), B = calibration.size();
     search_activation_formats(staged);
     measure_static_amax(staged);
+    if (measure && o.mixed.sensitivity == MixedPrecision::Sensitivity::end_to_end) {
+      probe.emplace(detail::with_input_transforms(qm.deepcopy(), transforms, device));
+      probe_batches = o.mixed.probe_batches < 0 ? B : std::min<std::size_t>(B, std::size_t(o.mixed.probe_batches));
+      for (std::size_t b = 0; b < probe_batches; ++b) probe_reference.push_back(probe_forward(b));
+    }
     // The quantized stream runs through the same graph with the activation quantizers inserted.
     const detail::StagedForward staged_q(fm, cuts, transforms);
     std::map<std::size_t, const detail::InputTransform*> transform_at;  // walk position -> its cast
@@ -960,10 +1052,11 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
     rep.peak_spilled_bytes = cache.peak_spilled_bytes();
   }
   qm.to(at::kCPU);
-  res.model = transforms.empty() ? qm : detail::with_input_transforms(qm, transforms);
+  if (!measure) res.model = transforms.empty() ? qm : detail::with_input_transforms(qm, transforms);
   rep.seconds = seconds_since(start);
   rep.peak_rss_bytes = peak_rss_bytes();
   return res;
 }
 
+}  // namespace detail
 }  // namespace qcast::ptq

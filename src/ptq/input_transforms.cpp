@@ -144,13 +144,14 @@ void insert_input_transforms(torch::jit::Graph& graph, const std::vector<InputTr
   }
 }
 
-torch::jit::Module with_input_transforms(const torch::jit::Module& model, const std::vector<InputTransform>& transforms) {
+torch::jit::Module with_input_transforms(const torch::jit::Module& model, const std::vector<InputTransform>& transforms,
+                                         c10::Device constants) {
   torch::jit::Module out = model.clone();  // new class types: the original's forward is not touched
   auto graph = inlined_forward(out);
-  std::vector<InputTransform> on_cpu = transforms;  // the saved model's constants live on the CPU
-  for (auto& t : on_cpu)
-    if (t.smooth_inv.defined()) t.smooth_inv = t.smooth_inv.to(at::kCPU);
-  insert_input_transforms(*graph, on_cpu);
+  std::vector<InputTransform> placed = transforms;  // a saved model's constants live on the CPU
+  for (auto& t : placed)
+    if (t.smooth_inv.defined()) t.smooth_inv = t.smooth_inv.to(constants);
+  insert_input_transforms(*graph, placed);
   torch::jit::Function& old = out.get_method("forward").function();
   const c10::QualifiedName name = old.qualname();
   auto cu = out._ivalue()->compilation_unit();

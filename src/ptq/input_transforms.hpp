@@ -66,6 +66,7 @@ void insert_input_transforms(torch::jit::Graph& graph, const std::vector<InputTr
 
 // A copy of `model` (with its own class types) whose forward is the inlined forward with the
 // transforms inserted: the model that is saved. Submodules, parameters and buffers stay as they are.
-torch::jit::Module with_input_transforms(const torch::jit::Module& model, const std::vector<InputTransform>& transforms);
+torch::jit::Module with_input_transforms(const torch::jit::Module& model, const std::vector<InputTransform>& transforms,
+                                         c10::Device constants = at::kCPU);
 
 }  // namespace qcast::ptq::detail

@@ -4,6 +4,7 @@
 #include <string>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include <torch/version.h>
 
@@ -32,7 +33,7 @@ std::string size_text(std::int64_t bytes) {
 // on how many were given.
 bool repeatable(const std::string& name) {
   return name == "exclude" || name == "layer-format" || name == "layer-act-format" || name == "search-format" ||
-         name == "search-clip" || name == "search-act-format";
+         name == "search-clip" || name == "search-act-format" || name == "candidate";
 }
 
 // Bits per weight element of the weight layers: their quantized bytes over their elements.
@@ -110,6 +111,13 @@ std::string Report::json() const {
     e["seconds"] = number(l.seconds);
     e["float_bytes"] = l.float_bytes;
     e["quantized_bytes"] = l.quantized_bytes;
+    if (!l.candidates.empty()) {  // mixed precision: what the sensitivity pass measured
+      Json cands = Json::array();
+      for (const auto& c : l.candidates)
+        cands.push_back({{"format", c.format}, {"bytes", c.bytes}, {"relative_error", number(c.relative_error)},
+                         {"kl", c.kl >= 0 ? number(c.kl) : Json(nullptr)}, {"cost", number(c.cost)}});
+      e["candidates"] = cands;
+    }
     if (!l.notes.empty()) {
       Json notes = Json::object();
       for (const auto& [k, v] : l.notes) notes[k] = number(v);
@@ -118,6 +126,22 @@ std::string Report::json() const {
     all.push_back(e);
   }
   j["layers"] = all;
+  if (allocation) {
+    const AllocationReport& a = *allocation;
+    Json curve = Json::array();
+    for (const auto& [bits, cost] : a.curve) curve.push_back({{"bits_per_weight", number(bits)}, {"cost", number(cost)}});
+    j["allocation"] = {{"sensitivity", a.sensitivity},
+                       {"candidates", a.candidates},
+                       {"weights", a.weights},
+                       {"budget_bytes", a.budget_bytes},
+                       {"budget_bits_per_weight", number(a.budget_bits_per_weight())},
+                       {"bytes", a.bytes},
+                       {"bits_per_weight", number(a.bits_per_weight())},
+                       {"cost", number(a.cost)},
+                       {"states", a.states},
+                       {"seconds", number(a.seconds)},
+                       {"curve", curve}};
+  }
   return j.dump(1) + "\n";
 }
 
@@ -145,6 +169,13 @@ std::string Report::table() const {
   if (rotated > 0) s += fmt::format("Hadamard rotation on the inputs of {} layers\n", rotated);
   for (const LayerReport& l : layers)
     if (!l.act_status.empty()) s += fmt::format("{}: {}\n", l.name, l.act_status);
+  if (allocation) {
+    const AllocationReport& a = *allocation;
+    s += fmt::format("mixed precision ({} sensitivity, candidates {}): budget {:.4g} bits per weight ({} bytes), allocated "
+                     "{:.4g} ({} bytes), least summed sensitivity {:.6g}; sensitivity pass + allocation {:.2f} s\n",
+                     a.sensitivity, fmt::join(a.candidates, ","), a.budget_bits_per_weight(), a.budget_bytes,
+                     a.bits_per_weight(), a.bytes, a.cost, a.seconds);
+  }
   // The size line, as llama.cpp's quantize prints it: the weights before and after.
   const std::int64_t before = float_bytes(), after = quantized_bytes();
   s += fmt::format("weights: {} in float -> {} quantized ({:.2f} bits per weight, {:.2f}x smaller)\n", size_text(before),

@@ -67,6 +67,7 @@ inline qcast::Format format_option(const std::string& text) {
 }
 
 int formats_command(const std::vector<std::string>& args);
+int allocate_command(const std::vector<std::string>& args);
 int cast_command(const std::vector<std::string>& args);
 int bench_command(const std::vector<std::string>& args);     // ATen baselines only with QCAST_CLI_TORCH
 int quantize_command(const std::vector<std::string>& args);  // needs LibTorch (QCAST_CLI_TORCH)

@@ -26,6 +26,7 @@ const char* kUsage =
     "  cast      fake-quantize a .npy file to a format\n"
     "  bench     throughput against memcpy and ATen-op baselines\n"
     "  quantize  post-training quantization of a TorchScript model (RTN, GPTQ, GPFQ, Error Diffusion)\n"
+    "  allocate  mixed precision at another budget, from the sensitivities of a quantize report\n"
     "\n"
     "Run 'qcast <command> --help' for the options of a command. Options take their value as\n"
     "'--opt value' or '--opt=value'.\n";
@@ -70,6 +71,7 @@ int main(int argc, char** argv) {
     if (command == "formats") return formats_command(args);
     if (command == "cast") return cast_command(args);
     if (command == "bench") return bench_command(args);
+    if (command == "allocate") return allocate_command(args);
 #ifdef QCAST_CLI_TORCH
     if (command == "quantize") return quantize_command(args);
 #else
@@ -78,7 +80,7 @@ int main(int argc, char** argv) {
       return exit_usage;
     }
 #endif
-    fmt::print(stderr, "qcast: unknown command {} (valid: formats, cast, bench, quantize)\n\n{}", shown(command),
+    fmt::print(stderr, "qcast: unknown command {} (valid: formats, cast, bench, quantize, allocate)\n\n{}", shown(command),
                kUsage);
     return exit_usage;
   } catch (const UsageError& e) {

@@ -42,9 +42,10 @@ const char* kUsage =
     "                      [--act-amax max|percentile[:P]|mse] [--smooth ALPHA|pow2] [--rotate hadamard[:B]]\n"
     "                      [--act-unfit error|float] [--search-format F,...] [--search-clip]\n"
     "                      [--search-act-format F,...]\n"
+    "                      [--candidates F,...|float --budget BITS|--budget-mb MB [--sensitivity output|e2e]]\n"
     "                      [--device cpu|cuda[:N]] [--cache-mb MB]\n"
     "                      [--spill-dir DIR] [METHOD OPTIONS] [--export OUT.safetensors|OUT.qpack]\n"
-    "                      [--report R.json]\n"
+    "                      [--report R.json|R.html]\n"
     "                      [--list [--json]] [--quiet]\n"
     "\n"
     "Quantizes the weights of every linear, convolution (1-D/2-D, grouped, depthwise) and\n"
@@ -95,6 +96,19 @@ const char* kUsage =
     "                        (of the static amax, for --search-act-format candidates)\n"
     "  --search-act-format F,...  the same for the activation formats of the layers --act-format\n"
     "                        quantizes: each candidate scored by ||W·(Q(X) - X)|| on the float model\n"
+    "  --candidates F,...    mixed precision: each quantized layer gets one of these formats ('float'\n"
+    "                        keeps its weight as it is), the assignment with the least summed\n"
+    "                        sensitivity whose size fits the budget (exact; --format is then not\n"
+    "                        needed, --layer-format pins layers). A first pass measures every layer\n"
+    "                        with every candidate, a second quantizes with the choice\n"
+    "  --budget BITS         the budget in bits per weight over the quantized layers, codes + scales\n"
+    "                        as stored (e.g. 4.5)\n"
+    "  --budget-mb MB        or in MiB over those layers\n"
+    "  --sensitivity S       output (default): the layer's squared relative output error on the float\n"
+    "                        model's inputs (from the calibration statistics); e2e: the KL divergence\n"
+    "                        of the model's output (softmax over its last axis) with only that layer\n"
+    "                        quantized, a forward pass per layer and candidate\n"
+    "  --probe-batches N     with --sensitivity e2e: the calibration batches each probe runs (default all)\n"
     "  --act-unfit error|float  a layer an activation format or rotation cannot apply to (a block\n"
     "                        that does not divide its reduction, e.g. a depthwise convolution's one\n"
     "                        channel): an error naming it (default), or the layer goes without it\n"
@@ -117,6 +131,8 @@ const char* kUsage =
     "  --export OUT.qpack    or as qcast's own .qpack file (docs/qpack.md)\n"
     "  --report R.json       also write the report as JSON: versions, options, per-layer errors and\n"
     "                        bytes of the float and the quantized weights (docs/ptq.md)\n"
+    "  --report R.html       or as one self-contained HTML page with charts: error and bytes per layer,\n"
+    "                        and for mixed precision each candidate's error and the budget curve\n"
     "  --list                print the model's weight layers and exit\n"
     "  --json                with --list: one JSON array, an object per layer\n"
     "  --quiet               no progress lines on stderr\n"
@@ -213,7 +229,7 @@ int run_quantize(const std::vector<std::string>& args) {
   std::vector<std::string> layer_format_texts, positionals, layer_act_format_texts;
   std::string act_format_text, act_amax_text, act_unfit_text, rotate_text, smooth_text, search_format_text;
   bool search_clip = false;
-  std::string search_act_format_text;
+  std::string search_act_format_text, candidates_text, budget_text, budget_mb_text, sensitivity_text, probe_batches_text;
   long long samples = -1, batch_size = 16;
   bool list = false, list_json = false, quiet = false;
   ptq::Options options;
@@ -235,6 +251,11 @@ int run_quantize(const std::vector<std::string>& args) {
   app.add_option("--search-format", search_format_text);
   app.add_flag("--search-clip", search_clip);
   app.add_option("--search-act-format", search_act_format_text);
+  app.add_option("--candidates", candidates_text);
+  app.add_option("--budget", budget_text);
+  app.add_option("--budget-mb", budget_mb_text);
+  app.add_option("--sensitivity", sensitivity_text);
+  app.add_option("--probe-batches", probe_batches_text);
   app.add_option("--device", options.device);
   app.add_option("--cache-mb", cache_mb_text);
   app.add_option("--spill-dir", options.spill_dir);
@@ -344,6 +365,42 @@ int run_quantize(const std::vector<std::string>& args) {
     throw UsageError{"--act-amax applies to activation formats (--act-format, --layer-act-format)"};
   if (!options.activations.any() && options.hadamard_block == 0 && !act_unfit_text.empty())
     throw UsageError{"--act-unfit applies to activation formats and rotations (--act-format, --rotate)"};
+  if (!candidates_text.empty()) {
+    std::size_t from = 0;
+    while (from <= candidates_text.size()) {
+      const std::size_t comma = std::min(candidates_text.find(',', from), candidates_text.size());
+      const std::string item = candidates_text.substr(from, comma - from);
+      from = comma + 1;
+      if (item.empty()) throw UsageError{"--candidates has an empty entry: " + shown(candidates_text)};
+      if (item == "float") options.mixed.candidates.emplace_back(std::nullopt);
+      else for (const auto& f : search_format_list(item)) options.mixed.candidates.emplace_back(f);
+    }
+    if (calib.empty()) throw UsageError{"--candidates needs --calib (each layer's sensitivity is measured on it)"};
+    if (budget_text.empty() == budget_mb_text.empty())
+      throw UsageError{"--candidates needs one budget: --budget BITS (per weight) or --budget-mb MB"};
+  } else if (!budget_text.empty() || !budget_mb_text.empty() || !sensitivity_text.empty() || !probe_batches_text.empty()) {
+    throw UsageError{"--budget, --budget-mb, --sensitivity and --probe-batches apply to mixed precision (--candidates)"};
+  }
+  if (!budget_text.empty()) {
+    options.mixed.budget_bits = parse_number("--budget", budget_text);
+    if (!(options.mixed.budget_bits > 0 && options.mixed.budget_bits <= 64))
+      throw UsageError{"--budget is in bits per weight, in (0, 64]; got " + shown(budget_text)};
+  }
+  if (!budget_mb_text.empty()) {
+    const double mb = parse_number("--budget-mb", budget_mb_text);
+    if (!(mb > 0 && mb < double(std::int64_t(1) << 40))) throw UsageError{"--budget-mb must be positive, got " + shown(budget_mb_text)};
+    options.mixed.budget_bytes = std::int64_t(std::floor(mb * double(1 << 20)));
+  }
+  if (!sensitivity_text.empty()) {
+    if (sensitivity_text == "output") options.mixed.sensitivity = ptq::MixedPrecision::Sensitivity::output;
+    else if (sensitivity_text == "e2e") options.mixed.sensitivity = ptq::MixedPrecision::Sensitivity::end_to_end;
+    else throw UsageError{"--sensitivity: valid values are output, e2e; got " + shown(sensitivity_text)};
+  }
+  if (!probe_batches_text.empty()) {
+    if (options.mixed.sensitivity != ptq::MixedPrecision::Sensitivity::end_to_end)
+      throw UsageError{"--probe-batches applies to --sensitivity e2e"};
+    options.mixed.probe_batches = parse_integer("--probe-batches", probe_batches_text, 1, std::int64_t(1) << 30);
+  }
   if (list_json && !list) throw UsageError{"--json applies to --list (the report's JSON is --report R.json)"};
   if (list) {
     print_layers(ptq::list_layers(ptq::load_model(model_path)), list_json);
@@ -366,12 +423,18 @@ int run_quantize(const std::vector<std::string>& args) {
       throw UsageError{"--" + name + " is an option of " + owners + ", not of " + method->name};
     }
   }
-  if (format_text.empty()) throw UsageError{"--format is required"};
+  if (format_text.empty() && !options.mixed.any()) throw UsageError{"--format is required (or --candidates)"};
   if (calib.empty() && method->needs_calibration)
     throw UsageError{"--calib is required by method " + method->name + " (rtn runs without)"};
   if (calib.empty() && options.bias_correction) throw UsageError{"--bias-correction needs --calib"};
   if (out.empty()) throw UsageError{"-o OUT.pt is required"};
-  options.format = format_option(format_text);
+  if (!format_text.empty()) options.format = format_option(format_text);
+  else  // mixed precision assigns every layer a candidate; the first quantized one stands in until then
+    for (const auto& c : options.mixed.candidates)
+      if (c) {
+        options.format = *c;
+        break;
+      }
   // From here a signal stops the run at the next batch (before the outputs exist, so that none of
   // their temporary files can be left behind); restored on every way out.
   stop_signal = 0;
@@ -398,6 +461,8 @@ int run_quantize(const std::vector<std::string>& args) {
     wanted.push_back({"--export (its quantization config)",
                       std::filesystem::path(export_file).replace_extension(".quantization_config.json").string()});
   if (!report_path.empty()) wanted.push_back({"--report", report_path});
+  const std::string report_extension = std::filesystem::path(report_path).extension().string();
+  const bool report_html = report_extension == ".html" || report_extension == ".htm";
   std::optional<qcast::detail::OutputSet> outputs;
   try {
     outputs.emplace(wanted, std::vector<std::string>{model_path, calib});
@@ -415,16 +480,17 @@ int run_quantize(const std::vector<std::string>& args) {
     if (quiet) return true;
     const auto now = std::chrono::steady_clock::now();
     const std::string eta = p.eta_s >= 0 ? ", ETA " + duration(p.eta_s) : "";
+    const std::string pass = p.pass.empty() ? "" : p.pass + ": ";
     if (p.phase == ptq::Progress::Phase::activation_statistics) {
       if (now - last_line > std::chrono::seconds(5) || p.batch == 1) {
-        fmt::print(stderr, "{}, batch {}/{}, elapsed {}\n", p.name, p.batch, p.batches, duration(p.elapsed_s));
+        fmt::print(stderr, "{}{}, batch {}/{}, elapsed {}\n", pass, p.name, p.batch, p.batches, duration(p.elapsed_s));
         last_line = now;
       }
     } else if (p.phase == ptq::Progress::Phase::solve) {
-      fmt::print(stderr, "[{}/{}] {:<40} solve, elapsed {}{}\n", p.layer, p.layers, p.name, duration(p.elapsed_s), eta);
+      fmt::print(stderr, "{}[{}/{}] {:<40} solve, elapsed {}{}\n", pass, p.layer, p.layers, p.name, duration(p.elapsed_s), eta);
       last_line = now;
     } else if (now - last_line > std::chrono::seconds(5)) {
-      fmt::print(stderr, "[{}/{}] {:<40} forward, batch {}/{}, elapsed {}{}\n", p.layer, p.layers, p.name, p.batch,
+      fmt::print(stderr, "{}[{}/{}] {:<40} forward, batch {}/{}, elapsed {}{}\n", pass, p.layer, p.layers, p.name, p.batch,
                  p.batches, duration(p.elapsed_s), eta);
       last_line = now;
     }
@@ -455,7 +521,8 @@ int run_quantize(const std::vector<std::string>& args) {
   } else if (!export_path.empty()) {
     outputs->write(k++, [&](std::ostream& f) { qcast::write_qpack(f, r.packed); });
   }
-  if (!report_path.empty()) outputs->write(k++, [&](std::ostream& f) { f << r.report.json(); });
+  if (!report_path.empty())
+    outputs->write(k++, [&](std::ostream& f) { f << (report_html ? r.report.html() : r.report.json()); });
   if (stop_signal) return stopped();  // a signal while the outputs were written: none is moved into place
   outputs->commit();
   fmt::print("{}", r.report.table());

@@ -82,6 +82,7 @@ struct ActivationOptions {
 struct Progress {
   enum class Phase { forward, solve, activation_statistics };
   Phase phase = Phase::forward;
+  std::string pass;           // "sensitivity" in a mixed-precision run's first pass, "" otherwise
   int layer = 0, layers = 0;  // 1-based index of the layer whose stage runs or which is solved, of `layers`
   std::string name;           // that layer
   int batch = 0, batches = 0;  // forward, activation_statistics: 1-based batch within the stage or pass, of `batches`
@@ -92,6 +93,29 @@ struct Progress {
 // files are removed.
 struct Stopped : std::runtime_error {
   Stopped() : std::runtime_error("stopped on request") {}
+};
+
+// Mixed precision under a size budget (docs/ptq.md "Mixed precision"): a first pass measures every
+// quantized layer's sensitivity to each candidate (the method run with that format on the float
+// model's inputs), an exact multiple-choice knapsack (qcast/ptq/allocation.hpp) picks one candidate
+// per layer with the least summed sensitivity whose summed size fits the budget, and a second pass
+// quantizes with that assignment (later layers calibrated on the earlier layers' chosen formats).
+// Layers that --layer-format pins keep their format (and count in the size); excluded layers are
+// outside the budget. Needs calibration data.
+struct MixedPrecision {
+  std::vector<std::optional<Format>> candidates;  // std::nullopt: float (the weight as it is)
+  // The budget over the allocated layers' weights, codes + scales as stored: bits per weight, or
+  // bytes in all; exactly one of them (>= 0).
+  double budget_bits = -1;
+  std::int64_t budget_bytes = -1;
+  // output: a layer's sensitivity to a candidate is its squared relative output error
+  // ||Ŵ·X − W·X||² / ||W·X||² on the calibration set (from the Gram matrices; no extra forward
+  // pass). end_to_end: the mean KL divergence of the model's output (softmax over its last axis)
+  // from the model's with only that layer quantized (a forward pass per layer and candidate).
+  enum class Sensitivity { output, end_to_end };
+  Sensitivity sensitivity = Sensitivity::output;
+  std::int64_t probe_batches = -1;  // end_to_end: calibration batches each probe runs (< 0: all)
+  bool any() const { return !candidates.empty(); }
 };
 
 struct Options {
@@ -138,6 +162,7 @@ struct Options {
   // gets the candidate (x clip ratio of its static amax, for per-tensor and two-level formats) with
   // the least ||W·(Q(X) - X)||² on the float stream over the calibration set.
   std::vector<Format> search_act_formats;
+  MixedPrecision mixed;
   // Called at every batch of every stage and before every solve; returning false stops the run
   // (quantize throws Stopped).
   std::function<bool(const Progress&)> progress;
@@ -169,6 +194,31 @@ struct LayerReport {
   // bytes on both sides.
   std::int64_t float_bytes = 0, quantized_bytes = 0;
   std::map<std::string, double> notes;  // what the method reports of this layer, e.g. ED's "fold" factor
+  // Mixed precision: the sensitivity pass's measurement of each candidate ("float" for float).
+  struct Candidate {
+    std::string format;
+    std::int64_t bytes = 0;
+    double relative_error = 0;  // on the float model's inputs
+    double kl = -1;             // end-to-end sensitivity; -1: not measured
+    double cost = 0;            // what the allocation summed
+  };
+  std::vector<Candidate> candidates;
+};
+
+// What the allocation of a mixed-precision run decided.
+struct AllocationReport {
+  std::string sensitivity;          // "output" or "e2e"
+  std::vector<std::string> candidates;
+  std::int64_t weights = 0;         // elements of the allocated layers' weights
+  std::int64_t budget_bytes = 0;    // the budget, as bytes over them
+  std::int64_t bytes = 0;           // the chosen assignment's
+  double cost = 0;                  // its summed sensitivity: the least of every assignment that fits
+  std::int64_t states = 0;          // partial assignments the exact search kept
+  double seconds = 0;               // the sensitivity pass and the allocation
+  // The budget-vs-sensitivity curve: (bits per weight of the budget, least summed sensitivity).
+  std::vector<std::pair<double, double>> curve;
+  double budget_bits_per_weight() const { return weights ? 8.0 * double(budget_bytes) / double(weights) : 0; }
+  double bits_per_weight() const { return weights ? 8.0 * double(bytes) / double(weights) : 0; }
 };
 
 struct Report {
@@ -188,10 +238,14 @@ struct Report {
   std::int64_t peak_spilled_bytes = 0;  // boundary state on disk at once
   std::int64_t peak_rss_bytes = 0;      // the process's peak resident memory (Linux), 0 where unknown
   std::vector<LayerReport> layers;
+  std::optional<AllocationReport> allocation;  // mixed-precision runs
   std::int64_t float_bytes() const;      // sums over every weight layer
   std::int64_t quantized_bytes() const;
   std::string json() const;
   std::string table() const;
+  // One self-contained HTML page (inline SVG charts, no script, nothing fetched): per-layer output
+  // error of each measured format, the chosen formats, bytes per layer, the budget curve.
+  std::string html() const;
 };
 
 struct Result {

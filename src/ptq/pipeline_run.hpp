@@ -1,0 +1,31 @@
+// The engine's pipeline pass, and what mixed precision adds around it (src/ptq/mixed_precision.cpp
+// runs it twice: to measure, then to quantize). Internal to src/ptq.
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <ATen/core/ivalue.h>
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "qcast/ptq/engine.hpp"
+
+namespace qcast::ptq::detail {
+
+// Layer name -> its format from an allocation (std::nullopt: float); it wins over Options' formats.
+using LayerAssignment = std::map<std::string, std::optional<Format>>;
+
+// One pass of the pipeline. measure: every planned layer is solved with each candidate of
+// options.mixed (only its own format where --layer-format pins it) on the float model's inputs,
+// scored into its report's `candidates`, and left in float (status "measured"); no model is saved.
+Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& calibration, const Options& options,
+                    const LayerAssignment* assignment, bool measure);
+
+// The model's output as log-probabilities over its last axis, float64 on the CPU: its first tensor
+// (of a tuple, list or dict, the first one that is a tensor). Throws naming what it got otherwise.
+at::Tensor output_log_probabilities(const c10::IValue& output);
+// Mean KL(P || Q) over the rows of two log_probabilities of the same shape; non-finite: 1e30.
+double mean_kl(const at::Tensor& log_p, const at::Tensor& log_q);
+
+}  // namespace qcast::ptq::detail
