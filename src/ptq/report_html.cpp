@@ -39,11 +39,11 @@ const char* colour(std::size_t i) {
 
 std::string number_text(double v) { return fmt::format("{:.4g}", v); }
 
-// Bytes in the largest binary unit that leaves at least 1 of it.
+// Bytes in decimal units (the log-scaled axis ticks fall on powers of ten).
 std::string bytes_text(double v) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  const char* units[] = {"B", "kB", "MB", "GB", "TB"};
   int u = 0;
-  while (v >= 1024 && u < 4) v /= 1024, ++u;
+  while (v >= 1000 && u < 4) v /= 1000, ++u;
   return fmt::format("{:.4g} {}", v, units[u]);
 }
 
@@ -162,11 +162,18 @@ std::string bytes_chart(const Report& r, const std::vector<std::string>& formats
   Plot p;
   p.x0 = -0.5;
   p.x1 = double(r.layers.size()) - 0.5;
-  std::int64_t hi = 1;
-  for (const auto& l : r.layers) hi = std::max(hi, l.float_bytes);
-  p.y1 = double(hi);
+  // A log scale: a float embedding can be a thousand times a quantized block's size.
+  std::int64_t lo = std::numeric_limits<std::int64_t>::max(), hi = 1;
+  for (const auto& l : r.layers) {
+    hi = std::max(hi, l.float_bytes);
+    if (l.quantized_bytes > 0) lo = std::min(lo, l.quantized_bytes);
+  }
+  p.log_y = true;
+  p.y0 = std::pow(10.0, std::floor(std::log10(double(std::min(lo, hi)))));
+  p.y1 = std::pow(10.0, std::ceil(std::log10(double(hi))));
+  if (p.y1 <= p.y0) p.y1 = p.y0 * 10;
   p.tick_text = bytes_text;
-  std::string s = p.axes("chart-bytes", "weight layers, in execution order", "bytes");
+  std::string s = p.axes("chart-bytes", "weight layers, in execution order", "bytes (log)");
   std::map<std::string, std::string> colour_of;
   for (std::size_t f = 0; f < formats.size(); ++f) colour_of[formats[f]] = formats[f] == "float" ? "#BBBBBB" : colour(f);
   std::vector<std::pair<std::string, std::string>> keys;
@@ -178,10 +185,12 @@ std::string bytes_chart(const Report& r, const std::vector<std::string>& formats
     const std::string key = q ? l.format : "float";
     if (!colour_of.count(key)) colour_of[key] = key == "float" ? "#BBBBBB" : colour(colour_of.size());
     used[key] = true;
+    const double base = p.y(p.y0);
+    auto top = [&](std::int64_t b) { return p.y(std::max(double(b), p.y0)); };
     s += fmt::format(R"~(<rect x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}" class="outline"/>)~", p.x(double(i)) - w / 2,
-                     p.y(double(l.float_bytes)), w, p.y(0) - p.y(double(l.float_bytes)));
+                     top(l.float_bytes), w, base - top(l.float_bytes));
     s += fmt::format(R"~(<rect x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}" fill="{}" class="bar"><title>{}: {}, {} bytes ({} in float)</title></rect>)~",
-                     p.x(double(i)) - w / 2, p.y(double(l.quantized_bytes)), w, p.y(0) - p.y(double(l.quantized_bytes)),
+                     p.x(double(i)) - w / 2, top(l.quantized_bytes), w, base - top(l.quantized_bytes),
                      colour_of[key], escaped(l.name), escaped(q ? l.format : l.status), l.quantized_bytes, l.float_bytes);
   }
   for (const auto& [f, c] : colour_of)

@@ -197,26 +197,37 @@ std::pair<std::string, std::string> pattern_and_format(const std::string& flag, 
   return {v.substr(0, eq), v.substr(eq + 1)};
 }
 
-// --search-format: comma-separated formats; fpN<rest> (N = 3..8) expands to every eXmY with
-// X + Y = N - 1, X, Y >= 1, without special values, each with <rest> (granularity and keys).
-std::vector<qcast::Format> search_format_list(const std::string& text) {
-  std::vector<qcast::Format> out;
+// Comma-separated formats (--search-format, --search-act-format, --candidates); fpN<rest> (N = 3..8)
+// expands to every eXmY with X + Y = N - 1, X, Y >= 1, without special values, each with <rest>
+// (granularity and keys); "float" is std::nullopt where float_allowed.
+std::vector<std::optional<qcast::Format>> format_list(const std::string& flag, const std::string& text, bool float_allowed) {
+  std::vector<std::optional<qcast::Format>> out;
   std::size_t from = 0;
   while (from <= text.size()) {
     const std::size_t comma = std::min(text.find(',', from), text.size());
     const std::string item = text.substr(from, comma - from);
     from = comma + 1;
-    if (item.empty()) throw UsageError{"--search-format has an empty entry: " + shown(text)};
+    if (item.empty()) throw UsageError{flag + " has an empty entry: " + shown(text)};
+    if (float_allowed && item == "float") {
+      out.emplace_back(std::nullopt);
+      continue;
+    }
     const bool family = item.size() >= 3 && item.compare(0, 2, "fp") == 0 && item[2] >= '3' && item[2] <= '8' &&
                         (item.size() == 3 || item[3] == '@' || item[3] == ':');
     if (!family) {
-      out.push_back(format_option(item));
+      out.emplace_back(format_option(item));
       continue;
     }
     const int n = item[2] - '0';
     for (int x = 1; x <= n - 2; ++x)
-      out.push_back(format_option("e" + std::to_string(x) + "m" + std::to_string(n - 1 - x) + "nosp" + item.substr(3)));
+      out.emplace_back(format_option("e" + std::to_string(x) + "m" + std::to_string(n - 1 - x) + "nosp" + item.substr(3)));
   }
+  return out;
+}
+
+std::vector<qcast::Format> search_format_list(const std::string& flag, const std::string& text) {
+  std::vector<qcast::Format> out;
+  for (const auto& f : format_list(flag, text, false)) out.push_back(*f);
   return out;
 }
 
@@ -350,9 +361,9 @@ int run_quantize(const std::vector<std::string>& args) {
     }
     if (calib.empty()) throw UsageError{"--smooth needs --calib (the input channels' ranges are measured on it)"};
   }
-  if (!search_format_text.empty()) options.search_formats = search_format_list(search_format_text);
+  if (!search_format_text.empty()) options.search_formats = search_format_list("--search-format", search_format_text);
   if (!search_act_format_text.empty()) {
-    options.search_act_formats = search_format_list(search_act_format_text);
+    options.search_act_formats = search_format_list("--search-act-format", search_act_format_text);
     if (calib.empty()) throw UsageError{"--search-act-format needs --calib (the candidates are scored on it)"};
     if (!options.activations.any())
       throw UsageError{"--search-act-format searches the formats of quantized activations: give --act-format too"};
@@ -366,15 +377,7 @@ int run_quantize(const std::vector<std::string>& args) {
   if (!options.activations.any() && options.hadamard_block == 0 && !act_unfit_text.empty())
     throw UsageError{"--act-unfit applies to activation formats and rotations (--act-format, --rotate)"};
   if (!candidates_text.empty()) {
-    std::size_t from = 0;
-    while (from <= candidates_text.size()) {
-      const std::size_t comma = std::min(candidates_text.find(',', from), candidates_text.size());
-      const std::string item = candidates_text.substr(from, comma - from);
-      from = comma + 1;
-      if (item.empty()) throw UsageError{"--candidates has an empty entry: " + shown(candidates_text)};
-      if (item == "float") options.mixed.candidates.emplace_back(std::nullopt);
-      else for (const auto& f : search_format_list(item)) options.mixed.candidates.emplace_back(f);
-    }
+    options.mixed.candidates = format_list("--candidates", candidates_text, true);
     if (calib.empty()) throw UsageError{"--candidates needs --calib (each layer's sensitivity is measured on it)"};
     if (budget_text.empty() == budget_mb_text.empty())
       throw UsageError{"--candidates needs one budget: --budget BITS (per weight) or --budget-mb MB"};
