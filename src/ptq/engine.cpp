@@ -881,7 +881,9 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& c
         cuts.push_back(plan[pi].layer->sites[s].node_index);
         site_at[plan[pi].layer->sites[s].node_index] = {pi, s};
       }
-    transform_weights(measure_smoothing(cuts));
+    const std::map<std::size_t, at::Tensor> smooth = measure_smoothing(cuts);
+    transform_weights(smooth);
+    for (const auto& [pi, sv] : smooth) res.input_scales[plan[pi].layer->info.name] = (1.0 / sv.to(at::kDouble)).to(at::kFloat).cpu();
     // The float stream runs through the smoothing and the rotations, the quantized one through the
     // casts too.
     std::vector<detail::InputTransform> float_transforms;

@@ -54,6 +54,8 @@ SafetensorsFile export_safetensors(const Result& r) {
     if (!quantized.count(p.name)) file.tensors.push_back(tensor_of(p.name, p.value));
   for (const auto& b : r.model.named_buffers(/*recurse=*/true))
     if (!quantized.count(b.name) && b.value.defined()) file.tensors.push_back(tensor_of(b.name, b.value));
+  // Smoothing: the factor each smoothed layer's input is multiplied by, per input channel.
+  for (const auto& [name, scale] : r.input_scales) file.tensors.push_back(tensor_of(name + "_input_scale", scale));
   return file;
 }
 
@@ -66,7 +68,8 @@ std::string quantization_config(const Result& r, const std::string& weights_file
   c["method"] = r.report.method;
   c["format"] = r.report.format;
   // The tensors of each quantized weight W: W (codes), W_scale (scales), W_scale_2 (tensor scale).
-  c["tensor_names"] = {{"codes", "{name}"}, {"scales", "{name}_scale"}, {"tensor_scale", "{name}_scale_2"}};
+  c["tensor_names"] = {{"codes", "{name}"}, {"scales", "{name}_scale"}, {"tensor_scale", "{name}_scale_2"},
+                       {"input_scale", "{name}_input_scale"}};
   nlohmann::ordered_json layers = nlohmann::ordered_json::object(), ignored = nlohmann::ordered_json::array();
   for (const auto& l : r.report.layers) {
     if (l.status == "quantized") layers[l.name] = l.format;
@@ -74,12 +77,15 @@ std::string quantization_config(const Result& r, const std::string& weights_file
   }
   c["quantized"] = layers;
   c["ignore"] = ignored;
-  // What runs on each layer's input before it (a deployment must do the same): the Hadamard block
-  // (the stored weight is W·H) and the activation format with its static amax.
+  // What runs on each layer's input before it, in this order (a deployment must do the same): the
+  // smoothing factor per input channel (tensor {name}_input_scale; the stored weight includes s),
+  // the Hadamard block (the stored weight is W·H), and the activation format with its static amax.
   nlohmann::ordered_json inputs = nlohmann::ordered_json::object();
   for (const auto& l : r.report.layers) {
-    if (l.act_format.empty() && l.hadamard_block == 0) continue;
+    const bool smoothed = r.input_scales.count(l.name) > 0;
+    if (l.act_format.empty() && l.hadamard_block == 0 && !smoothed) continue;
     nlohmann::ordered_json e;
+    if (smoothed) e["input_scale"] = l.name + "_input_scale";
     if (l.hadamard_block > 0) e["hadamard_block"] = l.hadamard_block;
     if (!l.act_format.empty()) e["act_format"] = l.act_format;
     if (l.act_amax >= 0) e["act_amax"] = l.act_amax;

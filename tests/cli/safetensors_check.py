@@ -11,6 +11,7 @@ import json, os, subprocess, sys, tempfile
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from checks import check, finish
@@ -134,6 +135,32 @@ with tempfile.TemporaryDirectory() as d:
         check(cfg["quant_method"] == "qcast" and cfg["weights_file"] == fmt + ".safetensors"
               and cfg["quantized"] == {"a.weight": fmt, "b.weight": fmt} and cfg["ignore"] == ["c.weight"],
               f"{fmt}: quantization config {cfg}")
+
+    # SmoothQuant: the export carries each smoothed layer's input factor 1/s, and the file alone
+    # (decoded weights, factors, the float layer c) gives the saved model's output.
+    calib = os.path.join(d, "calib.pt")
+    xs = torch.randn(32, 256) * torch.logspace(-1, 1, 256)  # channels of different ranges
+    torch.save(xs, calib)
+    out, st = os.path.join(d, "smooth.pt"), os.path.join(d, "smooth.safetensors")
+    r = subprocess.run([qcast, "quantize", path, "--format", "mxfp8_e4m3", "--method", "rtn", "--exclude", "c.*", "--smooth", "0.5",
+                        "--calib", calib, "-o", out, "--export", st, "--quiet"], capture_output=True, text=True)
+    check(r.returncode == 0, f"--smooth export: exit {r.returncode}: {r.stderr}")
+    if r.returncode == 0:
+        t = load_file(st)
+        cfg = json.load(open(os.path.join(d, "smooth.quantization_config.json")))
+        check(cfg["inputs"] == {"a.weight": {"input_scale": "a.weight_input_scale"}, "b.weight": {"input_scale": "b.weight_input_scale"}},
+              f"--smooth: the config's inputs {cfg.get('inputs')}")
+        def weight(layer):
+            return t[layer + ".weight"].to(torch.float32) * e8m0(t[layer + ".weight_scale"]).repeat_interleave(32, 1)
+        sa, sb = t["a.weight_input_scale"], t["b.weight_input_scale"]
+        check(sa.shape == (256,) and sa.dtype == torch.float32 and not torch.equal(sa, torch.ones(256)),
+              f"--smooth: a's input scale {sa.shape} {sa.dtype}")
+        x = torch.randn(8, 256)
+        by_hand = F.linear(torch.relu(F.linear(x * sa, weight("a"), t["a.bias"])) + torch.relu(F.linear(x * sb, weight("b"), t["b.bias"])),
+                           t["c.weight"], t["c.bias"]) + t["steps"].sum()
+        saved = torch.jit.load(out)(x)
+        check(torch.allclose(by_hand, saved, rtol=1e-5, atol=1e-5),
+              f"--smooth: the file's weights and input scales give the saved model's output (max diff {(by_hand - saved).abs().max():.3g})")
 
     r = subprocess.run([qcast, "quantize", path, "--format", "mxfp4", "--method", "rtn", "-o", os.path.join(d, "x.pt"),
                         "--export", os.path.join(d, "x.bin")], capture_output=True, text=True)

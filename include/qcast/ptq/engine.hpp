@@ -252,6 +252,10 @@ struct Result {
   torch::jit::Module model;  // weights replaced by their dequantized values; on the CPU
   std::vector<PackedWeight> packed;
   Report report;
+  // Smoothing (--smooth): per smoothed layer (by weight name), the factor 1/s its input is
+  // multiplied by per input channel (float32 [channels], on the CPU), before any rotation; the
+  // stored weight includes s.
+  std::map<std::string, at::Tensor> input_scales;
 };
 
 // The run as a safetensors checkpoint: each quantized weight as codes + scales (+ tensor scale)
