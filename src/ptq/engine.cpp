@@ -503,17 +503,29 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& c
     SingleThreaded forward_threads(!o.threaded_forward && device.is_cpu());
     std::vector<c10::IValue> in;
     for (const auto& v : calibration[b]) in.push_back(copy_to(v, device));
-    return detail::output_log_probabilities(probe->forward(in));
+    return detail::probe_output(probe->forward(in), o.mixed.sensitivity == MixedPrecision::Sensitivity::end_to_end);
   };
-  // The mean KL of the model's output with layer p's weight replaced by Ŵ.
-  auto probe_kl = [&](const Planned& p, const at::Tensor& q) {
+  // The model's output with layer p's weight replaced by Ŵ against the reference: the mean KL, or
+  // the relative squared error over the probe batches (1e30 where it is not finite).
+  auto probe_error = [&](const Planned& p, const at::Tensor& q) {
     at::Tensor param = parameter_of(*probe, p.layer->info.name);
     const at::Tensor saved = param.clone();
     param.copy_(in_parameter_layout(q, param, p.layer->layout).to(param.scalar_type()));
-    double kl = 0;
-    for (std::size_t b = 0; b < probe_batches; ++b) kl += detail::mean_kl(probe_reference[b], probe_forward(b));
+    double kl = 0, err = 0, energy = 0;
+    for (std::size_t b = 0; b < probe_batches; ++b) {
+      const at::Tensor out = probe_forward(b);
+      if (o.mixed.sensitivity == MixedPrecision::Sensitivity::end_to_end) {
+        kl += detail::mean_kl(probe_reference[b], out);
+      } else {
+        const auto [e, n] = detail::squared_error(probe_reference[b], out);
+        err += e;
+        energy += n;
+      }
+    }
     param.copy_(saved);
-    return kl / double(probe_batches);
+    if (o.mixed.sensitivity == MixedPrecision::Sensitivity::end_to_end) return kl / double(probe_batches);
+    const double r = energy > 0 ? err / energy : err;
+    return std::isfinite(r) ? r : 1e30;
   };
 
   // The sensitivity pass: layer p solved with each candidate on its statistics, nothing written.
@@ -523,13 +535,13 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& c
     const double energy = grams.target_energy(w);
     const std::vector<std::optional<Format>> candidates =
         p.pinned ? std::vector<std::optional<Format>>{p.format} : o.mixed.candidates;
-    const bool e2e = o.mixed.sensitivity == MixedPrecision::Sensitivity::end_to_end;
+    const bool e2e = o.mixed.sensitivity != MixedPrecision::Sensitivity::output;
     for (const auto& f : candidates) {
       LayerReport::Candidate c;
       c.format = f ? format_name(*f) : "float";
       if (!f) {
         c.bytes = lr.float_bytes;
-        if (e2e) c.kl = 0;
+        if (e2e) c.e2e = 0;
       } else {
         WeightGrid grid(*f, w.size(0), w.size(1), w.data_ptr<double>());
         std::map<std::string, double> notes;
@@ -538,9 +550,9 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& c
         c.relative_error = correct_bias ? detail::corrected_output_error(e, detail::bias_shift(w, q, grams), grams, energy) : e;
         const Encoded enc = grid.encoded();
         c.bytes = std::int64_t(enc.codes.size() + enc.scales.size()) + (enc.format.tensor_scale ? std::int64_t(sizeof(float)) : 0);
-        if (e2e) c.kl = probe_kl(p, q);
+        if (e2e) c.e2e = probe_error(p, q);
       }
-      c.cost = e2e ? c.kl : c.relative_error * c.relative_error;
+      c.cost = e2e ? c.e2e : c.relative_error * c.relative_error;
       lr.candidates.push_back(c);
     }
   };
@@ -893,7 +905,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& c
     const std::size_t K = staged.stages(), B = calibration.size();
     search_activation_formats(staged);
     measure_static_amax(staged);
-    if (measure && o.mixed.sensitivity == MixedPrecision::Sensitivity::end_to_end) {
+    if (measure && o.mixed.sensitivity != MixedPrecision::Sensitivity::output) {
       probe.emplace(detail::with_input_transforms(qm.deepcopy(), transforms, device));
       probe_batches = o.mixed.probe_batches < 0 ? B : std::min<std::size_t>(B, std::size_t(o.mixed.probe_batches));
       for (std::size_t b = 0; b < probe_batches; ++b) probe_reference.push_back(probe_forward(b));

@@ -19,7 +19,7 @@
 namespace qcast::ptq {
 namespace detail {
 
-at::Tensor output_log_probabilities(const c10::IValue& output) {
+at::Tensor probe_output(const c10::IValue& output, bool log_softmax) {
   c10::IValue v = output;
   if (v.isTuple() && !v.toTupleRef().elements().empty()) v = v.toTupleRef().elements()[0];
   else if (v.isList() && v.toListRef().size() > 0) v = v.toListRef()[0];
@@ -29,7 +29,12 @@ at::Tensor output_log_probabilities(const c10::IValue& output) {
                                 output.tagKind());
   const at::Tensor t = v.toTensor().detach().to(at::kCPU, at::kDouble);
   if (t.dim() == 0) throw std::invalid_argument("the end-to-end sensitivity needs a model output with at least one axis; it is a scalar");
-  return at::log_softmax(t.reshape({-1, t.size(-1)}), -1);
+  return log_softmax ? at::log_softmax(t.reshape({-1, t.size(-1)}), -1) : t;
+}
+
+std::pair<double, double> squared_error(const at::Tensor& ref, const at::Tensor& q) {
+  if (!ref.sizes().equals(q.sizes())) throw std::logic_error("end-to-end probe: the output's shape changed");
+  return {(q - ref).pow(2).sum().item<double>(), ref.pow(2).sum().item<double>()};
 }
 
 double mean_kl(const at::Tensor& log_p, const at::Tensor& log_q) {
@@ -82,7 +87,9 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
   std::vector<const LayerReport*> layers;
   std::vector<std::vector<AllocationChoice>> problem;
   AllocationReport ar;
-  ar.sensitivity = o.mixed.sensitivity == MixedPrecision::Sensitivity::output ? "output" : "e2e";
+  ar.sensitivity = o.mixed.sensitivity == MixedPrecision::Sensitivity::output       ? "output"
+                   : o.mixed.sensitivity == MixedPrecision::Sensitivity::end_to_end ? "e2e"
+                                                                                    : "e2e-mse";
   for (const auto& c : o.mixed.candidates) ar.candidates.push_back(c ? format_name(*c) : "float");
   std::int64_t smallest = 0, largest = 0;
   for (const LayerReport& lr : measured.report.layers) {

@@ -22,10 +22,13 @@ using LayerAssignment = std::map<std::string, std::optional<Format>>;
 Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& calibration, const Options& options,
                     const LayerAssignment* assignment, bool measure);
 
-// The model's output as log-probabilities over its last axis, float64 on the CPU: its first tensor
-// (of a tuple, list or dict, the first one that is a tensor). Throws naming what it got otherwise.
-at::Tensor output_log_probabilities(const c10::IValue& output);
-// Mean KL(P || Q) over the rows of two log_probabilities of the same shape; non-finite: 1e30.
+// The model's output for an end-to-end probe, float64 on the CPU: its first tensor (of a tuple, list
+// or dict, the first one that is a tensor), as log-probabilities over its last axis (log_softmax)
+// or as it is. Throws naming what it got otherwise.
+at::Tensor probe_output(const c10::IValue& output, bool log_softmax);
+// Mean KL(P || Q) over the rows of two log-probabilities of the same shape; non-finite: 1e30.
 double mean_kl(const at::Tensor& log_p, const at::Tensor& log_q);
+// ||q - ref||² and ||ref||² summed (for a relative squared error over several batches).
+std::pair<double, double> squared_error(const at::Tensor& ref, const at::Tensor& q);
 
 }  // namespace qcast::ptq::detail

@@ -115,7 +115,7 @@ std::string Report::json() const {
       Json cands = Json::array();
       for (const auto& c : l.candidates)
         cands.push_back({{"format", c.format}, {"bytes", c.bytes}, {"relative_error", number(c.relative_error)},
-                         {"kl", c.kl >= 0 ? number(c.kl) : Json(nullptr)}, {"cost", number(c.cost)}});
+                         {"e2e", c.e2e >= 0 ? number(c.e2e) : Json(nullptr)}, {"cost", number(c.cost)}});
       e["candidates"] = cands;
     }
     if (!l.notes.empty()) {

@@ -145,9 +145,9 @@ TEST_CASE("mixed precision: end-to-end sensitivity is the KL of the model with o
     const auto& cands = layer(r.report, name).candidates;
     for (const auto& c : cands) {
       CAPTURE(c.format);
-      CHECK(c.cost == c.kl);
+      CHECK(c.cost == c.e2e);
       if (c.format == "float") {
-        CHECK(c.kl == 0);
+        CHECK(c.e2e == 0);
         continue;
       }
       ptq::Options plain;
@@ -158,9 +158,37 @@ TEST_CASE("mixed precision: end-to-end sensitivity is the KL of the model with o
       torch::jit::Module qm = ptq::quantize(m, {}, plain).model;
       double kl = 0;
       for (const auto& b : calib) kl += mean_kl(fm.forward(b).toTensor(), qm.forward(b).toTensor());
-      CHECK(c.kl == Approx(kl / double(calib.size())).epsilon(1e-6).margin(1e-15));
-      CHECK(c.kl > 0);
+      CHECK(c.e2e == Approx(kl / double(calib.size())).epsilon(1e-6).margin(1e-15));
+      CHECK(c.e2e > 0);
     }
+  }
+}
+
+TEST_CASE("mixed precision: e2e-mse is the relative squared error of the model's output with only that layer quantized") {
+  const torch::jit::Module m = qcast_test::pipeline_model();
+  const auto calib = qcast_test::pipeline_calibration(2, 4);
+  ptq::Options o = mixed_options("gptq", 4.6);
+  o.mixed.sensitivity = ptq::MixedPrecision::Sensitivity::end_to_end_mse;
+  o.mixed.probe_batches = 1;
+  const ptq::Result r = ptq::quantize(m, calib, o);
+  REQUIRE(r.report.allocation);
+  CHECK(r.report.allocation->sensitivity == "e2e-mse");
+  torch::jit::Module fm = m.deepcopy();
+  const at::Tensor ref = fm.forward(calib.front()).toTensor().to(at::kDouble);
+  const auto& cands = layer(r.report, "b").candidates;
+  for (const auto& c : cands) {
+    CAPTURE(c.format);
+    if (c.format == "float") continue;
+    // The weight the probe used: gptq on b's float-model inputs, as a plain run with b alone gives.
+    ptq::Options plain;
+    plain.method = "gptq";
+    plain.format = qcast::parse_format(c.format);
+    plain.exclude = {"stem", "grouped", "a", "w?", "out"};
+    torch::jit::Module qm = ptq::quantize(m, calib, plain).model;
+    const at::Tensor out = qm.forward(calib.front()).toTensor().to(at::kDouble);
+    const double want = (out - ref).pow(2).sum().item<double>() / ref.pow(2).sum().item<double>();
+    CHECK(c.e2e == Approx(want).epsilon(1e-6));
+    CHECK(c.cost == c.e2e);
   }
 }
 

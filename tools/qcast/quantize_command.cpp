@@ -42,7 +42,7 @@ const char* kUsage =
     "                      [--act-amax max|percentile[:P]|mse] [--smooth ALPHA|pow2] [--rotate hadamard[:B]]\n"
     "                      [--act-unfit error|float] [--search-format F,...] [--search-clip]\n"
     "                      [--search-act-format F,...]\n"
-    "                      [--candidates F,...|float --budget BITS|--budget-mb MB [--sensitivity output|e2e]]\n"
+    "                      [--candidates F,...|float --budget BITS|--budget-mb MB [--sensitivity output|e2e|e2e-mse]]\n"
     "                      [--device cpu|cuda[:N]] [--cache-mb MB]\n"
     "                      [--spill-dir DIR] [METHOD OPTIONS] [--export OUT.safetensors|OUT.qpack]\n"
     "                      [--report R.json|R.html]\n"
@@ -107,8 +107,9 @@ const char* kUsage =
     "  --sensitivity S       output (default): the layer's squared relative output error on the float\n"
     "                        model's inputs (from the calibration statistics); e2e: the KL divergence\n"
     "                        of the model's output (softmax over its last axis) with only that layer\n"
-    "                        quantized, a forward pass per layer and candidate\n"
-    "  --probe-batches N     with --sensitivity e2e: the calibration batches each probe runs (default all)\n"
+    "                        quantized, a forward pass per layer and candidate; e2e-mse: the relative\n"
+    "                        squared error of that output instead (images, embeddings)\n"
+    "  --probe-batches N     with e2e or e2e-mse: the calibration batches each probe runs (default all)\n"
     "  --act-unfit error|float  a layer an activation format or rotation cannot apply to (a block\n"
     "                        that does not divide its reduction, e.g. a depthwise convolution's one\n"
     "                        channel): an error naming it (default), or the layer goes without it\n"
@@ -397,11 +398,12 @@ int run_quantize(const std::vector<std::string>& args) {
   if (!sensitivity_text.empty()) {
     if (sensitivity_text == "output") options.mixed.sensitivity = ptq::MixedPrecision::Sensitivity::output;
     else if (sensitivity_text == "e2e") options.mixed.sensitivity = ptq::MixedPrecision::Sensitivity::end_to_end;
-    else throw UsageError{"--sensitivity: valid values are output, e2e; got " + shown(sensitivity_text)};
+    else if (sensitivity_text == "e2e-mse") options.mixed.sensitivity = ptq::MixedPrecision::Sensitivity::end_to_end_mse;
+    else throw UsageError{"--sensitivity: valid values are output, e2e, e2e-mse; got " + shown(sensitivity_text)};
   }
   if (!probe_batches_text.empty()) {
-    if (options.mixed.sensitivity != ptq::MixedPrecision::Sensitivity::end_to_end)
-      throw UsageError{"--probe-batches applies to --sensitivity e2e"};
+    if (options.mixed.sensitivity == ptq::MixedPrecision::Sensitivity::output)
+      throw UsageError{"--probe-batches applies to --sensitivity e2e and e2e-mse"};
     options.mixed.probe_batches = parse_integer("--probe-batches", probe_batches_text, 1, std::int64_t(1) << 30);
   }
   if (list_json && !list) throw UsageError{"--json applies to --list (the report's JSON is --report R.json)"};

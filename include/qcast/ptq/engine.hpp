@@ -111,8 +111,10 @@ struct MixedPrecision {
   // output: a layer's sensitivity to a candidate is its squared relative output error
   // ||Ŵ·X − W·X||² / ||W·X||² on the calibration set (from the Gram matrices; no extra forward
   // pass). end_to_end: the mean KL divergence of the model's output (softmax over its last axis)
-  // from the model's with only that layer quantized (a forward pass per layer and candidate).
-  enum class Sensitivity { output, end_to_end };
+  // from the model's with only that layer quantized (a forward pass per layer and candidate);
+  // end_to_end_mse: the relative squared error of that output instead (regression outputs: images,
+  // embeddings).
+  enum class Sensitivity { output, end_to_end, end_to_end_mse };
   Sensitivity sensitivity = Sensitivity::output;
   std::int64_t probe_batches = -1;  // end_to_end: calibration batches each probe runs (< 0: all)
   bool any() const { return !candidates.empty(); }
@@ -199,7 +201,7 @@ struct LayerReport {
     std::string format;
     std::int64_t bytes = 0;
     double relative_error = 0;  // on the float model's inputs
-    double kl = -1;             // end-to-end sensitivity; -1: not measured
+    double e2e = -1;            // end-to-end sensitivity (KL or relative MSE of the output); -1: not measured
     double cost = 0;            // what the allocation summed
   };
   std::vector<Candidate> candidates;
@@ -207,7 +209,7 @@ struct LayerReport {
 
 // What the allocation of a mixed-precision run decided.
 struct AllocationReport {
-  std::string sensitivity;          // "output" or "e2e"
+  std::string sensitivity;          // "output", "e2e" (KL) or "e2e-mse"
   std::vector<std::string> candidates;
   std::int64_t weights = 0;         // elements of the allocated layers' weights
   std::int64_t budget_bytes = 0;    // the budget, as bytes over them
