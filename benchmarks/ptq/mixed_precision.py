@@ -62,7 +62,7 @@ def table(rows):
                     tie = r["metric"] == best["metric"]
                     verdict = ("tie" if tie else "better" if better else "**worse**") + f" than {best['format']} ({best['metric']:.4g})"
             name = r["format"] if r["kind"] == "uniform" else \
-                f"mixed{'' if r.get('sensitivity', 'output') == 'output' else ' (e2e)'} @ {r['budget']}"
+                f"mixed{'' if r.get('sensitivity', 'output') == 'output' else ' (' + r['sensitivity'] + ')'} @ {r['budget']}"
             out.append(f"| {name} | {r['bits_per_weight']:.3f} | {r['metric']:.4g} | {r['fidelity']:.4g} | {r['seconds']:.1f} | {verdict} |")
         for r in infeasible:
             out.append(f"\nBudget {r['budget']}: {r['message'].replace('qcast allocate: error: ', '')}")
@@ -88,7 +88,7 @@ def plots(rows, folder):
         ax.scatter([r["bits_per_weight"] for r in uni], [r["metric"] for r in uni], color="#0072B2", marker="s", label="uniform format", zorder=3)
         for r in uni:
             ax.annotate(r["format"], (r["bits_per_weight"], r["metric"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
-        for (sens, mix), colour in zip(sorted(mixes.items(), key=lambda kv: kv[0] != "output"), ["#D55E00", "#009E73"]):
+        for (sens, mix), colour in zip(sorted(mixes.items(), key=lambda kv: kv[0] != "output"), ["#D55E00", "#009E73", "#CC79A7"]):
             mix.sort(key=lambda r: r["bits_per_weight"])
             ax.plot([r["bits_per_weight"] for r in mix], [r["metric"] for r in mix], color=colour, marker="o",
                     label=f"mixed, {sens} sensitivity ({rs[0]['method']}; budgets {', '.join(str(r['budget']) for r in mix)})", zorder=4)
@@ -114,7 +114,7 @@ def main():
     p.add_argument("--budgets", default="4.25,4.5,5")
     p.add_argument("--candidates", default="int4@g128,mxfp4,nvfp4,mxfp6_e2m3,mxfp8_e4m3")
     p.add_argument("--uniform", default="int4@g128,mxfp4,nvfp4,mxfp6_e2m3")
-    p.add_argument("--sensitivity", default="output", choices=["output", "e2e"])
+    p.add_argument("--sensitivity", default="output", choices=["output", "e2e", "e2e-mse"])
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--table")
@@ -134,11 +134,11 @@ def main():
     rows = [json.loads(l) for l in open(a.results) if l.strip()] if a.resume and os.path.exists(a.results) else []
     if not a.resume:
         open(a.results, "w").close()
-    kind_of = lambda r: r["kind"] if r["kind"] == "uniform" else "mixed" + ("" if r.get("sensitivity", "output") == "output" else " e2e")
+    kind_of = lambda r: r["kind"] if r["kind"] == "uniform" else "mixed" + ("" if r.get("sensitivity", "output") == "output" else " " + r["sensitivity"])
     done = {(r["model"], kind_of(r), r.get("format"), r.get("budget")) for r in rows if r["kind"] != "infeasible"} | \
         {(r["model"], kind_of(r), None, r["budget"]) for r in rows if r["kind"] == "infeasible"}
-    mixed = "mixed" if a.sensitivity == "output" else "mixed e2e"
-    tag = "mixed" if a.sensitivity == "output" else "mixed_e2e"
+    mixed = "mixed" if a.sensitivity == "output" else "mixed " + a.sensitivity
+    tag = "mixed" if a.sensitivity == "output" else "mixed_" + a.sensitivity.replace("-", "_")
     budgets = a.budgets.split(",")
     for name in a.models.split(","):
         pending_equal = any(r["model"] == name and r["kind"] == "infeasible" and r.get("sensitivity", "output") == a.sensitivity and
