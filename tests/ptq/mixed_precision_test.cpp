@@ -211,6 +211,16 @@ TEST_CASE("mixed precision: pinned layers, the report and clear errors") {
     CHECK(html.find(std::string("id=\"") + id + "\"") != std::string::npos);
   CHECK(html.find("<script") == std::string::npos);
 
+  // A run without mixed precision gets the page without candidates and budget curve.
+  ptq::Options plain;
+  plain.method = "gptq";
+  plain.format = qcast::parse_format("mxfp4");
+  const std::string plain_html = ptq::quantize(m, calib, plain).report.html();
+  CHECK(plain_html.find("id=\"chart-errors\"") != std::string::npos);
+  CHECK(plain_html.find("id=\"chart-bytes\"") != std::string::npos);
+  CHECK(plain_html.find("id=\"chart-budget\"") == std::string::npos);
+  CHECK(plain_html.find("round to nearest") != std::string::npos);
+
   ptq::Options bad = mixed_options("gptq", 1.0);
   CHECK_THROWS_WITH(ptq::quantize(m, calib, bad), Catch::Contains("below the smallest assignment"));
   bad = mixed_options("gptq", 4.5);
