@@ -76,8 +76,8 @@ def table(rows):
                 f"mixed{'' if r.get('sensitivity', 'output') == 'output' else ' (' + r['sensitivity'] + ')'} @ {r['budget']}"
             out.append(f"| {name} | {r['bits_per_weight']:.3f} | {r['metric']:.4g} | {r['fidelity']:.4g} | {r['seconds']:.1f} | "
                        f"{by_metric} | {by_fidelity} |")
-        for r in infeasible:
-            out.append(f"\nBudget {r['budget']}: {r['message'].replace('qcast allocate: error: ', '')}")
+        for message in dict.fromkeys(f"Budget {r['budget']}: {r['message'].replace('qcast allocate: error: ', '')}" for r in infeasible):
+            out.append("\n" + message)  # once: every sensitivity's table has the same sizes
     return "\n".join(out)
 
 
@@ -204,6 +204,16 @@ def main():
                 r["sensitivity_seconds"] = sensitivity_seconds
         with open(a.results, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
+        def replay(alloc, label, file, start):
+            """Quantizes with the assignment `qcast allocate --json` printed, as one mixed row."""
+            out = os.path.join(a.work, file)
+            opts = [w for o in alloc["quantize_options"] for w in o.split(" ", 1)]
+            cmd = [a.qcast, "quantize", model_path, "--format", a.candidates.split(",")[0], *opts, *common, "-o", out,
+                   "--report", out + ".json"]
+            run("mixed", f"{mixed} @ {label}", cmd, out, {"budget": label, "candidates": a.candidates, "format": None,
+                                                          "sensitivity": a.sensitivity, "sensitivity_seconds": sensitivity_seconds,
+                                                          "extra_seconds": time.time() - start}, names)
+
         for b in budgets:
             if b == top or (name, mixed, None, b) in done:
                 continue
@@ -217,14 +227,7 @@ def main():
                     f.write(json.dumps(row) + "\n")
                 print(f"{name} {mixed} @ {b}: {p.stderr.strip()}", flush=True)
                 continue
-            alloc = json.loads(p.stdout)
-            out = os.path.join(a.work, f"{name}_{tag}_{b}.pt")
-            opts = [w for o in alloc["quantize_options"] for w in o.split(" ", 1)]
-            cmd = [a.qcast, "quantize", model_path, "--format", a.candidates.split(",")[0], *opts, *common, "-o", out,
-                   "--report", out + ".json"]
-            run("mixed", f"{mixed} @ {b}", cmd, out, {"budget": b, "candidates": a.candidates, "format": None,
-                                                      "sensitivity": a.sensitivity, "sensitivity_seconds": sensitivity_seconds,
-                                                      "extra_seconds": time.time() - start}, names)
+            replay(json.loads(p.stdout), b, f"{name}_{tag}_{b}.pt", start)
         for fmt in a.uniform.split(","):
             if (name, "uniform", fmt, None) in done:
                 continue
@@ -243,13 +246,7 @@ def main():
             start = time.time()
             alloc = json.loads(subprocess.run([a.qcast, "allocate", first + ".json", "--budget-bytes", str(budget_bytes), "--json"],
                                               check=True, capture_output=True, text=True).stdout)
-            out = os.path.join(a.work, f"{name}_{tag}_as_{smallest['format'].replace('@', '_')}.pt")
-            opts = [w for o in alloc["quantize_options"] for w in o.split(" ", 1)]
-            cmd = [a.qcast, "quantize", model_path, "--format", a.candidates.split(",")[0], *opts, *common, "-o", out,
-                   "--report", out + ".json"]
-            run("mixed", f"{mixed} @ {label}", cmd, out, {"budget": label, "candidates": a.candidates, "format": None,
-                                                          "sensitivity": a.sensitivity, "sensitivity_seconds": sensitivity_seconds,
-                                                          "extra_seconds": time.time() - start}, names)
+            replay(alloc, label, f"{name}_{tag}_as_{smallest['format'].replace('@', '_')}.pt", start)
     print(table(rows))
     if a.plots:
         plots(rows, a.plots)
