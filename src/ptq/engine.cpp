@@ -141,6 +141,19 @@ c10::IValue copy_to(const c10::IValue& v, const c10::Device& device) {
   return v.deepcopy(device);
 }
 
+// A batch's own copy on the device (a stage may write into its inputs).
+Batch batch_on(const Batch& batch, const c10::Device& device) {
+  Batch out;
+  for (const auto& v : batch) out.push_back(copy_to(v, device));
+  return out;
+}
+
+// The bytes a weight takes as stored: packed codes + scales (+ a two-level format's float tensor
+// scale). The report, the export and the mixed-precision budget all count this.
+std::int64_t stored_bytes(const Encoded& e) {
+  return std::int64_t(e.codes.size() + e.scales.size()) + (e.format.tensor_scale ? std::int64_t(sizeof(float)) : 0);
+}
+
 // A copy of a boundary state that the stages after it may write into without changing the original.
 detail::Env deep_copy(const detail::Env& env) {
   c10::IValue::HashIdentityIValueMap memo;
@@ -227,8 +240,9 @@ std::vector<LayerInfo> list_layers(const torch::jit::Module& model) {
 namespace detail {
 
 Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& calibration, const Options& o,
-                    const LayerAssignment* assignment, bool measure) {
+                    const LayerAssignment* assignment, LayerAssignments* measured) {
   const auto start = Clock::now();
+  const bool measure = measured != nullptr;
   if (!torch_ops_library()) throw std::logic_error("qcast: the operator library is not loaded");
   const detail::MethodPlugin& plugin = detail::find_plugin(o.method);
   const detail::MethodValues values(plugin.info, o.method_options);
@@ -501,9 +515,8 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& c
   std::size_t probe_batches = 0;
   auto probe_forward = [&](std::size_t b) {
     SingleThreaded forward_threads(!o.threaded_forward && device.is_cpu());
-    std::vector<c10::IValue> in;
-    for (const auto& v : calibration[b]) in.push_back(copy_to(v, device));
-    return detail::probe_output(probe->forward(in), o.mixed.sensitivity == MixedPrecision::Sensitivity::end_to_end);
+    return detail::probe_output(probe->forward(batch_on(calibration[b], device)),
+                                o.mixed.sensitivity == MixedPrecision::Sensitivity::end_to_end);
   };
   // The model's output with layer p's weight replaced by Ŵ against the reference: the mean KL, or
   // the relative squared error over the probe batches (1e30 where it is not finite).
@@ -535,6 +548,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& c
     const double energy = grams.target_energy(w);
     const std::vector<std::optional<Format>> candidates =
         p.pinned ? std::vector<std::optional<Format>>{p.format} : o.mixed.candidates;
+    (*measured)[p.layer->info.name] = candidates;
     const bool e2e = o.mixed.sensitivity != MixedPrecision::Sensitivity::output;
     for (const auto& f : candidates) {
       LayerReport::Candidate c;
@@ -548,8 +562,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& c
         const at::Tensor q = solve_groups(w, grid, &grams, notes);
         const double e = detail::relative_output_error(w, q, grams, energy);
         c.relative_error = correct_bias ? detail::corrected_output_error(e, detail::bias_shift(w, q, grams), grams, energy) : e;
-        const Encoded enc = grid.encoded();
-        c.bytes = std::int64_t(enc.codes.size() + enc.scales.size()) + (enc.format.tensor_scale ? std::int64_t(sizeof(float)) : 0);
+        c.bytes = stored_bytes(grid.encoded());
         if (e2e) c.e2e = probe_error(p, q);
       }
       c.cost = e2e ? c.e2e : c.relative_error * c.relative_error;
@@ -624,8 +637,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& c
       pw.shape = l.info.shape;
       pw.layout = l.layout;
       pw.matrix = grid.encoded();
-      lr.quantized_bytes = std::int64_t(pw.matrix.codes.size() + pw.matrix.scales.size()) +
-                           (pw.matrix.format.tensor_scale ? std::int64_t(sizeof(float)) : 0);
+      lr.quantized_bytes = stored_bytes(pw.matrix);
       res.packed.push_back(std::move(pw));
     } catch (const Stopped&) {
       throw;
@@ -658,9 +670,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& c
       pr.batches = int(calibration.size());
       report_progress(pr);
       SingleThreaded forward_threads(!o.threaded_forward && device.is_cpu());
-      Batch on_device;
-      for (const auto& v : calibration[b]) on_device.push_back(copy_to(v, device));
-      detail::Env env = staged.initial(on_device);
+      detail::Env env = staged.initial(batch_on(calibration[b], device));
       for (std::size_t k = 0; k <= last_stage; ++k) {
         std::vector<c10::IValue> in;
         try {
@@ -926,9 +936,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& c
     auto slot_f = [](std::size_t b) { return 2 * b; };
     auto slot_q = [](std::size_t b) { return 2 * b + 1; };
     auto copy_of_batch = [&](std::size_t b) {  // each stream its own copy: a stage may write into its inputs
-      Batch on_device;
-      for (const auto& v : calibration[b]) on_device.push_back(copy_to(v, device));
-      return staged.initial(on_device);
+      return staged.initial(batch_on(calibration[b], device));
     };
     for (std::size_t b = 0; b < B; ++b) {
       cache.put(slot_f(b), copy_of_batch(b));

@@ -4,9 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <chrono>
-#include <fnmatch.h>
 #include <cmath>
-#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -79,9 +77,10 @@ void check_mixed_options(const Options& o, const std::vector<Batch>& calibration
 
 Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calibration, const Options& o) {
   check_mixed_options(o, calibration);
-  if (!o.mixed.any()) return detail::run_pipeline(model, calibration, o, nullptr, false);
+  if (!o.mixed.any()) return detail::run_pipeline(model, calibration, o, nullptr, nullptr);
   const auto start = Clock::now();
-  const Result measured = detail::run_pipeline(model, calibration, o, nullptr, true);
+  detail::LayerAssignments formats;  // what each layer's candidates are
+  const Result measured = detail::run_pipeline(model, calibration, o, nullptr, &formats);
 
   // The knapsack: each measured layer's candidates as (bytes, cost).
   std::vector<const LayerReport*> layers;
@@ -91,7 +90,7 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
                    : o.mixed.sensitivity == MixedPrecision::Sensitivity::end_to_end ? "e2e"
                                                                                     : "e2e-mse";
   for (const auto& c : o.mixed.candidates) ar.candidates.push_back(c ? format_name(*c) : "float");
-  std::int64_t smallest = 0, largest = 0;
+  std::int64_t largest = 0;
   for (const LayerReport& lr : measured.report.layers) {
     if (lr.status != "measured") continue;
     layers.push_back(&lr);
@@ -99,13 +98,11 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
     for (const std::int64_t d : lr.shape) n *= d;
     ar.weights += n;
     std::vector<AllocationChoice> choices;
-    std::int64_t lo = std::numeric_limits<std::int64_t>::max(), hi = 0;
+    std::int64_t hi = 0;
     for (const auto& c : lr.candidates) {
       choices.push_back({c.bytes, c.cost});
-      lo = std::min(lo, c.bytes);
       hi = std::max(hi, c.bytes);
     }
-    smallest += lo;
     largest += hi;
     problem.push_back(std::move(choices));
   }
@@ -117,29 +114,23 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
     throw std::invalid_argument(fmt::format(
         "the budget ({} bytes, {} bits per weight over {} weights) is below the smallest assignment: {} bytes, {} bits per weight "
         "(every layer at its smallest candidate)",
-        ar.budget_bytes, bits_text(ar.budget_bits_per_weight()), ar.weights, smallest,
-        bits_text(8.0 * double(smallest) / double(ar.weights))));
+        ar.budget_bytes, bits_text(ar.budget_bits_per_weight()), ar.weights, a.least_bytes,
+        bits_text(8.0 * double(a.least_bytes) / double(ar.weights))));
   ar.bytes = a.bytes;
   ar.cost = a.cost;
   ar.states = std::int64_t(a.states);
   // The curve: the least summed sensitivity at budgets from the smallest assignment to the largest.
   const int points = 32;
   for (int i = 0; i <= points; ++i) {
-    const std::int64_t cap = smallest + std::int64_t(std::floor(double(largest - smallest) * double(i) / points));
+    const std::int64_t cap = a.least_bytes + std::int64_t(std::floor(double(largest - a.least_bytes) * double(i) / points));
     const Allocation c = allocate(problem, cap);
     ar.curve.emplace_back(8.0 * double(cap) / double(ar.weights), c.cost);
   }
-  // Layers that --layer-format pins had their own format as their one candidate; the others' choices
-  // index the candidates.
   detail::LayerAssignment assignment;
-  for (std::size_t l = 0; l < layers.size(); ++l) {
-    bool pinned = false;
-    for (const auto& lf : o.layer_formats) pinned = pinned || fnmatch(lf.pattern.c_str(), layers[l]->name.c_str(), 0) == 0;
-    if (!pinned) assignment[layers[l]->name] = o.mixed.candidates[a.choice[l]];
-  }
+  for (std::size_t l = 0; l < layers.size(); ++l) assignment[layers[l]->name] = formats.at(layers[l]->name).at(a.choice[l]);
   ar.seconds = std::chrono::duration<double>(Clock::now() - start).count();
 
-  Result r = detail::run_pipeline(model, calibration, o, &assignment, false);
+  Result r = detail::run_pipeline(model, calibration, o, &assignment, nullptr);
   for (LayerReport& lr : r.report.layers)
     for (const LayerReport* m : layers)
       if (m->name == lr.name) lr.candidates = m->candidates;

@@ -15,12 +15,15 @@ namespace qcast::ptq::detail {
 
 // Layer name -> its format from an allocation (std::nullopt: float); it wins over Options' formats.
 using LayerAssignment = std::map<std::string, std::optional<Format>>;
+// Layer name -> the formats it may take, in the order of its report's `candidates`.
+using LayerAssignments = std::map<std::string, std::vector<std::optional<Format>>>;
 
-// One pass of the pipeline. measure: every planned layer is solved with each candidate of
-// options.mixed (only its own format where --layer-format pins it) on the float model's inputs,
-// scored into its report's `candidates`, and left in float (status "measured"); no model is saved.
+// One pass of the pipeline. With `measured`, the sensitivity pass: every planned layer is solved
+// with each candidate of options.mixed (only its own format where --layer-format pins it) on the
+// float model's inputs, scored into its report's `candidates` (their formats into `measured`), and
+// left in float (status "measured"); no model is saved.
 Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& calibration, const Options& options,
-                    const LayerAssignment* assignment, bool measure);
+                    const LayerAssignment* assignment, LayerAssignments* measured);
 
 // The model's output for an end-to-end probe, float64 on the CPU: its first tensor (of a tuple, list
 // or dict, the first one that is a tensor), as log-probabilities over its last axis (log_softmax)

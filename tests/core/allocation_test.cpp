@@ -39,6 +39,13 @@ Exhaustive brute_force(const Layers& layers, std::int64_t capacity) {
 void check(const Layers& layers, std::int64_t capacity) {
   const Exhaustive want = brute_force(layers, capacity);
   const qcast::ptq::Allocation got = qcast::ptq::allocate(layers, capacity);
+  std::int64_t least = 0;
+  for (const auto& l : layers) {
+    std::int64_t lo = l.front().bytes;
+    for (const auto& c : l) lo = std::min(lo, c.bytes);
+    least += lo;
+  }
+  CHECK(got.least_bytes == least);
   REQUIRE(got.feasible == want.feasible);
   if (!want.feasible) return;
   REQUIRE(got.choice.size() == layers.size());

@@ -101,27 +101,16 @@ int allocate_command(const std::vector<std::string>& args) {
   }
   std::int64_t capacity = 0;
   if (!budget_text.empty()) {
-    const double bits = parse_number("--budget", budget_text);
-    if (!(bits > 0 && bits <= 64)) throw UsageError{"--budget is in bits per weight, in (0, 64]; got " + shown(budget_text)};
-    capacity = std::int64_t(std::floor(bits * double(weights) / 8.0));
+    capacity = std::int64_t(std::floor(budget_bits_option(budget_text) * double(weights) / 8.0));
   } else if (!budget_mb_text.empty()) {
-    const double mb = parse_number("--budget-mb", budget_mb_text);
-    if (!(mb > 0 && mb < double(std::int64_t(1) << 40))) throw UsageError{"--budget-mb must be positive, got " + shown(budget_mb_text)};
-    capacity = std::int64_t(std::floor(mb * double(1 << 20)));
+    capacity = budget_mb_option(budget_mb_text);
   } else {
     capacity = parse_integer("--budget-bytes", budget_bytes_text, 0, std::int64_t(1) << 60);
   }
   const qcast::ptq::Allocation a = qcast::ptq::allocate(problem, capacity);
-  if (!a.feasible) {
-    std::int64_t smallest = 0;
-    for (const auto& choices : problem) {
-      std::int64_t lo = choices.front().bytes;
-      for (const auto& c : choices) lo = std::min(lo, c.bytes);
-      smallest += lo;
-    }
+  if (!a.feasible)
     throw std::runtime_error(fmt::format("the budget ({} bytes) is below the smallest assignment, {} bytes ({:.4g} bits per weight)",
-                                         capacity, smallest, 8.0 * double(smallest) / double(weights)));
-  }
+                                         capacity, a.least_bytes, 8.0 * double(a.least_bytes) / double(weights)));
   std::vector<std::string> options;
   for (std::size_t l = 0; l < layers.size(); ++l) {
     const std::string& f = layers[l].formats[a.choice[l]];

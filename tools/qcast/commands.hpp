@@ -1,6 +1,7 @@
 // Subcommands of the qcast tool. Each returns the process exit code.
 #pragma once
 #include <cerrno>
+#include <cstdint>
 #include <climits>
 #include <cmath>
 #include <cstdlib>
@@ -64,6 +65,20 @@ inline qcast::Format format_option(const std::string& text) {
   } catch (const std::invalid_argument& e) {
     throw UsageError{e.what()};
   }
+}
+
+// Mixed precision's budget (quantize --budget, allocate --budget): bits per weight in (0, 64].
+inline double budget_bits_option(const std::string& text) {
+  const double bits = parse_number("--budget", text);
+  if (!(bits > 0 && bits <= 64)) throw UsageError{"--budget is in bits per weight, in (0, 64]; got " + shown(text)};
+  return bits;
+}
+
+// --budget-mb: MiB, as bytes.
+inline std::int64_t budget_mb_option(const std::string& text) {
+  const double mb = parse_number("--budget-mb", text);
+  if (!(mb > 0 && mb < double(std::int64_t(1) << 40))) throw UsageError{"--budget-mb must be positive, got " + shown(text)};
+  return std::int64_t(std::floor(mb * double(1 << 20)));
 }
 
 int formats_command(const std::vector<std::string>& args);

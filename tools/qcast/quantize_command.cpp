@@ -386,16 +386,8 @@ int run_quantize(const std::vector<std::string>& args) {
   } else if (!budget_text.empty() || !budget_mb_text.empty() || !sensitivity_text.empty() || !probe_batches_text.empty()) {
     throw UsageError{"--budget, --budget-mb, --sensitivity and --probe-batches apply to mixed precision (--candidates)"};
   }
-  if (!budget_text.empty()) {
-    options.mixed.budget_bits = parse_number("--budget", budget_text);
-    if (!(options.mixed.budget_bits > 0 && options.mixed.budget_bits <= 64))
-      throw UsageError{"--budget is in bits per weight, in (0, 64]; got " + shown(budget_text)};
-  }
-  if (!budget_mb_text.empty()) {
-    const double mb = parse_number("--budget-mb", budget_mb_text);
-    if (!(mb > 0 && mb < double(std::int64_t(1) << 40))) throw UsageError{"--budget-mb must be positive, got " + shown(budget_mb_text)};
-    options.mixed.budget_bytes = std::int64_t(std::floor(mb * double(1 << 20)));
-  }
+  if (!budget_text.empty()) options.mixed.budget_bits = budget_bits_option(budget_text);
+  if (!budget_mb_text.empty()) options.mixed.budget_bytes = budget_mb_option(budget_mb_text);
   if (!sensitivity_text.empty()) {
     if (sensitivity_text == "output") options.mixed.sensitivity = ptq::MixedPrecision::Sensitivity::output;
     else if (sensitivity_text == "e2e") options.mixed.sensitivity = ptq::MixedPrecision::Sensitivity::end_to_end;

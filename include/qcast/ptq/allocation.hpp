@@ -28,6 +28,7 @@ struct Allocation {
   std::vector<std::size_t> choice;  // per layer, the index into its choices (empty when infeasible)
   double cost = 0;                  // the summed cost of the choices
   std::int64_t bytes = 0;           // the summed size, <= capacity
+  std::int64_t least_bytes = 0;     // the smallest assignment's size (every layer at its smallest choice)
   std::size_t states = 0;           // partial assignments the search kept (a measure of its work)
 };
 
@@ -128,6 +129,7 @@ inline Allocation allocate(const std::vector<std::vector<AllocationChoice>>& lay
   };
 
   Allocation result;
+  result.least_bytes = min_bytes_from[0];
   if (min_bytes_from[0] > capacity) return result;
 
   // An incumbent to prune against: the relaxation's integral part, then any step that still fits.
