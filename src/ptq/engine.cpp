@@ -213,6 +213,31 @@ struct Planned {
   bool solved = false;
 };
 
+// The weight columns one input channel spans: a convolution's kernel size, 1 for a matmul.
+std::int64_t columns_per_channel(const Planned& p) {
+  const at::Tensor& w = p.float_weight;
+  return p.layer->sites.front().kind == detail::SiteKind::conv && w.dim() > 2 ? w[0][0].numel() : 1;
+}
+
+// The accumulator need of a quantized layer from its codes; a bound it breaks is a bug of the
+// method's walk, never a result.
+LayerReport::Accumulator accumulator_report(const detail::AccumulatorBound& b, const Encoded& codes) {
+  const AccumulatorNeed need = accumulator_need(codes, b.input, b.tile);
+  if (b.bits > 0 && need.worst > accumulator_limit(b.bits))
+    throw std::logic_error("the quantized codes need a " + std::to_string(need.bits) + "-bit accumulator (row " +
+                           std::to_string(need.row) + ", tile at column " + std::to_string(need.col) + "), past the bound of " +
+                           std::to_string(b.bits) + " bits");
+  LayerReport::Accumulator a;
+  a.bits = b.bits;
+  a.tile = b.tile;
+  a.input_min = b.input.min;
+  a.input_max = b.input.max;
+  a.input_from = b.input_from;
+  a.worst = need.worst;
+  a.bits_needed = need.bits;
+  return a;
+}
+
 // Which of p's sites sits at a walk position.
 std::size_t site_at_of(const Planned& p, std::size_t node_index) {
   for (std::size_t s = 0; s < p.layer->sites.size(); ++s)
@@ -252,6 +277,13 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& c
   if (calibration.empty() && o.bias_correction)
     throw std::invalid_argument("bias correction needs calibration data (the mean output shift is measured on it)");
   if (o.cache_mb > (std::int64_t(1) << 40)) throw std::invalid_argument("the boundary cache budget is out of range");
+  if (o.accumulator.bits > 0 && !plugin.info.bounds_accumulator)
+    throw std::invalid_argument("method " + o.method + " does not keep an accumulator bound (--accumulator-bits); the methods "
+                                "that do: rtn, gptq, gpfq, ed");
+  if (o.accumulator.any() && o.mixed.any())
+    throw std::invalid_argument("an accumulator bound and mixed precision do not combine (the candidates need not be integer formats)");
+  if (o.accumulator.bits == 0 && o.accumulator.tile != 0)
+    throw std::invalid_argument("an accumulator tile is a tile of a bounded accumulator; give --accumulator-bits too");
   at::NoGradGuard no_grad;
   torch::jit::Module fm = model.deepcopy(), qm = model.deepcopy();
   fm.eval();
@@ -282,6 +314,12 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& c
   if (o.cache_mb >= 0) rep.options.emplace_back("cache-mb", std::to_string(o.cache_mb));
   rep.options.emplace_back("bias-correction", o.bias_correction ? "true" : "false");
   rep.options.emplace_back("threaded-forward", o.threaded_forward ? "true" : "false");
+  if (o.accumulator.bits > 0) rep.options.emplace_back("accumulator-bits", std::to_string(o.accumulator.bits));
+  if (o.accumulator.tile > 0) rep.options.emplace_back("accumulator-tile", std::to_string(o.accumulator.tile));
+  if (o.accumulator.input_bits > 0) {
+    rep.options.emplace_back("act-bits", std::to_string(o.accumulator.input_bits));
+    rep.options.emplace_back("act-unsigned", o.accumulator.input_signed ? "false" : "true");
+  }
   const ActivationOptions& act = o.activations;
   if (act.any()) {
     if (act.format) rep.options.emplace_back("act-format", format_name(*act.format));
@@ -473,7 +511,8 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& c
 
   // The method's Ŵ for w [rows, cols] (float64) on `grid`, group by group (grams: nullptr without
   // calibration data); the groups' notes averaged into `notes`.
-  auto solve_groups = [&](const at::Tensor& w, WeightGrid& grid, const detail::Grams* grams, std::map<std::string, double>& notes) {
+  auto solve_groups = [&](const at::Tensor& w, WeightGrid& grid, const detail::Grams* grams, std::map<std::string, double>& notes,
+                          const detail::AccumulatorBound* bound = nullptr) {
     const std::int64_t rows = w.size(0);
     const std::int64_t groups = grams ? grams->xhat_xhat.size(0) : 1;
     if (rows % groups != 0) throw std::logic_error("weight rows do not split into the layer's groups");
@@ -493,6 +532,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& c
       gp.row0 = gi * per;
       gp.grid = &grid;
       gp.options = &values;
+      gp.accumulator = bound && bound->bits > 0 ? bound : nullptr;
       const at::Tensor qg = plugin.solve(gp);
       q.narrow(0, gi * per, per).copy_(qg);
       for (const auto& [k, v] : gp.notes) notes[k] += v / double(groups);
@@ -591,9 +631,12 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& c
         return;
       }
       if (grams && (!o.search_formats.empty() || !o.search_clips.empty())) search_format(p, w, *grams);
+      const std::optional<detail::AccumulatorBound> bound = detail::accumulator_bound(
+          o.accumulator, p.format, lr.act_format, cols, columns_per_channel(p));
       WeightGrid grid(p.format, rows, cols, w.data_ptr<double>(), p.clip);
       std::map<std::string, double> notes;
-      const at::Tensor q = solve_groups(w, grid, grams, notes);
+      const at::Tensor q = solve_groups(w, grid, grams, notes, bound ? &*bound : nullptr);
+      if (bound) lr.accumulator = accumulator_report(*bound, grid.encoded());
       for (const auto& [k, v] : notes) lr.notes[k] = v;  // beside what the transforms noted
       if (p.search_error >= 0) {
         lr.notes["clip"] = p.clip;

@@ -11,6 +11,7 @@
 #include <map>
 #include <string>
 
+#include "bounded_rounding.hpp"
 #include "qcast/ptq/engine.hpp"
 #include "qcast/ptq/weight_grid.hpp"
 
@@ -41,6 +42,9 @@ struct GroupProblem {
   std::int64_t row0 = 0;         // first row of the group in the grid
   WeightGrid* grid = nullptr;    // rounding: every value of the result must be grid->quantize(...) of its row and column
   const MethodValues* options = nullptr;
+  // The run's accumulator bound for this layer (nullptr: none): a method that declares
+  // bounds_accumulator rounds every element through a BoundedRounding of it.
+  const AccumulatorBound* accumulator = nullptr;
   // What the method wants the report to show for this layer (e.g. ED's fold factor), by name; the
   // report gives the mean over the layer's groups.
   std::map<std::string, double> notes;

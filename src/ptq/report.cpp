@@ -118,6 +118,16 @@ std::string Report::json() const {
                          {"e2e", c.e2e >= 0 ? number(c.e2e) : Json(nullptr)}, {"cost", number(c.cost)}});
       e["candidates"] = cands;
     }
+    if (l.accumulator) {
+      const LayerReport::Accumulator& a = *l.accumulator;
+      e["accumulator"] = {{"bits", a.bits > 0 ? Json(a.bits) : Json(nullptr)},
+                          {"tile", a.tile},
+                          {"input_min", a.input_min},
+                          {"input_max", a.input_max},
+                          {"input_from", a.input_from},
+                          {"worst", a.worst},
+                          {"bits_needed", a.bits_needed}};
+    }
     if (!l.notes.empty()) {
       Json notes = Json::object();
       for (const auto& [k, v] : l.notes) notes[k] = number(v);
@@ -169,6 +179,20 @@ std::string Report::table() const {
   if (rotated > 0) s += fmt::format("Hadamard rotation on the inputs of {} layers\n", rotated);
   for (const LayerReport& l : layers)
     if (!l.act_status.empty()) s += fmt::format("{}: {}\n", l.name, l.act_status);
+  // Accumulators: the widest need of any layer, against the bound where there is one.
+  const LayerReport* widest = nullptr;
+  for (const LayerReport& l : layers)
+    if (l.accumulator && (!widest || l.accumulator->bits_needed > widest->accumulator->bits_needed)) widest = &l;
+  if (widest) {
+    const LayerReport::Accumulator& a = *widest->accumulator;
+    if (a.bits > 0)
+      s += fmt::format("accumulator bound {} bits: every quantized layer's integer dot products fit for any input in range; "
+                       "the widest need is {} bits ({}, tiles of {}, inputs {})\n",
+                       a.bits, a.bits_needed, widest->name, a.tile, a.input_from);
+    else
+      s += fmt::format("accumulators: the widest need is {} bits ({}, tiles of {}, inputs {}); no bound was kept\n",
+                       a.bits_needed, widest->name, a.tile, a.input_from);
+  }
   if (allocation) {
     const AllocationReport& a = *allocation;
     s += fmt::format("mixed precision ({} sensitivity, candidates {}): budget {:.4g} bits per weight ({} bytes), allocated "

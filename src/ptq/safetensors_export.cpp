@@ -92,6 +92,22 @@ std::string quantization_config(const Result& r, const std::string& weights_file
     inputs[l.name] = e;
   }
   if (!inputs.empty()) c["inputs"] = inputs;
+  // The accumulator each layer's integer codes need (and the bound kept), for a deployment that
+  // sizes its accumulators: per tile of `tile` columns, inputs in [input_min, input_max].
+  nlohmann::ordered_json accumulators = nlohmann::ordered_json::object();
+  for (const auto& l : r.report.layers) {
+    if (!l.accumulator || l.status != "quantized") continue;
+    const LayerReport::Accumulator& a = *l.accumulator;
+    nlohmann::ordered_json e;
+    if (a.bits > 0) e["bits"] = a.bits;
+    e["tile"] = a.tile;
+    e["input_min"] = a.input_min;
+    e["input_max"] = a.input_max;
+    e["worst"] = a.worst;
+    e["bits_needed"] = a.bits_needed;
+    accumulators[l.name] = e;
+  }
+  if (!accumulators.empty()) c["accumulators"] = accumulators;
   return c.dump(2) + "\n";
 }
 

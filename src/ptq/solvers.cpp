@@ -27,9 +27,26 @@ void fix_all_blocks(WeightGrid& grid, std::int64_t row0, const at::Tensor& from)
         grid.fix_block(row0 + r, c, p + r * cols + c, std::min<std::int64_t>(grid.block_size(), cols - c));
 }
 
-void round_to_nearest(at::Tensor& w, std::int64_t row0, WeightGrid& grid) {
+std::optional<BoundedRounding> bounded_rounding(const AccumulatorBound* bound, WeightGrid& grid, std::int64_t row0,
+                                                const at::Tensor& w, bool scales_fixed) {
+  if (!bound) return std::nullopt;
+  if (!scales_fixed && grid.block_size() > 0)
+    throw std::invalid_argument("an accumulator bound needs the block scales fixed before the walk (--scales static): its "
+                                "limits are in codes, whose step each block's scale sets");
+  const at::Tensor v = w.to(at::kDouble).contiguous();
+  return std::optional<BoundedRounding>(std::in_place, *bound, grid, row0, v.data_ptr<double>(), v.size(0));
+}
+
+void round_to_nearest(at::Tensor& w, std::int64_t row0, WeightGrid& grid, const AccumulatorBound* bound) {
   const std::int64_t rows = w.size(0), cols = w.size(1);
   double* p = w.data_ptr<double>();
+  if (bound) {
+    fix_all_blocks(grid, row0, w);
+    std::optional<BoundedRounding> bounded = bounded_rounding(bound, grid, row0, w, true);
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (std::int64_t c = 0; c < cols; ++c) p[r * cols + c] = bounded->quantize(r, c, p[r * cols + c]);
+    return;
+  }
   for (std::int64_t r = 0; r < rows; ++r) {
     double* row = p + r * cols;
     for (std::int64_t c = 0; c < cols; ++c) {
@@ -66,6 +83,8 @@ at::Tensor sequential_rounding(at::Tensor w, at::Tensor h, std::int64_t row0, We
     from.index_put_({at::indexing::Slice(), dead}, 0.0);
     fix_all_blocks(grid, row0, from);
   }
+  // The thresholds of the bound from the weights before the walk, in their own column order.
+  std::optional<BoundedRounding> bounded = bounded_rounding(o.accumulator, grid, row0, w, fixed_first);
   if (o.act_order) {
     const at::Tensor perm = at::argsort(h.diagonal(), /*stable=*/true, /*dim=*/0, /*descending=*/true);
     for (std::int64_t i = 0; i < cols; ++i) order[std::size_t(i)] = perm[i].item<std::int64_t>();
@@ -88,7 +107,9 @@ at::Tensor sequential_rounding(at::Tensor w, at::Tensor h, std::int64_t row0, We
         double* row = W + r * cols;
         if (!fixed_first && grid.opens_block(col))
           grid.fix_block(row0 + r, col, row + i, std::min<std::int64_t>(grid.block_size(), cols - i));
-        const double q = grid.quantize(row0 + r, col, row[i]);
+        // With a bound, the error diffused is that of the bounded code: the columns after make up
+        // for the clamping as they do for the rounding.
+        const double q = bounded ? bounded->quantize(r, col, row[i]) : grid.quantize(row0 + r, col, row[i]);
         const double e = (row[i] - q) / uii;
         row[i] = q;
         err[std::size_t(r * width + (i - i1))] = e;

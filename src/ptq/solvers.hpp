@@ -5,15 +5,25 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
+#include "bounded_rounding.hpp"
 #include "grams.hpp"
 #include "qcast/ptq/weight_grid.hpp"
 
 namespace qcast::ptq::detail {
 
 // Each row of w [rows, cols] (float64, contiguous) rounded to nearest on its groups' grid, in place.
-void round_to_nearest(at::Tensor& w, std::int64_t row0, WeightGrid& grid);
+// With an accumulator bound: every block's scale fixed from w first, then each row's elements in
+// column order through BoundedRounding.
+void round_to_nearest(at::Tensor& w, std::int64_t row0, WeightGrid& grid, const AccumulatorBound* bound = nullptr);
+
+// A BoundedRounding of `bound` for rows row0.. of the grid, thresholds from w [rows, cols]; none
+// without a bound. Scales must be fixed: std::invalid_argument for block scales that a walk would
+// fix later (--scales diffused).
+std::optional<BoundedRounding> bounded_rounding(const AccumulatorBound* bound, WeightGrid& grid, std::int64_t row0,
+                                                const at::Tensor& w, bool scales_fixed);
 
 struct ColumnWalk {
   double damping = 0.01;       // fraction of the mean diagonal of H added to it
@@ -24,6 +34,7 @@ struct ColumnWalk {
   // groups). Undefined: a block's scale is fixed from the weights as the walk has changed them when
   // it reaches the block ("diffused"); with act_order the weights before the walk are used.
   at::Tensor scales_from;
+  const AccumulatorBound* accumulator = nullptr;  // every column rounded within it (needs static scales)
 };
 
 // Width of the lazy batches: the requested width rounded up to whole blocks, so that a block's

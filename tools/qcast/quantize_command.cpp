@@ -43,6 +43,7 @@ const char* kUsage =
     "                      [--act-unfit error|float] [--search-format F,...] [--search-clip]\n"
     "                      [--search-act-format F,...]\n"
     "                      [--candidates F,...|float --budget BITS|--budget-mb MB [--sensitivity output|e2e|e2e-mse]]\n"
+    "                      [--accumulator-bits P [--accumulator-tile T]] [--act-bits N [--act-unsigned]]\n"
     "                      [--device cpu|cuda[:N]] [--cache-mb MB]\n"
     "                      [--spill-dir DIR] [METHOD OPTIONS] [--export OUT.safetensors|OUT.qpack]\n"
     "                      [--report R.json|R.html]\n"
@@ -124,7 +125,15 @@ const char* kUsage =
     "                        but LibTorch's convolutions then give bits that depend on the thread count\n"
     "                        (by default they run on one thread and the result is the same for any)\n"
     "  --bias-correction     add each quantized layer's mean output shift on the calibration set to\n"
-    "                        its bias (linear and convolution layers with a bias; any method)\n"
+    "                        its bias (linear and convolution layers with a bias; any method)\n"    "  --accumulator-bits P  AXE: keep integer weights, during the method's walk, within the codes that\n"
+    "                        make every dot product of a layer fit a P-bit accumulator for any input in\n"
+    "                        its integer range (rtn, gptq, gpfq, ed; integer weight formats); checked\n"
+    "                        from the codes afterwards, each layer's need in the report\n"
+    "  --accumulator-tile T  multi-stage accumulation: tiles of T products summed in P bits, then added\n"
+    "                        wider (default: a whole row; with block formats, one block)\n"
+    "  --act-bits N          the integer width of the layers' inputs where no integer --act-format gives\n"
+    "                        it; alone, the report gives each layer's accumulator need without a bound\n"
+    "  --act-unsigned        with --act-bits: inputs in [0, 2^N - 1] (default signed, [-2^(N-1), 2^(N-1) - 1])\n"
     "  -o, --output OUT.pt   the quantized model (written to a temporary file, then renamed)\n"
     "  --export OUT.safetensors\n"
     "                        also write the quantized weights as codes + scales with PyTorch's\n"
@@ -238,7 +247,8 @@ extern "C" void on_stop_signal(int sig) { stop_signal = sig; }
 
 int run_quantize(const std::vector<std::string>& args) {
   std::string model_path, format_text, calib, out, export_path, report_path;
-  std::string samples_text, batch_size_text, cache_mb_text;
+  std::string samples_text, batch_size_text, cache_mb_text, accumulator_bits_text, accumulator_tile_text, act_bits_text;
+  bool act_unsigned = false;
   std::vector<std::string> layer_format_texts, positionals, layer_act_format_texts;
   std::string act_format_text, act_amax_text, act_unfit_text, rotate_text, smooth_text, search_format_text;
   bool search_clip = false;
@@ -274,6 +284,10 @@ int run_quantize(const std::vector<std::string>& args) {
   app.add_option("--spill-dir", options.spill_dir);
   app.add_flag("--threaded-forward", options.threaded_forward);
   app.add_flag("--bias-correction", options.bias_correction);
+  app.add_option("--accumulator-bits", accumulator_bits_text);
+  app.add_option("--accumulator-tile", accumulator_tile_text);
+  app.add_option("--act-bits", act_bits_text);
+  app.add_flag("--act-unsigned", act_unsigned);
   app.add_option("-o,--output", out);
   app.add_option("--export", export_path);
   app.add_option("--report", report_path);
@@ -305,6 +319,14 @@ int run_quantize(const std::vector<std::string>& args) {
   if (!samples_text.empty()) samples = parse_integer("--samples", samples_text, 1, std::int64_t(1) << 40);
   if (!batch_size_text.empty()) batch_size = parse_integer("--batch-size", batch_size_text, 1, std::int64_t(1) << 20);
   if (!cache_mb_text.empty()) options.cache_mb = parse_integer("--cache-mb", cache_mb_text, 0, std::int64_t(1) << 30);
+  if (!accumulator_bits_text.empty()) options.accumulator.bits = int(parse_integer("--accumulator-bits", accumulator_bits_text, 2, 62));
+  if (!accumulator_tile_text.empty()) {
+    if (accumulator_bits_text.empty()) throw UsageError{"--accumulator-tile tiles a bounded accumulator; give --accumulator-bits too"};
+    options.accumulator.tile = parse_integer("--accumulator-tile", accumulator_tile_text, 1, std::int64_t(1) << 30);
+  }
+  if (!act_bits_text.empty()) options.accumulator.input_bits = int(parse_integer("--act-bits", act_bits_text, 1, 24));
+  if (act_unsigned && act_bits_text.empty()) throw UsageError{"--act-unsigned describes --act-bits; give --act-bits N too"};
+  options.accumulator.input_signed = !act_unsigned;
   for (const auto& v : layer_format_texts) {
     const auto [pattern, format] = pattern_and_format("--layer-format", v);
     options.layer_formats.push_back({pattern, format_option(format)});

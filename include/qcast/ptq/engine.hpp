@@ -40,6 +40,9 @@ struct MethodInfo {
   std::string help;  // one line
   std::vector<MethodOption> options;
   bool needs_calibration = true;  // false: runs without data (calibration then only feeds the report)
+  // true: the method rounds through the accumulator bound when the run keeps one (AXE; rtn, gptq,
+  // gpfq and ed do). A run with --accumulator-bits refuses a method that does not.
+  bool bounds_accumulator = false;
 };
 
 // Every registered method, by name.
@@ -120,6 +123,22 @@ struct MixedPrecision {
   bool any() const { return !candidates.empty(); }
 };
 
+// Accumulator bounds (AXE, docs/ptq.md "Accumulator bounds"; qcast/ptq/accumulator.hpp): integer
+// weights kept, during the method's walk, within the codes that make every integer dot product of a
+// layer fit a P-bit accumulator for any input in the layer's integer range; checked afterwards from
+// the codes and reported per layer. The inputs' range comes from the layer's activation format
+// (an integer format) or from input_bits. Weights and activations of bounded layers must be integer
+// formats.
+struct AccumulatorOptions {
+  int bits = 0;  // P (2..62); 0: no bound (with input_bits, each layer's need is still reported)
+  // T: products per tile, each tile summed in P bits and the tiles' sums added in a wider register
+  // (multi-stage accumulation). 0: a whole row, or the largest that divides the formats' blocks.
+  std::int64_t tile = 0;
+  int input_bits = 0;  // the inputs' integer width where no integer activation format gives it
+  bool input_signed = true;
+  bool any() const { return bits > 0 || input_bits > 0; }
+};
+
 struct Options {
   Format format;
   std::string method = "ed";                          // a name from methods()
@@ -138,6 +157,7 @@ struct Options {
   // whose bias is a parameter; the report notes layers without one). Any method; needs calibration.
   bool bias_correction = false;
   ActivationOptions activations;
+  AccumulatorOptions accumulator;
   // Hadamard rotation of each quantized layer's reduction dimension (--rotate hadamard[:B]): the
   // weight W becomes W·H offline and its data input H·x in the graph (qcast::hadamard), so that W·x
   // is unchanged up to rounding while outliers spread over each block of B. 0: none; -1: B is each
@@ -205,6 +225,17 @@ struct LayerReport {
     double cost = 0;            // what the allocation summed
   };
   std::vector<Candidate> candidates;
+  // Runs with an accumulator bound or an input width (AccumulatorOptions): the worst case of the
+  // layer's integer dot products, computed from its codes after quantization.
+  struct Accumulator {
+    int bits = 0;             // the bound P (0: none, only measured)
+    std::int64_t tile = 0;    // columns per tile
+    std::int64_t input_min = 0, input_max = 0;  // the inputs' integer range
+    std::string input_from;   // where the range came from: "act-format int8", "act-bits 8"
+    std::int64_t worst = 0;   // the largest |Σ q·x| of any output and tile for inputs in range
+    int bits_needed = 0;      // the least accumulator width that holds it (<= bits where bounded)
+  };
+  std::optional<Accumulator> accumulator;
 };
 
 // What the allocation of a mixed-precision run decided.

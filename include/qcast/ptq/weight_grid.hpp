@@ -103,6 +103,48 @@ class WeightGrid {
     return out;
   }
 
+  // Integer elements (intN, MXINT8): the value one step of the code is worth at (row, col), that
+  // is the value of code 1 on the element's grid (0 where its group decodes to zero). The element's
+  // scale must be fixed.
+  double integer_step(std::int64_t row, std::int64_t col) const {
+    if (f_.element.kind != ElementKind::integer) throw std::logic_error("integer_step: the weight format has no integer elements");
+    const double unit = std::ldexp(1.0, -f_.element.fraction_bits);
+    if (!f_.is_scaled()) return unit;
+    const std::int64_t gi = group_of(row, col);
+    if (!fixed_[std::size_t(gi)]) throw std::logic_error("integer_step: the group's scale is not fixed");
+    const GroupScale& g = scales_[std::size_t(gi)];
+    if (g.kind != GroupScale::Kind::finite) return 0.0;
+    return qcast::detail::scaled_output(f_, float(unit), g, s_t_);
+  }
+  // The signed integer last recorded for (row, col) (integer elements).
+  std::int64_t integer_code(std::int64_t row, std::int64_t col) const {
+    const std::uint32_t c = unpack_code(codes_.data(), std::size_t(row * cols_ + col), f_.element.bits());
+    const std::int64_t v = std::int64_t(c);
+    return f_.element.is_signed && (v >> (f_.element.bits() - 1)) != 0 ? v - (std::int64_t{1} << f_.element.bits()) : v;
+  }
+  // Records the integer q (within the element's codes) for (row, col) and returns its value: what
+  // quantize() returns for a value that rounds to q.
+  double set_integer(std::int64_t row, std::int64_t col, std::int64_t q) {
+    if (f_.element.kind != ElementKind::integer) throw std::logic_error("set_integer: the weight format has no integer elements");
+    const std::int64_t qmax = f_.element.integer_max(), qmin = f_.element.is_signed ? -qmax : 0;
+    if (q < qmin || q > qmax) throw std::logic_error("set_integer: " + std::to_string(q) + " is not a code of the format");
+    const std::uint32_t code = std::uint32_t(q) & qcast::detail::all_ones(f_.element.bits());
+    float out = decode_element(f_.element, code);
+    if (f_.is_scaled()) {
+      const std::int64_t gi = group_of(row, col);
+      if (!fixed_[std::size_t(gi)]) throw std::logic_error("set_integer: the group's scale is not fixed");
+      const GroupScale& g = scales_[std::size_t(gi)];
+      if (g.kind == GroupScale::Kind::finite) {
+        out = qcast::detail::scaled_output(f_, out, g, s_t_);
+      } else {  // as quantize(): a zero-scale group holds code 0
+        if (q != 0) throw std::logic_error("set_integer: a group whose scale is zero holds only code 0");
+        out = 0.0f * out;
+      }
+    }
+    pack_code(codes_.data(), std::size_t(row * cols_ + col), f_.element.bits(), code);
+    return out;
+  }
+
   // The recorded codes and scales: decode(encoded()) gives every value quantize() returned.
   Encoded encoded() const {
     Encoded e;

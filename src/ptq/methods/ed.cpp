@@ -54,6 +54,7 @@ QCAST_PTQ_METHOD(ed) {
   qcast::ptq::MethodInfo info;
   info.name = "ed";
   info.help = "Error Diffusion: fits W_q.X_q to the float output W.X, error diffused column by column";
+  info.bounds_accumulator = true;
   info.options = {
       qcast::ptq::detail::scales_option("from the diffused ones"),
       {"fold", MethodOption::Kind::choice, "held-out",
@@ -64,6 +65,7 @@ QCAST_PTQ_METHOD(ed) {
             using namespace qcast::ptq::detail;
             ColumnWalk walk;  // natural column order, 1 % damping
             choose_scales(walk, p.options->choice("scales"), p.w);
+            walk.accumulator = p.accumulator;
             const std::string& mode = p.options->choice("fold");
             const double a = mode == "full" ? 1.0 : mode == "none" ? 0.0 : held_out_fold(p);
             p.notes["fold"] = a;

@@ -11,7 +11,8 @@
 // --scales static (default, as ED's) fixes them from the float weights before the walk; --scales
 // diffused fixes a block's scale when the walk reaches it, from the targets its columns have then
 // (the output error of the columns before included), which is what "current-weight" scales are in
-// GPFQ, where the weights not yet reached never change.
+// GPFQ, where the weights not yet reached never change. With an accumulator bound (AXE, Colbert et
+// al. 2024), each target is rounded within the codes that keep it (BoundedRounding).
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -24,6 +25,7 @@ QCAST_PTQ_METHOD(gpfq) {
   qcast::ptq::MethodInfo info;
   info.name = "gpfq";
   info.help = "GPFQ: greedy path following, each column fitted to the float output left so far";
+  info.bounds_accumulator = true;
   info.options = {
       qcast::ptq::detail::lazy_batch_option(),
       qcast::ptq::detail::scales_option("from the targets when the walk reaches them"),
@@ -36,6 +38,9 @@ QCAST_PTQ_METHOD(gpfq) {
             qcast::ptq::WeightGrid& grid = *p.grid;
             const bool diffused = p.options->choice("scales") == "diffused";
             if (!diffused) qcast::ptq::detail::fix_all_blocks(grid, p.row0, w);  // static: from the float weights
+            // AXE: each target soft-thresholded and clamped to the codes that keep the bound.
+            std::optional<qcast::ptq::detail::BoundedRounding> bounded =
+                qcast::ptq::detail::bounded_rounding(p.accumulator, grid, p.row0, w, !diffused);
             std::vector<double> block_targets;
             const std::int64_t width = qcast::ptq::detail::batch_width(grid, p.options->integer("lazy-batch"));
 
@@ -68,7 +73,7 @@ QCAST_PTQ_METHOD(gpfq) {
                   const double wt = W[r * cols + t];
                   // An input that is always zero on the quantized path: nothing to fit, round w.
                   const double target = gtt > 0 ? (P[r * cols + t] + wt * ctt) / gtt : wt;
-                  const double qt = grid.quantize(p.row0 + r, t, target);
+                  const double qt = bounded ? bounded->quantize(r, t, target) : grid.quantize(p.row0 + r, t, target);
                   Q[r * cols + t] = qt;
                   double* pr = P + r * cols;
                   for (std::int64_t k = t + 1; k < i2; ++k) pr[k] += wt * ct[k] - qt * gt[k];

@@ -8,6 +8,7 @@ QCAST_PTQ_METHOD(gptq) {
   qcast::ptq::MethodInfo info;
   info.name = "gptq";
   info.help = "GPTQ: second-order error compensation on the quantized model's inputs";
+  info.bounds_accumulator = true;
   info.options = {
       {"act-order", MethodOption::Kind::flag, "false", "columns by decreasing input energy (block scales fixed from W first)"},
       {"damping", MethodOption::Kind::real, "0.01", "added to the Hessian's diagonal, as a fraction of its mean"},
@@ -20,6 +21,7 @@ QCAST_PTQ_METHOD(gptq) {
             walk.damping = p.options->real("damping");
             walk.lazy_batch = p.options->integer("lazy-batch");
             qcast::ptq::detail::choose_scales(walk, p.options->choice("scales"), p.w);
+            walk.accumulator = p.accumulator;
             return qcast::ptq::detail::sequential_rounding(p.w, p.g, p.row0, *p.grid, walk);
           }};
 }

@@ -9,8 +9,9 @@ QCAST_PTQ_METHOD(rtn) {
   info.name = "rtn";
   info.help = "round to nearest on each group's grid (needs no calibration data)";
   info.needs_calibration = false;
+  info.bounds_accumulator = true;
   return {info, [](qcast::ptq::detail::GroupProblem& p) {
-            qcast::ptq::detail::round_to_nearest(p.w, p.row0, *p.grid);
+            qcast::ptq::detail::round_to_nearest(p.w, p.row0, *p.grid, p.accumulator);
             return p.w;
           }};
 }
