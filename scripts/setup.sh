@@ -14,7 +14,7 @@ QCAST_TORCHAO_VERSION="0.18.0"
 QCAST_SCIPY_VERSION="1.17.1"
 # fmt, CLI11 and nlohmann-json are header-only here (fmt as a library only in builds without Torch).
 # chromium-headless-shell: the browser the HTML report's test opens it in.
-QCAST_APT_PACKAGES=(build-essential cmake ccache git libhwy-dev catch2 libfmt-dev libcli11-dev nlohmann-json3-dev
+QCAST_APT_PACKAGES=(build-essential cmake ccache git libhwy-dev catch2 libfmt-dev libcli11-dev nlohmann-json3-dev libgloo-dev
                     chromium-headless-shell)
 
 qcast_log() { printf '\033[1m[qcast]\033[0m %s\n' "$*"; }

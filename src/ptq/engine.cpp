@@ -30,6 +30,7 @@
 #include "input_transforms.hpp"
 #include "boundary_cache.hpp"
 #include "capture_observer.hpp"
+#include "distributed.hpp"
 #include "grams.hpp"
 #include "method.hpp"
 #include "model_walk.hpp"
@@ -213,6 +214,93 @@ struct Planned {
   bool solved = false;
 };
 
+std::int64_t batch_samples(const Batch& b) {
+  if (b.empty() || !b.front().isTensor()) return 0;
+  return b.front().toTensor().dim() ? b.front().toTensor().size(0) : 1;
+}
+
+// What a distributed calibration does not reduce yet: refused up front, on every rank alike.
+void check_distributed_options(const Options& o, const std::vector<Batch>& calibration) {
+  auto refuse = [](const std::string& what) {
+    throw std::invalid_argument(what + " does not run across processes yet; run it in one process");
+  };
+  if (o.mixed.any()) refuse("mixed precision");
+  if (!o.search_act_formats.empty()) refuse("the activation format search");
+  if (o.smooth_alpha >= 0 || o.smooth_pow2) refuse("smoothing (--smooth)");
+  if (o.activations.any() && o.activations.amax != ActivationOptions::Amax::max)
+    refuse("a percentile or mse activation amax (--act-amax)");
+  if (calibration.size() < std::size_t(o.distributed.world_size))
+    throw std::invalid_argument("a distributed calibration needs a batch per rank at least: " +
+                                std::to_string(calibration.size()) + " batches for " +
+                                std::to_string(o.distributed.world_size) + " ranks (give a smaller --batch-size)");
+}
+
+// FNV-1a over bytes, folded into an int64 for a gather.
+struct Fingerprint {
+  std::uint64_t h = 1469598103934665603ull;
+  void add(const void* p, std::size_t n) {
+    const auto* b = static_cast<const std::uint8_t*>(p);
+    for (std::size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  }
+  void add(const at::Tensor& t) {
+    const at::Tensor c = t.detach().to(at::kCPU).contiguous();
+    add(c.data_ptr(), std::size_t(c.numel()) * c.element_size());
+  }
+  std::int64_t value() const { return std::int64_t(h); }
+};
+
+// Every rank must quantize the same model on the same calibration set: their fingerprints are
+// compared with rank 0's, and a rank that differs is named.
+void check_same_inputs(detail::Collective& group, const torch::jit::Module& model, const std::vector<Batch>& calibration) {
+  Fingerprint m, c;
+  for (const auto& p : model.named_parameters(true)) m.add(p.value);
+  for (const auto& b : model.named_buffers(true)) m.add(b.value);
+  for (const auto& batch : calibration)
+    for (const auto& v : batch)
+      if (v.isTensor()) c.add(v.toTensor());
+  const std::vector<std::int64_t> models = group.gather(m.value(), "the model check");
+  const std::vector<std::int64_t> data = group.gather(c.value(), "the calibration data check");
+  for (std::size_t r = 1; r < models.size(); ++r) {
+    if (models[r] != models[0])
+      throw std::invalid_argument("rank " + std::to_string(r) + " loaded a model whose weights differ from rank 0's");
+    if (data[r] != data[0])
+      throw std::invalid_argument("rank " + std::to_string(r) + " loaded calibration data that differs from rank 0's");
+  }
+}
+
+// The sums of one layer's statistics over the ranks (each rank's from its share, finished), and the
+// totals formed from them as Grams::finish forms them.
+void reduce_statistics(detail::Collective& group, detail::Grams& g, const std::string& layer) {
+  const bool was_identical = g.x_x.data_ptr() == g.xhat_xhat.data_ptr();
+  const std::vector<std::int64_t> identical = group.gather(was_identical ? 1 : 0, "the statistics of " + layer);
+  bool all_identical = true;
+  for (const std::int64_t v : identical) all_identical = all_identical && v == 1;
+  std::vector<at::Tensor> t = {g.half_xhat_xhat[0], g.half_xhat_xhat[1], g.half_diff_xhat[0], g.half_diff_xhat[1],
+                               was_identical ? g.xhat_xhat.clone() : g.x_x, g.x_sum, g.xhat_sum,
+                               at::tensor({double(g.tokens)}, at::kDouble)};
+  group.sum(t, "the statistics of " + layer);
+  g.half_xhat_xhat = {t[0], t[1]};
+  g.half_diff_xhat = {t[2], t[3]};
+  g.xhat_xhat = t[0] + t[1];
+  g.diff_xhat = t[2] + t[3];
+  g.x_x = all_identical ? g.xhat_xhat : t[4];  // X == X̂ on every rank: XXᵀ is X̂X̂ᵀ, as in one process
+  g.x_sum = t[5];
+  g.xhat_sum = t[6];
+  g.tokens = std::int64_t(t[7][0].item<double>());
+}
+
+// Every rank solved the same problem and must hold the same codes: a difference would make rank
+// 0's output depend on which rank wrote it.
+void check_same_weights(detail::Collective& group, const Encoded& e, const std::string& layer) {
+  Fingerprint f;
+  f.add(e.codes.data(), e.codes.size());
+  f.add(e.scales.data(), e.scales.size());
+  const std::vector<std::int64_t> all = group.gather(f.value(), "the check of " + layer + "'s codes");
+  for (std::size_t r = 1; r < all.size(); ++r)
+    if (all[r] != all[0])
+      throw std::logic_error("rank " + std::to_string(r) + " computed other codes for " + layer + " than rank 0");
+}
+
 // The weight columns one input channel spans: a convolution's kernel size, 1 for a matmul.
 std::int64_t columns_per_channel(const Planned& p) {
   const at::Tensor& w = p.float_weight;
@@ -264,9 +352,24 @@ std::vector<LayerInfo> list_layers(const torch::jit::Module& model) {
 
 namespace detail {
 
-Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& calibration, const Options& o,
+Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& all_calibration, const Options& o,
                     const LayerAssignment* assignment, LayerAssignments* measured) {
   const auto start = Clock::now();
+  // A distributed calibration: this rank's share of the batches, the samples before it (each
+  // sample's half, even or odd, counts over the whole set), the group's checks that every rank has
+  // the same model and data.
+  std::unique_ptr<detail::Collective> group;
+  std::vector<Batch> share;
+  std::int64_t sample_offset = 0;
+  if (o.distributed.any()) {
+    check_distributed_options(o, all_calibration);
+    group = detail::Collective::join(o.distributed);
+    const auto [lo, hi] = detail::batch_share(all_calibration.size(), group->rank(), group->world_size());
+    share.assign(all_calibration.begin() + std::ptrdiff_t(lo), all_calibration.begin() + std::ptrdiff_t(hi));
+    for (std::size_t b = 0; b < lo; ++b) sample_offset += batch_samples(all_calibration[b]);
+    check_same_inputs(*group, model, all_calibration);
+  }
+  const std::vector<Batch>& calibration = group ? share : all_calibration;
   const bool measure = measured != nullptr;
   if (!torch_ops_library()) throw std::logic_error("qcast: the operator library is not loaded");
   const detail::MethodPlugin& plugin = detail::find_plugin(o.method);
@@ -346,9 +449,12 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& c
   if (o.hadamard_block != 0)
     rep.options.emplace_back("rotate", o.hadamard_block < 0 ? std::string("hadamard") : "hadamard:" + std::to_string(o.hadamard_block));
   if (act.any() || o.hadamard_block != 0) rep.options.emplace_back("act-unfit", act.unfit_float ? "float" : "error");
-  rep.batches = std::int64_t(calibration.size());
-  for (const auto& b : calibration)
-    if (!b.empty() && b.front().isTensor()) rep.samples += b.front().toTensor().dim() ? b.front().toTensor().size(0) : 1;
+  rep.batches = std::int64_t(all_calibration.size());
+  for (const auto& b : all_calibration) rep.samples += batch_samples(b);
+  if (group) {
+    rep.world_size = group->world_size();
+    rep.options.emplace_back("world-size", std::to_string(group->world_size()));
+  }
 
   // Which layers are quantized, with which format.
   std::vector<Planned> plan;
@@ -680,6 +786,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& c
       pw.shape = l.info.shape;
       pw.layout = l.layout;
       pw.matrix = grid.encoded();
+      if (group) check_same_weights(*group, pw.matrix, l.info.name);
       lr.quantized_bytes = stored_bytes(pw.matrix);
       res.packed.push_back(std::move(pw));
     } catch (const Stopped&) {
@@ -853,9 +960,17 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& c
                  [&](std::size_t i, const std::vector<c10::IValue>& in) {
                    cal.observe(pass, quantizer.at(i), in.at(std::size_t(transforms[i].data_input)).toTensor());
                  });
+    // Across ranks: the largest amax of any rank's share (the max rule only; the others refuse a group).
+    at::Tensor amaxes = at::empty({std::int64_t(which.size())}, at::kFloat);
+    for (std::size_t j = 0; j < which.size(); ++j) amaxes[std::int64_t(j)] = cal.amax(j);
+    if (group) {
+      std::vector<at::Tensor> t = {amaxes};
+      group->max(t, "the activations' static amax");
+      amaxes = t[0];
+    }
     std::vector<bool> drop(transforms.size(), false);
     for (std::size_t j = 0; j < which.size(); ++j) {
-      const float a = cal.amax(j);
+      const float a = amaxes[std::int64_t(j)].item<float>();
       LayerReport& lr = rep.layers[plan[act_plan[which[j]]].report_index];
       if (a > 0) {
         transforms[which[j]].amax = a;
@@ -1026,6 +1141,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& c
                 same_transforms(staged.cut(k), staged.cut(k - 1));
       }
       detail::Grams grams;
+      grams.samples = sample_offset;
       for (std::size_t b = 0; b < B; ++b) {
         Progress pr;
         pr.phase = Progress::Phase::forward;
@@ -1061,6 +1177,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& c
       if (!solve_here) continue;
       if (reuse) {
         grams = *last_grams;
+        rep.layers[p.report_index].notes["shared_statistics"] = 1;  // the previous layer's (same input)
       } else if (p.layer->sites.size() > 1) {
         // Look-ahead: the later uses of this weight, on copies of the state.
         std::size_t last = k;
@@ -1099,6 +1216,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& c
       if (!reuse) {
         const auto t0 = Clock::now();
         grams.finish();
+        if (group) reduce_statistics(*group, grams, p.layer->info.name);
         const double sec = seconds_since(t0);
         rep.statistics_seconds += sec;
         rep.layers[p.report_index].seconds += sec;
@@ -1113,6 +1231,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& c
         last_cut = k;
       }
     }
+    if (group) rep.collective_bytes = group->bytes();
     rep.peak_cache_bytes = cache.peak_resident_bytes();
     rep.peak_spilled_bytes = cache.peak_spilled_bytes();
   }

@@ -87,6 +87,8 @@ std::string Report::json() const {
   j["peak_cache_bytes"] = peak_cache_bytes;
   j["peak_spilled_bytes"] = peak_spilled_bytes;
   j["peak_rss_bytes"] = peak_rss_bytes;
+  j["world_size"] = world_size;
+  j["collective_bytes"] = collective_bytes;
   j["float_bytes"] = float_bytes();
   j["quantized_bytes"] = quantized_bytes();
   j["bits_per_weight"] = number(bits_per_weight(*this));
@@ -204,6 +206,10 @@ std::string Report::table() const {
   const std::int64_t before = float_bytes(), after = quantized_bytes();
   s += fmt::format("weights: {} in float -> {} quantized ({:.2f} bits per weight, {:.2f}x smaller)\n", size_text(before),
                    size_text(after), bits_per_weight(*this), after > 0 ? double(before) / double(after) : 0.0);
+  if (world_size > 1)
+    s += fmt::format("calibration across {} ranks: {} batches in all, the statistics summed over the ranks ({:.1f} MiB "
+                     "all-reduced from this rank)\n",
+                     world_size, batches, double(collective_bytes) / (1 << 20));
   if (batches > 0)
     s += fmt::format(
         "{} stages x {} batches: forward {:.2f} s, statistics {:.2f} s, solve {:.2f} s; boundary state {:.1f} MiB in "

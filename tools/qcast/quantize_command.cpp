@@ -44,6 +44,7 @@ const char* kUsage =
     "                      [--search-act-format F,...]\n"
     "                      [--candidates F,...|float --budget BITS|--budget-mb MB [--sensitivity output|e2e|e2e-mse]]\n"
     "                      [--accumulator-bits P [--accumulator-tile T]] [--act-bits N [--act-unsigned]]\n"
+    "                      [--dist-init tcp://HOST:PORT --rank R --world-size N [--dist-timeout S]]\n"
     "                      [--device cpu|cuda[:N]] [--cache-mb MB]\n"
     "                      [--spill-dir DIR] [METHOD OPTIONS] [--export OUT.safetensors|OUT.qpack]\n"
     "                      [--report R.json|R.html]\n"
@@ -134,6 +135,14 @@ const char* kUsage =
     "  --act-bits N          the integer width of the layers' inputs where no integer --act-format gives\n"
     "                        it; alone, the report gives each layer's accumulator need without a bound\n"
     "  --act-unsigned        with --act-bits: inputs in [0, 2^N - 1] (default signed, [-2^(N-1), 2^(N-1) - 1])\n"
+    "  --dist-init tcp://HOST:PORT  run as one rank of a process group (c10d, Gloo over TCP): rank 0\n"
+    "                        hosts its store at HOST:PORT; every rank takes a contiguous share of\n"
+    "                        the calibration batches, the statistics are summed over the ranks before\n"
+    "                        each layer's solve, and rank 0 alone writes the outputs. Without it,\n"
+    "                        torchrun's RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT are read\n"
+    "  --rank R, --world-size N  this rank and the number of ranks (with --dist-init)\n"
+    "  --dist-timeout S      a rank waiting longer than S seconds on the others fails, naming the step\n"
+    "                        and where the others were (default 600)\n"
     "  -o, --output OUT.pt   the quantized model (written to a temporary file, then renamed)\n"
     "  --export OUT.safetensors\n"
     "                        also write the quantized weights as codes + scales with PyTorch's\n"
@@ -249,6 +258,7 @@ int run_quantize(const std::vector<std::string>& args) {
   std::string model_path, format_text, calib, out, export_path, report_path;
   std::string samples_text, batch_size_text, cache_mb_text, accumulator_bits_text, accumulator_tile_text, act_bits_text;
   bool act_unsigned = false;
+  std::string dist_init, rank_text, world_size_text, dist_timeout_text;
   std::vector<std::string> layer_format_texts, positionals, layer_act_format_texts;
   std::string act_format_text, act_amax_text, act_unfit_text, rotate_text, smooth_text, search_format_text;
   bool search_clip = false;
@@ -288,6 +298,10 @@ int run_quantize(const std::vector<std::string>& args) {
   app.add_option("--accumulator-tile", accumulator_tile_text);
   app.add_option("--act-bits", act_bits_text);
   app.add_flag("--act-unsigned", act_unsigned);
+  app.add_option("--dist-init", dist_init);
+  app.add_option("--rank", rank_text);
+  app.add_option("--world-size", world_size_text);
+  app.add_option("--dist-timeout", dist_timeout_text);
   app.add_option("-o,--output", out);
   app.add_option("--export", export_path);
   app.add_option("--report", report_path);
@@ -327,6 +341,28 @@ int run_quantize(const std::vector<std::string>& args) {
   if (!act_bits_text.empty()) options.accumulator.input_bits = int(parse_integer("--act-bits", act_bits_text, 1, 24));
   if (act_unsigned && act_bits_text.empty()) throw UsageError{"--act-unsigned describes --act-bits; give --act-bits N too"};
   options.accumulator.input_signed = !act_unsigned;
+  if (!dist_init.empty()) {
+    if (dist_init.rfind("tcp://", 0) != 0 || dist_init.find(':', 6) == std::string::npos)
+      throw UsageError{"--dist-init needs tcp://HOST:PORT, got " + shown(dist_init)};
+    if (rank_text.empty() || world_size_text.empty()) throw UsageError{"--dist-init needs --rank R and --world-size N"};
+    const std::size_t colon = dist_init.rfind(':');
+    options.distributed.host = dist_init.substr(6, colon - 6);
+    options.distributed.port = int(parse_integer("--dist-init's port", dist_init.substr(colon + 1), 1, 65535));
+    options.distributed.world_size = int(parse_integer("--world-size", world_size_text, 1, 1 << 16));
+    options.distributed.rank = int(parse_integer("--rank", rank_text, 0, options.distributed.world_size - 1));
+  } else if (!rank_text.empty() || !world_size_text.empty()) {
+    throw UsageError{"--rank and --world-size go with --dist-init tcp://HOST:PORT"};
+  } else {
+    try {
+      if (const auto env = ptq::distributed_from_environment()) options.distributed = *env;
+    } catch (const std::invalid_argument& e) {
+      throw UsageError{e.what()};
+    }
+  }
+  if (!dist_timeout_text.empty())
+    options.distributed.timeout_s = double(parse_integer("--dist-timeout", dist_timeout_text, 1, 7 * 24 * 3600));
+  // Rank 0 writes the outputs; the others check their paths' syntax only, and write nothing.
+  const bool writes_outputs = options.distributed.rank == 0;
   for (const auto& v : layer_format_texts) {
     const auto [pattern, format] = pattern_and_format("--layer-format", v);
     options.layer_formats.push_back({pattern, format_option(format)});
@@ -485,7 +521,7 @@ int run_quantize(const std::vector<std::string>& args) {
   const bool report_html = report_extension == ".html" || report_extension == ".htm";
   std::optional<qcast::detail::OutputSet> outputs;
   try {
-    outputs.emplace(wanted, std::vector<std::string>{model_path, calib});
+    if (writes_outputs) outputs.emplace(wanted, std::vector<std::string>{model_path, calib});
   } catch (const std::invalid_argument& e) {
     throw UsageError{e.what()};
   }
@@ -533,6 +569,10 @@ int run_quantize(const std::vector<std::string>& args) {
   if (!calib.empty()) r.report.options.emplace_back("calib", calib);
   if (samples > 0) r.report.options.emplace_back("samples", std::to_string(samples));
   r.report.options.emplace_back("batch-size", std::to_string(batch_size));
+  if (!writes_outputs) {
+    fmt::print("rank {} of {}: done; rank 0 writes the outputs\n", options.distributed.rank, options.distributed.world_size);
+    return exit_ok;
+  }
   std::size_t k = 0;
   outputs->write(k++, [&](std::ostream& f) { ptq::save_model(r.model, f); });
   if (export_safetensors) {

@@ -139,6 +139,24 @@ struct AccumulatorOptions {
   bool any() const { return bits > 0 || input_bits > 0; }
 };
 
+// Calibration across processes (docs/ptq.md "Calibration across processes"): this process is one
+// rank of a c10d process group (Gloo over TCP; rank 0 hosts the group's TCPStore). Every rank is
+// given the same model and calibration batches and takes the contiguous share
+// [rank·B/world_size, (rank+1)·B/world_size) of the B batches; the sums each layer's solve needs are
+// all-reduced, every rank solves the same problem and holds the same quantized weights (checked per
+// layer), and the caller writes outputs on rank 0 alone.
+struct DistributedOptions {
+  int rank = 0, world_size = 1;    // world_size 1: one process, nothing shared
+  std::string host = "127.0.0.1";  // where rank 0 hosts the store
+  int port = 29500;
+  double timeout_s = 600;          // a collective waiting longer fails, naming the step and the ranks behind
+  bool any() const { return world_size > 1; }
+};
+
+// torchrun's variables: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT; std::nullopt where WORLD_SIZE is
+// unset. std::invalid_argument naming the variable that does not parse.
+std::optional<DistributedOptions> distributed_from_environment();
+
 struct Options {
   Format format;
   std::string method = "ed";                          // a name from methods()
@@ -158,6 +176,7 @@ struct Options {
   bool bias_correction = false;
   ActivationOptions activations;
   AccumulatorOptions accumulator;
+  DistributedOptions distributed;
   // Hadamard rotation of each quantized layer's reduction dimension (--rotate hadamard[:B]): the
   // weight W becomes W·H offline and its data input H·x in the graph (qcast::hadamard), so that W·x
   // is unchanged up to rounding while outliers spread over each block of B. 0: none; -1: B is each
@@ -270,6 +289,8 @@ struct Report {
   std::int64_t peak_cache_bytes = 0;    // boundary state held in memory at once
   std::int64_t peak_spilled_bytes = 0;  // boundary state on disk at once
   std::int64_t peak_rss_bytes = 0;      // the process's peak resident memory (Linux), 0 where unknown
+  int world_size = 1;                   // ranks of a distributed calibration (samples, batches: all ranks')
+  std::int64_t collective_bytes = 0;    // what this rank's all-reduces carried
   std::vector<LayerReport> layers;
   std::optional<AllocationReport> allocation;  // mixed-precision runs
   std::int64_t float_bytes() const;      // sums over every weight layer
