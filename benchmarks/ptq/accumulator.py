@@ -42,6 +42,22 @@ def integers(t, bits, n):
     return torch.where(c >= 2 ** (bits - 1), c - 2 ** bits, c)
 
 
+def export_layers(export):
+    """The export's tensors, its quantization config, and (name, integer codes [rows, cols]) of every
+    quantized layer (intN formats), read from the file and its metadata (docs/safetensors.md)."""
+    tensors = load_file(export)
+    cfg = json.load(open(export.replace(".safetensors", ".quantization_config.json")))
+    with open(export, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        head = json.loads(f.read(size))["__metadata__"]
+    layers = []
+    for name, fmt in cfg["quantized"].items():
+        rows, cols = json.loads(head["qcast:" + name])["matrix"]
+        ebits = 8 if fmt.startswith("int8") else int(fmt[3:].split("@")[0])
+        layers.append((name, integers(tensors[name], ebits, rows * cols).reshape(rows, cols)))
+    return tensors, cfg, layers
+
+
 class IntegerLinear(torch.nn.Module):
     """y = Σ_tiles wrap_P(Σ_{i in tile} q_i x_i) · s_w · s_x + b, on int8 activation codes."""
 
@@ -89,19 +105,11 @@ def simulated(export, bits, tile, stats):
     """The eager encoder with every layer of the export on integers (P-bit wrapping tiles; bits 0:
     no wrapping)."""
     enc = eager_encoder()
-    tensors = load_file(export)
-    cfg = json.load(open(export.replace(".safetensors", ".quantization_config.json")))
-    with open(export, "rb") as f:
-        head = json.loads(f.read(8 + int.from_bytes(open(export, "rb").read(8), "little"))[8:])["__metadata__"]
-    for name, fmt in cfg["quantized"].items():
-        meta = json.loads(head["qcast:" + name])
-        rows, cols = meta["matrix"]
-        ebits = 8 if fmt.startswith("int8") else int(fmt[3:].split("@")[0])
-        q = integers(tensors[name], ebits, rows * cols).reshape(rows, cols)
+    tensors, cfg, layers = export_layers(export)
+    for name, q in layers:
         path = name.rsplit(".", 1)[0]
         parent, _, leaf = path.rpartition(".")
         mod = enc.get_submodule(parent)
-        lin = getattr(mod, leaf)
         bias = tensors.get(path + ".bias")
         setattr(mod, leaf, IntegerLinear(q, tensors[name + "_scale"], bias, cfg["inputs"][name]["act_amax"], bits, tile, stats))
     return enc
@@ -110,15 +118,10 @@ def simulated(export, bits, tile, stats):
 def need_of(export, tile):
     """The accumulator bits the export's codes need in tiles of `tile` (0: whole rows) for int8
     inputs in [-127, 127]: the largest |Σ q·x| of any output and tile is 127·Σ|q|."""
-    tensors = load_file(export)
-    cfg = json.load(open(export.replace(".safetensors", ".quantization_config.json")))
-    with open(export, "rb") as f:
-        head = json.loads(f.read(8 + int.from_bytes(open(export, "rb").read(8), "little"))[8:])["__metadata__"]
     worst = 0
-    for name, fmt in cfg["quantized"].items():
-        rows, cols = json.loads(head["qcast:" + name])["matrix"]
-        ebits = 8 if fmt.startswith("int8") else int(fmt[3:].split("@")[0])
-        q = integers(tensors[name], ebits, rows * cols).reshape(rows, cols).abs()
+    for name, q in export_layers(export)[2]:
+        q = q.abs()
+        cols = q.shape[1]
         t = tile or cols
         for c0 in range(0, cols, t):
             worst = max(worst, 127 * int(q[:, c0:c0 + t].sum(1).max()))

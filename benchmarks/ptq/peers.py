@@ -4,7 +4,8 @@ et al. 2023, Algorithm 1, in float64, static groups), on the same 64 calibration
 as benchmarks/ptq/tasks.py scores qcast (mean cosine of 256 sentence embeddings to the float model).
 
   python peers.py --work DIR [--formats mxfp4,nvfp4,int4@g128] [--batch-size 8]
-                  [--tools reference,brevitas] [--qcast-results R.jsonl] [--results P.jsonl]
+                  [--tools reference,brevitas] [--methods rtn,gptq,gpfq] [--qcast-results R.jsonl]
+                  [--results P.jsonl]
 
 DIR is the work folder of run.py (DIR/minilm holds the calibration and evaluation tokens; run.py
 --models minilm_l6 makes it). The grids are written here from the format definitions
@@ -213,6 +214,7 @@ def main():
     p.add_argument("--formats", default="mxfp4,nvfp4,int4@g128")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--tools", default="reference,brevitas", help="which peers to run (Brevitas' GPTQ takes ~20 min a format here)")
+    p.add_argument("--methods", default="rtn,gptq,gpfq", help="which methods of the peers to run")
     p.add_argument("--qcast-results", help="run.py's results.jsonl: qcast's rows for the same model beside the peers")
     p.add_argument("--results", help="append one JSON line per peer run here")
     a = p.parse_args()
@@ -234,6 +236,8 @@ def main():
         if have_brevitas and brevitas_quantizer(fmt) is not None:
             runs += [("brevitas", "rtn"), ("brevitas", "gptq"), ("brevitas", "gpfq")]
         for tool, method in runs:
+            if method not in a.methods.split(","):
+                continue
             start = time.time()
             if tool == "reference":
                 mean, worst = run_reference(fmt, calib, a.batch_size, evals, float_outs, here, rtn=method == "rtn")
