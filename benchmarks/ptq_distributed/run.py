@@ -1,7 +1,8 @@
 """Calibration across local processes: wall time and bytes all-reduced per layer for 1..N ranks of
 `qcast quantize --dist-init` on one machine, beside the cost model of
 docs/design/0016-distributed-calibration.md (bytes handed to the all-reduce per layer = groups x
-cols^2 x 8 x 5, the five float64 [cols, cols] sums, plus the small vectors), and whether every run's
+(2 cols^2 + 3 cols (cols + 1) / 2 + 2 cols + 1) x 8: D's two halves whole, the three symmetric sums
+as upper triangles, the input sums and the token count), and whether every run's
 codes equal the one-process run's.
 
   python run.py --qcast build/qcast --shared ../shared --work DIR [--ranks 1,2,3] [--format int4@g128]
@@ -25,14 +26,15 @@ def free_port():
 
 
 def predicted_bytes(report):
-    """Per quantized layer with statistics of its own: 5 float64 [cols, cols] sums per group + 2 float64 [cols] sums per group + 8."""
+    """Per quantized layer with statistics of its own, per group: D's halves (2 cols^2), the upper
+    triangles of G's halves and XX^T (3 cols (cols+1)/2), the two input sums, the token count; float64."""
     out = {}
     for l in report["layers"]:
         if l["status"] != "quantized" or l.get("notes", {}).get("shared_statistics"):
             continue  # a layer that reads the previous one's input shares its statistics: no reduce
         shape = l["shape"]
         cols = shape[1] * (shape[2] * shape[3] if len(shape) == 4 else 1) if l["op"] != "aten::matmul" else shape[0]
-        out[l["name"]] = 5 * cols * cols * 8 + 2 * cols * 8 + 8
+        out[l["name"]] = (2 * cols * cols + 3 * cols * (cols + 1) // 2 + 2 * cols + 1) * 8
     return out
 
 

@@ -275,15 +275,29 @@ void reduce_statistics(detail::Collective& group, detail::Grams& g, const std::s
   const std::vector<std::int64_t> identical = group.gather(was_identical ? 1 : 0, "the statistics of " + layer);
   bool all_identical = true;
   for (const std::int64_t v : identical) all_identical = all_identical && v == 1;
-  std::vector<at::Tensor> t = {g.half_xhat_xhat[0], g.half_xhat_xhat[1], g.half_diff_xhat[0], g.half_diff_xhat[1],
-                               was_identical ? g.xhat_xhat.clone() : g.x_x, g.x_sum, g.xhat_sum,
+  // The symmetric sums (G's halves, XXᵀ) travel as their upper triangles: every rank's are exact
+  // mirrors (Grams::finish), so the sums of the triangles mirrored are the sums of the matrices, bit
+  // for bit, at a little over half the bytes.
+  const std::int64_t n = g.xhat_xhat.size(1);
+  const at::Tensor idx = at::triu_indices(n, n, 0, at::TensorOptions().dtype(at::kLong));
+  const at::Tensor rows = idx[0], cols = idx[1];
+  const auto all = at::indexing::Slice();
+  auto upper = [&](const at::Tensor& m) { return m.index({all, rows, cols}).contiguous(); };
+  auto mirrored = [&](const at::Tensor& u) {
+    at::Tensor m = at::empty({u.size(0), n, n}, u.options());
+    m.index_put_({all, rows, cols}, u);
+    m.index_put_({all, cols, rows}, u);
+    return m;
+  };
+  std::vector<at::Tensor> t = {upper(g.half_xhat_xhat[0]), upper(g.half_xhat_xhat[1]), g.half_diff_xhat[0],
+                               g.half_diff_xhat[1], upper(was_identical ? g.xhat_xhat : g.x_x), g.x_sum, g.xhat_sum,
                                at::tensor({double(g.tokens)}, at::kDouble)};
   group.sum(t, "the statistics of " + layer);
-  g.half_xhat_xhat = {t[0], t[1]};
+  g.half_xhat_xhat = {mirrored(t[0]), mirrored(t[1])};
   g.half_diff_xhat = {t[2], t[3]};
-  g.xhat_xhat = t[0] + t[1];
+  g.xhat_xhat = g.half_xhat_xhat[0] + g.half_xhat_xhat[1];
   g.diff_xhat = t[2] + t[3];
-  g.x_x = all_identical ? g.xhat_xhat : t[4];  // X == X̂ on every rank: XXᵀ is X̂X̂ᵀ, as in one process
+  g.x_x = all_identical ? g.xhat_xhat : mirrored(t[4]);  // X == X̂ on every rank: XXᵀ is X̂X̂ᵀ, as in one process
   g.x_sum = t[5];
   g.xhat_sum = t[6];
   g.tokens = std::int64_t(t[7][0].item<double>());

@@ -103,6 +103,34 @@ with tempfile.TemporaryDirectory() as d:
 
     gptq = ["--format", "int4@g16", "--method", "gptq"]
 
+    # A real model of ../shared (QCAST_SHARED overrides where that is): 1 and 2 ranks, bit for bit.
+    shared = os.environ.get("QCAST_SHARED", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared"))
+    mobilenet = os.path.join(shared, "models", "mobilenet_v2_nsfwjs.pt")
+    if os.path.exists(mobilenet):
+        imgs = os.path.join(d, "imgs.pt")
+        torch.manual_seed(2)
+        torch.save(torch.rand(6, 3, 224, 224), imgs)
+        real = [mobilenet, "--calib", imgs, "--batch-size", "2", "--format", "nvfp4", "--method", "gptq"]
+        single = subprocess.run([qcast, "quantize", *real, "--quiet", "-o", os.path.join(d, "s.pt"), "--export",
+                                 os.path.join(d, "s.qpack")], capture_output=True, text=True)
+        check(single.returncode == 0, "mobilenet, one process: " + single.stderr[-300:])
+        clean_real = [f for f in outputs_of(d, "d") if os.path.exists(f)]
+        for f in clean_real:
+            os.remove(f)
+        res = ranks(2, (real[:1] + real[1:], []), d, timeout=600)
+        check(all(rc == 0 for rc, _, _ in res), "mobilenet, 2 ranks: %s" % [e.strip()[-300:] for _, _, e in res])
+        both = all(os.path.exists(os.path.join(d, f)) for f in ("s.qpack", "d.qpack"))
+        check(both and open(os.path.join(d, "s.qpack"), "rb").read() == open(os.path.join(d, "d.qpack"), "rb").read(),
+              "mobilenet_v2_nsfwjs, 2 ranks: the codes and scales equal one process's bit for bit")
+    else:
+        print("no %s (set QCAST_SHARED): the real-model comparison is skipped" % mobilenet)
+
+    # A rank whose store never comes up: a clear error within the timeout.
+    p = subprocess.run([qcast, "quantize", *base, *gptq, "--quiet", "--dist-init", "tcp://127.0.0.1:%d" % free_port(),
+                        "--rank", "1", "--world-size", "2", "--dist-timeout", "3", "-o", os.path.join(d, "d.pt")],
+                       capture_output=True, text=True, timeout=120)
+    check(p.returncode != 0 and "could not reach the process group's store" in p.stderr, "no rank 0: " + p.stderr.strip()[-300:])
+
     def clean():
         for f in outputs_of(d, "d"):
             if os.path.exists(f):
