@@ -125,6 +125,15 @@ with tempfile.TemporaryDirectory() as d:
     else:
         print("no %s (set QCAST_SHARED): the real-model comparison is skipped" % mobilenet)
 
+    # Usage errors: torchrun's variables that do not parse, --rank without --dist-init.
+    env = dict(os.environ, WORLD_SIZE="2", RANK="two")
+    p = subprocess.run([qcast, "quantize", *base, *gptq, "--quiet", "-o", os.path.join(d, "d.pt")], capture_output=True,
+                       text=True, env=env, timeout=60)
+    check(p.returncode == 2 and "RANK" in p.stderr, "RANK=two: " + p.stderr.strip()[-200:])
+    p = subprocess.run([qcast, "quantize", *base, *gptq, "--quiet", "--rank", "1", "-o", os.path.join(d, "d.pt")],
+                       capture_output=True, text=True, timeout=60)
+    check(p.returncode == 2 and "--dist-init" in p.stderr, "--rank alone: " + p.stderr.strip()[-200:])
+
     # A rank whose store never comes up: a clear error within the timeout.
     p = subprocess.run([qcast, "quantize", *base, *gptq, "--quiet", "--dist-init", "tcp://127.0.0.1:%d" % free_port(),
                         "--rank", "1", "--world-size", "2", "--dist-timeout", "3", "-o", os.path.join(d, "d.pt")],
