@@ -35,12 +35,11 @@ double l1_ball_threshold(std::vector<double> a, double radius) {
 std::optional<AccumulatorBound> accumulator_bound(const AccumulatorOptions& o, const Format& weight,
                                                   const std::string& act_format, std::int64_t cols,
                                                   std::int64_t columns_per_channel) {
+  const std::optional<Format> af = act_format.empty() ? std::nullopt : std::optional<Format>(parse_format(act_format));
   // Without accumulator options, a layer whose weights and inputs are both integer formats still
   // gets its need measured and reported (no bound).
-  if (!o.any()) {
-    if (weight.element.kind != ElementKind::integer || act_format.empty()) return std::nullopt;
-    if (parse_format(act_format).element.kind != ElementKind::integer) return std::nullopt;
-  }
+  if (!o.any() && (weight.element.kind != ElementKind::integer || !af || af->element.kind != ElementKind::integer))
+    return std::nullopt;
   if (o.bits != 0) (void)accumulator_limit(o.bits);  // its range check
   if (o.tile < 0) throw std::invalid_argument("an accumulator tile must be at least 1 column, got " + std::to_string(o.tile));
   if (weight.element.kind != ElementKind::integer)
@@ -54,15 +53,14 @@ std::optional<AccumulatorBound> accumulator_bound(const AccumulatorOptions& o, c
   std::vector<std::pair<std::int64_t, std::string>> blocks;
   // (A row no wider than a block is one block.)
   if (weight.granularity == Granularity::block && weight.block_size < cols) blocks.emplace_back(weight.block_size, "weight format " + format_name(weight));
-  if (!act_format.empty()) {
-    const Format af = parse_format(act_format);
-    if (af.element.kind != ElementKind::integer)
+  if (af) {
+    if (af->element.kind != ElementKind::integer)
       throw std::invalid_argument("an accumulator bound needs integer inputs, and its activation format " +
                                   act_format + " is not an integer format");
-    b.input = integer_range(af.element);
+    b.input = integer_range(af->element);
     b.input_from = "act-format " + act_format;
-    if (af.granularity == Granularity::block && af.block_size * columns_per_channel < cols)
-      blocks.emplace_back(af.block_size * columns_per_channel, "activation format " + act_format);
+    if (af->granularity == Granularity::block && af->block_size * columns_per_channel < cols)
+      blocks.emplace_back(af->block_size * columns_per_channel, "activation format " + act_format);
   } else if (o.input_bits > 0) {
     b.input = integer_range(o.input_bits, o.input_signed);
     b.input_from = "act-bits " + std::to_string(o.input_bits) + (o.input_signed ? "" : " unsigned");

@@ -271,7 +271,7 @@ void check_same_inputs(detail::Collective& group, const torch::jit::Module& mode
 // The sums of one layer's statistics over the ranks (each rank's from its share, finished), and the
 // totals formed from them as Grams::finish forms them.
 void reduce_statistics(detail::Collective& group, detail::Grams& g, const std::string& layer) {
-  const bool was_identical = g.x_x.data_ptr() == g.xhat_xhat.data_ptr();
+  const bool was_identical = g.streams_identical();
   const std::vector<std::int64_t> identical = group.gather(was_identical ? 1 : 0, "the statistics of " + layer);
   bool all_identical = true;
   for (const std::int64_t v : identical) all_identical = all_identical && v == 1;
@@ -756,7 +756,6 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
       WeightGrid grid(p.format, rows, cols, w.data_ptr<double>(), p.clip);
       std::map<std::string, double> notes;
       const at::Tensor q = solve_groups(w, grid, grams, notes, bound ? &*bound : nullptr);
-      if (bound) lr.accumulator = accumulator_report(*bound, grid.encoded());
       for (const auto& [k, v] : notes) lr.notes[k] = v;  // beside what the transforms noted
       if (p.search_error >= 0) {
         lr.notes["clip"] = p.clip;
@@ -800,6 +799,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
       pw.shape = l.info.shape;
       pw.layout = l.layout;
       pw.matrix = grid.encoded();
+      if (bound) lr.accumulator = accumulator_report(*bound, pw.matrix);
       if (group) check_same_weights(*group, pw.matrix, l.info.name);
       lr.quantized_bytes = stored_bytes(pw.matrix);
       res.packed.push_back(std::move(pw));

@@ -41,6 +41,9 @@ struct Grams {
   // the groups), from XXᵀ.
   double target_energy(const at::Tensor& w) const;
 
+  // X̂ == X in every chunk so far (D is zero and XXᵀ is X̂X̂ᵀ).
+  bool streams_identical() const { return identical_; }
+
  private:
   bool identical_ = true;  // X̂ == X for every chunk so far: only X̂X̂ᵀ is summed (D is zero, XXᵀ equals it)
   void add_half(int half, const at::Tensor& a, const at::Tensor& b);

@@ -18,6 +18,7 @@
 #include "qcast/format.hpp"
 #include "qcast/format_names.hpp"
 #include "qcast/packing.hpp"
+#include "qcast/ptq/accumulator.hpp"
 #include "qcast/scaling.hpp"
 
 namespace qcast::ptq {
@@ -118,9 +119,7 @@ class WeightGrid {
   }
   // The signed integer last recorded for (row, col) (integer elements).
   std::int64_t integer_code(std::int64_t row, std::int64_t col) const {
-    const std::uint32_t c = unpack_code(codes_.data(), std::size_t(row * cols_ + col), f_.element.bits());
-    const std::int64_t v = std::int64_t(c);
-    return f_.element.is_signed && (v >> (f_.element.bits() - 1)) != 0 ? v - (std::int64_t{1} << f_.element.bits()) : v;
+    return integer_of_code(f_.element, unpack_code(codes_.data(), std::size_t(row * cols_ + col), f_.element.bits()));
   }
   // Records the integer q (within the element's codes) for (row, col) and returns its value: what
   // quantize() returns for a value that rounds to q.
