@@ -23,6 +23,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 
@@ -31,6 +32,7 @@
 #include "boundary_cache.hpp"
 #include "capture_observer.hpp"
 #include "distributed.hpp"
+#include "flexround.hpp"
 #include "grams.hpp"
 #include "method.hpp"
 #include "model_walk.hpp"
@@ -212,7 +214,35 @@ struct Planned {
   double search_error = -1;  // the format search's error of the chosen candidate (rounded to nearest)
   bool pinned = false;       // its format from --layer-format (mixed precision leaves it)
   bool solved = false;
+  std::size_t span = 0;      // the span it is trained in (methods that reconstruct spans)
+  // What such a method learned for it: the solve rounds its W / (S2 s3 s4) on its learned scales.
+  std::shared_ptr<detail::FlexRoundWeight> learned;
 };
+
+// Sets the parameter `name` (a dotted path) of m to t: FlexRound's training installs the weight it
+// learns, with its autograd graph, where the stages read it.
+void set_parameter(torch::jit::Module& m, const std::string& name, const at::Tensor& t) {
+  torch::jit::Module owner = m;
+  std::size_t from = 0;
+  for (std::size_t dot = name.find('.'); dot != std::string::npos; dot = name.find('.', from)) {
+    owner = owner.attr(name.substr(from, dot - from)).toModule();
+    from = dot + 1;
+  }
+  owner.setattr(name.substr(from), t);
+}
+
+// The tensors of a model output (a tensor, or tensors inside tuples, lists and dicts), in order.
+void tensors_of(const c10::IValue& v, std::vector<at::Tensor>& out) {
+  if (v.isTensor()) {
+    if (v.toTensor().is_floating_point()) out.push_back(v.toTensor());
+  } else if (v.isTuple()) {
+    for (const auto& e : v.toTupleRef().elements()) tensors_of(e, out);
+  } else if (v.isList()) {
+    for (const auto& e : v.toListRef()) tensors_of(e, out);
+  } else if (v.isGenericDict()) {
+    for (const auto& e : v.toGenericDict()) tensors_of(e.value(), out);
+  }
+}
 
 std::int64_t batch_samples(const Batch& b) {
   if (b.empty() || !b.front().isTensor()) return 0;
@@ -399,6 +429,14 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
                                 "that do: rtn, gptq, gpfq, ed");
   if (o.accumulator.any() && o.mixed.any())
     throw std::invalid_argument("an accumulator bound and mixed precision do not combine (the candidates need not be integer formats)");
+  if (plugin.info.reconstructs_spans) {
+    auto refuse = [&](const std::string& what) {
+      throw std::invalid_argument("method " + o.method + " trains its rounding on spans of layers; it does not combine with " + what);
+    };
+    if (o.mixed.any()) refuse("mixed precision (its sensitivity pass solves each layer alone)");
+    if (!o.search_formats.empty() || !o.search_clips.empty()) refuse("the weight format search (--search-format, --search-clip)");
+    if (o.distributed.world_size > 1) refuse("a distributed calibration (its training is not reduced across processes yet)");
+  }
   if (o.accumulator.bits == 0 && o.accumulator.tile != 0)
     throw std::invalid_argument("an accumulator tile is a tile of a bounded accumulator; give --accumulator-bits too");
   at::NoGradGuard no_grad;
@@ -512,6 +550,19 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
     rep.layers.push_back(lr);
   }
   const int todo = int(plan.size());
+  // Spans: runs of consecutive planned layers whose names give the same key (methods that
+  // reconstruct spans; every layer is its own span otherwise).
+  if (plugin.info.reconstructs_spans) {
+    const std::string rule = values.choice("span");
+    std::string last_key;
+    for (std::size_t i = 0; i < plan.size(); ++i) {
+      const std::string key = detail::span_key(plan[i].layer->info.name, rule);
+      plan[i].span = i == 0 ? 0 : plan[i - 1].span + (key == last_key ? 0 : 1);
+      last_key = key;
+    }
+  } else {
+    for (std::size_t i = 0; i < plan.size(); ++i) plan[i].span = i;
+  }
 
   // Input transforms: on each site of a quantized layer, a Hadamard rotation (the weight rotated to
   // match, in both model copies) and an activation quantizer, where asked for and where they apply.
@@ -755,7 +806,14 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
           o.accumulator, p.format, lr.act_format, cols, columns_per_channel(p));
       WeightGrid grid(p.format, rows, cols, w.data_ptr<double>(), p.clip);
       std::map<std::string, double> notes;
-      const at::Tensor q = solve_groups(w, grid, grams, notes, bound ? &*bound : nullptr);
+      at::Tensor to_round = w;
+      if (p.learned) {  // a method that reconstructs spans learned the scales and the division
+        p.learned->fix_scales(grid);
+        to_round = p.learned->divided();
+      } else if (plugin.info.reconstructs_spans) {
+        throw std::logic_error("qcast: layer " + l.info.name + " was not trained in a span");
+      }
+      const at::Tensor q = solve_groups(to_round, grid, grams, notes, bound ? &*bound : nullptr);
       for (const auto& [k, v] : notes) lr.notes[k] = v;  // beside what the transforms noted
       if (p.search_error >= 0) {
         lr.notes["clip"] = p.clip;
@@ -1138,6 +1196,113 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
     std::optional<detail::Grams> last_grams;
     std::size_t last_cut = 0;
 
+    // FlexRound's training of the span that opens at cut k (layer pi's first site): the float
+    // stream's outputs of the span are the targets; the quantized stream runs the span from its
+    // state at cut k with the learned weights installed (autograd through the stage graphs). The
+    // span's output is the data input of the first later cut that belongs to another span, or the
+    // model's output where the span runs to the end. The weights go back to float afterwards: each
+    // layer is then solved at its own cut from what was learned.
+    auto reconstruct_span = [&](std::size_t k, std::size_t pi) {
+      const std::size_t span = plan[pi].span;
+      std::size_t end = K;  // K: the tail
+      std::vector<std::size_t> members;
+      for (std::size_t j = k; j < K; ++j) {
+        const std::size_t pj = site_at.at(staged.cut(j)).first;
+        if (plan[pj].span != span) {
+          end = j;
+          break;
+        }
+        if (std::find(members.begin(), members.end(), pj) == members.end()) members.push_back(pj);
+      }
+      bool writes = false;
+      for (std::size_t j = k + 1; j <= std::min(end, K - 1); ++j) writes = writes || staged.writes(j);
+      if (end == K) writes = writes || staged.tail_writes();
+      const std::size_t out_input = end == K ? 0 : std::size_t(plan[site_at.at(staged.cut(end)).first]
+                                                                   .layer->sites[site_at.at(staged.cut(end)).second]
+                                                                   .data_input);
+      // The span's outputs: what the span defines that is live at its end (a layer's output that
+      // the next span reads, like q beside k and v, or a residual stream), with the input of the node
+      // at the end as that node receives it (after its activation quantizer on the quantized
+      // stream), or the model's outputs where the span runs to the end.
+      std::vector<std::size_t> live;
+      if (end < K) {
+        const std::size_t captured = staged.cut_input(end, out_input)->unique();
+        for (std::size_t id : staged.live_defined(k + 1, end))
+          if (id != captured) live.push_back(id);
+      }
+      // The span's outputs from the state at cut k of one stream (a copy where a stage writes in place).
+      auto run_span = [&](const detail::StagedForward& sf, const torch::jit::Module& m, std::size_t slot) {
+        detail::Env e = cache.take(slot);
+        detail::Env c = writes ? deep_copy(e) : e;
+        cache.put(slot, std::move(e));
+        SingleThreaded forward_threads(!o.threaded_forward && device.is_cpu());
+        std::vector<at::Tensor> out;
+        const std::size_t last = std::min(end, K - 1);
+        for (std::size_t j = k + 1; j <= last; ++j) {
+          std::vector<c10::IValue> x = sf.run(j, m, c);
+          if (j == end) tensors_of(x.at(out_input), out);
+        }
+        for (std::size_t id : live) {
+          const auto it = c.find(id);
+          if (it == c.end()) throw std::logic_error("qcast: a value live after the span is missing from a stream's state");
+          tensors_of(it->second, out);
+        }
+        if (end == K) tensors_of(c10::ivalue::Tuple::create(sf.run_tail(m, c)), out);
+        return out;
+      };
+      const auto t0 = Clock::now();
+      detail::SpanTraining t;
+      t.iterations = int(values.integer("iters"));
+      t.learning_rate = values.real("lr");
+      t.seed = std::uint64_t(values.integer("seed"));
+      for (std::size_t b = 0; b < B; ++b) t.targets.push_back(run_span(staged, fm, slot_f(b)));
+      std::vector<detail::FlexRoundWeight> weights;
+      std::vector<at::Tensor> originals;
+      for (std::size_t m : members) {
+        const at::Tensor param = parameter_of(qm, plan[m].layer->info.name);
+        originals.push_back(param);
+        const bool s4 = plan[m].layer->sites.front().kind == SiteKind::linear || plan[m].layer->sites.front().kind == SiteKind::conv;
+        weights.emplace_back(weight_matrix(param.detach().to(at::kCPU), plan[m].layer->layout, plan[m].cols),
+                             plan[m].format, s4 ? columns_per_channel(plan[m]) : 0);
+      }
+      t.install = [&](std::size_t i, const at::Tensor& w_hat) {
+        const Planned& pm = plan[members[i]];
+        set_parameter(qm, pm.layer->info.name,
+                      in_parameter_layout(w_hat, originals[i], pm.layer->layout).to(originals[i].device(), originals[i].scalar_type()));
+      };
+      t.output = [&](std::size_t b) { return run_span(staged_q, qm, slot_q(b)); };
+      t.progress = [&](int it, double loss) {
+        Progress pr;
+        pr.phase = Progress::Phase::train;
+        pr.layer = int(pi) + 1;
+        pr.name = plan[pi].layer->info.name + (members.size() > 1 ? " (+" + std::to_string(members.size() - 1) + " in its span)" : "");
+        pr.batch = it;
+        pr.batches = t.iterations;
+        pr.loss = loss;
+        report_progress(pr);
+      };
+      detail::SpanResult r;
+      try {
+        r = detail::train_span(weights, t);
+      } catch (...) {
+        for (std::size_t i = 0; i < members.size(); ++i) set_parameter(qm, plan[members[i]].layer->info.name, originals[i]);
+        throw;
+      }
+      for (std::size_t i = 0; i < members.size(); ++i) {
+        set_parameter(qm, plan[members[i]].layer->info.name, originals[i]);
+        Planned& pm = plan[members[i]];
+        pm.learned = std::make_shared<detail::FlexRoundWeight>(std::move(weights[i]));
+        LayerReport& lr = rep.layers[pm.report_index];
+        lr.notes["span_layers"] = double(members.size());
+        lr.notes["span_error_start"] = r.error_before;
+        lr.notes["span_error_learned"] = r.error_after;
+        lr.notes["span_kept_start"] = r.kept_start ? 1 : 0;
+      }
+      const double sec = seconds_since(t0);
+      rep.layers[plan[pi].report_index].seconds += sec;
+      rep.solve_seconds += sec;
+    };
+
     for (std::size_t k = 0; k < K; ++k) {
       const auto [pi, s] = site_at.at(staged.cut(k));
       Planned& p = plan[pi];
@@ -1235,6 +1400,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
         rep.statistics_seconds += sec;
         rep.layers[p.report_index].seconds += sec;
       }
+      if (plugin.info.reconstructs_spans && !p.learned) reconstruct_span(k, pi);
       solve(p, &grams);
       // The layer's temporaries (token-major copies, solver matrices) are freed: hand the pages back,
       // or glibc keeps them and the process's memory grows with the depth.

@@ -79,6 +79,9 @@ MethodValues::MethodValues(const MethodInfo& info, const std::map<std::string, s
         }
         break;
       }
+      case MethodOption::Kind::text:
+        if (value.empty()) throw std::invalid_argument("option " + name + " of " + info.name + " takes a non-empty value");
+        break;
       case MethodOption::Kind::real: {
         const double v = std::strtod(value.c_str(), &end);
         if (value.empty() || *end || errno || !std::isfinite(v) || v < 0)

@@ -50,7 +50,9 @@ void round_to_nearest(at::Tensor& w, std::int64_t row0, WeightGrid& grid, const 
   for (std::int64_t r = 0; r < rows; ++r) {
     double* row = p + r * cols;
     for (std::int64_t c = 0; c < cols; ++c) {
-      if (grid.opens_block(c)) grid.fix_block(row0 + r, c, row + c, std::min<std::int64_t>(grid.block_size(), cols - c));
+      // A block whose scale is already fixed keeps it (a method that learned its scales fixed them).
+      if (grid.opens_block(c) && !grid.block_fixed(row0 + r, c))
+        grid.fix_block(row0 + r, c, row + c, std::min<std::int64_t>(grid.block_size(), cols - c));
       row[c] = grid.quantize(row0 + r, c, row[c]);
     }
   }

@@ -63,6 +63,14 @@ StagedForward::StagedForward(const torch::jit::Module& model, const std::vector<
       cut_nodes.emplace_back(n, c);
     }
   }
+  // Values made from here on belong to the inserted transforms (ids only grow).
+  {
+    std::size_t next = 0;
+    for (const Node* n : graph_->nodes())
+      for (const Value* v : n->outputs()) next = std::max(next, v->unique() + 1);
+    for (const Value* v : graph_->inputs()) next = std::max(next, v->unique() + 1);
+    first_inserted_id_ = next;
+  }
   if (!casts.empty()) insert_input_transforms(*graph_, casts);
   for (Node* n : top->nodes()) top_.push_back(n);
   std::map<const Node*, std::size_t> pos;
@@ -113,7 +121,12 @@ StagedForward::StagedForward(const torch::jit::Module& model, const std::vector<
   for (std::size_t i = 1; i < graph_->inputs().size(); ++i) live.insert(graph_->inputs()[i]);
   std::size_t begin = 0;
   std::size_t k = 0;
-  for (const auto& [end, walk_pos] : cut_at) {
+  // Stage k ends at top-level position `end` (the node at the cut); the tail (end == N) ends at the
+  // graph's return and captures the model's outputs.
+  auto build = [&](std::size_t end, std::size_t walk_pos) {
+    const bool tail = end == N;
+    const std::vector<Value*> at_cut = tail ? std::vector<Value*>(graph_->outputs().begin(), graph_->outputs().end())
+                                            : std::vector<Value*>(top_[end]->inputs().begin(), top_[end]->inputs().end());
     Stage st;
     st.cut_index = walk_pos;
     st.end = end;
@@ -125,7 +138,7 @@ StagedForward::StagedForward(const torch::jit::Module& model, const std::vector<
     // Inputs: carried values read by this stage's nodes or by the node at the cut.
     std::vector<Value*> needed;
     for (std::size_t i = begin; i < end; ++i) needed.insert(needed.end(), reads[i].begin(), reads[i].end());
-    for (Value* v : top_[end]->inputs()) needed.push_back(v);
+    for (Value* v : at_cut) needed.push_back(v);
     for (Value* v : needed) {
       if (vmap.count(v) || remat(v) || pos_of(v) >= long(begin)) continue;
       if (!live.count(v)) throw std::logic_error("qcast: a stage reads a value that is not live");
@@ -147,14 +160,14 @@ StagedForward::StagedForward(const torch::jit::Module& model, const std::vector<
       for (std::size_t o = 0; o < c->outputs().size(); ++o) vmap[top_[i]->output(o)] = c->output(o);
     }
     std::vector<Value*> captured;
-    for (Value* v : top_[end]->inputs()) captured.push_back(get(v));
+    for (Value* v : at_cut) captured.push_back(get(v));
     Node* capture = sg->createTuple(captured);
     sg->appendNode(capture);
     // Outputs: values defined in this stage and read at or after the cut.
     std::vector<Value*> outs;
     for (std::size_t i = begin; i < end; ++i)
       for (Value* v : top_[i]->outputs())
-        if (!remat(v) && last_read.count(v) && last_read[v] >= end) {
+        if (!tail && !remat(v) && last_read.count(v) && last_read[v] >= end) {
           outs.push_back(vmap.at(v));
           st.outputs.push_back(v->unique());
           live.insert(v);
@@ -171,11 +184,15 @@ StagedForward::StagedForward(const torch::jit::Module& model, const std::vector<
         ++it;
       }
     }
-    st.fn = std::make_unique<torch::jit::GraphFunction>("qcast_stage_" + std::to_string(k), sg, nullptr);
-    stages_.push_back(std::move(st));
+    st.fn = std::make_unique<torch::jit::GraphFunction>(tail ? std::string("qcast_tail") : "qcast_stage_" + std::to_string(k), sg, nullptr);
+    return st;
+  };
+  for (const auto& [end, walk_pos] : cut_at) {
+    stages_.push_back(build(end, walk_pos));
     begin = end;
     ++k;
   }
+  tail_ = std::make_unique<Stage>(build(N, 0));
 }
 
 Env StagedForward::initial(const Batch& inputs) const {
@@ -200,6 +217,28 @@ std::vector<c10::IValue> StagedForward::run(std::size_t k, const torch::jit::Mod
   for (std::size_t i = 0; i < st.outputs.size(); ++i) env[st.outputs[i]] = outs[i];
   const auto& cap = outs.back().toTupleRef().elements();
   return std::vector<c10::IValue>(cap.begin(), cap.end());
+}
+
+std::vector<c10::IValue> StagedForward::run_tail(const torch::jit::Module& self, const Env& env) const {
+  torch::jit::GraphOptimizerEnabledGuard no_jit_passes(false);
+  torch::jit::Stack stack;
+  stack.reserve(tail_->inputs.size() + 1);
+  stack.emplace_back(self._ivalue());
+  for (std::size_t id : tail_->inputs) stack.push_back(env.at(id));
+  tail_->fn->run(stack);
+  const auto& cap = stack.back().toTupleRef().elements().back().toTupleRef().elements();
+  return std::vector<c10::IValue>(cap.begin(), cap.end());
+}
+
+std::vector<std::size_t> StagedForward::live_defined(std::size_t from, std::size_t to) const {
+  std::vector<std::size_t> live;
+  for (std::size_t j = from; j <= to; ++j) {
+    const Stage& st = stages_.at(j);
+    for (std::size_t id : st.dropped) live.erase(std::remove(live.begin(), live.end(), id), live.end());
+    for (std::size_t id : st.outputs)
+      if (id < first_inserted_id_) live.push_back(id);
+  }
+  return live;
 }
 
 const torch::jit::Value* StagedForward::cut_input(std::size_t k, std::size_t i) const {

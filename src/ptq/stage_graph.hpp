@@ -40,11 +40,23 @@ class StagedForward {
   // live at cut k-1 and is left holding those live at cut k. Returns the inputs of the node at cut k.
   std::vector<c10::IValue> run(std::size_t k, const torch::jit::Module& self, Env& env) const;
 
+  // Runs the nodes from the last cut to the graph's return on the values live at the last cut (env
+  // is left as it was) and returns the model's outputs: where a span of layers that ends with the
+  // model is reconstructed (FlexRound), its target and its output.
+  std::vector<c10::IValue> run_tail(const torch::jit::Module& self, const Env& env) const;
+
+  // The values that stages `from` to `to` define and that are still live at cut `to` (in the
+  // boundary state after stage `to`), by id, in order of definition. Two StagedForward of one model
+  // give the same ids to the values of its graph (the inserted transforms' values have ids of their
+  // own and are left out).
+  std::vector<std::size_t> live_defined(std::size_t from, std::size_t to) const;
+
   // Whether any node from cut k up to cut k+1 may write into a tensor (an in-place operation): if
   // none does, a value read at cut k holds the same data at cut k+1.
   bool mutates_between(std::size_t k) const { return stages_[k + 1].mutates; }
   // Whether stage k may write into a tensor it did not create.
   bool writes(std::size_t k) const { return stages_[k].mutates; }
+  bool tail_writes() const { return tail_->mutates; }
 
   // The graph value of input i of the node at cut k (to tell whether two cuts read the same value).
   const torch::jit::Value* cut_input(std::size_t k, std::size_t i) const;
@@ -63,6 +75,8 @@ class StagedForward {
   std::vector<torch::jit::Node*> top_;
   std::vector<std::size_t> model_inputs_;
   std::vector<Stage> stages_;
+  std::unique_ptr<Stage> tail_;  // from the last cut to the return
+  std::size_t first_inserted_id_ = 0;  // values with ids from here on were made by the inserted transforms
 };
 
 }  // namespace qcast::ptq::detail

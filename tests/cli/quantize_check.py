@@ -135,7 +135,7 @@ with tempfile.TemporaryDirectory() as d:
     r = run(model_path, "--format", "mxfp5", "--calib", calib_path, "-o", os.path.join(d, "o.pt"))
     check(r.returncode == 2 and "mxfp4" in r.stderr, "unknown format lists the valid names (a usage error)")
     r = run(model_path, "--format", "mxfp4", "--method", "awq", "--calib", calib_path, "-o", os.path.join(d, "o.pt"))
-    check(r.returncode == 2 and "ed, gpfq, gptq, rtn" in r.stderr, "unknown method lists the valid ones")
+    check(r.returncode == 2 and "ed, flexround, gpfq, gptq, rtn" in r.stderr, "unknown method lists the valid ones")
     bad = os.path.join(d, "bad.pt")
     torch.save(torch.rand(4, 5, 8, 8), bad)
     r = run(model_path, "--format", "mxfp4", "--calib", bad, "-o", os.path.join(d, "o.pt"))
@@ -182,6 +182,22 @@ with tempfile.TemporaryDirectory() as d:
         check("bias_shift" in layers["stem.weight"].get("notes", {}), "the report gives the bias shift of a layer with a bias")
         b0, b1 = model.stem.bias, torch.jit.load(corrected).stem.bias
         check(not torch.equal(b0, b1), "bias correction changes the bias of the quantized model")
+    # flexround from the command line: its options, a progress line per span, the span errors in
+    # the report, and a saved model that runs.
+    learned, learned_rep = os.path.join(d, "flexround.pt"), os.path.join(d, "flexround.json")
+    r = run(model_path, "--format", "int4@g16", "--method", "flexround", "--span", "layer", "--iters", "20", "--lr", "0.001",
+            "--calib", calib_path, "-o", learned, "--report", learned_rep)
+    check(r.returncode == 0, f"flexround: exit {r.returncode}: {r.stderr}")
+    if r.returncode == 0:
+        check("train, iteration 20/20, loss" in r.stderr, "flexround prints its training progress")
+        notes = [l.get("notes", {}) for l in json.load(open(learned_rep))["layers"] if l["status"] == "quantized"]
+        check(notes and all("span_error_start" in n and "span_error_learned" in n for n in notes),
+              "the report gives every span's error at the start and after training")
+        out = torch.jit.load(learned)(x)
+        check(out.shape == ref.shape and bool(torch.isfinite(out).all()), "the flexround model runs")
+    r = run(model_path, "--format", "int4@g16", "--method", "flexround", "--span", "(", "--calib", calib_path, "-o", learned + "x")
+    check(r.returncode != 0 and "nor a valid regular expression" in r.stderr and not os.path.exists(learned + "x"),
+          "a bad span expression is a clear error")
     r = run(model_path, "--format", "mxfp4", "--method", "rtn", "--device", "tpu", "-o", os.path.join(d, "o.pt"))
     check(r.returncode != 0 and "cpu, cuda, cuda:N" in r.stderr, "an unknown device lists the valid ones")
     if not torch.cuda.is_available():

@@ -323,7 +323,7 @@ TEST_CASE("bad input gets a clear error") {
   o.format = qcast::parse_format("mxfp4");
   CHECK_THROWS_WITH(ptq::quantize(model, {{at::rand({4, 15})}}, o),
                     Catch::Contains("does not fit the model") && Catch::Contains("Float[4, 15]"));
-  CHECK_THROWS_WITH(ptq::find_method("awq"), Catch::Contains("ed, gpfq, gptq, rtn"));
+  CHECK_THROWS_WITH(ptq::find_method("awq"), Catch::Contains("ed, flexround, gpfq, gptq, rtn"));
   const std::string bogus = temp_path("bogus.pt");
   std::ofstream(bogus) << "hello";
   CHECK_THROWS_WITH(ptq::load_model(bogus), Catch::Contains(bogus) && Catch::Contains("not a TorchScript model"));

@@ -216,10 +216,10 @@ TEST_CASE("the method registry: names, help, options") {
     names.push_back(m.name);
     CHECK(!m.help.empty());
   }
-  CHECK(names == std::vector<std::string>{"ed", "gpfq", "gptq", "rtn"});
+  CHECK(names == std::vector<std::string>{"ed", "flexround", "gpfq", "gptq", "rtn"});
   CHECK(!ptq::find_method("rtn").needs_calibration);
   CHECK(ptq::find_method("gptq").options.size() == 4);
-  CHECK_THROWS_WITH(ptq::find_method("awq"), Catch::Contains("valid methods: ed, gpfq, gptq, rtn"));
+  CHECK_THROWS_WITH(ptq::find_method("awq"), Catch::Contains("valid methods: ed, flexround, gpfq, gptq, rtn"));
   const Module model = mlp(1, 16);
   const auto calib = mlp_calibration(16, 1, 4);
   ptq::Options o;

@@ -542,6 +542,12 @@ int run_quantize(const std::vector<std::string>& args) {
         fmt::print(stderr, "{}{}, batch {}/{}, elapsed {}\n", pass, p.name, p.batch, p.batches, duration(p.elapsed_s));
         last_line = now;
       }
+    } else if (p.phase == ptq::Progress::Phase::train) {
+      if (now - last_line > std::chrono::seconds(5) || p.batch == p.batches) {
+        fmt::print(stderr, "{}[{}/{}] {:<40} train, iteration {}/{}, loss {:.4g}, elapsed {}\n", pass, p.layer, p.layers, p.name,
+                   p.batch, p.batches, p.loss, duration(p.elapsed_s));
+        last_line = now;
+      }
     } else if (p.phase == ptq::Progress::Phase::solve) {
       fmt::print(stderr, "{}[{}/{}] {:<40} solve, elapsed {}{}\n", pass, p.layer, p.layers, p.name, duration(p.elapsed_s), eta);
       last_line = now;

@@ -26,7 +26,7 @@ using Batch = std::vector<c10::IValue>;
 
 // An option a method declares; the CLI turns it into --NAME (a flag) or --NAME VALUE.
 struct MethodOption {
-  enum class Kind { flag, integer, real, choice };
+  enum class Kind { flag, integer, real, choice, text };  // text: any non-empty value
   std::string name;           // e.g. "act-order"
   Kind kind = Kind::flag;
   std::string default_value;  // as text: "false", "128", "0.01", "static"
@@ -43,6 +43,9 @@ struct MethodInfo {
   // true: the method rounds through the accumulator bound when the run keeps one (AXE; rtn, gptq,
   // gpfq and ed do). A run with --accumulator-bits refuses a method that does not.
   bool bounds_accumulator = false;
+  // true: the engine trains the method's rounding on spans of layers before solving them (FlexRound;
+  // the method declares a `span` option and the options of its training: iters, lr, seed).
+  bool reconstructs_spans = false;
 };
 
 // Every registered method, by name.
@@ -83,13 +86,16 @@ struct ActivationOptions {
 };
 
 struct Progress {
-  enum class Phase { forward, solve, activation_statistics };
+  // train: a method that reconstructs spans (FlexRound) trains the span that opens at `layer`;
+  // `batch` counts its iterations of `batches`, and `loss` is the mean loss of the last ones.
+  enum class Phase { forward, solve, activation_statistics, train };
   Phase phase = Phase::forward;
   std::string pass;           // "sensitivity" in a mixed-precision run's first pass, "" otherwise
   int layer = 0, layers = 0;  // 1-based index of the layer whose stage runs or which is solved, of `layers`
   std::string name;           // that layer
   int batch = 0, batches = 0;  // forward, activation_statistics: 1-based batch within the stage or pass, of `batches`
   double elapsed_s = 0, eta_s = -1;  // eta_s < 0: not known yet
+  double loss = 0;                   // train only
 };
 
 // Thrown by quantize() when the progress callback asks it to stop. Nothing is written; temporary

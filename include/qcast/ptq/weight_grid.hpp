@@ -73,6 +73,14 @@ class WeightGrid {
   void fix_block(std::int64_t row, std::int64_t col, const T* values, std::int64_t n, std::int64_t stride = 1) {
     fix(group_of(row, col), float(amax_of(values, n, stride)));
   }
+  // Fixes the scale of the group of (row, col) (its block, its channel or the tensor) from a given
+  // amax, through the format's own scale rule: how a method that learns its scales (FlexRound's s1)
+  // puts them on the grid. A channel or tensor scale the constructor fixed is replaced.
+  void fix_group(std::int64_t row, std::int64_t col, double amax) {
+    if (!f_.is_scaled()) throw std::logic_error("fix_group: the format has no scales");
+    if (!(amax >= 0.0) || !std::isfinite(amax)) throw std::invalid_argument("a group's amax must be finite and >= 0");
+    fix(group_of(row, col), float(amax));
+  }
   bool block_fixed(std::int64_t row, std::int64_t col) const {
     return !f_.is_scaled() || fixed_[std::size_t(group_of(row, col))] != 0;
   }

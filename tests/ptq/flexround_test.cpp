@@ -1,0 +1,208 @@
+// FlexRound (src/ptq/flexround.cpp, src/ptq/methods/flexround.cpp): the learnable rounding starts
+// as round-to-nearest with static scales, its forward value is always the grid's own rounding of
+// W / (S2 s3 s4) on the learned scales (what the final solve stores), its gradients are the
+// straight-through ones, and in the engine every span's reconstruction error falls with training,
+// on models with convolutions, in-place operations, control flow and a weight used twice.
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "flexround.hpp"
+#include "qcast/cast.hpp"
+#include "qcast/format_names.hpp"
+#include "qcast/ptq/engine.hpp"
+#include "qcast/ptq/weight_grid.hpp"
+#include "solvers.hpp"
+
+#undef CHECK
+#include <catch2/catch.hpp>
+
+#include "module_params.hpp"
+
+namespace ptq = qcast::ptq;
+using qcast::ptq::detail::FlexRoundWeight;
+
+namespace {
+
+at::Tensor rtn(const at::Tensor& w, const std::string& format) {
+  ptq::WeightGrid grid(qcast::parse_format(format), w.size(0), w.size(1), w.data_ptr<double>());
+  at::Tensor q = w.clone();
+  ptq::detail::round_to_nearest(q, 0, grid);
+  return q;
+}
+
+// What the engine's solve stores for a learned weight: its division rounded on its learned scales.
+at::Tensor solved(const FlexRoundWeight& f, const at::Tensor& w, const std::string& format) {
+  ptq::WeightGrid grid(qcast::parse_format(format), w.size(0), w.size(1), w.data_ptr<double>());
+  f.fix_scales(grid);
+  at::Tensor q = f.divided().contiguous();
+  ptq::detail::round_to_nearest(q, 0, grid);
+  std::vector<float> decoded(std::size_t(w.numel()));
+  qcast::decode(grid.encoded(), decoded.data());
+  CHECK(at::equal(at::from_blob(decoded.data(), q.sizes(), at::kFloat).to(at::kDouble), q));
+  return q;
+}
+
+}  // namespace
+
+TEST_CASE("FlexRound starts as round-to-nearest and its forward is always the grid's rounding") {
+  at::manual_seed(3);
+  const at::Tensor w = (at::randn({12, 64}, at::kDouble) * 0.2).contiguous();
+  for (const std::string format : {"int4@g16", "mxfp4", "nvfp4", "int8@channel", "mxfp6_e2m3", "int4@tensor"}) {
+    INFO(format);
+    FlexRoundWeight f(w, qcast::parse_format(format), 4);
+    const at::Tensor start = f.forward().detach();
+    CHECK(at::equal(start, rtn(w, format)));
+    CHECK(at::equal(solved(f, w, format), start));
+    // Perturbed factors and scales: the forward is the final solve's value, bit for bit, and differs
+    // from the start.
+    {
+      at::NoGradGuard no_grad;
+      for (auto& p : f.parameters()) p.add_(at::randn_like(p) * 0.3);
+    }
+    const at::Tensor moved = f.forward().detach();
+    CHECK(at::equal(moved, solved(f, w, format)));
+    CHECK(!at::equal(moved, start));
+    f.reset();
+    CHECK(at::equal(f.forward().detach(), start));
+  }
+}
+
+TEST_CASE("FlexRound's gradients pass straight through the rounding") {
+  at::manual_seed(4);
+  const at::Tensor w = (at::randn({6, 32}, at::kDouble) * 0.3).contiguous();
+  const at::Tensor g = at::randn({6, 32}, at::kDouble);
+  FlexRoundWeight f(w, qcast::parse_format("int4@g16"), 2);
+  {
+    at::NoGradGuard no_grad;
+    for (auto& p : f.parameters()) p.add_(at::randn_like(p) * 0.1);
+  }
+  const std::vector<at::Tensor> ps = f.parameters();  // log S2, log s3, log s4, log2 s1
+  at::AutoGradMode grad(true);
+  (f.forward() * g).sum().backward();
+  // d/d log S2 of W / S is -W / S: the element's own gradient, through the rounding as if it were
+  // not there, for the elements within the range of their group (|W / S| <= the group's amax, which
+  // s1 learns from the float one); none for the saturated ones.
+  const at::Tensor divided = f.divided();
+  const at::Tensor amax = at::repeat_interleave(std::get<0>(w.abs().reshape({6, 2, 16}).max(2)) * at::exp2(ps[3].detach()), 16, 1);
+  const at::Tensor inside = divided.abs() <= amax;
+  CHECK(inside.logical_not().any().item<bool>());
+  CHECK(inside.any().item<bool>());
+  const at::Tensor expected = at::where(inside, -g * divided, at::zeros_like(g));
+  CHECK(at::allclose(ps[0].grad(), expected, 1e-12, 1e-14));
+  CHECK(at::allclose(ps[1].grad(), expected.sum(1, true), 1e-12, 1e-14));
+  CHECK(at::allclose(ps[2].grad(), expected.reshape({6, 16, 2}).sum(at::IntArrayRef{0, 2}).reshape({1, 16}), 1e-12, 1e-14));
+  // s1: (round(v) - v) · ds1, as for learned step sizes; nonzero unless every element sits on the grid.
+  CHECK(ps[3].grad().abs().sum().item<double>() > 0);
+}
+
+TEST_CASE("span keys") {
+  using qcast::ptq::detail::span_key;
+  CHECK(span_key("encoder.layer.3.attention.self.query", "auto") == "encoder.layer.3");
+  CHECK(span_key("encoder.layer.3.output.dense", "auto") == span_key("encoder.layer.3.attention.self.key", "auto"));
+  CHECK(span_key("encoder.layer.3.output.dense", "auto") != span_key("encoder.layer.4.output.dense", "auto"));
+  CHECK(span_key("classifier", "auto") == "classifier");
+  CHECK(span_key("encoder.layer.3.output.dense", "layer") == "encoder.layer.3.output.dense");
+  CHECK(span_key("blocks.7.conv", "blocks\\.[0-9]+") == span_key("blocks.7.fc", "blocks\\.[0-9]+"));
+  CHECK(span_key("head", "blocks\\.[0-9]+") == "head");
+  CHECK_THROWS_WITH(span_key("x", "blocks.[0-9"), Catch::Contains("neither auto, layer nor a valid regular expression"));
+}
+
+TEST_CASE("flexround in the engine: every span reconstructs better than it started, the same bits twice") {
+  const auto model = qcast_test::tanh_mlp(48, 6.0, 11);
+  at::manual_seed(12);
+  std::vector<ptq::Batch> calib;
+  // Correlated inputs: with white ones round-to-nearest is already about the best rounding.
+  const at::Tensor mix = at::randn({48, 48}) * at::rand({1, 48});
+  for (int b = 0; b < 4; ++b) calib.push_back({at::mm(at::randn({64, 48}), mix)});
+  ptq::Options o;
+  o.format = qcast::parse_format("int4@g16");
+  o.method = "flexround";
+  // w0 and w1 trained together (their output: w2's input), w2 alone up to the model's output.
+  o.method_options = {{"span", "w(?=[01])"}, {"iters", "200"}, {"lr", "0.001"}};
+  const ptq::Result r = ptq::quantize(model, calib, o);
+  ptq::Options rtn_o = o;
+  rtn_o.method = "rtn";
+  rtn_o.method_options.clear();
+  const ptq::Result base = ptq::quantize(model, calib, rtn_o);
+  REQUIRE(r.report.layers.size() == 3);
+  for (const auto& l : r.report.layers) {
+    INFO(l.name);
+    CHECK(l.status == "quantized");
+    CHECK(l.notes.at("span_layers") == (l.name == "w2" ? 1 : 2));
+    CHECK(l.notes.at("span_error_learned") < 0.9 * l.notes.at("span_error_start"));
+    CHECK(l.notes.at("span_kept_start") == 0);
+  }
+  // The start of each span is round-to-nearest: the first span's start error is RTN's own.
+  const at::Tensor x = calib[0][0].toTensor();
+  auto out = [&](torch::jit::Module m) { return m.forward({x}).toTensor(); };
+  const at::Tensor ref = out(model);
+  const double err = (out(r.model) - ref).norm().item<double>(), err_rtn = (out(base.model) - ref).norm().item<double>();
+  CHECK(err < err_rtn);
+  // Every stored weight is its packed codes decoded.
+  for (const auto& p : r.packed) {
+    std::vector<float> decoded(std::size_t(p.matrix.shape[0] * p.matrix.shape[1]));
+    qcast::decode(p.matrix, decoded.data());
+    CHECK(at::equal(at::from_blob(decoded.data(), {p.matrix.shape[0], p.matrix.shape[1]}, at::kFloat),
+                    qcast_test::param(r.model, p.name)));
+  }
+  const ptq::Result again = ptq::quantize(model, calib, o);
+  for (const auto& p : r.packed) CHECK(at::equal(qcast_test::param(r.model, p.name), qcast_test::param(again.model, p.name)));
+}
+
+TEST_CASE("flexround through convolutions, in-place operations, control flow and a weight used twice") {
+  const auto model = qcast_test::pipeline_model();
+  const auto calib = qcast_test::pipeline_calibration(3, 8);
+  for (const std::string span : {"layer", "(stem|grouped)|(a|b)|w[qkv]"}) {
+   for (const bool int8_inputs : {false, true}) {
+    INFO(span << (int8_inputs ? ", int8 activations" : ""));
+    ptq::Options o;
+    o.format = qcast::parse_format("mxfp4");
+    if (int8_inputs) o.activations.format = qcast::parse_format("int8");
+    o.method = "flexround";
+    o.method_options = {{"span", span}, {"iters", "60"}, {"lr", "0.001"}};
+    const ptq::Result r = ptq::quantize(model, calib, o);
+    int improved = 0, quantized = 0;
+    for (const auto& l : r.report.layers) {
+      if (l.status != "quantized") continue;
+      ++quantized;
+      // A span that reconstructs worse after training keeps its start, and says so.
+      CHECK((l.notes.at("span_error_learned") <= l.notes.at("span_error_start")) == (l.notes.at("span_kept_start") == 0));
+      improved += l.notes.at("span_error_learned") < l.notes.at("span_error_start");
+    }
+    CHECK(quantized == 8);
+    CHECK(improved >= quantized / 2);
+    // The quantized model still runs and its weights are on the grid.
+    torch::jit::Module saved = r.model;
+    CHECK_NOTHROW(saved.forward(calib[0]));
+    for (const auto& p : r.packed) {
+      std::vector<float> decoded(std::size_t(p.matrix.shape[0] * p.matrix.shape[1]));
+      qcast::decode(p.matrix, decoded.data());
+      const at::Tensor stored = qcast_test::param(r.model, p.name);
+      CHECK(at::equal(at::from_blob(decoded.data(), {stored.numel()}, at::kFloat),
+                      p.layout == qcast::WeightLayout::rows ? stored.reshape({-1}) : stored.transpose(-1, -2).reshape({-1})));
+    }
+   }
+  }
+}
+
+TEST_CASE("flexround refuses what it cannot combine with") {
+  const auto model = qcast_test::tanh_mlp(16, 4.0, 1);
+  std::vector<ptq::Batch> calib{{at::randn({8, 16})}};
+  ptq::Options o;
+  o.format = qcast::parse_format("int4@g16");
+  o.method = "flexround";
+  o.mixed.candidates = {qcast::parse_format("mxfp4"), qcast::parse_format("int4@g16")};
+  o.mixed.budget_bits = 4.5;
+  CHECK_THROWS_WITH(ptq::quantize(model, calib, o), Catch::Contains("does not combine with mixed precision"));
+  o.mixed = {};
+  CHECK_THROWS_WITH(ptq::quantize(model, {}, o), Catch::Contains("needs calibration data"));
+  o.method_options = {{"span", "("}};
+  CHECK_THROWS_WITH(ptq::quantize(model, calib, o), Catch::Contains("nor a valid regular expression"));
+  o.method_options = {{"iters", "0"}};
+  CHECK_THROWS_WITH(ptq::quantize(model, calib, o), Catch::Contains("option iters of flexround takes an integer"));
+}
+
