@@ -141,14 +141,15 @@ at::Tensor squared_distance(const std::vector<at::Tensor>& y, const std::vector<
 std::string span_key(const std::string& name, const std::string& rule) {
   if (rule == "layer") return name;
   if (rule == "auto") {
-    std::size_t from = 0;
-    while (from <= name.size()) {
-      std::size_t dot = name.find('.', from);
-      if (dot == std::string::npos) dot = name.size();
-      const std::string part = name.substr(from, dot - from);
-      if (!part.empty() && std::all_of(part.begin(), part.end(), [](unsigned char c) { return std::isdigit(c) != 0; }))
-        return name.substr(0, dot);
-      from = dot + 1;
+    // The first number that is a whole component, between separators ('.' or '_'): the block's
+    // index in "encoder.layer.3.attention", "features.4.conv" or "block_3_expand".
+    const auto separator = [](char c) { return c == '.' || c == '_'; };
+    for (std::size_t i = 0; i < name.size(); ++i) {
+      if (!std::isdigit(static_cast<unsigned char>(name[i])) || (i > 0 && !separator(name[i - 1]))) continue;
+      std::size_t j = i;
+      while (j < name.size() && std::isdigit(static_cast<unsigned char>(name[j]))) ++j;
+      if (j < name.size() && separator(name[j])) return name.substr(0, j);
+      i = j;
     }
     return name;
   }

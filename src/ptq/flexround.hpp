@@ -60,8 +60,9 @@ class FlexRoundWeight {
 };
 
 // The key of the span a layer is trained in (consecutive layers with the same key form one span).
-// rule "auto": the name up to its first component that is a number ("encoder.layer.3.attention.
-// self.query" -> "encoder.layer.3"; a name without one is its own span); "layer": the name itself;
+// rule "auto": the name up to its first number that stands between separators ('.' or '_') and is
+// followed by more ("encoder.layer.3.attention.self.query" -> "encoder.layer.3", "block_3_expand"
+// -> "block_3"; "conv2d_185.weight" -> "conv2d_185", its own span; a name without one is its own span); "layer": the name itself;
 // otherwise an ECMAScript regular expression whose first match in the name is the key (a name it
 // does not match is its own span). std::invalid_argument for a bad expression.
 std::string span_key(const std::string& name, const std::string& rule);

@@ -105,6 +105,12 @@ TEST_CASE("span keys") {
   CHECK(span_key("encoder.layer.3.output.dense", "auto") == span_key("encoder.layer.3.attention.self.key", "auto"));
   CHECK(span_key("encoder.layer.3.output.dense", "auto") != span_key("encoder.layer.4.output.dense", "auto"));
   CHECK(span_key("classifier", "auto") == "classifier");
+  CHECK(span_key("block_3_expand.weight", "auto") == "block_3");
+  CHECK(span_key("block_3_project.weight", "auto") == span_key("block_3_depthwise.weight", "auto"));
+  CHECK(span_key("conv2d_185.weight", "auto") == "conv2d_185");  // its own: the next conv has another number
+  CHECK(span_key("conv2d_186.weight", "auto") != span_key("conv2d_185.weight", "auto"));
+  CHECK(span_key("features.12.conv.0.weight", "auto") == "features.12");
+  CHECK(span_key("layer10x.weight", "auto") == "layer10x.weight");
   CHECK(span_key("encoder.layer.3.output.dense", "layer") == "encoder.layer.3.output.dense");
   CHECK(span_key("blocks.7.conv", "blocks\\.[0-9]+") == span_key("blocks.7.fc", "blocks\\.[0-9]+"));
   CHECK(span_key("head", "blocks\\.[0-9]+") == "head");

@@ -14,7 +14,7 @@ QCAST_PTQ_METHOD(flexround) {
   info.reconstructs_spans = true;
   info.options = {
       {"span", MethodOption::Kind::text, "auto",
-       "layers trained together: auto (name up to its first number, e.g. encoder.layer.3), layer, or a regex whose match names the span"},
+       "layers trained together: auto (name up to its first number between separators: encoder.layer.3, block_3), layer, or a regex whose match names the span"},
       {"iters", MethodOption::Kind::integer, "500", "Adam iterations per span, one calibration batch each"},
       {"lr", MethodOption::Kind::real, "0.0003", "Adam's first learning rate, falling linearly to 0 (the factors are learned as logarithms)"},
       {"seed", MethodOption::Kind::integer, "1", "seed of the order in which the batches are visited"},
