@@ -1283,6 +1283,9 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
       };
       detail::SpanResult r;
       try {
+        // One intra-op thread for the whole training, not only the stages: the gradients of s1, s3
+        // and s4 and the losses are sums whose order would otherwise follow the thread count.
+        SingleThreaded training_threads(!o.threaded_forward && device.is_cpu());
         r = detail::train_span(weights, t);
       } catch (...) {
         for (std::size_t i = 0; i < members.size(); ++i) set_parameter(qm, plan[members[i]].layer->info.name, originals[i]);
