@@ -1199,9 +1199,8 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
     // FlexRound's training of the span that opens at cut k (layer pi's first site): the float
     // stream's outputs of the span are the targets; the quantized stream runs the span from its
     // state at cut k with the learned weights installed (autograd through the stage graphs). The
-    // span's output is the data input of the first later cut that belongs to another span, or the
-    // model's output where the span runs to the end. The weights go back to float afterwards: each
-    // layer is then solved at its own cut from what was learned.
+    // span ends at the first later cut that belongs to another span, or with the model. The weights
+    // go back to float afterwards: each layer is then solved at its own cut from what was learned.
     auto reconstruct_span = [&](std::size_t k, std::size_t pi) {
       const std::size_t span = plan[pi].span;
       std::size_t end = K;  // K: the tail
