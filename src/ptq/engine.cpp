@@ -1173,6 +1173,15 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
       cache.put(slot_q(b), copy_of_batch(b));
     }
 
+    // A copy of the state in `slot` for stages to run on, the cached one left as it was: a deep copy
+    // where one of those stages writes into tensors in place, a shallow one otherwise.
+    auto copy_of_state = [&](std::size_t slot, bool writes) {
+      detail::Env e = cache.take(slot);
+      detail::Env c = writes ? deep_copy(e) : e;
+      cache.put(slot, std::move(e));
+      return c;
+    };
+
     // Adds one site's captured inputs on both streams to the layer's statistics.
     auto add_site = [&](detail::Grams& grams, const Planned& p, std::size_t s, std::size_t b,
                         const std::vector<c10::IValue>& xf, const std::vector<c10::IValue>& xq) {
@@ -1231,9 +1240,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
       }
       // The span's outputs from the state at cut k of one stream (a copy where a stage writes in place).
       auto run_span = [&](const detail::StagedForward& sf, const torch::jit::Module& m, std::size_t slot) {
-        detail::Env e = cache.take(slot);
-        detail::Env c = writes ? deep_copy(e) : e;
-        cache.put(slot, std::move(e));
+        detail::Env c = copy_of_state(slot, writes);
         SingleThreaded forward_threads(!o.threaded_forward && device.is_cpu());
         std::vector<at::Tensor> out;
         const std::size_t last = std::min(end, K - 1);
@@ -1369,12 +1376,8 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
         bool writes = false;
         for (std::size_t j = k + 1; j <= last; ++j) writes = writes || staged.writes(j);
         for (std::size_t b = 0; b < B; ++b) {
-          detail::Env ef = cache.take(slot_f(b));
-          detail::Env cf = writes ? deep_copy(ef) : ef;
-          cache.put(slot_f(b), std::move(ef));
-          detail::Env eq = cache.take(slot_q(b));
-          detail::Env cq = writes ? deep_copy(eq) : eq;
-          cache.put(slot_q(b), std::move(eq));
+          detail::Env cf = copy_of_state(slot_f(b), writes);
+          detail::Env cq = copy_of_state(slot_q(b), writes);
           for (std::size_t j = k + 1; j <= last; ++j) {
             const auto t1 = Clock::now();
             std::vector<c10::IValue> xf, xq;

@@ -70,17 +70,24 @@ at::Tensor FlexRoundWeight::group_amax() const {
   return amax0_ * at::exp2(log2_s1_);
 }
 
-at::Tensor FlexRoundWeight::divided() const {
-  at::NoGradGuard no_grad;
+at::Tensor FlexRoundWeight::divided_with_gradients() const {
   at::Tensor log_s = log_s2_ + log_s3_;
   if (log_s4_.defined()) log_s = log_s + at::repeat_interleave(log_s4_, cols_per_channel_, 1);
   return w_ / log_s.exp();
 }
 
+at::Tensor FlexRoundWeight::divided() const {
+  at::NoGradGuard no_grad;
+  return divided_with_gradients();
+}
+
 void FlexRoundWeight::fix_scales(WeightGrid& grid) const {
   if (!scaled_) return;
   if (grid.rows() != rows_ || grid.cols() != cols_) throw std::logic_error("FlexRoundWeight: a grid of another shape");
-  const at::Tensor amax = group_amax().contiguous();
+  fix_groups(grid, group_amax().contiguous());
+}
+
+void FlexRoundWeight::fix_groups(WeightGrid& grid, const at::Tensor& amax) const {
   const auto a = amax.accessor<double, 2>();
   for (std::int64_t r = 0; r < amax.size(0); ++r)
     for (std::int64_t g = 0; g < amax.size(1); ++g) grid.fix_group(r, g * group_cols_, a[r][g]);
@@ -88,11 +95,7 @@ void FlexRoundWeight::fix_scales(WeightGrid& grid) const {
 
 at::Tensor FlexRoundWeight::grid_values(const at::Tensor& divided, const at::Tensor& amax) const {
   WeightGrid grid(format_, rows_, cols_, w_.data_ptr<double>());
-  if (scaled_) {
-    const auto a = amax.accessor<double, 2>();
-    for (std::int64_t r = 0; r < amax.size(0); ++r)
-      for (std::int64_t g = 0; g < amax.size(1); ++g) grid.fix_group(r, g * group_cols_, a[r][g]);
-  }
+  if (scaled_) fix_groups(grid, amax);
   at::Tensor q = divided.contiguous().clone();
   double* p = q.data_ptr<double>();
   for (std::int64_t r = 0; r < rows_; ++r)
@@ -101,9 +104,7 @@ at::Tensor FlexRoundWeight::grid_values(const at::Tensor& divided, const at::Ten
 }
 
 at::Tensor FlexRoundWeight::forward() const {
-  at::Tensor log_s = log_s2_ + log_s3_;
-  if (log_s4_.defined()) log_s = log_s + at::repeat_interleave(log_s4_, cols_per_channel_, 1);
-  const at::Tensor wd = w_ / log_s.exp();
+  const at::Tensor wd = divided_with_gradients();
   if (!scaled_) {
     const at::Tensor q = grid_values(wd.detach(), at::Tensor());
     const at::Tensor e = at::where(wd.detach().abs() <= element_max_, wd, q);
@@ -116,7 +117,8 @@ at::Tensor FlexRoundWeight::forward() const {
   // An element beyond the largest value saturates: it has no gradient of its own, and its value
   // moves with s1 alone (d Ŵ / d s1 = round(v), as learned step sizes clip). Passing saturated
   // elements straight through instead gives d Ŵ / d s1 = round(v) - v < 0 for them, the wrong sign,
-  // and s1 then shrinks without end (measured: the reconstruction error grew 20-fold).
+  // and s1 then shrinks without end (measured: the reconstruction error grew up to 200-fold,
+  // docs/design/0017-flexround.md).
   const at::Tensor s1 = per_element(amax / element_max_).clamp_min(1e-300);
   const at::Tensor v = wd / s1;
   const at::Tensor r = (q / s1).detach();

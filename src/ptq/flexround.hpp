@@ -48,6 +48,8 @@ class FlexRoundWeight {
   at::Tensor group_amax() const;          // [rows, groups per row], learned, without gradients
   at::Tensor per_element(const at::Tensor& g) const;  // a [rows, groups per row] tensor spread over [rows, cols]
   at::Tensor grid_values(const at::Tensor& divided, const at::Tensor& amax) const;
+  void fix_groups(WeightGrid& grid, const at::Tensor& amax) const;  // amax [rows | 1, groups per row]
+  at::Tensor divided_with_gradients() const;                        // W / (S2 · s3 · s4)
 
   at::Tensor w_;
   Format format_;
