@@ -127,7 +127,7 @@ def main():
     p.add_argument("--budgets", default="4.25,4.5,5")
     p.add_argument("--candidates", default="int4@g128,mxfp4,nvfp4,mxfp6_e2m3,mxfp8_e4m3")
     p.add_argument("--uniform", default="int4@g128,mxfp4,nvfp4,mxfp6_e2m3")
-    p.add_argument("--sensitivity", default="output", choices=["output", "e2e", "e2e-mse"])
+    p.add_argument("--sensitivity", default="output", choices=["output", "gain", "gain-mse", "e2e", "e2e-mse"])
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--table")

@@ -726,8 +726,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
   std::size_t probe_batches = 0;
   auto probe_forward = [&](std::size_t b) {
     SingleThreaded forward_threads(!o.threaded_forward && device.is_cpu());
-    return detail::probe_output(probe->forward(batch_on(calibration[b], device)),
-                                o.mixed.sensitivity == MixedPrecision::Sensitivity::end_to_end);
+    return detail::probe_output(probe->forward(batch_on(calibration[b], device)), o.mixed.probes_kl());
   };
   // The model's output with layer p's weight replaced by Ŵ against the reference: the mean KL, or
   // the relative squared error over the probe batches (1e30 where it is not finite).
@@ -738,7 +737,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
     double kl = 0, err = 0, energy = 0;
     for (std::size_t b = 0; b < probe_batches; ++b) {
       const at::Tensor out = probe_forward(b);
-      if (o.mixed.sensitivity == MixedPrecision::Sensitivity::end_to_end) {
+      if (o.mixed.probes_kl()) {
         kl += detail::mean_kl(probe_reference[b], out);
       } else {
         const auto [e, n] = detail::squared_error(probe_reference[b], out);
@@ -747,12 +746,17 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
       }
     }
     param.copy_(saved);
-    if (o.mixed.sensitivity == MixedPrecision::Sensitivity::end_to_end) return kl / double(probe_batches);
+    if (o.mixed.probes_kl()) return kl / double(probe_batches);
     const double r = energy > 0 ? err / energy : err;
     return std::isfinite(r) ? r : 1e30;
   };
 
   // The sensitivity pass: layer p solved with each candidate on its statistics, nothing written.
+  // The gain sensitivities probe one candidate, the one of the median output error (the lower
+  // median), and scale the others' squared output errors by its ratio: the output's divergence is,
+  // to second order, a quadratic form of the layer's output error, which the ratio reads along one
+  // candidate's noise. The median's noise is the most typical of the layer's candidates; the
+  // loudest is often an outlier-driven error of another shape (docs/design/0014-mixed-precision.md).
   auto measure_candidates = [&](Planned& p, const at::Tensor& w, const detail::Grams& grams) {
     LayerReport& lr = rep.layers[p.report_index];
     const bool correct_bias = o.bias_correction && !p.layer->bias.empty();
@@ -760,13 +764,14 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
     const std::vector<std::optional<Format>> candidates =
         p.pinned ? std::vector<std::optional<Format>>{p.format} : o.mixed.candidates;
     (*measured)[p.layer->info.name] = candidates;
-    const bool e2e = o.mixed.sensitivity != MixedPrecision::Sensitivity::output;
+    const bool every = o.mixed.probes_every_candidate();
+    std::vector<std::pair<std::size_t, at::Tensor>> quantized;  // (index in lr.candidates, Ŵ) for the gain
     for (const auto& f : candidates) {
       LayerReport::Candidate c;
       c.format = f ? format_name(*f) : "float";
       if (!f) {
         c.bytes = lr.float_bytes;
-        if (e2e) c.e2e = 0;
+        if (o.mixed.probes()) c.e2e = 0;
       } else {
         WeightGrid grid(*f, w.size(0), w.size(1), w.data_ptr<double>());
         std::map<std::string, double> notes;
@@ -774,11 +779,28 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
         const double e = detail::relative_output_error(w, q, grams, energy);
         c.relative_error = correct_bias ? detail::corrected_output_error(e, detail::bias_shift(w, q, grams), grams, energy) : e;
         c.bytes = stored_bytes(grid.encoded());
-        if (e2e) c.e2e = probe_error(p, q);
+        if (every) c.e2e = probe_error(p, q);
+        else if (o.mixed.probes()) quantized.emplace_back(lr.candidates.size(), q);
       }
-      c.cost = e2e ? c.e2e : c.relative_error * c.relative_error;
+      c.cost = every ? c.e2e : c.relative_error * c.relative_error;
       lr.candidates.push_back(c);
     }
+    // The lower median by output error of the candidates that change the output (the others cost
+    // 0 at any gain; with none, nothing is probed); equal errors in the order given.
+    const auto exact = std::remove_if(quantized.begin(), quantized.end(),
+                                      [&](const auto& c) { return !(lr.candidates[c.first].relative_error > 0); });
+    quantized.erase(exact, quantized.end());
+    if (quantized.empty()) return;
+    std::stable_sort(quantized.begin(), quantized.end(), [&](const auto& a, const auto& b) {
+      return lr.candidates[a.first].relative_error < lr.candidates[b.first].relative_error;
+    });
+    const auto& [index, q] = quantized[(quantized.size() - 1) / 2];
+    LayerReport::Candidate& probed = lr.candidates[index];
+    probed.e2e = probe_error(p, q);
+    const double gain = probed.e2e / (probed.relative_error * probed.relative_error);
+    lr.notes["output_gain"] = gain;
+    for (LayerReport::Candidate& c : lr.candidates)
+      if (c.format != "float") c.cost = &c == &probed ? probed.e2e : gain * c.relative_error * c.relative_error;
   };
 
   // Quantizes one planned layer from its statistics (grams: nullptr without calibration data).
@@ -1145,7 +1167,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
     const std::size_t K = staged.stages(), B = calibration.size();
     search_activation_formats(staged);
     measure_static_amax(staged);
-    if (measure && o.mixed.sensitivity != MixedPrecision::Sensitivity::output) {
+    if (measure && o.mixed.probes()) {
       probe.emplace(detail::with_input_transforms(qm.deepcopy(), transforms, device));
       probe_batches = o.mixed.probe_batches < 0 ? B : std::min<std::size_t>(B, std::size_t(o.mixed.probe_batches));
       for (std::size_t b = 0; b < probe_batches; ++b) probe_reference.push_back(probe_forward(b));

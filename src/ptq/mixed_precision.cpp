@@ -23,10 +23,12 @@ at::Tensor probe_output(const c10::IValue& output, bool log_softmax) {
   else if (v.isList() && v.toListRef().size() > 0) v = v.toListRef()[0];
   else if (v.isGenericDict() && v.toGenericDict().size() > 0) v = v.toGenericDict().begin()->value();
   if (!v.isTensor())
-    throw std::invalid_argument("the end-to-end sensitivity needs a model whose output is a tensor (or holds one first); it returns " +
-                                output.tagKind());
+    throw std::invalid_argument("the probing sensitivities (gain, the default, and e2e) need a model whose output is a tensor (or holds one "
+                                "first); it returns " + output.tagKind() + " (--sensitivity output needs no probe)");
   const at::Tensor t = v.toTensor().detach().to(at::kCPU, at::kDouble);
-  if (t.dim() == 0) throw std::invalid_argument("the end-to-end sensitivity needs a model output with at least one axis; it is a scalar");
+  if (t.dim() == 0)
+    throw std::invalid_argument("the probing sensitivities (gain, the default, and e2e) need a model output with at least one axis; it is a "
+                                "scalar (--sensitivity output needs no probe)");
   return log_softmax ? at::log_softmax(t.reshape({-1, t.size(-1)}), -1) : t;
 }
 
@@ -41,6 +43,30 @@ double mean_kl(const at::Tensor& log_p, const at::Tensor& log_q) {
 }
 
 }  // namespace detail
+
+namespace {
+
+using Sensitivity = MixedPrecision::Sensitivity;
+constexpr std::pair<Sensitivity, const char*> sensitivity_names[] = {
+    {Sensitivity::output, "output"}, {Sensitivity::end_to_end, "e2e"}, {Sensitivity::end_to_end_mse, "e2e-mse"},
+    {Sensitivity::gain, "gain"},     {Sensitivity::gain_mse, "gain-mse"}};
+
+}  // namespace
+
+const char* sensitivity_name(Sensitivity s) {
+  for (const auto& [v, name] : sensitivity_names)
+    if (v == s) return name;
+  throw std::logic_error("unnamed sensitivity");
+}
+
+Sensitivity sensitivity_from_name(const std::string& name) {
+  std::string valid;
+  for (const auto& [v, n] : sensitivity_names) {
+    if (name == n) return v;
+    valid += std::string(valid.empty() ? "" : ", ") + n;
+  }
+  throw std::invalid_argument("unknown sensitivity '" + name + "'; valid values are " + valid);
+}
 
 namespace {
 
@@ -86,9 +112,7 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
   std::vector<const LayerReport*> layers;
   std::vector<std::vector<AllocationChoice>> problem;
   AllocationReport ar;
-  ar.sensitivity = o.mixed.sensitivity == MixedPrecision::Sensitivity::output       ? "output"
-                   : o.mixed.sensitivity == MixedPrecision::Sensitivity::end_to_end ? "e2e"
-                                                                                    : "e2e-mse";
+  ar.sensitivity = sensitivity_name(o.mixed.sensitivity);
   for (const auto& c : o.mixed.candidates) ar.candidates.push_back(c ? format_name(*c) : "float");
   std::int64_t largest = 0;
   for (const LayerReport& lr : measured.report.layers) {
@@ -133,7 +157,10 @@ Result quantize(const torch::jit::Module& model, const std::vector<Batch>& calib
   Result r = detail::run_pipeline(model, calibration, o, &assignment, nullptr);
   for (LayerReport& lr : r.report.layers)
     for (const LayerReport* m : layers)
-      if (m->name == lr.name) lr.candidates = m->candidates;
+      if (m->name == lr.name) {
+        lr.candidates = m->candidates;
+        if (const auto g = m->notes.find("output_gain"); g != m->notes.end()) lr.notes["output_gain"] = g->second;
+      }
   r.report.allocation = ar;
   r.report.format = "mixed";
   r.report.seconds += ar.seconds;

@@ -211,8 +211,13 @@ std::string budget_chart(const AllocationReport& a) {
   p.y0 = p.log_y ? std::pow(10.0, std::floor(std::log10(lo))) : 0;
   p.y1 = p.log_y ? std::pow(10.0, std::ceil(std::log10(hi))) : 1;
   if (p.y1 <= p.y0) p.y1 = p.y0 * 10;
-  std::string s = p.axes("chart-budget", "budget, bits per weight (codes + scales)",
-                         a.sensitivity == "e2e" ? "summed KL (log)" : a.sensitivity == "e2e-mse" ? "summed output rel. MSE (log)" : "summed squared rel. error (log)");
+  const std::string& k = a.sensitivity;
+  const char* summed = k == "e2e"        ? "summed KL (log)"
+                       : k == "e2e-mse"  ? "summed output rel. MSE (log)"
+                       : k == "gain"     ? "summed gain-scaled KL (log)"
+                       : k == "gain-mse" ? "summed gain-scaled output rel. MSE (log)"
+                                         : "summed squared rel. error (log)";
+  std::string s = p.axes("chart-budget", "budget, bits per weight (codes + scales)", summed);
   std::string path;
   for (const auto& [b, c] : a.curve) {
     const double y = c > 0 ? p.y(c) : p.y(p.y0);

@@ -135,6 +135,7 @@ p = subprocess.run(base + ["-o", out_pt, "--report", report_json], capture_outpu
 check(p.returncode == 0, f"quantize --candidates failed: {p.stderr}")
 r = json.load(open(report_json))
 a = r["allocation"]
+check(a["sensitivity"] == "gain", f"the default sensitivity is {a['sensitivity']}, not gain")
 measured = [l for l in r["layers"] if "candidates" in l]
 check(len(measured) == 5, f"{len(measured)} layers measured, not 5")
 check(a["bytes"] <= a["budget_bytes"], f"allocated {a['bytes']} bytes over the budget {a['budget_bytes']}")
@@ -147,6 +148,27 @@ for l in measured:
 # qcast allocate on the run's report at its budget repeats the run's choice.
 rc, again = allocate(report_json, a["budget_bytes"])
 check(rc == 0 and abs(again["cost"] - a["cost"]) <= 1e-12 * max(1.0, a["cost"]), f"qcast allocate on the report: {again}")
+
+# The gain sensitivity: one probe per layer (the candidate of the lower median output error), the
+# others' costs scaled from it; the allocation is still HiGHS's optimum of the table.
+report_gain = os.path.join(work, "gain.json")
+p = subprocess.run([*base, "--sensitivity", "gain", "-o", os.path.join(work, "qg.pt"), "--report", report_gain], capture_output=True, text=True)
+check(p.returncode == 0, f"quantize --sensitivity gain failed: {p.stderr}")
+g = json.load(open(report_gain))
+check(g["allocation"]["sensitivity"] == "gain", f"sensitivity named {g['allocation']['sensitivity']}")
+gm = [l for l in g["layers"] if "candidates" in l]
+check(agrees(g["allocation"]["cost"], highs_optimum(gm, g["allocation"]["budget_bytes"])), "the gain run's allocation is not HiGHS's optimum")
+for l in gm:
+    quantized = [c for c in l["candidates"] if c["format"] != "float"]
+    probed = [c for c in quantized if c["e2e"] is not None]
+    changed = [c for c in quantized if c["relative_error"] > 0]  # the candidates that leave the output exact cost 0
+    median = sorted(changed, key=lambda c: c["relative_error"])[(len(changed) - 1) // 2]  # stable: the order given on ties
+    check(len(probed) == 1 and probed[0] is median, f"{l['name']}: probed {[c['format'] for c in probed]}, median {median['format']}")
+    gain = median["e2e"] / median["relative_error"] ** 2
+    check(abs(l["notes"]["output_gain"] - gain) <= 1e-9 * gain, f"{l['name']}: output_gain {l['notes']['output_gain']} != {gain}")
+    for c in quantized:
+        want = median["e2e"] if c is median else gain * c["relative_error"] ** 2
+        check(abs(c["cost"] - want) <= 1e-9 * max(want, 1e-300), f"{l['name']} {c['format']}: cost {c['cost']} != {want}")
 
 # The HTML report in a real browser.
 p = subprocess.run(base + ["-o", os.path.join(work, "q2.pt"), "--report", report_html], capture_output=True, text=True)
@@ -197,6 +219,10 @@ for args, says in (([], "one budget"), (["--budget", "4", "--budget-mb", "1"], "
     p = subprocess.run([qcast, "quantize", model_path, "--candidates", "mxfp4", "--calib", calib_path, "-o", out_pt, *args],
                        capture_output=True, text=True)
     check(p.returncode == 2 and says in p.stderr, f"quantize {args}: exit {p.returncode}, {p.stderr.strip()}")
+p = subprocess.run([qcast, "quantize", model_path, "--candidates", "mxfp4", "--budget", "5", "--sensitivity", "hessian", "--calib", calib_path,
+                    "-o", out_pt], capture_output=True, text=True)
+check(p.returncode == 2 and all(n in p.stderr for n in ("hessian", "output", "gain", "gain-mse", "e2e", "e2e-mse")),
+      f"an unknown sensitivity must list the valid ones: {p.stderr.strip()}")
 p = subprocess.run([qcast, "quantize", model_path, "--format", "mxfp4", "--budget", "4", "--calib", calib_path, "-o", out_pt],
                    capture_output=True, text=True)
 check(p.returncode == 2 and "--candidates" in p.stderr, f"--budget without --candidates: {p.stderr.strip()}")

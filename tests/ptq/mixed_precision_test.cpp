@@ -34,6 +34,7 @@ ptq::Options mixed_options(const std::string& method, double budget_bits) {
   for (const char* f : {"mxfp4", "nvfp4", "int4@g16", "mxfp6_e2m3"}) o.mixed.candidates.emplace_back(qcast::parse_format(f));
   o.mixed.candidates.emplace_back(std::nullopt);  // float
   o.mixed.budget_bits = budget_bits;
+  o.mixed.sensitivity = ptq::MixedPrecision::Sensitivity::output;  // the tests of another one set it
   return o;
 }
 
@@ -189,6 +190,58 @@ TEST_CASE("mixed precision: e2e-mse is the relative squared error of the model's
     const double want = (out - ref).pow(2).sum().item<double>() / ref.pow(2).sum().item<double>();
     CHECK(c.e2e == Approx(want).epsilon(1e-6));
     CHECK(c.cost == c.e2e);
+  }
+}
+
+TEST_CASE("mixed precision: gain scales the output errors by one probe per layer") {
+  CHECK(ptq::MixedPrecision{}.sensitivity == ptq::MixedPrecision::Sensitivity::gain);  // the default
+  // The probe of a gain run is the e2e probe (checked above) of the candidate with the (lower)
+  // median output error; the other candidates' costs are that probe's ratio times their squared error.
+  const torch::jit::Module m = qcast_test::pipeline_model();
+  const auto calib = qcast_test::pipeline_calibration(2, 4);
+  using S = ptq::MixedPrecision::Sensitivity;
+  for (const auto& [gain, full] : {std::pair{S::gain, S::end_to_end}, std::pair{S::gain_mse, S::end_to_end_mse}}) {
+    ptq::Options o = mixed_options("rtn", 4.6);
+    o.mixed.sensitivity = full;
+    const ptq::Result every = ptq::quantize(m, calib, o);
+    o.mixed.sensitivity = gain;
+    const ptq::Result r = ptq::quantize(m, calib, o);
+    REQUIRE(r.report.allocation);
+    CHECK(r.report.allocation->sensitivity == ptq::sensitivity_name(gain));
+    for (const char* name : {"stem", "a", "b", "out"}) {
+      CAPTURE(ptq::sensitivity_name(gain), name);
+      const auto& cands = layer(r.report, name).candidates;
+      const auto& full_cands = layer(every.report, name).candidates;
+      REQUIRE(cands.size() == full_cands.size());
+      std::vector<const ptq::LayerReport::Candidate*> by_error;
+      for (const auto& c : cands)
+        if (c.format != "float") by_error.push_back(&c);
+      std::stable_sort(by_error.begin(), by_error.end(), [](auto* a, auto* b) { return a->relative_error < b->relative_error; });
+      REQUIRE(by_error.size() == 4);
+      const ptq::LayerReport::Candidate* median = by_error[1];  // the lower median of four
+      REQUIRE(median->relative_error > 0);
+      const double g = median->e2e / (median->relative_error * median->relative_error);
+      CHECK(layer(r.report, name).notes.at("output_gain") == Approx(g).epsilon(1e-12));
+      int probed = 0;
+      for (std::size_t i = 0; i < cands.size(); ++i) {
+        const auto& c = cands[i];
+        CAPTURE(c.format);
+        CHECK(c.relative_error == full_cands[i].relative_error);
+        if (c.format == "float") {
+          CHECK(c.cost == 0);
+          continue;
+        }
+        if (&c == median) {  // the probed one
+          ++probed;
+          CHECK(c.e2e == Approx(full_cands[i].e2e).epsilon(1e-12));
+          CHECK(c.cost == c.e2e);
+        } else {
+          CHECK(c.e2e == -1);  // not probed
+          CHECK(c.cost == Approx(g * c.relative_error * c.relative_error).epsilon(1e-12));
+        }
+      }
+      CHECK(probed == 1);
+    }
   }
 }
 

@@ -42,7 +42,8 @@ const char* kUsage =
     "                      [--act-amax max|percentile[:P]|mse] [--smooth ALPHA|pow2] [--rotate hadamard[:B]]\n"
     "                      [--act-unfit error|float] [--search-format F,...] [--search-clip]\n"
     "                      [--search-act-format F,...]\n"
-    "                      [--candidates F,...|float --budget BITS|--budget-mb MB [--sensitivity output|e2e|e2e-mse]]\n"
+    "                      [--candidates F,...|float --budget BITS|--budget-mb MB\n"
+    "                       [--sensitivity output|gain|gain-mse|e2e|e2e-mse]]\n"
     "                      [--accumulator-bits P [--accumulator-tile T]] [--act-bits N [--act-unsigned]]\n"
     "                      [--dist-init tcp://HOST:PORT --rank R --world-size N [--dist-timeout S]]\n"
     "                      [--device cpu|cuda[:N]] [--cache-mb MB]\n"
@@ -106,13 +107,16 @@ const char* kUsage =
     "  --budget BITS         the budget in bits per weight over the quantized layers, codes + scales\n"
     "                        as stored (e.g. 4.5)\n"
     "  --budget-mb MB        or in MiB over those layers\n"
-    "  --sensitivity S       output (default): the layer's squared relative output error on the float\n"
-    "                        model's inputs (from the calibration statistics); e2e: the KL divergence\n"
-    "                        of the model's output (softmax over its last axis) with only that layer\n"
-    "                        quantized, a forward pass per layer and candidate; e2e-mse: the relative\n"
-    "                        squared error of that output instead (images, embeddings). The probes\n"
-    "                        cost more and allocate better (docs/results.md)\n"
-    "  --probe-batches N     with e2e or e2e-mse: the calibration batches each probe runs (default all)\n"
+    "  --sensitivity S       gain (default): the layer's squared relative output error on the float\n"
+    "                        model's inputs (from the calibration statistics) times its gain to the\n"
+    "                        model's output, read from one probe per layer: the KL divergence of the\n"
+    "                        model's output (softmax over its last axis) with that layer alone\n"
+    "                        quantized in its median candidate; gain-mse: the probe scored by the\n"
+    "                        output's relative squared error (images, embeddings); output: the output\n"
+    "                        error alone, no probe (cheapest); e2e, e2e-mse: every candidate probed\n"
+    "                        (a forward pass per layer and candidate). docs/results.md compares them\n"
+    "  --probe-batches N     with a probing sensitivity: the calibration batches each probe runs\n"
+    "                        (default all)\n"
     "  --act-unfit error|float  a layer an activation format or rotation cannot apply to (a block\n"
     "                        that does not divide its reduction, e.g. a depthwise convolution's one\n"
     "                        channel): an error naming it (default), or the layer goes without it\n"
@@ -447,14 +451,14 @@ int run_quantize(const std::vector<std::string>& args) {
   if (!budget_text.empty()) options.mixed.budget_bits = budget_bits_option(budget_text);
   if (!budget_mb_text.empty()) options.mixed.budget_bytes = budget_mb_option(budget_mb_text);
   if (!sensitivity_text.empty()) {
-    if (sensitivity_text == "output") options.mixed.sensitivity = ptq::MixedPrecision::Sensitivity::output;
-    else if (sensitivity_text == "e2e") options.mixed.sensitivity = ptq::MixedPrecision::Sensitivity::end_to_end;
-    else if (sensitivity_text == "e2e-mse") options.mixed.sensitivity = ptq::MixedPrecision::Sensitivity::end_to_end_mse;
-    else throw UsageError{"--sensitivity: valid values are output, e2e, e2e-mse; got " + shown(sensitivity_text)};
+    try {
+      options.mixed.sensitivity = ptq::sensitivity_from_name(sensitivity_text);
+    } catch (const std::invalid_argument& e) {
+      throw UsageError{std::string("--sensitivity: ") + e.what()};
+    }
   }
   if (!probe_batches_text.empty()) {
-    if (options.mixed.sensitivity == ptq::MixedPrecision::Sensitivity::output)
-      throw UsageError{"--probe-batches applies to --sensitivity e2e and e2e-mse"};
+    if (!options.mixed.probes()) throw UsageError{"--probe-batches applies to --sensitivity e2e, e2e-mse, gain and gain-mse"};
     options.mixed.probe_batches = parse_integer("--probe-batches", probe_batches_text, 1, std::int64_t(1) << 30);
   }
   if (list_json && !list) throw UsageError{"--json applies to --list (the report's JSON is --report R.json)"};

@@ -122,12 +122,27 @@ struct MixedPrecision {
   // pass). end_to_end: the mean KL divergence of the model's output (softmax over its last axis)
   // from the model's with only that layer quantized (a forward pass per layer and candidate);
   // end_to_end_mse: the relative squared error of that output instead (regression outputs: images,
-  // embeddings).
-  enum class Sensitivity { output, end_to_end, end_to_end_mse };
-  Sensitivity sensitivity = Sensitivity::output;
-  std::int64_t probe_batches = -1;  // end_to_end: calibration batches each probe runs (< 0: all)
+  // embeddings). gain (gain_mse): the squared output error times the layer's gain to the model's
+  // output, read from one probe per layer (KL, or relative squared error) of the candidate with the
+  // median output error: cost = probe / e_probed² · e², the probed candidate's cost its probe.
+  enum class Sensitivity { output, end_to_end, end_to_end_mse, gain, gain_mse };
+  // The default: gain beat the uniform formats at 4.5 bits on 3 of the 5 models of docs/results.md
+  // where output did on 1; it costs a forward pass per layer and probe batch (probe_batches).
+  Sensitivity sensitivity = Sensitivity::gain;
+  std::int64_t probe_batches = -1;  // the probing sensitivities: calibration batches each probe runs (< 0: all)
   bool any() const { return !candidates.empty(); }
+  // Whether the sensitivity runs the model with a layer quantized, and whether that probe scores by KL.
+  bool probes() const { return sensitivity != Sensitivity::output; }
+  bool probes_kl() const { return sensitivity == Sensitivity::end_to_end || sensitivity == Sensitivity::gain; }
+  bool probes_every_candidate() const {
+    return sensitivity == Sensitivity::end_to_end || sensitivity == Sensitivity::end_to_end_mse;
+  }
 };
+
+// A sensitivity's name as the CLI and the report spell it ("output", "e2e", "e2e-mse", "gain",
+// "gain-mse"), and back: an unknown name is std::invalid_argument listing the valid ones.
+const char* sensitivity_name(MixedPrecision::Sensitivity s);
+MixedPrecision::Sensitivity sensitivity_from_name(const std::string& name);
 
 // Accumulator bounds (AXE, docs/ptq.md "Accumulator bounds"; qcast/ptq/accumulator.hpp): integer
 // weights kept, during the method's walk, within the codes that make every integer dot product of a
@@ -265,7 +280,7 @@ struct LayerReport {
 
 // What the allocation of a mixed-precision run decided.
 struct AllocationReport {
-  std::string sensitivity;          // "output", "e2e" (KL) or "e2e-mse"
+  std::string sensitivity;          // sensitivity_name(): "output", "e2e" (KL), "e2e-mse", "gain", "gain-mse"
   std::vector<std::string> candidates;
   std::int64_t weights = 0;         // elements of the allocated layers' weights
   std::int64_t budget_bytes = 0;    // the budget, as bytes over them
