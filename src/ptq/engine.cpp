@@ -765,7 +765,8 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
         p.pinned ? std::vector<std::optional<Format>>{p.format} : o.mixed.candidates;
     (*measured)[p.layer->info.name] = candidates;
     const bool every = o.mixed.probes_every_candidate();
-    std::vector<std::pair<std::size_t, at::Tensor>> quantized;  // (index in lr.candidates, Ŵ) for the gain
+    // (index in lr.candidates, Ŵ in the probe's parameter type, as the probe would convert it) for the gain
+    std::vector<std::pair<std::size_t, at::Tensor>> quantized;
     for (const auto& f : candidates) {
       LayerReport::Candidate c;
       c.format = f ? format_name(*f) : "float";
@@ -780,7 +781,8 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
         c.relative_error = correct_bias ? detail::corrected_output_error(e, detail::bias_shift(w, q, grams), grams, energy) : e;
         c.bytes = stored_bytes(grid.encoded());
         if (every) c.e2e = probe_error(p, q);
-        else if (o.mixed.probes()) quantized.emplace_back(lr.candidates.size(), q);
+        else if (o.mixed.probes())
+          quantized.emplace_back(lr.candidates.size(), q.to(parameter_of(*probe, p.layer->info.name).scalar_type()));
       }
       c.cost = every ? c.e2e : c.relative_error * c.relative_error;
       lr.candidates.push_back(c);
