@@ -436,6 +436,11 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
     if (o.mixed.any()) refuse("mixed precision (its sensitivity pass solves each layer alone)");
     if (!o.search_formats.empty() || !o.search_clips.empty()) refuse("the weight format search (--search-format, --search-clip)");
     if (o.distributed.world_size > 1) refuse("a distributed calibration (its training is not reduced across processes yet)");
+    const std::int64_t held_out = values.integer("holdout");
+    if (held_out > 0 && std::uint64_t(held_out) >= calibration.size())
+      throw std::invalid_argument("option holdout of " + o.method + ": " + std::to_string(held_out) +
+                                  " held-out batches leave none to train on (the calibration has " +
+                                  std::to_string(calibration.size()) + " batches)");
   }
   if (o.accumulator.bits == 0 && o.accumulator.tile != 0)
     throw std::invalid_argument("an accumulator tile is a tile of a bounded accumulator; give --accumulator-bits too");
@@ -1285,6 +1290,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
       t.iterations = int(values.integer("iters"));
       t.learning_rate = values.real("lr");
       t.seed = std::uint64_t(values.integer("seed"));
+      t.held_out = std::size_t(values.integer("holdout"));
       for (std::size_t b = 0; b < B; ++b) t.targets.push_back(run_span(staged, fm, slot_f(b)));
       std::vector<detail::FlexRoundWeight> weights;
       std::vector<at::Tensor> originals;
@@ -1330,6 +1336,11 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
         lr.notes["span_error_start"] = r.error_before;
         lr.notes["span_error_learned"] = r.error_after;
         lr.notes["span_kept_start"] = r.kept_start ? 1 : 0;
+        if (t.held_out > 0) {
+          lr.notes["span_held_out_start"] = r.held_out_before;
+          lr.notes["span_held_out_learned"] = r.held_out_after;
+          lr.notes["span_kept_iteration"] = r.kept_iteration;
+        }
       }
       const double sec = seconds_since(t0);
       rep.layers[plan[pi].report_index].seconds += sec;

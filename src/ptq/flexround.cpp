@@ -52,6 +52,19 @@ void FlexRoundWeight::reset() {
   if (scaled_) log2_s1_ = at::zeros_like(amax0_).requires_grad_(true);
 }
 
+std::vector<at::Tensor> FlexRoundWeight::snapshot() const {
+  std::vector<at::Tensor> out;
+  for (const auto& p : parameters()) out.push_back(p.detach().clone());
+  return out;
+}
+
+void FlexRoundWeight::restore(const std::vector<at::Tensor>& values) {
+  at::NoGradGuard no_grad;
+  const std::vector<at::Tensor> p = parameters();
+  if (p.size() != values.size()) throw std::logic_error("FlexRoundWeight: a snapshot of another weight");
+  for (std::size_t i = 0; i < p.size(); ++i) p[i].copy_(values[i]);
+}
+
 std::vector<at::Tensor> FlexRoundWeight::parameters() const {
   std::vector<at::Tensor> p{log_s2_, log_s3_};
   if (log_s4_.defined()) p.push_back(log_s4_);
@@ -178,15 +191,32 @@ SpanResult train_span(std::vector<FlexRoundWeight>& weights, const SpanTraining&
     if (!(energy[b] > 0)) energy[b] = 1.0;  // an all-zero target: the plain squared error
   }
   if (!(total_energy > 0)) total_energy = 1.0;
-  auto evaluate = [&] {
+  // The relative error over batches [from, to), with the current parameters installed.
+  auto evaluate = [&](std::size_t from, std::size_t to) {
     at::NoGradGuard no_grad;
     for (std::size_t i = 0; i < weights.size(); ++i) t.install(i, weights[i].forward());
-    double err = 0;
-    for (std::size_t b = 0; b < B; ++b) err += squared_distance(t.output(b), t.targets[b]).item<double>();
-    return err / total_energy;
+    double err = 0, e = 0;
+    for (std::size_t b = from; b < to; ++b) {
+      err += squared_distance(t.output(b), t.targets[b]).item<double>();
+      e += energy[b];
+    }
+    return from == 0 && to == B ? err / total_energy : err / e;
   };
+  const std::size_t H = t.held_out;
+  if (H >= B) throw std::logic_error("train_span: every batch held out");
+  const std::size_t T = B - H;  // the batches trained on
   SpanResult r;
-  r.error_before = evaluate();
+  r.error_before = evaluate(0, B);
+  std::vector<std::vector<at::Tensor>> best;  // the held-out best iterate's values; empty: the start
+  if (H > 0) r.held_out_before = r.held_out_after = evaluate(T, B);
+  auto check_held_out = [&](int it) {
+    const double e = evaluate(T, B);
+    if (!(e < r.held_out_after)) return;
+    r.held_out_after = e;
+    r.kept_iteration = it;
+    best.clear();
+    for (const auto& w : weights) best.push_back(w.snapshot());
+  };
 
   std::vector<at::Tensor> params;
   for (const auto& w : weights)
@@ -195,16 +225,16 @@ SpanResult train_span(std::vector<FlexRoundWeight>& weights, const SpanTraining&
   // The batch order: a Fisher-Yates shuffle per epoch from a seeded 64-bit Mersenne Twister, written
   // out so that the order is the same with every standard library.
   std::mt19937_64 rng(t.seed);
-  std::vector<std::size_t> order(B);
+  std::vector<std::size_t> order(T);
   std::iota(order.begin(), order.end(), std::size_t(0));
-  std::size_t next = B;
+  std::size_t next = T;
   double running = 0;
   int counted = 0;
   {
     at::AutoGradMode grad(true);
     for (int it = 1; it <= t.iterations; ++it) {
-      if (next == B) {
-        for (std::size_t i = B; i > 1; --i) std::swap(order[i - 1], order[std::size_t(rng() % i)]);
+      if (next == T) {
+        for (std::size_t i = T; i > 1; --i) std::swap(order[i - 1], order[std::size_t(rng() % i)]);
         next = 0;
       }
       const std::size_t b = order[next++];
@@ -219,6 +249,7 @@ SpanResult train_span(std::vector<FlexRoundWeight>& weights, const SpanTraining&
       adam.step();
       running += loss.item<double>();
       ++counted;
+      if (H > 0 && (it % t.check_every == 0 || it == t.iterations)) check_held_out(it);
       if (t.progress && (it % 50 == 0 || it == t.iterations)) {
         t.progress(it, running / counted);
         running = 0;
@@ -226,10 +257,21 @@ SpanResult train_span(std::vector<FlexRoundWeight>& weights, const SpanTraining&
       }
     }
   }
-  r.error_after = evaluate();
-  if (!(r.error_after <= r.error_before)) {
-    for (auto& w : weights) w.reset();
-    r.kept_start = true;
+  if (H > 0) {
+    // Early stopping: the iterate that reconstructed the held-out batches best, or the start.
+    if (best.empty()) {
+      for (auto& w : weights) w.reset();
+      r.kept_start = true;
+    } else {
+      for (std::size_t i = 0; i < weights.size(); ++i) weights[i].restore(best[i]);
+    }
+    r.error_after = evaluate(0, B);
+  } else {
+    r.error_after = evaluate(0, B);
+    if (!(r.error_after <= r.error_before)) {
+      for (auto& w : weights) w.reset();
+      r.kept_start = true;
+    }
   }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return r;

@@ -43,6 +43,9 @@ class FlexRoundWeight {
   void fix_scales(WeightGrid& grid) const;
   // Back to the start (every factor 1, s1 from the float weights).
   void reset();
+  // A copy of the learned values, and setting them back from one (early stopping).
+  std::vector<at::Tensor> snapshot() const;
+  void restore(const std::vector<at::Tensor>& values);
 
  private:
   at::Tensor group_amax() const;          // [rows, groups per row], learned, without gradients
@@ -80,6 +83,11 @@ struct SpanTraining {
   std::function<std::vector<at::Tensor>(std::size_t batch)> output;
   // The float stream's outputs of the span, per batch.
   std::vector<std::vector<at::Tensor>> targets;
+  // The last `held_out` batches are not trained on (0: all are). The span's error on them is
+  // measured at the start and every `check_every` iterations, and the iterate with the lowest one
+  // is kept (early stopping; the start when no iterate beats it).
+  std::size_t held_out = 0;
+  int check_every = 50;
   // Called every few iterations with the iteration (1-based) and the running mean of the loss.
   std::function<void(int iteration, double loss)> progress;
 };
@@ -87,12 +95,18 @@ struct SpanTraining {
 struct SpanResult {
   double error_before = 0, error_after = 0;  // ||Y - T||² / ||T||² over every batch, at the start and the end
   bool kept_start = false;  // the learned rounding reconstructed worse than the start, which was kept
+  // With held-out batches: their relative error at the start and at the iterate kept, and that
+  // iterate (0: the start).
+  double held_out_before = 0, held_out_after = 0;
+  int kept_iteration = 0;
   double seconds = 0;
 };
 
 // Trains the weights of one span jointly with Adam (one calibration batch per iteration, in a
 // seeded order), minimizing ||Y - T||² / ||T||² of the span's outputs. The result is left in the
-// weights' parameters; nothing is installed afterwards.
+// weights' parameters; nothing is installed afterwards. Without held-out batches the last iterate
+// is kept unless it reconstructs the training batches worse than the start; with them, the
+// iterate that reconstructs the held-out batches best.
 SpanResult train_span(std::vector<FlexRoundWeight>& weights, const SpanTraining& t);
 
 }  // namespace qcast::ptq::detail

@@ -65,10 +65,13 @@ MethodValues::MethodValues(const MethodInfo& info, const std::map<std::string, s
         if (value != "true" && value != "false")
           throw std::invalid_argument("option " + name + " of " + info.name + " takes true or false, not " + shown);
         break;
-      case MethodOption::Kind::integer: {
+      case MethodOption::Kind::integer:
+      case MethodOption::Kind::count: {
         const long long v = std::strtoll(value.c_str(), &end, 10);
-        if (value.empty() || *end || errno || v < 1 || v > (1LL << 30))
-          throw std::invalid_argument("option " + name + " of " + info.name + " takes an integer from 1 to 2^30, not " + shown);
+        const long long least = decl->kind == MethodOption::Kind::count ? 0 : 1;
+        if (value.empty() || *end || errno || v < least || v > (1LL << 30))
+          throw std::invalid_argument("option " + name + " of " + info.name + " takes an integer from " + std::to_string(least) +
+                                      " to 2^30, not " + shown);
         break;
       }
       case MethodOption::Kind::choice: {

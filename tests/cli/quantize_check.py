@@ -195,6 +195,18 @@ with tempfile.TemporaryDirectory() as d:
               "the report gives every span's error at the start and after training")
         out = torch.jit.load(learned)(x)
         check(out.shape == ref.shape and bool(torch.isfinite(out).all()), "the flexround model runs")
+    # --holdout: the last batch of 3 (24 samples, batches of 8) picks the iterate kept.
+    r = run(model_path, "--format", "int4@g16", "--method", "flexround", "--iters", "20", "--holdout", "1",
+            "--calib", calib_path, "--batch-size", "8", "-o", learned, "--report", learned_rep)
+    check(r.returncode == 0, f"flexround --holdout: exit {r.returncode}: {r.stderr}")
+    if r.returncode == 0:
+        notes = [l.get("notes", {}) for l in json.load(open(learned_rep))["layers"] if l["status"] == "quantized"]
+        check(notes and all(n["span_held_out_learned"] <= n["span_held_out_start"] and n["span_kept_iteration"] in (0, 20)
+                            for n in notes), "the report gives each span's held-out error and the iterate kept")
+    r = run(model_path, "--format", "int4@g16", "--method", "flexround", "--holdout", "3", "--calib", calib_path,
+            "--batch-size", "8", "-o", learned + "x")
+    check(r.returncode == 1 and "3 held-out batches leave none to train on (the calibration has 3 batches)" in r.stderr
+          and not os.path.exists(learned + "x"), "holding out every batch is a clear error")
     r = run(model_path, "--format", "int4@g16", "--method", "flexround", "--span", "(", "--calib", calib_path, "-o", learned + "x")
     check(r.returncode != 0 and "nor a valid regular expression" in r.stderr and not os.path.exists(learned + "x"),
           "a bad span expression is a clear error")

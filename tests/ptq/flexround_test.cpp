@@ -100,6 +100,69 @@ TEST_CASE("FlexRound's gradients pass straight through the rounding") {
   CHECK(ps[3].grad().abs().sum().item<double>() > 0);
 }
 
+TEST_CASE("FlexRound's held-out batches choose the iterate kept, and are never trained on") {
+  // One linear layer as the span: Y = X Ŵᵀ, on correlated inputs (where learned rounding helps).
+  at::manual_seed(21);
+  const at::Tensor w = (at::randn({24, 64}, at::kDouble) * 0.2).contiguous();
+  const at::Tensor mix = at::randn({64, 64}, at::kDouble) * at::rand({1, 64}, at::kDouble);
+  std::vector<at::Tensor> x;
+  for (int b = 0; b < 4; ++b) x.push_back(at::mm(at::randn({32, 64}, at::kDouble), mix));
+  const at::Tensor start = rtn(w, "int4@g16");
+  auto run = [&](const at::Tensor& held_out_target, std::size_t held_out, int check_every = 50, double lr = 1e-3) {
+    std::vector<FlexRoundWeight> f;
+    f.emplace_back(w, qcast::parse_format("int4@g16"), 1);
+    at::Tensor installed;
+    bool trained_on_held_out = false;
+    ptq::detail::SpanTraining t;
+    t.iterations = 200;
+    t.learning_rate = lr;
+    t.seed = 5;
+    t.held_out = held_out;
+    t.check_every = check_every;
+    t.install = [&](std::size_t, const at::Tensor& w_hat) { installed = w_hat; };
+    t.output = [&](std::size_t b) {
+      if (b == 3 && at::GradMode::is_enabled()) trained_on_held_out = true;
+      return std::vector<at::Tensor>{at::mm(x[b], installed.t())};
+    };
+    for (int b = 0; b < 3; ++b) t.targets.push_back({at::mm(x[std::size_t(b)], w.t())});
+    t.targets.push_back({held_out_target});
+    const ptq::detail::SpanResult r = ptq::detail::train_span(f, t);
+    CHECK(trained_on_held_out == (held_out == 0));
+    return std::make_pair(r, f[0].forward().detach());
+  };
+  auto held_out_error = [&](const at::Tensor& w_hat, const at::Tensor& target) {
+    return (at::mm(x[3], w_hat.t()) - target).pow(2).sum().item<double>() / target.pow(2).sum().item<double>();
+  };
+  SECTION("held-out data like the training data: a trained iterate is kept, the best one seen") {
+    const at::Tensor target = at::mm(x[3], w.t());
+    const auto [r, kept] = run(target, 1);
+    CHECK(r.kept_iteration > 0);
+    CHECK((r.kept_iteration % 50 == 0 || r.kept_iteration == 200));
+    CHECK(!r.kept_start);
+    CHECK(r.held_out_before == Approx(held_out_error(start, target)).epsilon(1e-12));
+    CHECK(r.held_out_after < r.held_out_before);
+    CHECK(r.held_out_after == Approx(held_out_error(kept, target)).epsilon(1e-12));  // the weights are that iterate's
+    CHECK(!at::equal(kept, start));
+  }
+  SECTION("a step size that overshoots: an iterate before the last is kept, and its weights restored") {
+    const at::Tensor target = at::mm(x[3], w.t());
+    const auto [r, kept] = run(target, 1, 10, 0.05);
+    CHECK(r.kept_iteration > 0);
+    CHECK(r.kept_iteration < 200);
+    CHECK(r.held_out_after < r.held_out_before);
+    CHECK(r.held_out_after == Approx(held_out_error(kept, target)).epsilon(1e-12));
+  }
+  SECTION("held-out targets that the start meets exactly: any move is worse there, so the start is kept") {
+    const auto [r, kept] = run(at::mm(x[3], start.t()), 1);
+    CHECK(r.held_out_before == 0);
+    CHECK(r.kept_iteration == 0);
+    CHECK(r.kept_start);
+    CHECK(at::equal(kept, start));
+    // Without held-out batches the fourth batch is trained on (run() checks it).
+    run(at::mm(x[3], start.t()), 0);
+  }
+}
+
 TEST_CASE("span keys") {
   using qcast::ptq::detail::span_key;
   CHECK(span_key("encoder.layer.3.attention.self.query", "auto") == "encoder.layer.3");
@@ -218,5 +281,9 @@ TEST_CASE("flexround refuses what it cannot combine with") {
   CHECK_THROWS_WITH(ptq::quantize(model, calib, o), Catch::Contains("nor a valid regular expression"));
   o.method_options = {{"iters", "0"}};
   CHECK_THROWS_WITH(ptq::quantize(model, calib, o), Catch::Contains("option iters of flexround takes an integer"));
+  o.method_options = {{"holdout", "-1"}};
+  CHECK_THROWS_WITH(ptq::quantize(model, calib, o), Catch::Contains("option holdout of flexround takes an integer from 0"));
+  o.method_options = {{"holdout", "1"}};  // the calibration has one batch
+  CHECK_THROWS_WITH(ptq::quantize(model, calib, o), Catch::Contains("1 held-out batches leave none to train on"));
 }
 

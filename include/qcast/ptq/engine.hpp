@@ -26,7 +26,8 @@ using Batch = std::vector<c10::IValue>;
 
 // An option a method declares; the CLI turns it into --NAME (a flag) or --NAME VALUE.
 struct MethodOption {
-  enum class Kind { flag, integer, real, choice, text };  // text: any non-empty value
+  // integer: 1 to 2^30; count: 0 to 2^30; text: any non-empty value
+  enum class Kind { flag, integer, real, choice, text, count };
   std::string name;           // e.g. "act-order"
   Kind kind = Kind::flag;
   std::string default_value;  // as text: "false", "128", "0.01", "static"

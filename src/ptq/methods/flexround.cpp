@@ -18,6 +18,8 @@ QCAST_PTQ_METHOD(flexround) {
       {"iters", MethodOption::Kind::integer, "500", "Adam iterations per span, one calibration batch each"},
       {"lr", MethodOption::Kind::real, "0.0003", "Adam's first learning rate, falling linearly to 0 (the factors are learned as logarithms)"},
       {"seed", MethodOption::Kind::integer, "1", "seed of the order in which the batches are visited"},
+      {"holdout", MethodOption::Kind::count, "0",
+       "the last N calibration batches are not trained on; every 50 iterations the span's error on them picks the iterate kept (early stopping)"},
   };
   return {info, [](qcast::ptq::detail::GroupProblem& p) {
             qcast::ptq::detail::round_to_nearest(p.w, p.row0, *p.grid);
