@@ -153,7 +153,7 @@ TEST_CASE("ED's held-out fold keeps a correction that generalizes and drops one 
   }
 }
 
-TEST_CASE("static block scales are the float weights' own; diffused ones follow the walk") {
+TEST_CASE("static block scales are the float weights' own; diffused ones follow the walk; act-order keeps them") {
   const torch::jit::Module m = qcast_test::tanh_mlp(64, 8.0, 12);
   std::vector<ptq::Batch> calib;
   for (int b = 0; b < 2; ++b) calib.push_back({at::randn({128, 64})});
@@ -175,6 +175,18 @@ TEST_CASE("static block scales are the float weights' own; diffused ones follow 
       CHECK(fixed.packed[l].matrix.codes != rtn.packed[l].matrix.codes);
     }
     CHECK(differ > 0);
+    // Act-order with static scales keeps the float weights' scales, walks the columns in another
+    // order (other codes), and still fits each layer better than round-to-nearest.
+    o.method_options = {{"act-order", "true"}};
+    const ptq::Result ordered = ptq::quantize(m, calib, o);
+    int reordered = 0;
+    for (std::size_t l = 0; l < rtn.packed.size(); ++l) {
+      CHECK(ordered.packed[l].matrix.scales == rtn.packed[l].matrix.scales);
+      reordered += ordered.packed[l].matrix.codes != fixed.packed[l].matrix.codes;
+    }
+    CHECK(reordered > 0);
+    for (const auto& l : ordered.report.layers)
+      if (l.status == "quantized") CHECK(l.relative_error < l.rtn_relative_error);
   }
   o.method_options = {{"scales", "dynamic"}};
   CHECK_THROWS_WITH(ptq::quantize(m, calib, o), Catch::Contains("takes one of static, diffused, not 'dynamic'"));

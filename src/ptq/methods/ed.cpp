@@ -57,6 +57,8 @@ QCAST_PTQ_METHOD(ed) {
   info.bounds_accumulator = true;
   info.options = {
       qcast::ptq::detail::scales_option("from the diffused ones"),
+      {"act-order", MethodOption::Kind::flag, "false",
+       "columns by decreasing input energy, as GPTQ's act-order (block scales fixed from W first)"},
       {"fold", MethodOption::Kind::choice, "held-out",
        "how much of the float target to fold in: chosen on held-out samples, all of it, or none",
        {"held-out", "full", "none"}},
@@ -66,6 +68,7 @@ QCAST_PTQ_METHOD(ed) {
             ColumnWalk walk;  // natural column order, 1 % damping
             choose_scales(walk, p.options->choice("scales"), p.w);
             walk.accumulator = p.accumulator;
+            walk.act_order = p.options->flag("act-order");
             const std::string& mode = p.options->choice("fold");
             const double a = mode == "full" ? 1.0 : mode == "none" ? 0.0 : held_out_fold(p);
             p.notes["fold"] = a;
