@@ -58,14 +58,14 @@ QCAST_PTQ_METHOD(ed) {
   info.options = {
       qcast::ptq::detail::scales_option("from the diffused ones"),
       {"act-order", MethodOption::Kind::flag, "false",
-       "columns by decreasing input energy, as GPTQ's act-order (block scales fixed from W first)"},
+       "columns by decreasing input energy, as GPTQ's act-order (every block scale fixed before the walk)"},
       {"fold", MethodOption::Kind::choice, "held-out",
        "how much of the float target to fold in: chosen on held-out samples, all of it, or none",
        {"held-out", "full", "none"}},
   };
   return {info, [](qcast::ptq::detail::GroupProblem& p) {
             using namespace qcast::ptq::detail;
-            ColumnWalk walk;  // natural column order, 1 % damping
+            ColumnWalk walk;  // 1 % damping; natural column order unless --act-order
             choose_scales(walk, p.options->choice("scales"), p.w);
             walk.accumulator = p.accumulator;
             walk.act_order = p.options->flag("act-order");
