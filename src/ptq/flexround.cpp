@@ -183,14 +183,13 @@ SpanResult train_span(std::vector<FlexRoundWeight>& weights, const SpanTraining&
   const auto start = std::chrono::steady_clock::now();
   const std::size_t B = t.targets.size();
   if (B == 0) throw std::logic_error("train_span: no calibration batches");
-  std::vector<double> energy(B, 0.0);
-  double total_energy = 0;
+  // ||T||² per batch: `energy` scales each iteration's loss (1 for an all-zero target: the plain
+  // squared error), `target_energy` is the denominator of the reported errors.
+  std::vector<double> energy(B, 0.0), target_energy(B, 0.0);
   for (std::size_t b = 0; b < B; ++b) {
-    for (const auto& x : t.targets[b]) energy[b] += x.to(at::kDouble).pow(2).sum().item<double>();
-    total_energy += energy[b];
-    if (!(energy[b] > 0)) energy[b] = 1.0;  // an all-zero target: the plain squared error
+    for (const auto& x : t.targets[b]) target_energy[b] += x.to(at::kDouble).pow(2).sum().item<double>();
+    energy[b] = target_energy[b] > 0 ? target_energy[b] : 1.0;
   }
-  if (!(total_energy > 0)) total_energy = 1.0;
   // The relative error over batches [from, to), with the current parameters installed.
   auto evaluate = [&](std::size_t from, std::size_t to) {
     at::NoGradGuard no_grad;
@@ -198,9 +197,9 @@ SpanResult train_span(std::vector<FlexRoundWeight>& weights, const SpanTraining&
     double err = 0, e = 0;
     for (std::size_t b = from; b < to; ++b) {
       err += squared_distance(t.output(b), t.targets[b]).item<double>();
-      e += energy[b];
+      e += target_energy[b];
     }
-    return from == 0 && to == B ? err / total_energy : err / e;
+    return e > 0 ? err / e : err;
   };
   const std::size_t H = t.held_out;
   if (H >= B) throw std::logic_error("train_span: every batch held out");

@@ -45,7 +45,7 @@ struct MethodInfo {
   // gpfq and ed do). A run with --accumulator-bits refuses a method that does not.
   bool bounds_accumulator = false;
   // true: the engine trains the method's rounding on spans of layers before solving them (FlexRound;
-  // the method declares a `span` option and the options of its training: iters, lr, seed).
+  // the method declares a `span` option and the options of its training: iters, lr, seed, holdout).
   bool reconstructs_spans = false;
 };
 
