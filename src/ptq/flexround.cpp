@@ -15,8 +15,10 @@
 
 namespace qcast::ptq::detail {
 
-FlexRoundWeight::FlexRoundWeight(const at::Tensor& w, const Format& format, std::int64_t cols_per_channel)
-    : w_(w.to(at::kCPU, at::kDouble).contiguous().clone()),
+FlexRoundWeight::FlexRoundWeight(const at::Tensor& w, const Format& format, std::int64_t cols_per_channel,
+                                 const at::Tensor& start)
+    : w_((start.defined() ? start : w).to(at::kCPU, at::kDouble).contiguous().clone()),
+      scale_w_(start.defined() ? w.to(at::kCPU, at::kDouble).contiguous().clone() : w_),
       format_(weight_format(format)),
       rows_(w.size(0)),
       cols_(w.size(1)),
@@ -24,10 +26,11 @@ FlexRoundWeight::FlexRoundWeight(const at::Tensor& w, const Format& format, std:
       scaled_(format_.is_scaled()),
       element_max_(format_.element.max_value()) {
   if (w.dim() != 2) throw std::logic_error("FlexRoundWeight: a weight matrix has two dimensions");
+  if (start.defined() && start.sizes() != w.sizes()) throw std::logic_error("FlexRoundWeight: a start of another shape");
   if (cols_per_channel_ > 0 && cols_ % cols_per_channel_ != 0)
     throw std::logic_error("FlexRoundWeight: the columns do not split into input channels");
   if (scaled_) {
-    const at::Tensor a = w_.abs();
+    const at::Tensor a = scale_w_.abs();
     if (format_.granularity == Granularity::block) {
       group_cols_ = format_.block_size;
       const std::int64_t groups = (cols_ + group_cols_ - 1) / group_cols_;
@@ -107,7 +110,7 @@ void FlexRoundWeight::fix_groups(WeightGrid& grid, const at::Tensor& amax) const
 }
 
 at::Tensor FlexRoundWeight::grid_values(const at::Tensor& divided, const at::Tensor& amax) const {
-  WeightGrid grid(format_, rows_, cols_, w_.data_ptr<double>());
+  WeightGrid grid(format_, rows_, cols_, scale_w_.data_ptr<double>());
   if (scaled_) fix_groups(grid, amax);
   at::Tensor q = divided.contiguous().clone();
   double* p = q.data_ptr<double>();

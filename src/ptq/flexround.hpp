@@ -27,7 +27,11 @@ class FlexRoundWeight {
  public:
   // w: the float weight matrix [rows, cols] (float64, CPU). cols_per_channel: the columns of one
   // input channel (a convolution's kernel size, 1 for a linear layer); 0: no s4 (a matmul operand).
-  FlexRoundWeight(const at::Tensor& w, const Format& format, std::int64_t cols_per_channel);
+  // start: the values rounded while every factor is 1 (undefined: w, so the start is
+  // round-to-nearest); a column walk's rounded values make the start that walk's result. The scales
+  // start from w either way, as the walk's static scales do.
+  FlexRoundWeight(const at::Tensor& w, const Format& format, std::int64_t cols_per_channel,
+                  const at::Tensor& start = at::Tensor());
 
   // The learnable tensors (float64, CPU, requiring gradients).
   std::vector<at::Tensor> parameters() const;
@@ -54,7 +58,8 @@ class FlexRoundWeight {
   void fix_groups(WeightGrid& grid, const at::Tensor& amax) const;  // amax [rows | 1, groups per row]
   at::Tensor divided_with_gradients() const;                        // W / (S2 · s3 · s4)
 
-  at::Tensor w_;
+  at::Tensor w_;        // what W / (S2 s3 s4) divides: the float weights, or the start given
+  at::Tensor scale_w_;  // the float weights, which the grid's tensor and channel scales and amax0_ come from
   Format format_;
   std::int64_t rows_, cols_, cols_per_channel_;
   bool scaled_;

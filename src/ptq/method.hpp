@@ -45,6 +45,11 @@ struct GroupProblem {
   // The run's accumulator bound for this layer (nullptr: none): a method that declares
   // bounds_accumulator rounds every element through a BoundedRounding of it.
   const AccumulatorBound* accumulator = nullptr;
+  // Set by the engine when learned rounding starts from this method's result (FlexRound --start): a
+  // method that walks columns leaves the values it rounded in `rounded` (ColumnWalk::rounded); one
+  // that leaves it undefined rounded w itself, to nearest.
+  bool record_rounded = false;
+  at::Tensor rounded;
   // What the method wants the report to show for this layer (e.g. ED's fold factor), by name; the
   // report gives the mean over the layer's groups.
   std::map<std::string, double> notes;

@@ -100,6 +100,9 @@ at::Tensor sequential_rounding(at::Tensor w, at::Tensor h, std::int64_t row0, We
   double* W = w.data_ptr<double>();
   const double* U = u.data_ptr<double>();
   std::vector<double> err(std::size_t(rows * width));
+  at::Tensor before;  // the values rounded, in the walk's column order
+  if (o.rounded) before = at::empty_like(w);
+  double* B = o.rounded ? before.data_ptr<double>() : nullptr;
   for (std::int64_t i1 = 0; i1 < cols; i1 += width) {
     const std::int64_t i2 = std::min(cols, i1 + width);
     for (std::int64_t i = i1; i < i2; ++i) {
@@ -112,6 +115,7 @@ at::Tensor sequential_rounding(at::Tensor w, at::Tensor h, std::int64_t row0, We
         // With a bound, the error diffused is that of the bounded code: the columns after make up
         // for the clamping as they do for the rounding.
         const double q = bounded ? bounded->quantize(r, col, row[i]) : grid.quantize(row0 + r, col, row[i]);
+        if (B) B[r * cols + i] = row[i];
         const double e = (row[i] - q) / uii;
         row[i] = q;
         err[std::size_t(r * width + (i - i1))] = e;
@@ -124,9 +128,16 @@ at::Tensor sequential_rounding(at::Tensor w, at::Tensor h, std::int64_t row0, We
       w.narrow(1, i2, cols - i2).sub_(at::mm(e, u.narrow(0, i1, i2 - i1).narrow(1, i2, cols - i2)));
     }
   }
-  if (!o.act_order) return w;
+  if (!o.act_order) {
+    if (o.rounded) *o.rounded = before;
+    return w;
+  }
   at::Tensor out = at::empty_like(w);
   for (std::int64_t i = 0; i < cols; ++i) out.select(1, order[std::size_t(i)]).copy_(w.select(1, i));
+  if (o.rounded) {
+    *o.rounded = at::empty_like(before);
+    for (std::int64_t i = 0; i < cols; ++i) o.rounded->select(1, order[std::size_t(i)]).copy_(before.select(1, i));
+  }
   return out;
 }
 

@@ -35,6 +35,11 @@ struct ColumnWalk {
   // it reaches the block ("diffused"); with act_order the weights before the walk are used.
   at::Tensor scales_from;
   const AccumulatorBound* accumulator = nullptr;  // every column rounded within it (needs static scales)
+  // Where set, receives the values the walk rounded [rows, cols], in the weights' column order: each
+  // column as it stood when its turn came, the errors of the columns before diffused into it. Each
+  // lies in the cell of its code, so learned rounding can start from the walk's result with every
+  // element still free to move (FlexRound --start, docs/design/0017-flexround.md).
+  at::Tensor* rounded = nullptr;
 };
 
 // Width of the lazy batches: the requested width rounded up to whole blocks, so that a block's

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <map>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "flexround.hpp"
@@ -69,6 +70,40 @@ TEST_CASE("FlexRound starts as round-to-nearest and its forward is always the gr
     CHECK(!at::equal(moved, start));
     f.reset();
     CHECK(at::equal(f.forward().detach(), start));
+  }
+}
+
+TEST_CASE("FlexRound started from a column walk's rounded values starts at the walk's result") {
+  at::manual_seed(5);
+  const at::Tensor w = (at::randn({12, 64}, at::kDouble) * 0.2).contiguous();
+  const at::Tensor x = at::mm(at::randn({64, 64}, at::kDouble) * at::rand({1, 64}, at::kDouble), at::randn({64, 256}, at::kDouble));
+  const at::Tensor h = at::mm(x, x.t());
+  for (const std::string format : {"int4@g16", "mxfp4", "nvfp4", "int8@channel", "int4@tensor"}) {
+    for (const bool act_order : {false, true}) {
+      INFO(format << (act_order ? ", act-order" : ""));
+      ptq::WeightGrid grid(qcast::parse_format(format), 12, 64, w.data_ptr<double>());
+      ptq::detail::ColumnWalk walk;
+      walk.scales_from = w.clone();  // static scales, the start FlexRound's s1 = 1 reproduces
+      walk.act_order = act_order;
+      at::Tensor rounded;
+      walk.rounded = &rounded;
+      const at::Tensor q = ptq::detail::sequential_rounding(w.clone(), h, 0, grid, walk);
+      REQUIRE(rounded.defined());
+      // The walk diffused errors into the values it rounded: they are not the float weights, and
+      // the walk's result is not round-to-nearest of them.
+      CHECK(!at::equal(rounded, w));
+      CHECK(!at::equal(q, rtn(w, format)));
+      FlexRoundWeight f(w, qcast::parse_format(format), 4, rounded);
+      CHECK(at::equal(f.forward().detach(), q));
+      CHECK(at::equal(solved(f, w, format), q));
+      {
+        at::NoGradGuard no_grad;
+        for (auto& p : f.parameters()) p.add_(at::randn_like(p) * 0.3);
+      }
+      CHECK(at::equal(f.forward().detach(), solved(f, w, format)));
+      f.reset();
+      CHECK(at::equal(f.forward().detach(), q));
+    }
   }
 }
 
@@ -230,28 +265,98 @@ TEST_CASE("flexround in the engine: every span reconstructs better than it start
     CHECK(r.report.layers[l].notes.at("span_error_learned") == again.report.layers[l].notes.at("span_error_learned"));
 }
 
+TEST_CASE("flexround --start ed: each span starts from ED's result and keeps it or beats it") {
+  const auto model = qcast_test::tanh_mlp(192, 12.0, 11);
+  at::manual_seed(12);
+  std::vector<ptq::Batch> calib;
+  const at::Tensor mix = at::randn({192, 192}) * at::rand({1, 192}) / 8.0;
+  for (int b = 0; b < 4; ++b) calib.push_back({at::mm(at::randn({64, 192}), mix)});
+  ptq::Options o;
+  o.format = qcast::parse_format("mxfp4");
+  o.method = "flexround";
+  o.method_options = {{"span", "w(?=[01])"}, {"iters", "200"}, {"lr", "0.001"}};
+  const ptq::Result from_rtn = ptq::quantize(model, calib, o);
+  ptq::Options ed_o = o;
+  ed_o.method = "ed";
+  ed_o.method_options.clear();
+  const ptq::Result ed = ptq::quantize(model, calib, ed_o);
+
+  SECTION("a step too small to move any element: the weights are ED's, bit for bit") {
+    // w1 is solved on the stream through ED's w0 inside the span's own walk, and w2 (its own span)
+    // on the stream through both; E8M0 scales do not move by a step of 1e-12.
+    o.method_options = {{"span", "w(?=[01])"}, {"iters", "1"}, {"lr", "1e-12"}, {"start", "ed"}};
+    const ptq::Result r = ptq::quantize(model, calib, o);
+    REQUIRE(r.packed.size() == ed.packed.size());
+    for (const auto& p : ed.packed) {
+      INFO(p.name);
+      CHECK(at::equal(qcast_test::param(r.model, p.name), qcast_test::param(ed.model, p.name)));
+    }
+  }
+  SECTION("trained: ED's start is better than round-to-nearest's; a span that does not beat it keeps ED's weights") {
+    int improved = 0, kept = 0;
+    for (const std::string lr : {"0.001", "0.0001", "0.00001"}) {
+      o.method_options = {{"span", "w(?=[01])"}, {"iters", "200"}, {"lr", lr}, {"start", "ed"}};
+      const ptq::Result r = ptq::quantize(model, calib, o);
+      REQUIRE(r.report.layers.size() == 3);
+      for (std::size_t l = 0; l < 3; ++l) {
+        const auto& n = r.report.layers[l].notes;
+        const std::string& name = r.report.layers[l].name;
+        INFO(name << ", lr " << lr);
+        CHECK(n.at("span_error_start") < from_rtn.report.layers[l].notes.at("span_error_start"));
+        if (n.at("span_kept_start") == 1) {
+          ++kept;
+          CHECK(n.at("span_error_learned") >= n.at("span_error_start"));
+          CHECK(at::equal(qcast_test::param(r.model, name), qcast_test::param(ed.model, name)));
+        } else {
+          ++improved;
+          CHECK(n.at("span_error_learned") < n.at("span_error_start"));
+        }
+      }
+    }
+    // Here no step size beats ED's start (design 0017, "Starting from ED"): the fallback is what
+    // runs, and the spans that did improve were checked above.
+    CHECK(kept > 0);
+    CHECK(kept + improved == 9);
+  }
+}
+
 TEST_CASE("flexround through convolutions, in-place operations, control flow and a weight used twice") {
   const auto model = qcast_test::pipeline_model();
   const auto calib = qcast_test::pipeline_calibration(3, 8);
-  for (const std::string span : {"layer", "(stem|grouped)|(a|b)|w[qkv]"}) {
-   for (const bool int8_inputs : {false, true}) {
-    INFO(span << (int8_inputs ? ", int8 activations" : ""));
+  // (span rule, int8 activations, start): the spans of layers of the last rule hold the weight
+  // used twice, the in-place operations and q, k and v, which the start's own walk goes through.
+  const std::vector<std::tuple<std::string, bool, std::string>> runs = {
+      {"layer", false, "rtn"}, {"layer", true, "rtn"}, {"(stem|grouped)|(a|b)|w[qkv]", false, "rtn"},
+      {"(stem|grouped)|(a|b)|w[qkv]", true, "rtn"}, {"(stem|grouped)|(a|b)|w[qkv]", true, "ed"}};
+  double rtn_start_error = 0;  // the run before's summed start errors (same spans, round-to-nearest)
+  for (const auto& [span, int8_inputs, start] : runs) {
+   {
+    INFO(span << (int8_inputs ? ", int8 activations" : "") << ", start " << start);
     ptq::Options o;
     o.format = qcast::parse_format("mxfp4");
     if (int8_inputs) o.activations.format = qcast::parse_format("int8");
     o.method = "flexround";
-    o.method_options = {{"span", span}, {"iters", "60"}, {"lr", "0.001"}};
+    o.method_options = {{"span", span}, {"iters", "60"}, {"lr", "0.001"}, {"start", start}};
     const ptq::Result r = ptq::quantize(model, calib, o);
     int improved = 0, quantized = 0;
+    double start_error = 0;
     for (const auto& l : r.report.layers) {
       if (l.status != "quantized") continue;
       ++quantized;
+      start_error += l.notes.at("span_error_start");
       // A span that reconstructs worse after training keeps its start, and says so.
       CHECK((l.notes.at("span_error_learned") <= l.notes.at("span_error_start")) == (l.notes.at("span_kept_start") == 0));
       improved += l.notes.at("span_error_learned") < l.notes.at("span_error_start");
     }
     CHECK(quantized == 8);
-    CHECK(improved >= quantized / 2);
+    if (start == "rtn") {
+      CHECK(improved >= quantized / 2);
+      rtn_start_error = start_error;
+    } else {
+      // ED's walk through the spans (the weight used twice, the in-place operations, q, k and v)
+      // starts them closer to their targets than round-to-nearest does.
+      CHECK(start_error < rtn_start_error);
+    }
     // The quantized model still runs and its weights are on the grid.
     torch::jit::Module saved = r.model;
     CHECK_NOTHROW(saved.forward(calib[0]));

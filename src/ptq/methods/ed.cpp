@@ -68,6 +68,7 @@ QCAST_PTQ_METHOD(ed) {
             ColumnWalk walk;  // 1 % damping; natural column order unless --act-order
             choose_scales(walk, p.options->choice("scales"), p.w);
             walk.accumulator = p.accumulator;
+            if (p.record_rounded) walk.rounded = &p.rounded;
             walk.act_order = p.options->flag("act-order");
             const std::string& mode = p.options->choice("fold");
             const double a = mode == "full" ? 1.0 : mode == "none" ? 0.0 : held_out_fold(p);

@@ -18,6 +18,9 @@ QCAST_PTQ_METHOD(flexround) {
       {"iters", MethodOption::Kind::integer, "500", "Adam iterations per span, one calibration batch each"},
       {"lr", MethodOption::Kind::real, "0.0003", "Adam's first learning rate, falling linearly to 0 (the factors are learned as logarithms)"},
       {"seed", MethodOption::Kind::integer, "1", "seed of the order in which the batches are visited"},
+      {"start", MethodOption::Kind::choice, "rtn",
+       "where the rounding starts: round-to-nearest, or the result of gptq or ed (each span's layers solved by that method first)",
+       {"rtn", "gptq", "ed"}},
       {"holdout", MethodOption::Kind::count, "0",
        "the last N calibration batches are not trained on; every 50 iterations the span's error on them picks the iterate kept (early stopping)"},
   };

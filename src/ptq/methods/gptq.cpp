@@ -22,6 +22,7 @@ QCAST_PTQ_METHOD(gptq) {
             walk.lazy_batch = p.options->integer("lazy-batch");
             qcast::ptq::detail::choose_scales(walk, p.options->choice("scales"), p.w);
             walk.accumulator = p.accumulator;
+            if (p.record_rounded) walk.rounded = &p.rounded;
             return qcast::ptq::detail::sequential_rounding(p.w, p.g, p.row0, *p.grid, walk);
           }};
 }
