@@ -33,6 +33,7 @@
 #include "capture_observer.hpp"
 #include "distributed.hpp"
 #include "flexround.hpp"
+#include "norm_fold.hpp"
 #include "grams.hpp"
 #include "method.hpp"
 #include "model_walk.hpp"
@@ -418,6 +419,13 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
   if (!torch_ops_library()) throw std::logic_error("qcast: the operator library is not loaded");
   const detail::MethodPlugin& plugin = detail::find_plugin(o.method);
   const detail::MethodValues values(plugin.info, o.method_options);
+  // The method whose result learned rounding starts from (FlexRound --start), with its defaults;
+  // nullptr: round-to-nearest, or a method that does not learn its rounding.
+  const detail::MethodPlugin* start_plugin =
+      plugin.info.reconstructs_spans && values.choice("start") != "rtn" ? &detail::find_plugin(values.choice("start")) : nullptr;
+  const std::optional<detail::MethodValues> start_values =
+      start_plugin ? std::optional<detail::MethodValues>(std::in_place, start_plugin->info, std::map<std::string, std::string>{})
+                   : std::nullopt;
   const c10::Device device = parse_device(o.device);
   if (calibration.empty() && plugin.info.needs_calibration)
     throw std::invalid_argument("method " + o.method + " needs calibration data (only rtn runs without)");
@@ -687,8 +695,14 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
 
   // The method's Ŵ for w [rows, cols] (float64) on `grid`, group by group (grams: nullptr without
   // calibration data); the groups' notes averaged into `notes`.
+  // Ŵ of every row group of w by `method` (the run's own by default). rounded: where set, receives
+  // the values the method rounded (w itself for one that rounds to nearest).
   auto solve_groups = [&](const at::Tensor& w, WeightGrid& grid, const detail::Grams* grams, std::map<std::string, double>& notes,
-                          const detail::AccumulatorBound* bound = nullptr) {
+                          const detail::AccumulatorBound* bound = nullptr, const detail::MethodPlugin* method = nullptr,
+                          const detail::MethodValues* options = nullptr, at::Tensor* rounded = nullptr) {
+    if (!method) method = &plugin;
+    if (!options) options = &values;
+    if (rounded) *rounded = w.clone();
     const std::int64_t rows = w.size(0);
     const std::int64_t groups = grams ? grams->xhat_xhat.size(0) : 1;
     if (rows % groups != 0) throw std::logic_error("weight rows do not split into the layer's groups");
@@ -707,10 +721,12 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
       }
       gp.row0 = gi * per;
       gp.grid = &grid;
-      gp.options = &values;
+      gp.options = options;
       gp.accumulator = bound && bound->bits > 0 ? bound : nullptr;
-      const at::Tensor qg = plugin.solve(gp);
+      gp.record_rounded = rounded != nullptr;
+      const at::Tensor qg = method->solve(gp);
       q.narrow(0, gi * per, per).copy_(qg);
+      if (rounded && gp.rounded.defined()) rounded->narrow(0, gi * per, per).copy_(gp.rounded);
       for (const auto& [k, v] : gp.notes) notes[k] += v / double(groups);
     }
     return q;
@@ -1092,6 +1108,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
   // layer, max|X_j| over the float stream's inputs (all its sites, the whole calibration set, one
   // forward pass of the float model) and max|W_j| over the weight's other axes; 1 where either is
   // 0. Sets each transform's 1/s and returns s per plan entry.
+  std::vector<std::pair<detail::NormFold, at::Tensor>> norm_scales;  // each folded LayerNorm and its s
   auto measure_smoothing = [&](const std::vector<std::size_t>& cuts) {
     std::map<std::size_t, at::Tensor> smooth;
     if (o.smooth_alpha < 0 && !o.smooth_pow2) return smooth;
@@ -1109,10 +1126,29 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
       at::Tensor& acc = channel_max[act_plan[i]];
       acc = acc.defined() ? at::maximum(acc, m) : m;
     });
+    // LayerNorms that the division folds into: their layers share one s, from the max of their
+    // weights' channel maxima (their inputs are one value).
+    std::vector<std::size_t> smoothed;
+    std::vector<const detail::WalkLayer*> smoothed_layers;
     for (const auto& [pi, xmax] : channel_max) {
+      smoothed.push_back(pi);
+      smoothed_layers.push_back(plan[pi].layer);
+    }
+    const std::vector<detail::NormFold> folds =
+        o.smooth_fold ? detail::foldable_norms(fm, smoothed_layers) : std::vector<detail::NormFold>{};
+    std::map<std::size_t, std::size_t> fold_of;  // plan entry -> its fold
+    for (std::size_t f = 0; f < folds.size(); ++f)
+      for (std::size_t i : folds[f].layers) fold_of[smoothed[i]] = f;
+    auto channel_weight_max = [&](std::size_t pi, std::int64_t channels) {
       const detail::WalkLayer& l = *plan[pi].layer;
       const int axis = detail::weight_reduction_axis(l.sites.front(), l.layout);
-      const at::Tensor wmax = weight_channel_max(plan[pi].float_weight, axis, xmax.numel());
+      return weight_channel_max(plan[pi].float_weight, axis, channels);
+    };
+    for (const auto& [pi, xmax] : channel_max) {
+      at::Tensor wmax = channel_weight_max(pi, xmax.numel());
+      const auto fold = fold_of.find(pi);
+      if (fold != fold_of.end())
+        for (std::size_t i : folds[fold->second].layers) wmax = at::maximum(wmax, channel_weight_max(smoothed[i], xmax.numel()));
       const at::Tensor xd = xmax.to(at::kDouble), wd = wmax.to(at::kDouble);
       at::Tensor sv;
       if (o.smooth_pow2) {
@@ -1129,11 +1165,14 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
       smooth[pi] = sv;
       rep.layers[plan[pi].report_index].notes["smooth_max"] = sv.max().item<double>();
       rep.layers[plan[pi].report_index].notes["smooth_min"] = sv.min().item<double>();
+      if (fold != fold_of.end()) rep.layers[plan[pi].report_index].notes["smooth_folded"] = 1;
     }
-    // 1/s on each site's input, shaped to broadcast along its reduction axis, in the weight's dtype.
+    for (const detail::NormFold& f : folds) norm_scales.emplace_back(f, smooth.at(smoothed[f.layers.front()]));
+    // 1/s on each site's input, shaped to broadcast along its reduction axis, in the weight's dtype
+    // (not where it is folded into a LayerNorm).
     for (std::size_t i = 0; i < transforms.size(); ++i) {
       const auto it = smooth.find(act_plan[i]);
-      if (it == smooth.end()) continue;
+      if (it == smooth.end() || fold_of.count(act_plan[i])) continue;
       const at::Tensor w = plan[act_plan[i]].float_weight;
       const int in_dim = -transforms[i].axis;  // trailing dimensions from the axis on
       std::vector<std::int64_t> shape(std::size_t(in_dim), 1);
@@ -1164,7 +1203,17 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
       }
     const std::map<std::size_t, at::Tensor> smooth = measure_smoothing(cuts);
     transform_weights(smooth);
-    for (const auto& [pi, sv] : smooth) res.input_scales[plan[pi].layer->info.name] = (1.0 / sv.to(at::kDouble)).to(at::kFloat).cpu();
+    // The folds: γ/s and β/s in both copies, so the LayerNorm's output is the one divided by s.
+    for (const auto& [f, sv] : norm_scales)
+      for (torch::jit::Module* m : {&fm, &qm})
+        for (const std::string& name : {f.weight, f.bias})
+          if (!name.empty()) {
+            at::Tensor p = parameter_of(*m, name);
+            p.copy_(p / sv.to(p.device(), p.scalar_type()));
+          }
+    for (const auto& [pi, sv] : smooth)
+      if (!rep.layers[plan[pi].report_index].notes.count("smooth_folded"))
+        res.input_scales[plan[pi].layer->info.name] = (1.0 / sv.to(at::kDouble)).to(at::kFloat).cpu();
     // The float stream runs through the smoothing and the rotations, the quantized one through the
     // casts too.
     std::vector<detail::InputTransform> float_transforms;
@@ -1191,9 +1240,12 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
     rep.stages = std::int64_t(K);
     const std::int64_t budget =
         o.cache_mb >= 0 ? o.cache_mb * (std::int64_t(1) << 20) : detail::default_cache_bytes();
-    detail::BoundaryCache cache(2 * B, budget, o.spill_dir);
+    // Two slots per batch, and two more where learned rounding walks a span with its start method.
+    detail::BoundaryCache cache((start_plugin ? 4 : 2) * B, budget, o.spill_dir);
     auto slot_f = [](std::size_t b) { return 2 * b; };
     auto slot_q = [](std::size_t b) { return 2 * b + 1; };
+    auto start_slot_f = [B](std::size_t b) { return 2 * B + 2 * b; };
+    auto start_slot_q = [B](std::size_t b) { return 2 * B + 2 * b + 1; };
     auto copy_of_batch = [&](std::size_t b) {  // each stream its own copy: a stage may write into its inputs
       return staged.initial(batch_on(calibration[b], device));
     };
@@ -1234,12 +1286,80 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
     std::optional<detail::Grams> last_grams;
     std::size_t last_cut = 0;
 
+    // The start method's walk through the span [k, end) (reconstruct_span): each member solved by
+    // that method and installed into the quantized copy, the values it rounded left in `starts`
+    // (one per member). Layer pi, at cut k, is solved from `grams`; the others from statistics
+    // gathered here, on copies of both streams' state at cut k (the walk's own state stays at k).
+    // A layer used at several cuts of the span is solved after its last one.
+    auto walk_span_with_start = [&](std::size_t k, std::size_t end, std::size_t pi, const detail::Grams& grams,
+                                    const std::vector<std::size_t>& members, std::vector<at::Tensor>& starts) {
+      auto solve_member = [&](std::size_t m, const detail::Grams& g) {
+        const Planned& pm = plan[m];
+        SingleThreaded one_thread;
+        const at::Tensor param = parameter_of(qm, pm.layer->info.name);
+        const at::Tensor w = weight_matrix(param.detach().to(at::kCPU), pm.layer->layout, pm.cols).to(at::kDouble).contiguous();
+        WeightGrid grid(pm.format, w.size(0), w.size(1), w.data_ptr<double>(), pm.clip);
+        std::map<std::string, double> notes;
+        at::Tensor rounded;
+        const at::Tensor q = solve_groups(w, grid, &g, notes, nullptr, start_plugin, &*start_values, &rounded);
+        const std::size_t i = std::size_t(std::find(members.begin(), members.end(), m) - members.begin());
+        starts.at(i) = rounded;
+        set_parameter(qm, pm.layer->info.name, in_parameter_layout(q, param, pm.layer->layout).to(param.device(), param.scalar_type()));
+      };
+      solve_member(pi, grams);
+      std::map<std::size_t, std::size_t> last_cut_of;  // member -> its last cut in the span
+      for (std::size_t j = k; j < end; ++j) last_cut_of[site_at.at(staged.cut(j)).first] = j;
+      if (end <= k + 1) return;
+      for (std::size_t b = 0; b < B; ++b) {
+        cache.put(start_slot_f(b), deep_copy(copy_of_state(slot_f(b), false)));
+        cache.put(start_slot_q(b), deep_copy(copy_of_state(slot_q(b), false)));
+      }
+      std::map<std::size_t, detail::Grams> gathering;
+      for (std::size_t j = k + 1; j < end; ++j) {
+        const auto [pj, sj] = site_at.at(staged.cut(j));
+        const bool gather = pj != pi;
+        const auto [at_pj, fresh] = gathering.try_emplace(pj);
+        detail::Grams& g = at_pj->second;
+        if (fresh) g.samples = sample_offset;
+        for (std::size_t b = 0; b < B; ++b) {
+          std::vector<c10::IValue> xf, xq;
+          {
+            SingleThreaded forward_threads(!o.threaded_forward && device.is_cpu());
+            detail::Env ef = cache.take(start_slot_f(b));
+            xf = staged.run(j, fm, ef);
+            cache.put(start_slot_f(b), std::move(ef));
+            detail::Env eq = cache.take(start_slot_q(b));
+            xq = staged_q.run(j, qm, eq);
+            cache.put(start_slot_q(b), std::move(eq));
+          }
+          if (gather)
+            detail::for_each_input_chunk(plan[pj].layer->sites[sj], xf, xq, plan[pj].float_weight, plan[pj].cols,
+                                         [&](const at::Tensor& a, const at::Tensor& c, std::int64_t n) { g.add(a, c, n); });
+        }
+        if (gather && last_cut_of.at(pj) == j) {
+          g.finish();
+          solve_member(pj, g);
+          gathering.erase(pj);
+        }
+      }
+      for (std::size_t b = 0; b < B; ++b) {  // the copies are dropped
+        cache.take(start_slot_f(b));
+        cache.take(start_slot_q(b));
+      }
+    };
+
     // FlexRound's training of the span that opens at cut k (layer pi's first site): the float
     // stream's outputs of the span are the targets; the quantized stream runs the span from its
     // state at cut k with the learned weights installed (autograd through the stage graphs). The
     // span ends at the first later cut that belongs to another span, or with the model. The weights
     // go back to float afterwards: each layer is then solved at its own cut from what was learned.
-    auto reconstruct_span = [&](std::size_t k, std::size_t pi) {
+    //
+    // With a start method (--start gptq|ed), the span's layers are first solved by that method, each
+    // on the quantized stream through the ones before it as a run of that method would (from copies
+    // of the state at cut k; `grams` are layer pi's, from the walk), and the training starts from
+    // the values that method rounded: its result is the start, and the start kept if training does
+    // not beat it.
+    auto reconstruct_span = [&](std::size_t k, std::size_t pi, const detail::Grams& grams) {
       const std::size_t span = plan[pi].span;
       std::size_t end = K;  // K: the tail
       std::vector<std::size_t> members;
@@ -1286,6 +1406,17 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
         return out;
       };
       const auto t0 = Clock::now();
+      std::vector<at::Tensor> originals;
+      for (std::size_t m : members) originals.push_back(parameter_of(qm, plan[m].layer->info.name));
+      std::vector<at::Tensor> starts(members.size());
+      if (start_plugin) {
+        try {
+          walk_span_with_start(k, end, pi, grams, members, starts);
+        } catch (...) {
+          for (std::size_t i = 0; i < members.size(); ++i) set_parameter(qm, plan[members[i]].layer->info.name, originals[i]);
+          throw;
+        }
+      }
       detail::SpanTraining t;
       t.iterations = int(values.integer("iters"));
       t.learning_rate = values.real("lr");
@@ -1293,13 +1424,11 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
       t.held_out = std::size_t(values.integer("holdout"));
       for (std::size_t b = 0; b < B; ++b) t.targets.push_back(run_span(staged, fm, slot_f(b)));
       std::vector<detail::FlexRoundWeight> weights;
-      std::vector<at::Tensor> originals;
-      for (std::size_t m : members) {
-        const at::Tensor param = parameter_of(qm, plan[m].layer->info.name);
-        originals.push_back(param);
-        const bool s4 = plan[m].layer->sites.front().kind == SiteKind::linear || plan[m].layer->sites.front().kind == SiteKind::conv;
-        weights.emplace_back(weight_matrix(param.detach().to(at::kCPU), plan[m].layer->layout, plan[m].cols),
-                             plan[m].format, s4 ? columns_per_channel(plan[m]) : 0);
+      for (std::size_t i = 0; i < members.size(); ++i) {
+        const Planned& pm = plan[members[i]];
+        const bool s4 = pm.layer->sites.front().kind == SiteKind::linear || pm.layer->sites.front().kind == SiteKind::conv;
+        weights.emplace_back(weight_matrix(originals[i].detach().to(at::kCPU), pm.layer->layout, pm.cols).to(at::kDouble),
+                             pm.format, s4 ? columns_per_channel(pm) : 0, starts[i]);
       }
       t.install = [&](std::size_t i, const at::Tensor& w_hat) {
         const Planned& pm = plan[members[i]];
@@ -1440,7 +1569,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
         rep.statistics_seconds += sec;
         rep.layers[p.report_index].seconds += sec;
       }
-      if (plugin.info.reconstructs_spans && !p.learned) reconstruct_span(k, pi);
+      if (plugin.info.reconstructs_spans && !p.learned) reconstruct_span(k, pi, grams);
       solve(p, &grams);
       // The layer's temporaries (token-major copies, solver matrices) are freed: hand the pages back,
       // or glibc keeps them and the process's memory grows with the depth.

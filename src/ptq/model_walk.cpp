@@ -24,7 +24,8 @@ void collect_nodes(torch::jit::Block* b, bool top, std::vector<std::pair<Node*, 
   }
 }
 
-// "a.b.weight" when v is self.a.b.weight, else "".
+}  // namespace
+
 std::string attr_path(const Value* v, const Value* self) {
   std::deque<std::string> names;
   while (v->node()->kind() == c10::prim::GetAttr) {
@@ -36,6 +37,8 @@ std::string attr_path(const Value* v, const Value* self) {
   for (std::size_t i = 1; i < names.size(); ++i) p += "." + names[i];
   return p;
 }
+
+namespace {
 
 // Operations that read only a tensor's metadata: they do not make a weight unsupported.
 bool reads_metadata_only(const Node* n) {

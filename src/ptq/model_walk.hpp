@@ -34,6 +34,9 @@ std::shared_ptr<torch::jit::Graph> inlined_forward(const torch::jit::Module& mod
 // Every node in walk order (depth first through sub-blocks), and whether it is in the top block.
 std::vector<std::pair<torch::jit::Node*, bool>> walk_order(torch::jit::Block* block);
 
+// "a.b.weight" when v is self.a.b.weight (a chain of prim::GetAttr from self), else "".
+std::string attr_path(const torch::jit::Value* v, const torch::jit::Value* self);
+
 // Whether n (or a node inside its blocks) may write into a tensor or has other side effects.
 bool writes_memory(const torch::jit::Node* n);
 

@@ -79,7 +79,7 @@ ptq::Result quantize_seen(const Module& model, const std::vector<ptq::Batch>& ca
 // input, with the layers from this one on restored to float (as the engine's stream had them: the
 // weights of `model`, which must be the float model with the run's smoothing and rotations).
 void check_saved_model_stream(const Module& model, const ptq::Result& r, const std::vector<ptq::Batch>& calib,
-                              const Seen& seen) {
+                              const Seen& seen, std::size_t min_layers = 3) {
   const auto walk = ptq::detail::walk_model(r.model);
   std::vector<std::string> order;
   for (const auto& l : walk.layers) order.push_back(l.info.name);
@@ -103,7 +103,7 @@ void check_saved_model_stream(const Module& model, const ptq::Result& r, const s
       }
     }
   }
-  CHECK(compared >= calib.size() * 3);
+  CHECK(compared >= calib.size() * min_layers);
 }
 
 // The float stream's inputs of one layer's first site, one tensor per calibration batch.
@@ -394,6 +394,83 @@ TEST_CASE("SmoothQuant scales each input channel by max|X_j|^a / max|W_j|^(1-a) 
   const ptq::Result transformed = ptq::quantize(model, calib, t);
   check_saved_model_stream(transformed.model, s, calib, seen);
   CHECK_THROWS_WITH(ptq::quantize(model, {}, o), Catch::Contains("smoothing (--smooth) measures"));
+}
+
+// A pre-LN block: ln1's output feeds only q and k (foldable), ln2's feeds `up` and the residual
+// (not foldable: the residual would see the division too).
+Module pre_ln_model() {
+  at::manual_seed(9);
+  Module m("PreLn");
+  m.register_parameter("ln1_w", at::rand({16}) + 0.5, false);
+  m.register_parameter("ln1_b", at::randn({16}) * 0.1, false);
+  m.register_parameter("q", at::randn({16, 16}) * 0.25, false);
+  m.register_parameter("k", at::randn({16, 16}) * 0.25, false);
+  m.register_parameter("ln2_w", at::rand({16}) + 0.5, false);
+  m.register_parameter("ln2_b", at::randn({16}) * 0.1, false);
+  m.register_parameter("up", at::randn({16, 16}) * 0.25, false);
+  m.define(R"(
+def forward(self, x):
+    h = torch.layer_norm(x, [16], self.ln1_w, self.ln1_b, 1e-05, False)
+    x = x + torch.linear(h, self.q) * torch.linear(h, self.k)
+    h2 = torch.layer_norm(x, [16], self.ln2_w, self.ln2_b, 1e-05, False)
+    return torch.linear(h2, self.up) + h2
+)");
+  return m;
+}
+
+TEST_CASE("SmoothQuant folds into a LayerNorm that feeds only quantized linear layers") {
+  const Module model = pre_ln_model();
+  at::manual_seed(10);
+  std::vector<ptq::Batch> calib;
+  // Channel 3 an outlier, as in the activations SmoothQuant is for.
+  for (int b = 0; b < 3; ++b) calib.push_back({at::randn({4, 8, 16}) * (at::arange(16) == 3).to(at::kFloat).mul(20).add(1)});
+  ptq::Options o = identity_options();
+  o.smooth_alpha = 0.5;
+  const ptq::Result r = ptq::quantize(model, calib, o);
+  // q and k share one s: max|X_j| of ln1's output, max|W_j| over both weights.
+  const at::Tensor x = at::cat(float_batches(model, "q", calib)).abs().reshape({-1, 16}).amax(0).to(at::kDouble);
+  const at::Tensor w = at::maximum(param(model, "q").abs().amax(0), param(model, "k").abs().amax(0)).to(at::kDouble);
+  const at::Tensor sv = (x.sqrt() / w.sqrt()).to(at::kFloat);
+  for (const std::string l : {"q", "k"}) {
+    INFO(l);
+    CHECK(at::allclose(param(r.model, l), param(model, l) * sv.reshape({1, 16}), 1e-6, 0));
+    CHECK(layer_report(r, l).notes.at("smooth_folded") == 1);
+    CHECK(r.input_scales.count(l) == 0);
+  }
+  CHECK(at::allclose(param(r.model, "ln1_w"), param(model, "ln1_w") / sv, 1e-6, 0));
+  CHECK(at::allclose(param(r.model, "ln1_b"), param(model, "ln1_b") / sv, 1e-6, 0));
+  // ln2 is not folded: `up` keeps its own s and the inserted multiply.
+  CHECK(at::equal(param(r.model, "ln2_w"), param(model, "ln2_w")));
+  CHECK(layer_report(r, "up").notes.count("smooth_folded") == 0);
+  CHECK(r.input_scales.count("up") == 1);
+  auto muls = [](const Module& m) {
+    int n = 0;
+    const auto graph = ptq::detail::inlined_forward(m);
+    for (const auto* node : graph->nodes()) n += node->kind() == c10::aten::mul;
+    return n;
+  };
+  CHECK(muls(r.model) == muls(model) + 1);
+  check_same_function(model, r.model, calib);
+  // Without the fold every layer has its own s and its own multiply.
+  o.smooth_fold = false;
+  const ptq::Result unfolded = ptq::quantize(model, calib, o);
+  CHECK(muls(unfolded.model) == muls(model) + 3);
+  CHECK(unfolded.input_scales.size() == 3);
+  CHECK(at::equal(param(unfolded.model, "ln1_w"), param(model, "ln1_w")));
+  check_same_function(model, unfolded.model, calib);
+
+  // With the folded LayerNorm, activation casts and ED: the engine's stream is the saved model's.
+  ptq::Options a;
+  a.format = qcast::parse_format("int4@g8");
+  a.method = "ed";
+  a.smooth_alpha = 0.5;
+  a.activations.format = qcast::parse_format("int8@g8");
+  Seen seen;
+  const ptq::Result s = quantize_seen(model, calib, a, seen);
+  CHECK(layer_report(s, "q").notes.at("smooth_folded") == 1);
+  // q and k read one value through one transform again, so k reuses q's statistics (not captured).
+  CHECK(layer_report(s, "k").notes.at("shared_statistics") == 1);
+  check_saved_model_stream(r.model, s, calib, seen, 2);
 }
 
 TEST_CASE("LLM-FP4's per-channel exponent bias: powers of two folded into the weights exactly") {

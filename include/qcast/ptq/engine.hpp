@@ -207,10 +207,14 @@ struct Options {
   std::int64_t hadamard_block = 0;
   // SmoothQuant (--smooth ALPHA, in [0, 1]; < 0: none): per input channel j of each quantized layer,
   // s_j = max|X_j|^alpha / max|W_j|^(1-alpha) from the float stream over the calibration set; the
-  // weight's input channels are multiplied by s and the input by 1/s (an inserted aten::mul), so
-  // the float function is unchanged while the activations' outlier channels shrink. Applied before
-  // the rotation. Needs calibration.
+  // weight's input channels are multiplied by s and the input by 1/s, so the float function is
+  // unchanged while the activations' outlier channels shrink. Applied before the rotation. Needs
+  // calibration. Where a LayerNorm's output feeds only quantized linear layers (a pre-LN
+  // transformer), those layers share one s (max|W_j| over all of them) and 1/s is folded into the
+  // LayerNorm's γ and β; elsewhere the input goes through an inserted aten::mul by 1/s.
   double smooth_alpha = -1;
+  // false: no fold, every smoothed input through an inserted aten::mul (for comparison).
+  bool smooth_fold = true;
   // Instead (--smooth pow2): LLM-FP4's per-channel activation exponent bias folded into the weights,
   // s_j = 2^(floor(log2 max|X_j|) - floor(log2 max over channels)): powers of two, so the weights
   // absorb s exactly, and every input channel reaches the tensor's top exponent.
@@ -330,7 +334,8 @@ struct Result {
   Report report;
   // Smoothing (--smooth): per smoothed layer (by weight name), the factor 1/s its input is
   // multiplied by per input channel (float32 [channels], on the CPU), before any rotation; the
-  // stored weight includes s.
+  // stored weight includes s. Layers whose 1/s was folded into a LayerNorm are not listed (the
+  // model's LayerNorm parameters hold it).
   std::map<std::string, at::Tensor> input_scales;
 };
 
