@@ -26,6 +26,8 @@
 #include <memory>
 #include <optional>
 #include <stdexcept>
+#include <tuple>
+#include <utility>
 
 #include "activation_amax.hpp"
 #include "input_transforms.hpp"
@@ -1246,6 +1248,20 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
     auto slot_q = [](std::size_t b) { return 2 * b + 1; };
     auto start_slot_f = [B](std::size_t b) { return 2 * B + 2 * b; };
     auto start_slot_q = [B](std::size_t b) { return 2 * B + 2 * b + 1; };
+    // Runs stage k on the states in slots sf (float stream) and sq (quantized stream), on one
+    // intra-op thread: LibTorch's CPU convolutions sum in an order that depends on the thread count
+    // (measured on esrgan_medium_x2 in plain PyTorch). Returns the inputs of the site at cut k.
+    auto run_both = [&](std::size_t k, std::size_t sf, std::size_t sq) {
+      SingleThreaded forward_threads(!o.threaded_forward && device.is_cpu());
+      std::pair<std::vector<c10::IValue>, std::vector<c10::IValue>> x;
+      detail::Env ef = cache.take(sf);
+      x.first = staged.run(k, fm, ef);
+      cache.put(sf, std::move(ef));
+      detail::Env eq = cache.take(sq);
+      x.second = staged_q.run(k, qm, eq);
+      cache.put(sq, std::move(eq));
+      return x;
+    };
     auto copy_of_batch = [&](std::size_t b) {  // each stream its own copy: a stage may write into its inputs
       return staged.initial(batch_on(calibration[b], device));
     };
@@ -1322,16 +1338,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
         detail::Grams& g = at_pj->second;
         if (fresh) g.samples = sample_offset;
         for (std::size_t b = 0; b < B; ++b) {
-          std::vector<c10::IValue> xf, xq;
-          {
-            SingleThreaded forward_threads(!o.threaded_forward && device.is_cpu());
-            detail::Env ef = cache.take(start_slot_f(b));
-            xf = staged.run(j, fm, ef);
-            cache.put(start_slot_f(b), std::move(ef));
-            detail::Env eq = cache.take(start_slot_q(b));
-            xq = staged_q.run(j, qm, eq);
-            cache.put(start_slot_q(b), std::move(eq));
-          }
+          const auto [xf, xq] = run_both(j, start_slot_f(b), start_slot_q(b));
           if (gather)
             detail::for_each_input_chunk(plan[pj].layer->sites[sj], xf, xq, plan[pj].float_weight, plan[pj].cols,
                                          [&](const at::Tensor& a, const at::Tensor& c, std::int64_t n) { g.add(a, c, n); });
@@ -1507,16 +1514,8 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
         const auto t0 = Clock::now();
         std::vector<c10::IValue> xf, xq;
         {
-          // LibTorch's CPU convolutions sum in an order that depends on the thread count (measured on
-          // esrgan_medium_x2 in plain PyTorch): one intra-op thread keeps the bits the same.
-          SingleThreaded forward_threads(!o.threaded_forward && device.is_cpu());
           try {
-            detail::Env ef = cache.take(slot_f(b));
-            xf = staged.run(k, fm, ef);
-            cache.put(slot_f(b), std::move(ef));
-            detail::Env eq = cache.take(slot_q(b));
-            xq = staged_q.run(k, qm, eq);
-            cache.put(slot_q(b), std::move(eq));
+            std::tie(xf, xq) = run_both(k, slot_f(b), slot_q(b));
           } catch (const c10::Error& e) {  // the batch that does not fit, not only the first one
             throw std::invalid_argument("calibration batch " + std::to_string(b + 1) + " of " + std::to_string(B) +
                                         " (" + batch_text(calibration[b]) + ") does not fit the model's forward before layer " +

@@ -48,6 +48,16 @@ at::Tensor solved(const FlexRoundWeight& f, const at::Tensor& w, const std::stri
   return q;
 }
 
+// Correlated inputs for the 192-wide tanh MLP: with white ones round-to-nearest is already about
+// the best rounding.
+std::vector<ptq::Batch> correlated_calibration() {
+  at::manual_seed(12);
+  std::vector<ptq::Batch> calib;
+  const at::Tensor mix = at::randn({192, 192}) * at::rand({1, 192}) / 8.0;
+  for (int b = 0; b < 4; ++b) calib.push_back({at::mm(at::randn({64, 192}), mix)});
+  return calib;
+}
+
 }  // namespace
 
 TEST_CASE("FlexRound starts as round-to-nearest and its forward is always the grid's rounding") {
@@ -219,11 +229,7 @@ TEST_CASE("span keys") {
 TEST_CASE("flexround in the engine: every span reconstructs better than it started, the same bits twice") {
   // 192 x 192 weights: big enough that LibTorch splits their sums across threads.
   const auto model = qcast_test::tanh_mlp(192, 12.0, 11);
-  at::manual_seed(12);
-  std::vector<ptq::Batch> calib;
-  // Correlated inputs: with white ones round-to-nearest is already about the best rounding.
-  const at::Tensor mix = at::randn({192, 192}) * at::rand({1, 192}) / 8.0;
-  for (int b = 0; b < 4; ++b) calib.push_back({at::mm(at::randn({64, 192}), mix)});
+  const std::vector<ptq::Batch> calib = correlated_calibration();
   ptq::Options o;
   o.format = qcast::parse_format("int4@g16");
   o.method = "flexround";
@@ -267,10 +273,7 @@ TEST_CASE("flexround in the engine: every span reconstructs better than it start
 
 TEST_CASE("flexround --start ed: each span starts from ED's result and keeps it or beats it") {
   const auto model = qcast_test::tanh_mlp(192, 12.0, 11);
-  at::manual_seed(12);
-  std::vector<ptq::Batch> calib;
-  const at::Tensor mix = at::randn({192, 192}) * at::rand({1, 192}) / 8.0;
-  for (int b = 0; b < 4; ++b) calib.push_back({at::mm(at::randn({64, 192}), mix)});
+  const std::vector<ptq::Batch> calib = correlated_calibration();
   ptq::Options o;
   o.format = qcast::parse_format("mxfp4");
   o.method = "flexround";
