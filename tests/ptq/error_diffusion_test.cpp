@@ -4,7 +4,12 @@
 // one fitted to noise, and static block scales are the float weights' own.
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
+#include <map>
+#include <sstream>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "grams.hpp"
@@ -41,12 +46,11 @@ Grams summed(const at::Tensor& x, const at::Tensor& xhat, std::int64_t samples, 
   return g;
 }
 
-// The ED plug-in on one problem: returns the fold factor it chose.
-double ed_fold(const at::Tensor& w, const Grams& g, const std::string& format = "int8") {
-  ptq::Options o;
-  o.method = "ed";
+// The ED plug-in on one problem, with these options: Ŵ, and the notes it left.
+std::pair<at::Tensor, std::map<std::string, double>> ed_solve(const at::Tensor& w, const Grams& g, const std::string& format,
+                                                              const std::map<std::string, std::string>& options) {
   const auto& plugin = ptq::detail::find_plugin("ed");
-  const ptq::detail::MethodValues values(plugin.info, {});
+  const ptq::detail::MethodValues values(plugin.info, options);
   const at::Tensor wc = w.contiguous();
   ptq::WeightGrid grid(qcast::parse_format(format), w.size(0), w.size(1), wc.data_ptr<double>());
   ptq::detail::GroupProblem p;
@@ -61,7 +65,12 @@ double ed_fold(const at::Tensor& w, const Grams& g, const std::string& format = 
   p.options = &values;
   const at::Tensor q = plugin.solve(p);
   REQUIRE(q.sizes() == w.sizes());
-  return p.notes.at("fold");
+  return {q, p.notes};
+}
+
+// The fold factor ED chose.
+double ed_fold(const at::Tensor& w, const Grams& g, const std::string& format = "int8") {
+  return ed_solve(w, g, format, {}).second.at("fold");
 }
 
 }  // namespace
@@ -150,6 +159,37 @@ TEST_CASE("ED's held-out fold keeps a correction that generalizes and drops one 
     const at::Tensor x = stream(16, 64, 10);
     at::manual_seed(11);
     CHECK(ed_fold(at::randn({rows, 16}).to(at::kDouble), summed(x, x, 8, 4)) == 0.0);
+  }
+}
+
+TEST_CASE("ED's held-out damping is within a few percent of the best candidate on fresh tokens") {
+  // Correlated inputs x = M·z (the walk's corrections matter) and identical streams (no fold): the
+  // walk's error on fresh tokens of the same distribution is what the damping should minimize.
+  // With 160 tokens or fewer the halves (80 tokens for 64 columns) over-damp; MiniLM's layers have
+  // 2048 tokens per half (docs/results.md).
+  const std::int64_t rows = 16, cols = 64;
+  at::manual_seed(21);
+  const at::Tensor mix = (at::randn({cols, cols}) * at::rand({1, cols})).to(at::kDouble);
+  const at::Tensor w = at::randn({rows, cols}).to(at::kDouble);
+  const at::Tensor fresh = at::mm(mix, stream(cols, 20000, 22));
+  auto fresh_error = [&](const at::Tensor& q) { return (at::mm(q - w, fresh)).pow(2).sum().item<double>(); };
+  for (const std::int64_t tokens : {320, 640, 8192}) {
+    INFO(tokens << " calibration tokens");
+    const at::Tensor x = at::mm(mix, stream(cols, tokens, 23)).to(at::kFloat).to(at::kDouble);
+    const Grams g = summed(x, x, tokens / 8, 4);
+    const auto [chosen, notes] = ed_solve(w, g, "int4@g16", {{"held-out-damping", "true"}});
+    CHECK(ed_solve(w, g, "int4@g16", {}).second.count("damping") == 0);
+    double best = 0;
+    for (const std::string c : {"0.01", "0.03", "0.1", "0.3", "1"}) {
+      const double e = fresh_error(ed_solve(w, g, "int4@g16", {{"damping", c}}).first);
+      best = best == 0 ? e : std::min(best, e);
+    }
+    CHECK(fresh_error(chosen) <= 1.03 * best);
+    if (tokens == 8192) CHECK(notes.at("damping") == 0.01);  // many tokens: the least damping
+    // The damping chosen is the one solved with: the same Ŵ as asking for it.
+    std::ostringstream text;
+    text << notes.at("damping");
+    CHECK(at::equal(chosen, ed_solve(w, g, "int4@g16", {{"damping", text.str()}}).first));
   }
 }
 

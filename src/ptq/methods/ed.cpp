@@ -21,13 +21,12 @@ namespace {
 
 using qcast::ptq::detail::damping_of;
 
-constexpr double kDamping = 0.01;  // λ as a fraction of the mean diagonal of G, as GPTQ's default
 
 // Δ = W·D·(G + λI)⁻¹: the fold's full correction from one set of statistics.
-at::Tensor fold_shift(const at::Tensor& w, const at::Tensor& g, const at::Tensor& d) {
+at::Tensor fold_shift(const at::Tensor& w, const at::Tensor& g, const at::Tensor& d, double damping) {
   at::Tensor gd = g.clone();
   gd.diagonal().masked_fill_(g.diagonal() == 0, 1.0);  // always-zero inputs (their D rows are zero too)
-  gd.diagonal().add_(damping_of(g, kDamping));
+  gd.diagonal().add_(damping_of(g, damping));
   const at::Tensor l = at::linalg_cholesky(gd);
   return at::cholesky_solve(at::mm(d.t(), w.t()), l).t();
 }
@@ -35,16 +34,53 @@ at::Tensor fold_shift(const at::Tensor& w, const at::Tensor& g, const at::Tensor
 // The fold factor a from the two halves of the calibration samples (cross-fitting): Δ_h fitted on
 // half h, scored on the other half o, where ||aΔ_h·X̂_o − W·(X_o − X̂_o)||² = a²·tr(Δ_h G_o Δ_hᵀ)
 // − 2a·tr(Δ_h D_oᵀ Wᵀ) + const. 0 where the halves give no signal (e.g. one calibration sample).
-double held_out_fold(const qcast::ptq::detail::GroupProblem& p) {
+double held_out_fold(const qcast::ptq::detail::GroupProblem& p, double damping) {
   double num = 0, den = 0;
   for (int h = 0; h < 2; ++h) {
     const std::size_t fit = std::size_t(h), test = std::size_t(1 - h);
-    const at::Tensor delta = fold_shift(p.w, p.half_g[fit], p.half_d[fit]);
+    const at::Tensor delta = fold_shift(p.w, p.half_g[fit], p.half_d[fit], damping);
     num += (at::mm(p.w, p.half_d[test]) * delta).sum().item<double>();
     den += (at::mm(delta, p.half_g[test]) * delta).sum().item<double>();
   }
   if (!(den > 0)) return 0.0;
   return std::clamp(num / den, 0.0, 1.0);
+}
+
+// The candidates of --held-out-damping, as fractions of the mean diagonal of G.
+constexpr double kDampings[] = {0.01, 0.03, 0.1, 0.3, 1.0};
+
+// The damping chosen on held-out samples (cross-fitting, as the fold factor): for each candidate,
+// the fold and the walk fitted on one half of the calibration samples are scored on the other, by
+// ||Q·X̂_o − W·X_o||² = tr(Q G_o Qᵀ) − 2 tr(Q (G_o + D_o)ᵀ Wᵀ) + const, and the candidate with the
+// least error summed over both directions is kept. A larger damping pulls the walk's corrections
+// toward the directions the calibration inputs pin down: with 4096 tokens for 1536 columns the
+// inverse of G fits noise, which held-out samples see and the samples fitted do not.
+double held_out_damping(const qcast::ptq::detail::GroupProblem& p, const qcast::ptq::detail::ColumnWalk& base,
+                        const std::string& fold_mode) {
+  using namespace qcast::ptq::detail;
+  double best = kDampings[0], best_error = 0;
+  bool first = true;
+  for (const double damping : kDampings) {
+    ColumnWalk walk = base;
+    walk.damping = damping;
+    walk.rounded = nullptr;
+    const double a = fold_mode == "full" ? 1.0 : fold_mode == "none" ? 0.0 : held_out_fold(p, damping);
+    double error = 0;
+    for (int h = 0; h < 2; ++h) {
+      const std::size_t fit = std::size_t(h), test = std::size_t(1 - h);
+      at::Tensor v = p.w.clone();
+      if (a > 0) v = (p.w + a * fold_shift(p.w, p.half_g[fit], p.half_d[fit], damping)).contiguous();
+      const at::Tensor q = sequential_rounding(v, p.half_g[fit], p.row0, *p.grid, walk);
+      error += (at::mm(q, p.half_g[test]) * q).sum().item<double>() -
+               2 * (at::mm(q, (p.half_g[test] + p.half_d[test]).t()) * p.w).sum().item<double>();
+    }
+    if (first || error < best_error) {
+      best = damping;
+      best_error = error;
+      first = false;
+    }
+  }
+  return best;
 }
 
 }  // namespace
@@ -59,22 +95,30 @@ QCAST_PTQ_METHOD(ed) {
       qcast::ptq::detail::scales_option("from the diffused ones"),
       {"act-order", MethodOption::Kind::flag, "false",
        "columns by decreasing input energy, as GPTQ's act-order (every block scale fixed before the walk)"},
+      {"damping", MethodOption::Kind::real, "0.01", "added to G's diagonal in the fold and the walk, as a fraction of its mean"},
+      {"held-out-damping", MethodOption::Kind::flag, "false",
+       "the damping chosen from 0.01, 0.03, 0.1, 0.3 and 1 by the error on held-out calibration samples (--damping unused)"},
       {"fold", MethodOption::Kind::choice, "held-out",
        "how much of the float target to fold in: chosen on held-out samples, all of it, or none",
        {"held-out", "full", "none"}},
   };
   return {info, [](qcast::ptq::detail::GroupProblem& p) {
             using namespace qcast::ptq::detail;
-            ColumnWalk walk;  // 1 % damping; natural column order unless --act-order
+            ColumnWalk walk;  // natural column order unless --act-order
+            walk.damping = p.options->real("damping");
             choose_scales(walk, p.options->choice("scales"), p.w);
             walk.accumulator = p.accumulator;
             if (p.record_rounded) walk.rounded = &p.rounded;
             walk.act_order = p.options->flag("act-order");
             const std::string& mode = p.options->choice("fold");
-            const double a = mode == "full" ? 1.0 : mode == "none" ? 0.0 : held_out_fold(p);
+            if (p.options->flag("held-out-damping")) {
+              walk.damping = held_out_damping(p, walk, mode);
+              p.notes["damping"] = walk.damping;
+            }
+            const double a = mode == "full" ? 1.0 : mode == "none" ? 0.0 : held_out_fold(p, walk.damping);
             p.notes["fold"] = a;
             at::Tensor v = p.w;
-            if (a > 0) v = (p.w + a * fold_shift(p.w, p.g, p.d)).contiguous();
+            if (a > 0) v = (p.w + a * fold_shift(p.w, p.g, p.d, walk.damping)).contiguous();
             return sequential_rounding(v, p.g, p.row0, *p.grid, walk);
           }};
 }
