@@ -165,8 +165,9 @@ with tempfile.TemporaryDirectory() as d:
         a, b = dict(torch.jit.load(plain).named_parameters()), dict(torch.jit.load(spilled).named_parameters())
         check(all(torch.equal(a[n], b[n]) for n in a), "spilling the boundary state to disk changes no bit")
         check(os.listdir(spill_dir) == [], "the spill folder is emptied and its temporary folder removed")
-    r = run(model_path, "--format", "mxfp4", "--method", "ed", "--damping", "0.1", "--calib", calib_path, "-o", os.path.join(d, "o.pt"))
-    check(r.returncode == 2 and "--damping is an option of gptq" in r.stderr, "a method option of another method is refused")
+    r = run(model_path, "--format", "mxfp4", "--method", "ed", "--lazy-batch", "64", "--calib", calib_path, "-o", os.path.join(d, "o.pt"))
+    check(r.returncode == 2 and "--lazy-batch is an option of gpfq, gptq, not of ed" in r.stderr,
+          "a method option of another method is refused, naming the methods that take it")
     r = run(model_path, "--format", "mxfp4", "--method", "gptq", "--damping", "x", "--calib", calib_path, "-o", os.path.join(d, "o.pt"))
     check(r.returncode != 0 and "damping" in r.stderr and "'x'" in r.stderr, "a bad method option value is quoted")
     r = run(model_path, "--format", "mxfp4", "--method", "gptq", "-o", os.path.join(d, "o.pt"))
