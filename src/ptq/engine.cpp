@@ -696,9 +696,9 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
   };
 
   // The method's Ŵ for w [rows, cols] (float64) on `grid`, group by group (grams: nullptr without
-  // calibration data); the groups' notes averaged into `notes`.
-  // Ŵ of every row group of w by `method` (the run's own by default). rounded: where set, receives
-  // the values the method rounded (w itself for one that rounds to nearest).
+  // calibration data); the groups' notes averaged into `notes`. `method`: the run's own by default.
+  // rounded: where set, receives the values the method rounded (w itself for one that rounds to
+  // nearest).
   auto solve_groups = [&](const at::Tensor& w, WeightGrid& grid, const detail::Grams* grams, std::map<std::string, double>& notes,
                           const detail::AccumulatorBound* bound = nullptr, const detail::MethodPlugin* method = nullptr,
                           const detail::MethodValues* options = nullptr, at::Tensor* rounded = nullptr) {
@@ -1333,19 +1333,22 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
       std::map<std::size_t, detail::Grams> gathering;
       for (std::size_t j = k + 1; j < end; ++j) {
         const auto [pj, sj] = site_at.at(staged.cut(j));
-        const bool gather = pj != pi;
-        const auto [at_pj, fresh] = gathering.try_emplace(pj);
-        detail::Grams& g = at_pj->second;
-        if (fresh) g.samples = sample_offset;
+        const bool gather = pj != pi;  // layer pi's statistics came from the walk
+        detail::Grams* g = nullptr;
+        if (gather) {
+          const auto [at_pj, fresh] = gathering.try_emplace(pj);
+          g = &at_pj->second;
+          if (fresh) g->samples = sample_offset;
+        }
         for (std::size_t b = 0; b < B; ++b) {
           const auto [xf, xq] = run_both(j, start_slot_f(b), start_slot_q(b));
-          if (gather)
+          if (g)
             detail::for_each_input_chunk(plan[pj].layer->sites[sj], xf, xq, plan[pj].float_weight, plan[pj].cols,
-                                         [&](const at::Tensor& a, const at::Tensor& c, std::int64_t n) { g.add(a, c, n); });
+                                         [&](const at::Tensor& a, const at::Tensor& c, std::int64_t n) { g->add(a, c, n); });
         }
-        if (gather && last_cut_of.at(pj) == j) {
-          g.finish();
-          solve_member(pj, g);
+        if (g && last_cut_of.at(pj) == j) {
+          g->finish();
+          solve_member(pj, *g);
           gathering.erase(pj);
         }
       }

@@ -13,6 +13,9 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <string>
+#include <tuple>
+#include <utility>
 
 #include "../method.hpp"
 #include "../solvers.hpp"
@@ -55,10 +58,11 @@ constexpr double kDampings[] = {0.01, 0.03, 0.1, 0.3, 1.0};
 // least error summed over both directions is kept. A larger damping pulls the walk's corrections
 // toward the directions the calibration inputs pin down: with 4096 tokens for 1536 columns the
 // inverse of G fits noise, which held-out samples see and the samples fitted do not.
-double held_out_damping(const qcast::ptq::detail::GroupProblem& p, const qcast::ptq::detail::ColumnWalk& base,
-                        const std::string& fold_mode) {
+// Returns the damping and the fold factor chosen with it.
+std::pair<double, double> held_out_damping(const qcast::ptq::detail::GroupProblem& p,
+                                           const qcast::ptq::detail::ColumnWalk& base, const std::string& fold_mode) {
   using namespace qcast::ptq::detail;
-  double best = kDampings[0], best_error = 0;
+  double best = kDampings[0], best_fold = 0, best_error = 0;
   bool first = true;
   for (const double damping : kDampings) {
     ColumnWalk walk = base;
@@ -76,11 +80,12 @@ double held_out_damping(const qcast::ptq::detail::GroupProblem& p, const qcast::
     }
     if (first || error < best_error) {
       best = damping;
+      best_fold = a;
       best_error = error;
       first = false;
     }
   }
-  return best;
+  return {best, best_fold};
 }
 
 }  // namespace
@@ -111,11 +116,13 @@ QCAST_PTQ_METHOD(ed) {
             if (p.record_rounded) walk.rounded = &p.rounded;
             walk.act_order = p.options->flag("act-order");
             const std::string& mode = p.options->choice("fold");
+            double a = 0;
             if (p.options->flag("held-out-damping")) {
-              walk.damping = held_out_damping(p, walk, mode);
+              std::tie(walk.damping, a) = held_out_damping(p, walk, mode);
               p.notes["damping"] = walk.damping;
+            } else {
+              a = mode == "full" ? 1.0 : mode == "none" ? 0.0 : held_out_fold(p, walk.damping);
             }
-            const double a = mode == "full" ? 1.0 : mode == "none" ? 0.0 : held_out_fold(p, walk.damping);
             p.notes["fold"] = a;
             at::Tensor v = p.w;
             if (a > 0) v = (p.w + a * fold_shift(p.w, p.g, p.d, walk.damping)).contiguous();
