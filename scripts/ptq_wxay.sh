@@ -5,7 +5,10 @@
 # model against the float model's. The grid asks two questions of the INT-vs-FP study: MXINT8
 # against MXFP8 at 8 bits, and NVINT4 (with and without a Hadamard rotation) against NVFP4 at 4 bits;
 # W4A8 rows put the weight formats side by side under FP8 and static INT8 activations.
-#   scripts/ptq_wxay.sh [--models a,b]
+#   scripts/ptq_wxay.sh [--models a,b] [--full]
+# --full runs issue 25's whole 4-bit grid instead: weights {mxfp4, nvfp4, nvint4, int4@g128} x
+# activations {mxfp4, nvfp4, mxfp8_e4m3, mxint8, int8 (static)} x rotation {none, hadamard} x
+# method {rtn, ed} (80 runs a model; about two hours for MiniLM on two cores).
 # QCAST_PTQ_WORK (default a temporary folder) holds the quantized models and results.jsonl (the
 # rows are appended: a stopped run resumes where it stopped); QCAST_PTQ_QCAST, a built qcast with
 # libqcast_ops.so beside it, skips the build. Layers an activation format or rotation cannot apply
@@ -28,7 +31,14 @@ if [ -z "${QCAST_PTQ_QCAST:-}" ]; then
 fi
 export LD_LIBRARY_PATH="$(dirname "$QCAST_PTQ_QCAST")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 models=minilm_l6,austen_lm,mobilenet_v2_nsfwjs
-[ "${1:-}" = "--models" ] && models="$2"
+full=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --models) models="$2"; shift 2 ;;
+    --full) full=1; shift ;;
+    *) echo "usage: scripts/ptq_wxay.sh [--models a,b] [--full]" >&2; exit 2 ;;
+  esac
+done
 u=act-unfit=float
 grid() {  # --formats F --methods M: appended to results.jsonl
   .venv/bin/python benchmarks/ptq/run.py --qcast "$QCAST_PTQ_QCAST" --shared "$shared" --work "$work" \
@@ -40,6 +50,15 @@ with_act() {  # rtn and ed with activation format $1 and extra options $2 (GPTQ:
   for m in $methods; do r="$r${r:+,}$m+act-format=$a$x+$u"; done
   echo "$r"
 }
+if [ "$full" = 1 ]; then
+  # Four-bit activations first (the cells the INT-vs-FP question is about), then eight-bit ones;
+  # each weight format with and without the rotation (of its own block size).
+  for a in mxfp4 nvfp4 mxfp8_e4m3 mxint8 int8; do
+    grid --formats mxfp4,nvfp4,nvint4,int4@g128 --methods "$(with_act "$a"),$(with_act "$a" rotate=hadamard)"
+  done
+  .venv/bin/python benchmarks/ptq/run.py --table "$work/results.jsonl"
+  exit 0
+fi
 # 8 bits: MXFP8 against MXINT8, weights and activations alike.
 grid --formats mxfp8_e4m3 --methods "$(with_act mxfp8_e4m3)"
 grid --formats mxint8 --methods "$(with_act mxint8)"

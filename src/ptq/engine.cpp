@@ -25,6 +25,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <tuple>
 #include <utility>
@@ -1111,6 +1112,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
   // forward pass of the float model) and max|W_j| over the weight's other axes; 1 where either is
   // 0. Sets each transform's 1/s and returns s per plan entry.
   std::vector<std::pair<detail::NormFold, at::Tensor>> norm_scales;  // each folded LayerNorm and its s
+  std::set<std::size_t> folded;  // plan entries whose 1/s a LayerNorm holds (no input_scale for them)
   auto measure_smoothing = [&](const std::vector<std::size_t>& cuts) {
     std::map<std::size_t, at::Tensor> smooth;
     if (o.smooth_alpha < 0 && !o.smooth_pow2) return smooth;
@@ -1167,7 +1169,10 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
       smooth[pi] = sv;
       rep.layers[plan[pi].report_index].notes["smooth_max"] = sv.max().item<double>();
       rep.layers[plan[pi].report_index].notes["smooth_min"] = sv.min().item<double>();
-      if (fold != fold_of.end()) rep.layers[plan[pi].report_index].notes["smooth_folded"] = 1;
+      if (fold != fold_of.end()) {
+        rep.layers[plan[pi].report_index].notes["smooth_folded"] = 1;
+        folded.insert(pi);
+      }
     }
     for (const detail::NormFold& f : folds) norm_scales.emplace_back(f, smooth.at(smoothed[f.layers.front()]));
     // 1/s on each site's input, shaped to broadcast along its reduction axis, in the weight's dtype
@@ -1214,7 +1219,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
             p.copy_(p / sv.to(p.device(), p.scalar_type()));
           }
     for (const auto& [pi, sv] : smooth)
-      if (!rep.layers[plan[pi].report_index].notes.count("smooth_folded"))
+      if (!folded.count(pi))
         res.input_scales[plan[pi].layer->info.name] = (1.0 / sv.to(at::kDouble)).to(at::kFloat).cpu();
     // The float stream runs through the smoothing and the rotations, the quantized one through the
     // casts too.
