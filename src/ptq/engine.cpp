@@ -25,7 +25,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <set>
 #include <stdexcept>
 #include <tuple>
 #include <utility>
@@ -1112,7 +1111,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
   // forward pass of the float model) and max|W_j| over the weight's other axes; 1 where either is
   // 0. Sets each transform's 1/s and returns s per plan entry.
   std::vector<std::pair<detail::NormFold, at::Tensor>> norm_scales;  // each folded LayerNorm and its s
-  std::set<std::size_t> folded;  // plan entries whose 1/s a LayerNorm holds (no input_scale for them)
+  std::map<std::size_t, std::size_t> fold_of;  // plan entry -> its LayerNorm in norm_scales (no input_scale for it)
   auto measure_smoothing = [&](const std::vector<std::size_t>& cuts) {
     std::map<std::size_t, at::Tensor> smooth;
     if (o.smooth_alpha < 0 && !o.smooth_pow2) return smooth;
@@ -1140,7 +1139,6 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
     }
     const std::vector<detail::NormFold> folds =
         o.smooth_fold ? detail::foldable_norms(fm, smoothed_layers) : std::vector<detail::NormFold>{};
-    std::map<std::size_t, std::size_t> fold_of;  // plan entry -> its fold
     for (std::size_t f = 0; f < folds.size(); ++f)
       for (std::size_t i : folds[f].layers) fold_of[smoothed[i]] = f;
     auto channel_weight_max = [&](std::size_t pi, std::int64_t channels) {
@@ -1169,10 +1167,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
       smooth[pi] = sv;
       rep.layers[plan[pi].report_index].notes["smooth_max"] = sv.max().item<double>();
       rep.layers[plan[pi].report_index].notes["smooth_min"] = sv.min().item<double>();
-      if (fold != fold_of.end()) {
-        rep.layers[plan[pi].report_index].notes["smooth_folded"] = 1;
-        folded.insert(pi);
-      }
+      if (fold != fold_of.end()) rep.layers[plan[pi].report_index].notes["smooth_folded"] = 1;
     }
     for (const detail::NormFold& f : folds) norm_scales.emplace_back(f, smooth.at(smoothed[f.layers.front()]));
     // 1/s on each site's input, shaped to broadcast along its reduction axis, in the weight's dtype
@@ -1219,7 +1214,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
             p.copy_(p / sv.to(p.device(), p.scalar_type()));
           }
     for (const auto& [pi, sv] : smooth)
-      if (!folded.count(pi))
+      if (!fold_of.count(pi))
         res.input_scales[plan[pi].layer->info.name] = (1.0 / sv.to(at::kDouble)).to(at::kFloat).cpu();
     // The float stream runs through the smoothing and the rotations, the quantized one through the
     // casts too.
