@@ -33,6 +33,7 @@
 #include "input_transforms.hpp"
 #include "boundary_cache.hpp"
 #include "capture_observer.hpp"
+#include "convolution_kernels.hpp"
 #include "distributed.hpp"
 #include "flexround.hpp"
 #include "norm_fold.hpp"
@@ -455,6 +456,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
   if (o.accumulator.bits == 0 && o.accumulator.tile != 0)
     throw std::invalid_argument("an accumulator tile is a tile of a bounded accumulator; give --accumulator-bits too");
   at::NoGradGuard no_grad;
+  const detail::PerSampleConvolutions convolutions(o.per_sample_convolutions && device.is_cpu());
   torch::jit::Module fm = model.deepcopy(), qm = model.deepcopy();
   fm.eval();
   qm.eval();
@@ -484,6 +486,7 @@ Result run_pipeline(const torch::jit::Module& model, const std::vector<Batch>& a
   if (o.cache_mb >= 0) rep.options.emplace_back("cache-mb", std::to_string(o.cache_mb));
   rep.options.emplace_back("bias-correction", o.bias_correction ? "true" : "false");
   rep.options.emplace_back("threaded-forward", o.threaded_forward ? "true" : "false");
+  rep.options.emplace_back("per-sample-convolutions", o.per_sample_convolutions ? "true" : "false");
   if (o.accumulator.bits > 0) rep.options.emplace_back("accumulator-bits", std::to_string(o.accumulator.bits));
   if (o.accumulator.tile > 0) rep.options.emplace_back("accumulator-tile", std::to_string(o.accumulator.tile));
   if (o.accumulator.input_bits > 0) {

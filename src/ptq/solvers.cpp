@@ -27,6 +27,38 @@ void fix_all_blocks(WeightGrid& grid, std::int64_t row0, const at::Tensor& from)
         grid.fix_block(row0 + r, c, p + r * cols + c, std::min<std::int64_t>(grid.block_size(), cols - c));
 }
 
+void fix_all_blocks_mse(WeightGrid& grid, std::int64_t row0, const at::Tensor& from, const at::Tensor& energy) {
+  const std::int64_t bs = grid.block_size();
+  if (bs == 0) return;  // channel and tensor scales: the grid's constructor fixed them
+  const at::Tensor v = from.to(at::kDouble).contiguous(), e = energy.to(at::kDouble).contiguous();
+  const std::int64_t rows = v.size(0), cols = v.size(1);
+  const double* p = v.data_ptr<double>();
+  const double* d = e.data_ptr<double>();
+  constexpr int kFactors = 21;  // 1, 0.975, ..., 0.5
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < cols; c += bs) {
+      const double* x = p + r * cols + c;
+      const std::int64_t n = std::min(bs, cols - c);
+      double amax = 0;
+      for (std::int64_t j = 0; j < n; ++j) amax = std::fmax(amax, std::fabs(x[j]));
+      double best = 1, best_err = INFINITY;
+      for (int k = 0; k < kFactors && amax > 0; ++k) {
+        const double f = 1.0 - 0.025 * k;
+        grid.fix_group(row0 + r, c, amax * f);
+        double err = 0;
+        for (std::int64_t j = 0; j < n; ++j) {
+          const double q = grid.quantize(row0 + r, c + j, x[j]);
+          err += d[c + j] * (x[j] - q) * (x[j] - q);
+        }
+        if (err < best_err) {  // ties keep the larger factor, the plain rule's first
+          best_err = err;
+          best = f;
+        }
+      }
+      grid.fix_group(row0 + r, c, amax * best);
+    }
+}
+
 std::optional<BoundedRounding> bounded_rounding(const AccumulatorBound* bound, WeightGrid& grid, std::int64_t row0,
                                                 const at::Tensor& w, bool scales_fixed) {
   if (!bound) return std::nullopt;
@@ -59,9 +91,10 @@ void round_to_nearest(at::Tensor& w, std::int64_t row0, WeightGrid& grid, const 
 }
 
 void choose_scales(ColumnWalk& walk, const std::string& scales, const at::Tensor& w) {
-  if (scales == "static") walk.scales_from = w.clone();
+  walk.scales_mse = scales == "mse";
+  if (scales == "static" || scales == "mse") walk.scales_from = w.clone();
   else if (scales == "diffused") walk.scales_from = at::Tensor();
-  else throw std::logic_error("--scales is static or diffused, not " + scales);
+  else throw std::logic_error("--scales is static, mse or diffused, not " + scales);
 }
 
 double damping_of(const at::Tensor& h, double fraction) { return fraction * h.diagonal().mean().item<double>(); }
@@ -83,7 +116,8 @@ at::Tensor sequential_rounding(at::Tensor w, at::Tensor h, std::int64_t row0, We
     at::Tensor from = o.scales_from.defined() ? o.scales_from.to(at::kDouble).clone() : w.clone();
     if (from.sizes() != w.sizes()) throw std::logic_error("the scales' source has another shape than the weights");
     from.index_put_({at::indexing::Slice(), dead}, 0.0);
-    fix_all_blocks(grid, row0, from);
+    if (o.scales_mse && o.scales_from.defined()) fix_all_blocks_mse(grid, row0, from, h.diagonal());
+    else fix_all_blocks(grid, row0, from);
   }
   // The thresholds of the bound from the weights before the walk, in their own column order.
   std::optional<BoundedRounding> bounded = bounded_rounding(o.accumulator, grid, row0, w, fixed_first);

@@ -34,6 +34,10 @@ struct ColumnWalk {
   // groups). Undefined: a block's scale is fixed from the weights as the walk has changed them when
   // it reaches the block ("diffused"); with act_order the weights before the walk are used.
   at::Tensor scales_from;
+  // With scales_from: each block's scale is the one of its amax times the factor in 1, 0.975, ...,
+  // 0.5 that gives the least squared rounding error of scales_from's block, each element's weighted
+  // by its input's energy (H's diagonal): the diagonal part of the layer's output error.
+  bool scales_mse = false;
   const AccumulatorBound* accumulator = nullptr;  // every column rounded within it (needs static scales)
   // Where set, receives the values the walk rounded [rows, cols], in the weights' column order: each
   // column as it stood when its turn came, the errors of the columns before diffused into it. Each
@@ -49,7 +53,12 @@ std::int64_t batch_width(const WeightGrid& grid, std::int64_t requested);
 // Fixes every block's scale of rows row0.. from the values `from` [rows, cols] (static scales).
 void fix_all_blocks(WeightGrid& grid, std::int64_t row0, const at::Tensor& from);
 
-// Reads a method's --scales option: "static" (from the float weights w) or "diffused".
+// Fixes every block's scale of rows row0.. from `from` [rows, cols], each block's amax scaled by the
+// factor of least squared rounding error weighted by `energy` [cols] (ColumnWalk::scales_mse).
+void fix_all_blocks_mse(WeightGrid& grid, std::int64_t row0, const at::Tensor& from, const at::Tensor& energy);
+
+// Reads a method's --scales option: "static" (from the float weights w), "mse" (from w, searched) or
+// "diffused".
 void choose_scales(ColumnWalk& walk, const std::string& scales, const at::Tensor& w);
 
 // GPTQ's walk (Frantar et al. 2023, Algorithm 1) with H as the Hessian: columns in order, each rounded

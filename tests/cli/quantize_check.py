@@ -103,7 +103,8 @@ with tempfile.TemporaryDirectory() as d:
               f"{method}: report schema and versions")
         check(report["options"]["method"] == method and report["options"]["format"] == "mxfp4"
               and report["options"]["model"] == model_path and report["options"]["calib"] == calib_path
-              and report["options"]["batch-size"] == "16", f"{method}: report options {report['options']}")
+              and report["options"]["batch-size"] == "16" and report["options"]["per-sample-convolutions"] == "true",
+              f"{method}: report options {report['options']}")
         params = dict(model.named_parameters())
         float_bytes = {n: p.numel() * 4 for n, p in params.items() if p.dim() >= 2}
         for l in report["layers"]:
@@ -183,6 +184,11 @@ with tempfile.TemporaryDirectory() as d:
         check("bias_shift" in layers["stem.weight"].get("notes", {}), "the report gives the bias shift of a layer with a bias")
         b0, b1 = model.stem.bias, torch.jit.load(corrected).stem.bias
         check(not torch.equal(b0, b1), "bias correction changes the bias of the quantized model")
+    fastest_rep = os.path.join(d, "fastest.json")
+    r = run(model_path, "--format", "mxfp4", "--method", "ed", "--fastest-convolutions", "--calib", calib_path,
+            "-o", os.path.join(d, "fastest.pt"), "--report", fastest_rep, "--quiet")
+    check(r.returncode == 0 and json.load(open(fastest_rep))["options"]["per-sample-convolutions"] == "false",
+          f"--fastest-convolutions runs and the report says so: {r.stderr}")
     # flexround from the command line: its options, a progress line per span, the span errors in
     # the report, and a saved model that runs.
     learned, learned_rep = os.path.join(d, "flexround.pt"), os.path.join(d, "flexround.json")

@@ -8,6 +8,7 @@
 #include <limits>
 #include <string>
 
+#include "convolution_kernels.hpp"
 #include "qcast/format_names.hpp"
 #include "qcast/ptq/engine.hpp"
 
@@ -158,6 +159,7 @@ TEST_CASE("mixed precision: end-to-end sensitivity is the KL of the model with o
       plain.exclude.erase(std::find(plain.exclude.begin(), plain.exclude.end(), std::string(name)));
       torch::jit::Module qm = ptq::quantize(m, {}, plain).model;
       double kl = 0;
+      const ptq::detail::PerSampleConvolutions convolutions;  // the engine's kernels
       for (const auto& b : calib) kl += mean_kl(fm.forward(b).toTensor(), qm.forward(b).toTensor());
       CHECK(c.e2e == Approx(kl / double(calib.size())).epsilon(1e-6).margin(1e-15));
       CHECK(c.e2e > 0);
@@ -175,6 +177,7 @@ TEST_CASE("mixed precision: e2e-mse is the relative squared error of the model's
   REQUIRE(r.report.allocation);
   CHECK(r.report.allocation->sensitivity == "e2e-mse");
   torch::jit::Module fm = m.deepcopy();
+  const ptq::detail::PerSampleConvolutions convolutions;  // the engine's kernels
   const at::Tensor ref = fm.forward(calib.front()).toTensor().to(at::kDouble);
   const auto& cands = layer(r.report, "b").candidates;
   for (const auto& c : cands) {

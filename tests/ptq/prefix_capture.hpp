@@ -10,6 +10,7 @@
 #include <memory>
 #include <vector>
 
+#include "convolution_kernels.hpp"
 #include "model_walk.hpp"
 
 namespace qcast_test {
@@ -42,6 +43,7 @@ class PrefixCapture {
 
   std::vector<std::vector<c10::IValue>> run(const torch::jit::Module& self, const std::vector<c10::IValue>& inputs) {
     torch::jit::GraphOptimizerEnabledGuard no_jit_passes(false);
+    const qcast::ptq::detail::PerSampleConvolutions convolutions;  // the engine's kernels
     torch::jit::Stack stack;
     stack.emplace_back(self._ivalue());
     for (const auto& v : inputs) stack.push_back(v);

@@ -132,6 +132,9 @@ const char* kUsage =
     "  --threaded-forward    run the model's stages on every intra-op thread: faster forward passes,\n"
     "                        but LibTorch's convolutions then give bits that depend on the thread count\n"
     "                        (by default they run on one thread and the result is the same for any)\n"
+    "  --fastest-convolutions  let LibTorch pick each CPU convolution's kernel (oneDNN, NNPACK) by\n"
+    "                        batch size and thread count: faster, but the result then depends on the\n"
+    "                        batch size (by default every convolution runs the per-sample kernel)\n"
     "  --bias-correction     add each quantized layer's mean output shift on the calibration set to\n"
     "                        its bias (linear and convolution layers with a bias; any method)\n"    "  --accumulator-bits P  AXE: keep integer weights, during the method's walk, within the codes that\n"
     "                        make every dot product of a layer fit a P-bit accumulator for any input in\n"
@@ -300,6 +303,8 @@ int run_quantize(const std::vector<std::string>& args) {
   app.add_option("--cache-mb", cache_mb_text);
   app.add_option("--spill-dir", options.spill_dir);
   app.add_flag("--threaded-forward", options.threaded_forward);
+  bool fastest_convolutions = false;
+  app.add_flag("--fastest-convolutions", fastest_convolutions);
   app.add_flag("--bias-correction", options.bias_correction);
   app.add_option("--accumulator-bits", accumulator_bits_text);
   app.add_option("--accumulator-tile", accumulator_tile_text);
@@ -337,6 +342,7 @@ int run_quantize(const std::vector<std::string>& args) {
     throw UsageError{"more than one model given (" + shown(positionals[0]) + ", " + shown(positionals[1]) + ")"};
   if (positionals.empty()) throw UsageError{"no MODEL.pt given"};
   model_path = positionals[0];
+  options.per_sample_convolutions = !fastest_convolutions;
   if (!samples_text.empty()) samples = parse_integer("--samples", samples_text, 1, std::int64_t(1) << 40);
   if (!batch_size_text.empty()) batch_size = parse_integer("--batch-size", batch_size_text, 1, std::int64_t(1) << 20);
   if (!cache_mb_text.empty()) options.cache_mb = parse_integer("--cache-mb", cache_mb_text, 0, std::int64_t(1) << 30);

@@ -192,6 +192,12 @@ struct Options {
   // passes, and so the result, have the same bits for any thread count (LibTorch's CPU convolutions
   // do not). true: they use every intra-op thread: faster forward passes, bits that may depend on it.
   bool threaded_forward = false;
+  // true (default): on the CPU, every convolution of the run takes ATen's per-sample kernel (im2col
+  // and one matrix product per sample), so the activations, and so the result, are the same for any
+  // batch size. false: ATen picks oneDNN or NNPACK by batch size and thread count, as in inference:
+  // faster 3x3 convolutions, bits that depend on the batch size. Sets ATen's global flags for the
+  // duration of the run (docs/ptq.md, "Determinism").
+  bool per_sample_convolutions = true;
   // Bias correction: after a layer is quantized, its output's mean shift over the calibration set,
   // mean(W·X) − mean(Ŵ·X̂) per output channel, is added to its bias (linear layers and convolutions
   // whose bias is a parameter; the report notes layers without one). Any method; needs calibration.

@@ -9,7 +9,8 @@
 // 2. The walk: each column in turn is rounded on its block's grid and the output error it leaves is
 //    diffused into the columns not yet quantized (the sequential nearest-plane step, through the same
 //    Cholesky factor GPTQ uses). Block scales come from the float weights (--scales static) or from
-//    the diffused weights when the walk reaches the block (--scales diffused).
+//    the diffused weights when the walk reaches the block (--scales diffused); --scales mse searches
+//    each block's scale on the float weights first (solvers.hpp, fix_all_blocks_mse).
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -97,7 +98,7 @@ QCAST_PTQ_METHOD(ed) {
   info.help = "Error Diffusion: fits W_q.X_q to the float output W.X, error diffused column by column";
   info.bounds_accumulator = true;
   info.options = {
-      qcast::ptq::detail::scales_option("from the diffused ones"),
+      qcast::ptq::detail::scales_option("from the diffused ones", true),
       {"act-order", MethodOption::Kind::flag, "false",
        "columns by decreasing input energy, as GPTQ's act-order (every block scale fixed before the walk)"},
       {"damping", MethodOption::Kind::real, "0.01", "added to G's diagonal in the fold and the walk, as a fraction of its mean"},

@@ -13,7 +13,7 @@ QCAST_PTQ_METHOD(gptq) {
       {"act-order", MethodOption::Kind::flag, "false", "columns by decreasing input energy (block scales fixed from W first)"},
       {"damping", MethodOption::Kind::real, "0.01", "added to the Hessian's diagonal, as a fraction of its mean"},
       qcast::ptq::detail::lazy_batch_option(),
-      qcast::ptq::detail::scales_option("from the updated ones"),
+      qcast::ptq::detail::scales_option("from the updated ones", true),
   };
   return {info, [](qcast::ptq::detail::GroupProblem& p) {
             qcast::ptq::detail::ColumnWalk walk;
