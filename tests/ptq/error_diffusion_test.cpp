@@ -70,6 +70,36 @@ std::pair<at::Tensor, std::map<std::string, double>> ed_solve(const at::Tensor& 
   return {q, p.notes};
 }
 
+// One run per batch size (4, 12 and 48 samples a batch) of a method on the same 48 samples.
+std::vector<ptq::Result> runs_by_batch_size(const torch::jit::Module& m, const at::Tensor& samples, const std::string& method,
+                                            const std::string& format) {
+  std::vector<ptq::Result> runs;
+  for (std::int64_t batch : {4, 12, 48}) {
+    std::vector<ptq::Batch> calib;
+    for (std::int64_t s = 0; s < samples.size(0); s += batch) calib.push_back({samples.narrow(0, s, batch)});
+    ptq::Options o;
+    o.format = qcast::parse_format(format);
+    o.method = method;
+    runs.push_back(ptq::quantize(m, calib, o));
+  }
+  return runs;
+}
+
+// The weights, and the statistics behind them to the last bit: the layers' errors are sums over
+// every output, which a one-ulp change of any activation moves.
+void check_same_runs(const std::vector<ptq::Result>& runs) {
+  for (std::size_t i = 1; i < runs.size(); ++i) {
+    INFO("run " << i);
+    for (const auto& p : runs[0].model.named_parameters())
+      CHECK(at::equal(p.value, runs[i].model.attr(p.name).toTensor()));
+    for (std::size_t l = 0; l < runs[0].report.layers.size(); ++l) {
+      INFO(runs[0].report.layers[l].name);
+      CHECK(runs[0].report.layers[l].relative_error == runs[i].report.layers[l].relative_error);
+      CHECK(runs[0].report.layers[l].notes == runs[i].report.layers[l].notes);
+    }
+  }
+}
+
 // The fold factor ED chose.
 double ed_fold(const at::Tensor& w, const Grams& g, const std::string& format = "int8") {
   return ed_solve(w, g, format, {}).second.at("fold");
@@ -306,29 +336,9 @@ TEST_CASE("ED and GPTQ give the same weights for any batch size on convolutions 
   if (at::hasMKLDNN()) CHECK(kernels_differ);
   for (const std::string method : {"ed", "gptq"}) {
     INFO(method);
-    std::vector<ptq::Result> runs;
-    for (std::int64_t batch : {4, 12, 48}) {
-      std::vector<ptq::Batch> calib;
-      for (std::int64_t s = 0; s < 48; s += batch) calib.push_back({samples.narrow(0, s, batch)});
-      ptq::Options o;
-      o.format = qcast::parse_format("int4@g32");
-      o.method = method;
-      runs.push_back(ptq::quantize(m, calib, o));
-      CHECK(at::globalContext().userEnabledMkldnn());  // ATen's flags are given back
-      CHECK(at::globalContext().userEnabledNNPACK());
-    }
-    // The weights, and the statistics behind them to the last bit: the layers' errors are sums
-    // over every output, which a one-ulp change of any activation moves.
-    for (std::size_t i = 1; i < runs.size(); ++i) {
-      INFO("run " << i);
-      for (const auto& p : runs[0].model.named_parameters())
-        CHECK(at::equal(p.value, runs[i].model.attr(p.name).toTensor()));
-      for (std::size_t l = 0; l < runs[0].report.layers.size(); ++l) {
-        INFO(runs[0].report.layers[l].name);
-        CHECK(runs[0].report.layers[l].relative_error == runs[i].report.layers[l].relative_error);
-        CHECK(runs[0].report.layers[l].notes == runs[i].report.layers[l].notes);
-      }
-    }
+    check_same_runs(runs_by_batch_size(m, samples, method, "int4@g32"));
+    CHECK(at::globalContext().userEnabledMkldnn());  // ATen's flags are given back
+    CHECK(at::globalContext().userEnabledNNPACK());
   }
 }
 
@@ -339,22 +349,8 @@ TEST_CASE("ED and GPTQ give the same weights for any batch size, on a model whos
   const at::Tensor samples = at::randn({48, 16, 64});  // 48 samples of 16 tokens
   for (const std::string method : {"ed", "gptq"}) {
     INFO(method);
-    std::vector<ptq::Result> runs;
-    for (std::int64_t batch : {4, 12, 48}) {
-      std::vector<ptq::Batch> calib;
-      for (std::int64_t s = 0; s < 48; s += batch) calib.push_back({samples.narrow(0, s, batch)});
-      ptq::Options o;
-      o.format = qcast::parse_format("mxfp4");
-      o.method = method;
-      runs.push_back(ptq::quantize(m, calib, o));
-    }
-    for (std::size_t i = 1; i < runs.size(); ++i) {
-      INFO("run " << i);
-      for (const auto& p : runs[0].model.named_parameters())
-        CHECK(at::equal(p.value, runs[i].model.attr(p.name).toTensor()));
-      for (std::size_t l = 0; l < runs[0].report.layers.size(); ++l)
-        CHECK(runs[0].report.layers[l].notes == runs[i].report.layers[l].notes);
-    }
+    const std::vector<ptq::Result> runs = runs_by_batch_size(m, samples, method, "mxfp4");
+    check_same_runs(runs);
     if (method == "ed") CHECK(runs[0].report.layers[2].notes.at("fold") > 0);
   }
 }
