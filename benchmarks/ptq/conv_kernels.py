@@ -72,5 +72,6 @@ def main():
             print(f"| {name} | {label} | {' / '.join(map(str, differ))} of {ref.numel()} | {seconds[per_sample]:.3f} | {ratio:.2f} |",
                   flush=True)
 
+
 if __name__ == "__main__":
     main()

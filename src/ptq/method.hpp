@@ -72,14 +72,14 @@ inline MethodOption lazy_batch_option() {
 // says where the scales come from for this method. With `mse` (a method whose walk takes
 // ColumnWalk::scales_mse, solvers.hpp) the choice mse is offered too (design 0008, decision 5).
 inline MethodOption scales_option(const std::string& diffused, bool mse = false) {
-  if (!mse)
-    return {"scales", MethodOption::Kind::choice, "static", "block scales from the float weights, or " + diffused,
-            {"static", "diffused"}};
-  return {"scales", MethodOption::Kind::choice, "static",
-          "block scales from the float weights, or " + diffused +
-              "; mse: from the float weights, each block's amax scaled by the factor in 1, 0.975, ..., 0.5 "
-              "with the least input-weighted squared rounding error",
-          {"static", "diffused", "mse"}};
+  MethodOption o{"scales", MethodOption::Kind::choice, "static", "block scales from the float weights, or " + diffused,
+                 {"static", "diffused"}};
+  if (mse) {
+    o.help += "; mse: from the float weights, each block's amax scaled by the factor in 1, 0.975, ..., 0.5 "
+              "with the least input-weighted squared rounding error";
+    o.choices.push_back("mse");
+  }
+  return o;
 }
 
 }  // namespace qcast::ptq::detail
