@@ -75,8 +75,8 @@ inline MethodOption scales_option(const std::string& diffused, bool mse = false)
   MethodOption o{"scales", MethodOption::Kind::choice, "static", "block scales from the float weights, or " + diffused,
                  {"static", "diffused"}};
   if (mse) {
-    o.help += "; mse: from the float weights, each block's amax scaled by the factor in 1, 0.975, ..., 0.5 "
-              "with the least input-weighted squared rounding error";
+    o.help += "; mse: from the float weights, each block's amax scaled by the factor in 0.5, 0.525, ..., 2 "
+              "with the least input-weighted squared rounding error (1 on ties)";
     o.choices.push_back("mse");
   }
   return o;

@@ -27,14 +27,23 @@ void fix_all_blocks(WeightGrid& grid, std::int64_t row0, const at::Tensor& from)
         grid.fix_block(row0 + r, c, p + r * cols + c, std::min<std::int64_t>(grid.block_size(), cols - c));
 }
 
-void fix_all_blocks_mse(WeightGrid& grid, std::int64_t row0, const at::Tensor& from, const at::Tensor& energy) {
+std::pair<double, double> fix_all_blocks_mse(WeightGrid& grid, std::int64_t row0, const at::Tensor& from,
+                                             const at::Tensor& energy) {
   const std::int64_t bs = grid.block_size();
-  if (bs == 0) return;  // channel and tensor scales: the grid's constructor fixed them
+  if (bs == 0) return {0.0, 0.0};  // channel and tensor scales: the grid's constructor fixed them
   const at::Tensor v = from.to(at::kDouble).contiguous(), e = energy.to(at::kDouble).contiguous();
   const std::int64_t rows = v.size(0), cols = v.size(1);
   const double* p = v.data_ptr<double>();
   const double* d = e.data_ptr<double>();
-  constexpr int kFactors = 21;  // 1, 0.975, ..., 0.5
+  // The factors: 1 first (the plain rule; ties keep it), then 0.975 down to 0.5 (clipping), then
+  // 1.025 up to 2 (a coarser grid without clipping: for NVFP4, 1.5 maps the block's largest value to
+  // 4 instead of 6, "four over six"; for E8M0 scales, up to 2 reaches the next power of two, which
+  // avoids saturating values in (6, 8) x 2^k). A factor whose scale code equals the last one tried
+  // or the plain rule's gives the same grid and is skipped, so E8M0 blocks try at most three scales.
+  std::vector<double> factors{1.0};
+  for (int k = 1; k <= 20; ++k) factors.push_back(1.0 - 0.025 * k);
+  for (int k = 1; k <= 40; ++k) factors.push_back(1.0 + 0.025 * k);
+  std::int64_t blocks = 0, clipped = 0, coarser = 0;
   for (std::int64_t r = 0; r < rows; ++r)
     for (std::int64_t c = 0; c < cols; c += bs) {
       const double* x = p + r * cols + c;
@@ -42,21 +51,30 @@ void fix_all_blocks_mse(WeightGrid& grid, std::int64_t row0, const at::Tensor& f
       double amax = 0;
       for (std::int64_t j = 0; j < n; ++j) amax = std::fmax(amax, std::fabs(x[j]));
       double best = 1, best_err = INFINITY;
-      for (int k = 0; k < kFactors && amax > 0; ++k) {
-        const double f = 1.0 - 0.025 * k;
+      std::uint32_t tried = 0, plain = 0;
+      for (std::size_t k = 0; k < factors.size() && amax > 0; ++k) {
+        const double f = factors[k];
         grid.fix_group(row0 + r, c, amax * f);
+        const std::uint32_t code = grid.scale_code(row0 + r, c);
+        if (k == 0) plain = code;
+        else if (code == tried || code == plain) continue;
+        tried = code;
         double err = 0;
         for (std::int64_t j = 0; j < n; ++j) {
           const double q = grid.quantize(row0 + r, c + j, x[j]);
           err += d[c + j] * (x[j] - q) * (x[j] - q);
         }
-        if (err < best_err) {  // ties keep the larger factor, the plain rule's first
+        if (err < best_err) {  // ties keep the earlier factor: 1, the plain rule's, first
           best_err = err;
           best = f;
         }
       }
       grid.fix_group(row0 + r, c, amax * best);
+      ++blocks;
+      clipped += best < 1.0;
+      coarser += best > 1.0;
     }
+  return {blocks ? double(clipped) / double(blocks) : 0.0, blocks ? double(coarser) / double(blocks) : 0.0};
 }
 
 std::optional<BoundedRounding> bounded_rounding(const AccumulatorBound* bound, WeightGrid& grid, std::int64_t row0,
@@ -116,8 +134,12 @@ at::Tensor sequential_rounding(at::Tensor w, at::Tensor h, std::int64_t row0, We
     at::Tensor from = o.scales_from.defined() ? o.scales_from.to(at::kDouble).clone() : w.clone();
     if (from.sizes() != w.sizes()) throw std::logic_error("the scales' source has another shape than the weights");
     from.index_put_({at::indexing::Slice(), dead}, 0.0);
-    if (o.scales_mse && o.scales_from.defined()) fix_all_blocks_mse(grid, row0, from, h.diagonal());
-    else fix_all_blocks(grid, row0, from);
+    if (o.scales_mse && o.scales_from.defined()) {
+      const std::pair<double, double> shares = fix_all_blocks_mse(grid, row0, from, h.diagonal());
+      if (o.searched_shares) *o.searched_shares = shares;
+    } else {
+      fix_all_blocks(grid, row0, from);
+    }
   }
   // The thresholds of the bound from the weights before the walk, in their own column order.
   std::optional<BoundedRounding> bounded = bounded_rounding(o.accumulator, grid, row0, w, fixed_first);
@@ -204,6 +226,18 @@ double corrected_output_error(double relative_error, const at::Tensor& shift, co
   if (target_energy <= 0 || !std::isfinite(relative_error)) return relative_error;
   const double err = relative_error * relative_error * target_energy - double(grams.tokens) * shift.pow(2).sum().item<double>();
   return std::sqrt(std::max(0.0, err) / target_energy);
+}
+
+at::Tensor noted_sequential_rounding(const at::Tensor& w, const at::Tensor& h, std::int64_t row0, WeightGrid& grid,
+                                     ColumnWalk o, std::map<std::string, double>& notes) {
+  std::pair<double, double> shares{0.0, 0.0};
+  o.searched_shares = &shares;
+  at::Tensor q = sequential_rounding(w, h, row0, grid, o);
+  if (o.scales_mse && o.scales_from.defined()) {
+    notes["scales_clipped"] = shares.first;
+    notes["scales_coarser"] = shares.second;
+  }
+  return q;
 }
 
 }  // namespace qcast::ptq::detail

@@ -5,8 +5,10 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "bounded_rounding.hpp"
 #include "grams.hpp"
@@ -34,10 +36,14 @@ struct ColumnWalk {
   // groups). Undefined: a block's scale is fixed from the weights as the walk has changed them when
   // it reaches the block ("diffused"); with act_order the weights before the walk are used.
   at::Tensor scales_from;
-  // With scales_from: each block's scale is the one of its amax times the factor in 1, 0.975, ...,
-  // 0.5 that gives the least squared rounding error of scales_from's block, each element's weighted
-  // by its input's energy (H's diagonal): the diagonal part of the layer's output error.
+  // With scales_from: each block's scale is the one of its amax times the factor in 0.5, 0.525, ...,
+  // 2 that gives the least squared rounding error of scales_from's block, each element's weighted
+  // by its input's energy (H's diagonal): the diagonal part of the layer's output error. Ties keep
+  // factor 1, the plain rule.
   bool scales_mse = false;
+  // Where set (with scales_mse), receives the share of blocks whose searched scale is below the plain
+  // rule's (their largest values clip) and above it (a coarser grid): the report's notes.
+  std::pair<double, double>* searched_shares = nullptr;
   const AccumulatorBound* accumulator = nullptr;  // every column rounded within it (needs static scales)
   // Where set, receives the values the walk rounded [rows, cols], in the weights' column order: each
   // column as it stood when its turn came, the errors of the columns before diffused into it. Each
@@ -55,7 +61,9 @@ void fix_all_blocks(WeightGrid& grid, std::int64_t row0, const at::Tensor& from)
 
 // Fixes every block's scale of rows row0.. from `from` [rows, cols], each block's amax scaled by the
 // factor of least squared rounding error weighted by `energy` [cols] (ColumnWalk::scales_mse).
-void fix_all_blocks_mse(WeightGrid& grid, std::int64_t row0, const at::Tensor& from, const at::Tensor& energy);
+// Returns the shares of blocks that took a factor below 1 and above 1.
+std::pair<double, double> fix_all_blocks_mse(WeightGrid& grid, std::int64_t row0, const at::Tensor& from,
+                                             const at::Tensor& energy);
 
 // Reads a method's --scales option: "static" (from the float weights w), "mse" (from w, searched) or
 // "diffused".
@@ -65,6 +73,12 @@ void choose_scales(ColumnWalk& walk, const std::string& scales, const at::Tensor
 // on its group's grid and its error spread over the later columns through the upper Cholesky factor
 // of the damped inverse of H; block scales as walk.scales_from says. Returns Ŵ.
 at::Tensor sequential_rounding(at::Tensor w, at::Tensor h, std::int64_t row0, WeightGrid& grid, const ColumnWalk& walk);
+
+// sequential_rounding for a method's final walk: with searched scales (ColumnWalk::scales_mse) the
+// shares of blocks whose scale the search moved below and above the plain rule's go to the layer's
+// report notes as "scales_clipped" and "scales_coarser".
+at::Tensor noted_sequential_rounding(const at::Tensor& w, const at::Tensor& h, std::int64_t row0, WeightGrid& grid,
+                                     ColumnWalk o, std::map<std::string, double>& notes);
 
 // λ of a damping fraction: fraction × mean of H's diagonal.
 double damping_of(const at::Tensor& h, double fraction);

@@ -316,8 +316,57 @@ TEST_CASE("searched block scales (--scales mse) lower each block's weighted roun
   int differ = 0;
   for (std::size_t l = 0; l < rtn.packed.size(); ++l) differ += searched.packed[l].matrix.scales != rtn.packed[l].matrix.scales;
   CHECK(differ > 0);
+  double moved = 0;  // the report's notes: the shares of blocks the search moved down and up
   for (const auto& l : searched.report.layers)
-    if (l.status == "quantized") CHECK(l.relative_error < l.rtn_relative_error);
+    if (l.status == "quantized") {
+      CHECK(l.relative_error < l.rtn_relative_error);
+      REQUIRE(l.notes.count("scales_clipped") == 1);
+      REQUIRE(l.notes.count("scales_coarser") == 1);
+      CHECK(l.notes.at("scales_clipped") + l.notes.at("scales_coarser") <= 1.0);
+      moved += l.notes.at("scales_clipped") + l.notes.at("scales_coarser");
+    }
+  CHECK(moved > 0);
+  for (const auto& l : rtn.report.layers) CHECK(l.notes.count("scales_clipped") == 0);
+}
+
+TEST_CASE("searched block scales try coarser grids too: four over six on nvfp4, the next power of two on mxfp4") {
+  // Row 0 is the block searched; row 1 only sets nvfp4's tensor scale: amax 42 gives s_t = 42 / (6 x
+  // 448) = 1/64, so that the block's E4M3 scale has room above the plain rule's and 1.5 is exact.
+  auto weighted_error = [](const std::string& format, const std::vector<double>& block, bool mse) {
+    const std::int64_t n = std::int64_t(block.size());
+    std::vector<double> w(block);
+    w.resize(std::size_t(2 * n), 0.0);
+    w[std::size_t(n)] = 42.0;
+    const at::Tensor t = at::from_blob(w.data(), {2, n}, at::kDouble).clone();
+    ptq::WeightGrid grid(qcast::parse_format(format), 2, n, t.data_ptr<double>());
+    if (mse) ptq::detail::fix_all_blocks_mse(grid, 0, t, at::ones({n}, at::kDouble));
+    else ptq::detail::fix_all_blocks(grid, 0, t);
+    double e = 0;
+    for (std::int64_t j = 0; j < n; ++j) e += std::pow(block[std::size_t(j)] - grid.quantize(0, j, block[std::size_t(j)]), 2);
+    return e;
+  };
+  // nvfp4: 6 and 4.5 are both on the grid scaled to put 6 on 4 (steps of 1.5: 6 = 4 x 1.5, 4.5 = 3 x
+  // 1.5), while the plain scale puts 4.5 halfway between 4 and 6.
+  std::vector<double> nv(16, 4.5);
+  nv[0] = 6.0;
+  const double nv_plain = weighted_error("nvfp4", nv, false), nv_mse = weighted_error("nvfp4", nv, true);
+  CHECK(nv_plain >= 15 * 0.25);  // fifteen errors of 0.5
+  CHECK(nv_mse < 0.01 * nv_plain);
+  // mxfp4: the plain E8M0 scale 2^0 saturates 7.75 to 6; one power of two up holds 7.75 as 8 and
+  // 4, 2 and 1 exactly.
+  std::vector<double> mx(32, 0.0);
+  for (std::size_t j = 0; j < mx.size(); ++j) mx[j] = j == 0 ? 7.75 : double(1 << (j % 3));
+  const double mx_plain = weighted_error("mxfp4", mx, false), mx_mse = weighted_error("mxfp4", mx, true);
+  CHECK(mx_plain >= 1.75 * 1.75);
+  CHECK(mx_mse <= 0.25 * 0.25 + 1e-12);
+  // The scale code the search compares: only for a fixed group of a scaled format.
+  const std::vector<float> one_row(32, 1.0f);
+  ptq::WeightGrid unfixed(qcast::parse_format("mxfp4"), 1, 32, one_row.data());
+  CHECK_THROWS_WITH(unfixed.scale_code(0, 0), Catch::Contains("not fixed"));
+  unfixed.fix_group(0, 0, 1.0);
+  CHECK(unfixed.scale_code(0, 0) == 127 - 2);  // E8M0: 2^(0 - emax of fp4) = 2^-2
+  ptq::WeightGrid unscaled(qcast::parse_format("fp8_e4m3"), 1, 32, one_row.data());
+  CHECK_THROWS_WITH(unscaled.scale_code(0, 0), Catch::Contains("no scales"));
 }
 
 TEST_CASE("ED and GPTQ give the same weights for any batch size on convolutions (ATen picks their kernel by batch size)") {

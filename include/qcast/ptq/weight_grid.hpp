@@ -81,6 +81,13 @@ class WeightGrid {
     if (!(amax >= 0.0) || !std::isfinite(amax)) throw std::invalid_argument("a group's amax must be finite and >= 0");
     fix(group_of(row, col), float(amax));
   }
+  // The stored code of the group's scale (the format must be scaled and the group fixed): two amax
+  // values that give the same code give the same grid, which a scale search need not try twice.
+  std::uint32_t scale_code(std::int64_t row, std::int64_t col) const {
+    if (!f_.is_scaled()) throw std::logic_error("scale_code: the format has no scales");
+    if (!block_fixed(row, col)) throw std::logic_error("scale_code: the group's scale is not fixed");
+    return scales_[std::size_t(group_of(row, col))].code;
+  }
   bool block_fixed(std::int64_t row, std::int64_t col) const {
     return !f_.is_scaled() || fixed_[std::size_t(group_of(row, col))] != 0;
   }

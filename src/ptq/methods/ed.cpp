@@ -69,6 +69,7 @@ std::pair<double, double> held_out_damping(const qcast::ptq::detail::GroupProble
     ColumnWalk walk = base;
     walk.damping = damping;
     walk.rounded = nullptr;
+    walk.searched_shares = nullptr;
     const double a = fold_mode == "full" ? 1.0 : fold_mode == "none" ? 0.0 : held_out_fold(p, damping);
     double error = 0;
     for (int h = 0; h < 2; ++h) {
@@ -127,6 +128,6 @@ QCAST_PTQ_METHOD(ed) {
             p.notes["fold"] = a;
             at::Tensor v = p.w;
             if (a > 0) v = (p.w + a * fold_shift(p.w, p.g, p.d, walk.damping)).contiguous();
-            return sequential_rounding(v, p.g, p.row0, *p.grid, walk);
+            return noted_sequential_rounding(v, p.g, p.row0, *p.grid, walk, p.notes);
           }};
 }

@@ -23,6 +23,6 @@ QCAST_PTQ_METHOD(gptq) {
             qcast::ptq::detail::choose_scales(walk, p.options->choice("scales"), p.w);
             walk.accumulator = p.accumulator;
             if (p.record_rounded) walk.rounded = &p.rounded;
-            return qcast::ptq::detail::sequential_rounding(p.w, p.g, p.row0, *p.grid, walk);
+            return qcast::ptq::detail::noted_sequential_rounding(p.w, p.g, p.row0, *p.grid, walk, p.notes);
           }};
 }
