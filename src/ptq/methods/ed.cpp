@@ -69,7 +69,6 @@ std::pair<double, double> held_out_damping(const qcast::ptq::detail::GroupProble
     ColumnWalk walk = base;
     walk.damping = damping;
     walk.rounded = nullptr;
-    walk.searched_shares = nullptr;
     const double a = fold_mode == "full" ? 1.0 : fold_mode == "none" ? 0.0 : held_out_fold(p, damping);
     double error = 0;
     for (int h = 0; h < 2; ++h) {
