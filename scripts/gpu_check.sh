@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On a machine with a CUDA GPU: builds qcast against the LibTorch of this machine's Python torch,
-# runs the GPU tests (ctest label gpu) and the GPU benchmark. Usage:
+# runs the GPU tests (ctest label gpu) and the GPU benchmarks (casts, codecs, the Hadamard transform).
+# Usage:
 #   scripts/gpu_check.sh [BUILD_DIR]         (default build-gpu)
 # Environment:
 #   PYTHON          the Python whose torch to build against (default python3)
@@ -33,7 +34,7 @@ cmake -S "$root" -B "$dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_
   -DQCAST_REQUIRE_TORCH=ON -DQCAST_BUILD_EXAMPLES=OFF >"$dir.configure.log" 2>&1 || { cat "$dir.configure.log"; exit 1; }
 grep -q "QCAST_HAVE_CUDA:INTERNAL=ON\|qcast_cuda" "$dir/CMakeCache.txt" || true
 log "building the GPU tests and the CLI"
-cmake --build "$dir" --target qcast_gpu_tests qcast_torch_gpu_tests qcast_cli -j "$(nproc)"
+cmake --build "$dir" --target qcast_gpu_tests qcast_torch_gpu_tests qcast_cli qcast_hadamard_bench -j "$(nproc)"
 
 log "GPU tests"
 (cd "$dir" && ctest -L gpu --output-on-failure)
@@ -46,3 +47,5 @@ read -r -a extra <<<"${QCAST_BENCH:---repeats 20 --formats mxfp4,nvfp4,fp8_e4m3,
 log "GPU benchmark: nvfp4 with a given tensor amax (one pass, no statistics pass)"
 "$dir/qcast" bench --device cuda --static-tensor-amax --repeats 20 --formats nvfp4
 "$dir/qcast" bench --device cuda --static-tensor-amax --repeats 20 --op encode --formats nvfp4
+log "GPU benchmark: the block Hadamard transform of --rotate hadamard"
+"$dir/qcast_hadamard_bench" --device cuda --elements 67108864 --blocks 16,32,128,4096,16384 --repeats 20

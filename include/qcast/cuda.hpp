@@ -1,5 +1,5 @@
 // CUDA kernels (library qcast::cuda, built when CMake finds a CUDA toolkit): cast, encode and
-// decode of tensors in GPU memory, with the same bits as the reference (qcast::cast, encode,
+// decode of tensors in GPU memory, and the block Hadamard transform, with the same bits as the reference (qcast::cast, encode,
 // decode) and the CPU kernels. This header needs no CUDA header: pointers are device pointers and
 // `stream` is a cudaStream_t (nullptr: the legacy default stream).
 //
@@ -39,5 +39,10 @@ float encode(const void* in, DType t, const Shape& shape, const Format& format, 
 // The values of packed codes and scales (qcast::decode), written as type t at out.
 void decode(const std::uint8_t* codes, const std::uint8_t* scales, float tensor_scale, const Shape& shape,
             const Format& format, void* out, DType t, void* stream = nullptr);
+
+// The block Walsh-Hadamard transform of n float32 values in place (device pointer; n a multiple of
+// block, a power of two): the same bits as qcast::hadamard and kernels::hadamard. Throws
+// std::invalid_argument as check_hadamard does.
+void hadamard(float* x, std::int64_t n, std::int64_t block, void* stream = nullptr);
 
 }  // namespace qcast::cuda

@@ -35,7 +35,8 @@ at::Tensor cast_calibrated(const at::Tensor& x, const Format& format, float amax
 // Block-diagonal Walsh-Hadamard transform along `dim`: each run of `block` elements (a power of two
 // that divides the dimension) is multiplied by H_block / sqrt(block), the orthonormal Sylvester
 // Hadamard matrix, in log2(block) butterfly steps: the SIMD kernel (kernels::hadamard) for float32
-// CPU tensors, ATen ops for other dtypes and devices (the same bits for float32). No autograd here
+// CPU tensors, the CUDA kernel (cuda::hadamard) for float32 CUDA tensors where this build has CUDA,
+// ATen ops for other dtypes and devices (the same bits for float32). No autograd here
 // (the operator library's qcast::hadamard has it: the transform is its own adjoint). It is
 // symmetric and orthonormal, so it is its own inverse: (W·H)(H·x) = W·x, the rotation that
 // `qcast quantize --rotate hadamard` applies (weights offline, activations in the graph).

@@ -116,7 +116,16 @@ at::Tensor hadamard(const at::Tensor& x, std::int64_t block, std::int64_t dim) {
     kernels::hadamard(y.data_ptr<float>(), y.numel(), block);
     return y.movedim(-1, dim);
   }
-  // Other devices and dtypes: ATen's ops, the same butterflies in the same order.
+#ifdef QCAST_TORCH_CUDA
+  if (x.is_cuda() && x.scalar_type() == at::kFloat) {  // the CUDA kernel, likewise
+    const c10::cuda::CUDAGuard guard(x.device());
+    at::Tensor y = x.movedim(dim, -1).clone(at::MemoryFormat::Contiguous);
+    cuda::hadamard(y.data_ptr<float>(), y.numel(), block, current_stream(y));
+    return y.movedim(-1, dim);
+  }
+#endif
+  // Other devices and dtypes: ATen's ops, the same butterflies in the same order (float16 and
+  // bfloat16 round to their type after each step).
   const at::Tensor moved = x.movedim(dim, -1);
   const auto sizes = moved.sizes().vec();
   at::Tensor y = moved.reshape({-1, n / block, block});

@@ -106,3 +106,22 @@ TEST_CASE("decode rejects short or misplaced code tensors") {
   split.scales = e.scales.to(at::kCPU);
   CHECK_THROWS_AS(qcast::decode(split), std::invalid_argument);
 }
+
+TEST_CASE("qcast::hadamard of float32 CUDA tensors runs the CUDA kernel and equals the CPU result") {
+  // NaN outputs must be NaN on both devices; their payloads may differ (the GPU returns its
+  // canonical NaN), so NaNs are compared by position and the rest by bits.
+  const auto without_nan = [](const at::Tensor& t) { return at::where(at::isnan(t), at::zeros_like(t), t); };
+  const at::Tensor x = test_input();
+  const at::Tensor xg = x.to(at::kCUDA);
+  for (const std::int64_t dim : {-1, 0})
+    for (const std::int64_t block : {1, 16, 32, 512}) {
+      if (x.size(dim) % block != 0) continue;
+      INFO("dim " << dim << ", block " << block);
+      const at::Tensor want = qcast::hadamard(x, block, dim);
+      const at::Tensor got = qcast::hadamard(xg, block, dim);
+      CHECK(got.is_cuda());
+      CHECK(at::isnan(got).cpu().equal(at::isnan(want)));
+      CHECK(difference(without_nan(got), without_nan(want)) == "");
+    }
+  CHECK_THROWS_WITH(qcast::hadamard(xg, 24), Catch::Matchers::Contains("power of two"));
+}
