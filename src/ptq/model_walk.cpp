@@ -47,6 +47,15 @@ bool reads_metadata_only(const Node* n) {
   return ops.count(n->kind().toQualString()) != 0;
 }
 
+// PyTorch's fused inference kernels of nn.TransformerEncoderLayer and nn.MultiheadAttention take the
+// weights whole. torch.jit.trace records them when it traces with gradients off (torch.no_grad());
+// with gradients on, the modules run their linear layers one by one and the trace has those.
+std::string fused_fast_path_hint(const std::string& op) {
+  if (op.rfind("aten::_transformer_", 0) == 0 || op.rfind("aten::_native_multi_head_attention", 0) == 0)
+    return " (PyTorch's fused fast path: trace with gradients enabled, outside torch.no_grad(), to record its linear layers)";
+  return "";
+}
+
 bool is_transpose_2d(const Node* n) {
   if (n->kind() == c10::aten::t) return true;
   if (n->kind() != c10::aten::transpose) return false;
@@ -151,7 +160,8 @@ ModelWalk walk_model(const torch::jit::Module& model) {
       }
     }
     if (!w.empty()) {
-      if (unsupported.empty() && !nodes[k].second) unsupported = "used inside control flow (prim::If / prim::Loop)";
+      if (unsupported.empty() && !nodes[k].second)
+        unsupported = "used inside control flow (prim::If / prim::Loop; a model traced with torch.jit.trace has none)";
       WalkLayer& l = layer_of(w, k);
       if (l.info.op.empty()) l.info.op = op;
       ++l.info.uses;
@@ -182,7 +192,7 @@ ModelWalk walk_model(const torch::jit::Module& model) {
     WalkLayer& l = layer_of(u.param, u.index);
     if (l.info.op.empty()) l.info.op = u.op;
     ++l.info.uses;
-    if (l.info.unsupported.empty()) l.info.unsupported = "used by " + u.op;
+    if (l.info.unsupported.empty()) l.info.unsupported = "used by " + u.op + fused_fast_path_hint(u.op);
   }
   // Execution order: by first use.
   std::vector<std::size_t> order(walk.layers.size());

@@ -3,7 +3,8 @@ per-tensor static and two-level static activation formats, a layer left in float
 rotation) loads in PyTorch
 with the operator library, and its output equals a forward written here by hand from the saved
 weights, with torch.ops.qcast.cast on each layer's input in the format and with the amax that the
-report names (and torch.ops.qcast.hadamard first where it names a rotation). The static per-tensor op is checked against a NumPy formula from docs/formats.md.
+report names (and torch.ops.qcast.hadamard first where it names a rotation). The static per-tensor op is checked against a NumPy formula from docs/formats.md. PyTorch's
+nn.TransformerEncoder, traced, quantizes W4A4 with rotations, and a rotation alone keeps its function.
 Bad activation options fail with exit code 2, a format that cannot apply with the layer's name.
 
 usage: activation_check.py QCAST LIBQCAST_OPS
@@ -143,6 +144,45 @@ with tempfile.TemporaryDirectory() as d:
         for l in rep["layers"]:
             check(l["format"] in ("e1m2nosp@g32:scale=e8m0", "mxfp4") and 0.6 - 1e-9 <= l["notes"]["clip"] <= 1.0,
                   f"searched layer {l['name']}: {l['format']}, {l['notes']}")
+
+    # PyTorch's own nn.TransformerEncoder (attention with one in_proj weight, residuals, LayerNorms).
+    # Traced with gradients off it records the fused fast-path op, which takes the weights whole:
+    # the report says so and how to trace instead. Traced with gradients on, every linear layer is
+    # found; a rotation alone keeps the float function, and W4A4 rotated loads back in PyTorch.
+    enc = nn.Sequential(nn.Linear(16, 64), nn.TransformerEncoder(
+        nn.TransformerEncoderLayer(64, 4, 128, batch_first=True, dropout=0.0), 2, enable_nested_tensor=False),
+        nn.Linear(64, 8)).eval()
+    tokens = torch.randn(24, 6, 16)
+    tcalib, fused, traced = (os.path.join(d, n) for n in ("tokens.pt", "fused.pt", "traced.pt"))
+    torch.save(tokens, tcalib)
+    with torch.no_grad():
+        torch.jit.trace(enc, tokens[:2]).save(fused)
+    torch.jit.trace(enc, tokens[:2], check_trace=False).save(traced)
+    r = subprocess.run([qcast, "quantize", fused, "--list"], capture_output=True, text=True)
+    check(r.returncode == 0 and "fused fast path: trace with gradients enabled" in r.stdout,
+          f"the fused encoder's weights name the fix: {r.stdout[-600:]}{r.stderr[-300:]}")
+    r = subprocess.run([qcast, "quantize", traced, "--list"], capture_output=True, text=True)
+    check(r.returncode == 0 and r.stdout.count("quantizable") == 10, f"the traced encoder's 10 linear layers: {r.stdout[-900:]}")
+    with torch.no_grad():
+        want = enc(tokens[:8])
+    for name, flags, close in [("rotation alone", ["--format", "fp32", "--method", "rtn", "--rotate", "hadamard:16"], 1e-4),
+                               ("W4A4 rotated", ["--format", "nvint4", "--method", "ed", "--act-format", "nvint4",
+                                                 "--rotate", "hadamard"], None)]:
+        out = os.path.join(d, "enc_q.pt")
+        r = run(traced, *flags, "--calib", tcalib, "-o", out, "--quiet")
+        check(r.returncode == 0, f"encoder {name}: {r.stderr.strip()[:300]}")
+        if r.returncode != 0:
+            continue
+        q = torch.jit.load(out)
+        with torch.no_grad():
+            y = q(tokens[:8])
+        check(q.code.count("ops.qcast.hadamard") >= 1, f"encoder {name}: the rotations are in the saved forward")
+        if close is not None:
+            check(torch.allclose(y, want, rtol=close, atol=close),
+                  f"encoder {name}: the float function changed by {float((y - want).abs().max())}")
+        else:
+            cos = float(F.cosine_similarity(y.flatten(), want.flatten(), dim=0))
+            check(not torch.equal(y, want) and 0.9 < cos < 1.0, f"encoder {name}: cosine to float {cos}")
 
     # The static per-tensor op against NumPy (docs/formats.md: scaled integers).
     v = torch.randn(4, 50) * 3

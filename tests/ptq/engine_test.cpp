@@ -147,6 +147,7 @@ TEST_CASE("the walk lists weight layers in execution order with module paths") {
     CHECK(by_name[ok].unsupported.empty());
   CHECK(by_name["table"].unsupported.find("aten::embedding") != std::string::npos);
   CHECK(by_name["gated"].unsupported.find("control flow") != std::string::npos);
+  CHECK(by_name["gated"].unsupported.find("torch.jit.trace") != std::string::npos);  // and what to do instead
 }
 
 TEST_CASE("rtn gives the core cast of every weight matrix, and the export decodes to the model's weights") {
