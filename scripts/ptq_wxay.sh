@@ -8,7 +8,9 @@
 #   scripts/ptq_wxay.sh [--models a,b] [--full]
 # --full runs issue 25's whole 4-bit grid instead: weights {mxfp4, nvfp4, nvint4, int4@g128} x
 # activations {mxfp4, nvfp4, mxfp8_e4m3, mxint8, int8 (static)} x rotation {none, hadamard} x
-# method {rtn, ed} (80 runs a model; about two hours for MiniLM on two cores).
+# method {rtn, ed} (80 runs a model on two cores: about two hours for MiniLM, one for the
+# Austen LM, 50 minutes for MobileNet). QCAST_WXAY_GPTQ=1 adds gptq to every cell, with or
+# without --full.
 # QCAST_PTQ_WORK (default a temporary folder) holds the quantized models and results.jsonl (the
 # rows are appended: a stopped run resumes where it stopped); QCAST_PTQ_QCAST, a built qcast with
 # libqcast_ops.so beside it, skips the build. Layers an activation format or rotation cannot apply
