@@ -3,7 +3,8 @@ per-tensor static and two-level static activation formats, a layer left in float
 rotation) loads in PyTorch
 with the operator library, and its output equals a forward written here by hand from the saved
 weights, with torch.ops.qcast.cast on each layer's input in the format and with the amax that the
-report names (and torch.ops.qcast.hadamard first where it names a rotation). The static per-tensor op is checked against a NumPy formula from docs/formats.md. PyTorch's
+report names (and torch.ops.qcast.hadamard first where it names a rotation). The static
+per-tensor op is checked against a NumPy formula from docs/formats.md. PyTorch's
 nn.TransformerEncoder, traced, quantizes W4A4 with rotations, and a rotation alone keeps its function.
 Bad activation options fail with exit code 2, a format that cannot apply with the layer's name.
 

@@ -24,6 +24,23 @@ inline std::vector<float> scaled_normal_rows(int rows, int cols, unsigned seed) 
   return x;
 }
 
+// Inputs of the Hadamard transform tests: normal samples at magnitudes 2^-10 .. 2^9, with (for n > 8)
+// a NaN, an Inf, a value near FLT_MAX whose butterfly sums overflow, and signed zeros.
+inline std::vector<float> hadamard_values(std::int64_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(static_cast<std::size_t>(n));
+  for (auto& v : x) v = normal(rng) * std::exp2(float(int(rng() % 20) - 10));
+  if (n > 8) {
+    x[3] = std::numeric_limits<float>::quiet_NaN();
+    x[std::size_t(n / 2)] = INFINITY;
+    x[std::size_t(n - 1)] = 3e38f;
+    x[5] = -0.0f;
+    x[6] = 0.0f;
+  }
+  return x;
+}
+
 // Special rows over a tensor of at least 8 rows of `cols`: a NaN (where with_nan) and ±Inf in rows
 // 1-3, alternating ±0 (row 4), subnormals of both signs (5), negative grid ties (6)
 // and values beyond every element format's range (7).

@@ -340,13 +340,9 @@ TEST_CASE("the Hadamard kernel equals the reference on every target and thread c
   std::mt19937 rng(77);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   for (const std::int64_t block : {1, 2, 4, 8, 16, 32, 64, 128, 256}) {
-    // Enough blocks that several threads get a share; NaN, Inf and a huge value in a few places.
+    // Enough blocks that several threads get a share; NaN, Inf, a huge value and signed zeros.
     const std::int64_t n = block * std::max<std::int64_t>(3, (1 << 18) / block);
-    std::vector<float> x(static_cast<std::size_t>(n));
-    for (auto& v : x) v = normal(rng) * std::exp2(float(int(rng() % 20) - 10));
-    x[3] = std::numeric_limits<float>::quiet_NaN();
-    x[std::size_t(n / 2)] = INFINITY;
-    x[std::size_t(n - 1)] = 3e38f;
+    const std::vector<float> x = qcast_test::hadamard_values(n, unsigned(77 + block));
     std::vector<float> want = x;
     qcast::hadamard(want.data(), n, block);
     for (const auto& target : qcast::kernels::available_targets()) {

@@ -5,63 +5,37 @@
 // NaN, x86 propagates an operand's).
 #include <catch2/catch.hpp>
 
-#include <cmath>
 #include <cstdint>
-#include <cstring>
-#include <limits>
-#include <random>
 #include <vector>
 
+#include "common/differing.hpp"
+#include "common/tensor_values.hpp"
 #include "device_buffer.hpp"
 #include "qcast/cuda.hpp"
 #include "qcast/hadamard.hpp"
 
 using qcast_test::DeviceBuffer;
-
-namespace {
-
-std::size_t differing_but_nan(const std::vector<float>& a, const std::vector<float>& b) {
-  std::size_t bad = a.size() == b.size() ? 0 : a.size() + b.size();
-  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i)
-    bad += std::isnan(a[i]) ? !std::isnan(b[i]) : std::memcmp(&a[i], &b[i], 4) != 0;
-  return bad;
-}
-
-std::vector<float> rotation_values(std::int64_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> x(static_cast<std::size_t>(n));
-  for (auto& v : x) v = normal(rng) * std::exp2(float(int(rng() % 20) - 10));
-  if (n > 8) {  // NaN, Inf, a value near FLT_MAX whose sums overflow, and signed zeros
-    x[3] = std::numeric_limits<float>::quiet_NaN();
-    x[std::size_t(n / 2)] = INFINITY;
-    x[std::size_t(n - 1)] = 3e38f;
-    x[5] = -0.0f;
-    x[6] = 0.0f;
-  }
-  return x;
-}
-
-}  // namespace
+using qcast_test::differing_but_nan_payloads;
+using qcast_test::hadamard_values;
 
 TEST_CASE("cuda::hadamard equals the reference for every block size, tile edge and grid loop") {
   for (std::int64_t block = 1; block <= (1 << 15); block *= 2) {
     // Whole tiles, a partial last tile, and (for small blocks) more tiles than one grid holds.
     for (const std::int64_t n : {block * 3, block * ((4096 * 5) / block + 7), std::int64_t(1) << 23}) {
       INFO("block " << block << ", n " << n);
-      const auto x = rotation_values(n, unsigned(block + n));
+      const auto x = hadamard_values(n, unsigned(block + n));
       std::vector<float> want = x;
       qcast::hadamard(want.data(), n, block);
       DeviceBuffer<float> d(x);
       qcast::cuda::hadamard(d.get(), n, block);
-      CHECK(differing_but_nan(d.to_host(), want) == 0);
+      CHECK(differing_but_nan_payloads(d.to_host(), want) == 0);
     }
   }
 }
 
 TEST_CASE("cuda::hadamard on a stream, and its errors") {
   const std::int64_t n = 4096 * 3, block = 64;
-  const auto x = rotation_values(n, 5);
+  const auto x = hadamard_values(n, 5);
   std::vector<float> want = x;
   qcast::hadamard(want.data(), n, block);
   cudaStream_t s = nullptr;
@@ -70,7 +44,7 @@ TEST_CASE("cuda::hadamard on a stream, and its errors") {
   qcast::cuda::hadamard(d.get(), n, block, s);
   qcast_test::cuda_check(cudaStreamSynchronize(s), "cudaStreamSynchronize");
   cudaStreamDestroy(s);
-  CHECK(differing_but_nan(d.to_host(), want) == 0);
+  CHECK(differing_but_nan_payloads(d.to_host(), want) == 0);
   CHECK_THROWS_WITH(qcast::cuda::hadamard(d.get(), n, 48), Catch::Matchers::Contains("power of two"));
   CHECK_THROWS_WITH(qcast::cuda::hadamard(d.get(), 100, 64), Catch::Matchers::Contains("does not divide"));
 }
